@@ -1,0 +1,249 @@
+"""Command-line runner shared by the scripts in ``experiments/``.
+
+Each script declares its paper preset, its ``--smoke`` preset and how to build its
+LightningModule; this module owns the flags, the Trainer, the run directory
+(``<runs_dir>/<experiment>/version_<n>/``), checkpoints, ``summary.json`` and ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from kdbias.callbacks.summary import SUMMARY_FILE, SummaryCallback
+from kdbias.data import CIFARDataModule
+
+_NONE = ("none", "null", "")
+
+
+def _optional(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return None if text.lower() in _NONE else kind(text)
+
+    parse.__name__ = f"optional {kind.__name__}"
+    return parse
+
+
+def _limit(text: str) -> int | float:
+    """``--limit-*-batches``: an int counts batches, a float in (0, 1] is a fraction."""
+    value = float(text)
+    return int(value) if value.is_integer() and value > 1 else value
+
+
+def _devices(text: str) -> int | str:
+    return text if text == "auto" or "," in text else int(text)
+
+
+# (flag, type, help); defaults come from the presets so that --help shows the paper's.
+COMMON_OPTIONS: list[tuple[str, Any, str]] = [
+    ("--dataset", str, "cifar10 | cifar100 | digits"),
+    ("--data-dir", str, "where the CIFAR python batches live (downloaded there if missing)"),
+    ("--runs-dir", str, "root of run directories: <runs-dir>/<experiment>/version_<n>/"),
+    ("--seed", int, "global seed (data order, augmentation, initialisation)"),
+    ("--epochs", int, "training epochs"),
+    ("--batch-size", int, "images per device per step"),
+    ("--val-batch-size", _optional(int), "validation batch per device (none: same as --batch-size)"),
+    ("--num-workers", int, "DataLoader workers per device"),
+    ("--optimizer", str, "sgd | adamw"),
+    ("--lr", float, "peak learning rate (after warm-up)"),
+    ("--weight-decay", float, "decoupled weight decay (AdamW) or L2 (SGD); none on norms/biases"),
+    ("--momentum", float, "SGD momentum (Nesterov)"),
+    ("--warmup-epochs", float, "linear warm-up length in epochs"),
+    ("--min-lr-ratio", float, "final learning rate as a fraction of --lr (cosine floor)"),
+    ("--label-smoothing", float, "label smoothing of the cross-entropy"),
+    ("--mix", _optional(str), "batch mixing: none | cutmix | mixup"),
+    ("--mix-alpha", _optional(float), "Beta(alpha, alpha) of CutMix/MixUp (none: 1.0 / 0.2)"),
+    ("--mix-prob", float, "probability that a training batch is mixed"),
+    ("--train-subset", _optional(int), "train on a fixed seeded subset of this many images"),
+    ("--accelerator", str, "auto | cpu | gpu"),
+    ("--devices", _devices, "auto, a count, or a comma list of device ids"),
+    ("--num-nodes", int, "nodes for multi-node DDP"),
+    ("--strategy", str, "auto (DDP when several GPUs) or any Lightning strategy name"),
+    ("--precision", str, "auto (bf16-mixed on GPU, 32-true on CPU) or a Lightning precision"),
+    ("--limit-train-batches", _limit, "batches (int) or fraction (float) of an epoch"),
+    ("--limit-val-batches", _limit, "batches (int) or fraction (float) of validation"),
+    ("--log-every-n-steps", int, "scalar logging interval in optimiser steps"),
+]
+
+TRAINING_DEFAULTS: dict[str, Any] = dict(
+    dataset="cifar10", data_dir="data", runs_dir="runs", seed=0, epochs=200, batch_size=1024,
+    val_batch_size=None, num_workers=4, optimizer="adamw", lr=5e-4, weight_decay=0.05,
+    momentum=0.9, warmup_epochs=5.0, min_lr_ratio=0.01, label_smoothing=0.0, mix=None,
+    mix_alpha=None, mix_prob=1.0, train_subset=None, accelerator="auto", devices="auto", num_nodes=1,
+    strategy="auto", precision="auto", limit_train_batches=1.0, limit_val_batches=1.0,
+    log_every_n_steps=50, compile=False,
+)
+
+SMOKE_DEFAULTS: dict[str, Any] = dict(
+    dataset="digits", epochs=2, batch_size=64, num_workers=0, warmup_epochs=0.5,
+    accelerator="cpu", devices=1, precision="32-true", limit_train_batches=8,
+    limit_val_batches=3, log_every_n_steps=2, compile=False,
+)
+
+
+@dataclass
+class Experiment:
+    """One row of the experiment matrix, as a command-line program.
+
+    Args:
+        name: run name; runs go to ``<runs_dir>/<name>/version_<n>/``.
+        description: the ``--help`` text.
+        build_module: ``(config, datamodule) -> LightningModule``.
+        paper: preset overrides of :data:`TRAINING_DEFAULTS` (the research plan's values).
+        smoke: overrides applied on top of ``paper`` by ``--smoke`` (offline CPU preset).
+        add_arguments: adds the script's own flags (defaults from the presets).
+        build_callbacks: ``(config, datamodule) -> [Callback]`` extra callbacks (analytics).
+    """
+
+    name: str
+    description: str
+    build_module: Callable[[argparse.Namespace, CIFARDataModule], L.LightningModule]
+    paper: dict[str, Any] = field(default_factory=dict)
+    smoke: dict[str, Any] = field(default_factory=dict)
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    build_callbacks: Callable[[argparse.Namespace, CIFARDataModule], list[Callback]] | None = None
+
+    def parser(self, smoke: bool = False) -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(
+            prog=f"{self.name}.py",
+            description=self.description,
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        parser.add_argument("--smoke", action="store_true", help="offline CPU preset: digits, random weights, tiny budget")
+        parser.add_argument("--resume", action="store_true", help="continue the latest run of this experiment from its last.ckpt")
+        parser.add_argument("--compile", action=argparse.BooleanOptionalAction, help="torch.compile the models")
+        for flag, kind, help_text in COMMON_OPTIONS:
+            parser.add_argument(flag, type=kind, help=help_text)
+        if self.add_arguments is not None:
+            self.add_arguments(parser)
+        defaults = {**TRAINING_DEFAULTS, **self.paper}
+        if smoke:
+            defaults.update({**SMOKE_DEFAULTS, **self.smoke})
+        parser.set_defaults(**defaults)
+        return parser
+
+    def parse(self, argv: Sequence[str] | None = None) -> argparse.Namespace:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        config = self.parser(smoke="--smoke" in argv).parse_args(argv)
+        config.experiment = self.name
+        config.preset = "smoke" if config.smoke else "paper"
+        return config
+
+    def run(self, argv: Sequence[str] | None = None) -> Path:
+        """Parse ``argv``, train, and return the run directory."""
+        config = self.parse(argv)
+        return run_experiment(self, config)
+
+
+def latest_run(runs_dir: str | Path, name: str, require: str | None = None) -> Path | None:
+    """The highest ``version_<n>`` of ``<runs_dir>/<name>`` holding ``require`` (a relative path)."""
+    root = Path(runs_dir) / name
+    versions = sorted(
+        (p for p in root.glob("version_*") if p.name.split("_")[-1].isdigit()),
+        key=lambda p: int(p.name.split("_")[-1]),
+    )
+    for path in reversed(versions):
+        if require is None or (path / require).exists():
+            return path
+    return None
+
+
+def resolve_precision(config: argparse.Namespace) -> str:
+    if config.precision != "auto":
+        return config.precision
+    on_gpu = torch.cuda.is_available() and config.accelerator in ("auto", "gpu", "cuda")
+    return "bf16-mixed" if on_gpu else "32-true"
+
+
+def resolve_strategy(config: argparse.Namespace) -> str:
+    if config.strategy != "auto":
+        return config.strategy
+    many = config.num_nodes > 1 or (
+        torch.cuda.device_count() > 1
+        and config.accelerator in ("auto", "gpu", "cuda")
+        and (config.devices == "auto" or not isinstance(config.devices, int) or config.devices > 1)
+    )
+    return "ddp" if many else "auto"
+
+
+def build_datamodule(config: argparse.Namespace) -> CIFARDataModule:
+    return CIFARDataModule(
+        dataset=config.dataset,
+        data_dir=config.data_dir,
+        batch_size=config.batch_size,
+        val_batch_size=config.val_batch_size,
+        num_workers=config.num_workers,
+        mix=config.mix,
+        mix_alpha=config.mix_alpha,
+        mix_prob=config.mix_prob,
+        seed=config.seed,
+        train_subset=config.train_subset,
+    )
+
+
+def run_experiment(experiment: Experiment, config: argparse.Namespace) -> Path:
+    """Train ``experiment`` with ``config``; return ``<runs_dir>/<name>/version_<n>``."""
+    L.seed_everything(config.seed, workers=True)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and later
+
+    ckpt_path = None
+    version = None
+    if config.resume:
+        previous = latest_run(config.runs_dir, experiment.name, require="checkpoints/last.ckpt")
+        if previous is None:
+            print(f"--resume: no checkpoint under {Path(config.runs_dir) / experiment.name}; starting a new run.")
+        else:
+            version = int(previous.name.split("_")[-1])
+            ckpt_path = str(previous / "checkpoints" / "last.ckpt")
+            print(f"Resuming {previous} from {ckpt_path}")
+
+    datamodule = build_datamodule(config)
+    module = experiment.build_module(config, datamodule)
+    logger = TensorBoardLogger(save_dir=config.runs_dir, name=experiment.name, version=version, default_hp_metric=False)
+    logger.log_hyperparams({"config": _plain(vars(config))})
+
+    callbacks: list[Callback] = [
+        ModelCheckpoint(filename="best", monitor="val/acc", mode="max", save_top_k=1, save_last=True,
+                        auto_insert_metric_name=False, enable_version_counter=False),
+        SummaryCallback(experiment.name, config.dataset, config.preset, config.seed),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if experiment.build_callbacks is not None:
+        callbacks += experiment.build_callbacks(config, datamodule)
+
+    trainer = L.Trainer(
+        logger=logger,
+        callbacks=callbacks,
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy=resolve_strategy(config),
+        precision=resolve_precision(config),
+        limit_train_batches=config.limit_train_batches,
+        limit_val_batches=config.limit_val_batches,
+        log_every_n_steps=config.log_every_n_steps,
+        benchmark=torch.cuda.is_available(),
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=not config.smoke,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    run_dir = Path(trainer.log_dir)
+    if trainer.is_global_zero:
+        print(f"Run directory: {run_dir}  (summary: {run_dir / SUMMARY_FILE}; tensorboard --logdir {config.runs_dir})")
+    return run_dir
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Config values as YAML-friendly scalars."""
+    return {k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v) for k, v in values.items()}

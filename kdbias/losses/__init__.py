@@ -1,0 +1,25 @@
+"""Pure loss functions: logit distillation, linear CKA and patch-token alignment."""
+
+from kdbias.losses.cka import (
+    biased_hsic,
+    cka_loss,
+    gram_linear,
+    hsic,
+    linear_cka,
+    unbiased_hsic,
+)
+from kdbias.losses.kd import hard_distillation_loss, soft_kl_loss
+from kdbias.losses.token import pool_tokens_to_grid, token_loss
+
+__all__ = [
+    "biased_hsic",
+    "cka_loss",
+    "gram_linear",
+    "hard_distillation_loss",
+    "hsic",
+    "linear_cka",
+    "pool_tokens_to_grid",
+    "soft_kl_loss",
+    "token_loss",
+    "unbiased_hsic",
+]

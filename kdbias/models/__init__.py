@@ -1,0 +1,32 @@
+"""Models of the experiment matrix (``build_model``) and taps on their blocks and attention."""
+
+from kdbias.models.build import MODEL_NAMES, PretrainedWeightsError, build_model, model_input_stats
+from kdbias.models.taps import (
+    attention_maps,
+    block_modules,
+    block_outputs,
+    check_block_indices,
+    forward_features_and_blocks,
+    is_vit,
+    materialized_attention,
+    num_blocks,
+    num_prefix_tokens_of,
+    patch_size_of,
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "PretrainedWeightsError",
+    "attention_maps",
+    "block_modules",
+    "block_outputs",
+    "build_model",
+    "check_block_indices",
+    "forward_features_and_blocks",
+    "is_vit",
+    "materialized_attention",
+    "model_input_stats",
+    "num_blocks",
+    "num_prefix_tokens_of",
+    "patch_size_of",
+]

@@ -1,0 +1,197 @@
+"""Model construction: one builder per architecture, all plain timm modules.
+
+``build_model(name, num_classes, pretrained)`` returns:
+
+- ``resnet18_cifar``: ResNet-18 with a 3x3 stride-1 stem and no max-pool;
+  [B, 3, 32, 32] -> logits [B, num_classes].
+- ``convnextv2_tiny_cifar``: ConvNeXt V2-Tiny whose 4x4 stride-4 stem is replaced,
+  after any pretrained weights are loaded, by a fresh 2x2 stride-2 conv;
+  [B, 3, 32, 32] -> logits [B, num_classes].
+- ``deit_tiny_p4`` / ``deit_small_p4``: DeiT at 32 px with 4 px patches (8x8 grid + CLS
+  = 65 tokens); [B, 3, 32, 32] -> logits [B, num_classes].
+- ``dinov2_vits14``: DINOv2 ViT-S/14 without a head; [B, 3, S, S] -> CLS embedding
+  [B, 384], S = ``img_size`` (224 by default, a 16x16 grid; 112 gives 8x8).
+
+``pretrained`` is ``None`` (random init), ``"hub"`` (timm's download) or the path of a
+local weights file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``), loaded through timm so
+that position and patch embeddings are resized to the model's grid.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import timm
+import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import trunc_normal_
+from timm.models import load_state_dict
+from timm.models.convnext import checkpoint_filter_fn as _convnext_filter
+from timm.models.vision_transformer import checkpoint_filter_fn as _vit_filter
+from torch import nn
+
+Pretrained = str | Path | None
+StateFilter = Callable[[dict, nn.Module], dict]
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights could not be obtained or do not fit the architecture."""
+
+
+def _hub_error(error: Exception) -> bool:
+    # huggingface_hub's errors (offline, not cached, HTTP) all derive from OSError;
+    # raw transport errors are recognised by the package they come from.
+    package = type(error).__module__.split(".")[0]
+    return isinstance(error, OSError) or package in {"huggingface_hub", "httpx", "httpx2", "requests", "urllib3"}
+
+
+def _from_hub(model_id: str, **kwargs) -> nn.Module:
+    try:
+        return timm.create_model(model_id, pretrained=True, **kwargs)
+    except Exception as error:
+        if not _hub_error(error):
+            raise
+        raise PretrainedWeightsError(
+            f"could not reach the Hugging Face hub for the pretrained weights of timm model '{model_id}' "
+            f"({type(error).__name__}: {error}). Download the weights elsewhere and pass a local weights file "
+            f'path instead: pretrained="/path/to/model.safetensors".'
+        ) from error
+
+
+def _mismatches(model: nn.Module, path: Path, state_filter: StateFilter | None) -> list[str]:
+    """Keys of ``path`` (after timm's filter) that do not fit ``model``, classifier excluded."""
+    state = load_state_dict(str(path), weights_only=True)
+    if state_filter is not None:
+        try:
+            state = state_filter(state, model)
+        except Exception:  # a foreign file may break the filter; compare raw keys then
+            pass
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(c + "." for c in classifier))}
+    state = {k: v for k, v in state.items() if not k.startswith(tuple(c + "." for c in classifier))}
+    missing = [f"missing {k}" for k in own if k not in state]
+    unexpected = [f"unexpected {k}" for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    return missing + unexpected + shapes
+
+
+def _wrong_file(model_id: str, path: Path, problems: list[str], cause: Exception | None = None) -> PretrainedWeightsError:
+    detail = "; ".join(problems[:5]) or f"{type(cause).__name__}: {cause}"
+    more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+    return PretrainedWeightsError(
+        f"weights file {path} does not fit timm architecture '{model_id}': {detail}{more}. "
+        f"Pass a weights file saved from '{model_id.split('.')[0]}'."
+    )
+
+
+def _from_file(model_id: str, path: Path, state_filter: StateFilter | None, **kwargs) -> nn.Module:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    overlay = dict(file=str(path))
+    try:
+        model = timm.create_model(model_id, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except Exception as error:  # shape mismatch in load_state_dict, unreadable file, filter failure
+        reference = timm.create_model(model_id, **kwargs)
+        raise _wrong_file(model_id, path, _mismatches(reference, path, state_filter), error) from error
+    # timm loads non-strictly when the head is reset, so foreign keys pass silently.
+    problems = _mismatches(model, path, state_filter)
+    if problems:
+        raise _wrong_file(model_id, path, problems)
+    return model
+
+
+def _create(
+    model_id: str, pretrained: Pretrained, state_filter: StateFilter | None = None, **kwargs
+) -> nn.Module:
+    """timm model ``model_id`` ("arch.tag"): random, from the hub, or from a local file."""
+    if pretrained is None:
+        return timm.create_model(model_id, **kwargs)
+    if pretrained == "hub":
+        return _from_hub(model_id, **kwargs)
+    return _from_file(model_id, Path(pretrained), state_filter, **kwargs)
+
+
+def _resnet18_cifar(num_classes: int, pretrained: Pretrained, **kw) -> nn.Module:
+    model = _create("resnet18.a1_in1k", pretrained, num_classes=num_classes, **kw)
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
+    model.maxpool = nn.Identity()
+    return model
+
+
+def _convnextv2_tiny_cifar(num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, **kw) -> nn.Module:
+    model = _create(
+        "convnextv2_tiny.fcmae_ft_in22k_in1k", pretrained, _convnext_filter,
+        num_classes=num_classes, drop_path_rate=drop_path_rate, **kw,
+    )
+    stem = nn.Conv2d(3, 96, kernel_size=2, stride=2)
+    trunc_normal_(stem.weight, std=0.02)
+    nn.init.zeros_(stem.bias)
+    model.stem[0] = stem
+    return model
+
+
+def _deit_p4(arch: str, num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, **kw) -> nn.Module:
+    return _create(
+        f"{arch}.fb_in1k", pretrained, partial(_vit_filter, adapt_layer_scale=True),
+        img_size=32, patch_size=4, num_classes=num_classes, drop_path_rate=drop_path_rate, **kw,
+    )
+
+
+def _dinov2_vits14(num_classes: int, pretrained: Pretrained, img_size: int = 224, **kw) -> nn.Module:
+    # Always headless: the teacher's output is its CLS embedding, so num_classes is unused.
+    del num_classes
+    return _create("vit_small_patch14_dinov2.lvd142m", pretrained, _vit_filter, num_classes=0, img_size=img_size, **kw)
+
+
+_BUILDERS: dict[str, Callable[..., nn.Module]] = {
+    "resnet18_cifar": _resnet18_cifar,
+    "convnextv2_tiny_cifar": _convnextv2_tiny_cifar,
+    "deit_tiny_p4": partial(_deit_p4, "deit_tiny_patch16_224"),
+    "deit_small_p4": partial(_deit_p4, "deit_small_patch16_224"),
+    "dinov2_vits14": _dinov2_vits14,
+}
+
+_IMAGENET_STATS = (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+_INPUT_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
+    "resnet18_cifar": None,
+    "convnextv2_tiny_cifar": _IMAGENET_STATS,
+    "deit_tiny_p4": None,
+    "deit_small_p4": None,
+    "dinov2_vits14": _IMAGENET_STATS,
+}
+
+MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def _check_name(name: str) -> None:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model '{name}'; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def build_model(name: str, num_classes: int = 10, pretrained: Pretrained = None, **kw) -> nn.Module:
+    """Build model ``name`` (one of ``MODEL_NAMES``); ``kw`` goes to timm (drop_path_rate, img_size, ...).
+
+    ``pretrained``: None, "hub", or a local weights file path. Raises ``PretrainedWeightsError``
+    when the hub is unreachable or the file does not fit, ``FileNotFoundError`` for a missing
+    file. ``dinov2_vits14`` is headless and ignores ``num_classes``.
+    """
+    _check_name(name)
+    return _BUILDERS[name](num_classes, pretrained, **kw)
+
+
+def model_input_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) per RGB channel the model expects, or None for the dataset's own statistics."""
+    _check_name(name)
+    return _INPUT_STATS[name]
+
+
+__all__ = ["MODEL_NAMES", "PretrainedWeightsError", "build_model", "model_input_stats"]

@@ -1,0 +1,92 @@
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdbias.data import CIFARDataModule, dataset_stats
+from kdbias.modules import TeacherModule
+from kdbias.modules.input_adapter import InputAdapter
+from kdbias.modules.schedule import WarmupCosine
+
+
+def test_warmup_cosine_matches_closed_form():
+    schedule = WarmupCosine(warmup_steps=4, total_steps=24, min_ratio=0.1)
+    assert [schedule(s) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert schedule(4) == pytest.approx(1.0)
+    # halfway through the cosine part: min + (1 - min) / 2
+    assert schedule(14) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert schedule(24) == pytest.approx(0.1)
+    for step in range(4, 24):
+        expected = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 4) / 20))
+        assert schedule(step) == pytest.approx(expected)
+
+
+def test_input_adapter_renormalises_exactly():
+    data_mean, data_std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    model_mean, model_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    raw = torch.rand(2, 3, 8, 8)
+    dm = torch.tensor(data_mean).view(1, 3, 1, 1)
+    ds = torch.tensor(data_std).view(1, 3, 1, 1)
+    mm = torch.tensor(model_mean).view(1, 3, 1, 1)
+    ms = torch.tensor(model_std).view(1, 3, 1, 1)
+    out = InputAdapter(data_mean, data_std, model_mean, model_std)((raw - dm) / ds)
+    torch.testing.assert_close(out, (raw - mm) / ms, atol=1e-5, rtol=1e-5)
+    x = torch.randn(2, 3, 8, 8)
+    assert InputAdapter(data_mean, data_std)(x) is x  # identity: no work at all
+    resized = InputAdapter(data_mean, data_std, image_size=16)(x)
+    assert resized.shape == (2, 3, 16, 16)
+
+
+def test_teacher_loss_is_cross_entropy_with_soft_targets():
+    module = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", model_kwargs={"depth": 1},
+                           label_smoothing=0.1)
+    images = torch.randn(4, 3, 32, 32)
+    soft = torch.softmax(torch.randn(4, 10), dim=-1)
+    losses, logits = module.training_losses(images, soft)
+    smoothed = soft * 0.9 + 0.1 / 10
+    expected = -(smoothed * torch.log_softmax(logits.float(), -1)).sum(-1).mean()
+    torch.testing.assert_close(losses["loss"], expected)
+
+
+def test_convnext_teacher_sees_imagenet_statistics():
+    module = TeacherModule("convnextv2_tiny_cifar", num_classes=10, dataset="cifar10")
+    assert module.input_adapter.renormalise
+    assert not TeacherModule("resnet18_cifar", dataset="cifar10").input_adapter.renormalise
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_optimiser_groups_exclude_norms_and_biases(optimizer):
+    module = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", model_kwargs={"depth": 1},
+                           optimizer=optimizer, weight_decay=0.05)
+    module.trainer = type("T", (), {"estimated_stepping_batches": 10, "max_epochs": 1})()
+    config = module.configure_optimizers()
+    groups = config["optimizer"].param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, param in module.model.named_parameters():
+        no_decay = param.ndim <= 1 or name in ("pos_embed", "cls_token")
+        assert (id(param) not in decayed) == no_decay, name
+
+
+def test_teacher_fit_on_digits_beats_chance_and_writes_run(tmp_path):
+    from kdbias.recipes import TEACHER_RESNET18
+
+    run_dir = TEACHER_RESNET18.run([
+        "--smoke", "--runs-dir", str(tmp_path / "runs"), "--epochs", "3", "--limit-train-batches", "12",
+        "--limit-val-batches", "1.0", "--lr", "0.05",
+    ])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["dataset"] == "digits" and summary["preset"] == "smoke"
+    assert summary["epochs_completed"] == 3
+    assert summary["best_val_acc"] >= summary["val_acc"] - 1e-9
+    assert summary["val_acc"] > 0.6, summary  # chance is 0.1
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "hparams.yaml").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    # best.ckpt holds the best epoch's accuracy
+    best = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    callback_state = next(v for k, v in best["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert float(callback_state["best_model_score"]) == pytest.approx(summary["best_val_acc"], abs=1e-6)
