@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -144,17 +145,28 @@ class Experiment:
         return run_experiment(self, config)
 
 
-def latest_run(runs_dir: str | Path, name: str, require: str | None = None) -> Path | None:
-    """The highest ``version_<n>`` of ``<runs_dir>/<name>`` holding ``require`` (a relative path)."""
+def resumable_run(runs_dir: str | Path, name: str, config: argparse.Namespace) -> Path | None:
+    """Latest run of ``name`` with a ``last.ckpt`` and the same seed, dataset and preset."""
     root = Path(runs_dir) / name
-    versions = sorted(
-        (p for p in root.glob("version_*") if p.name.split("_")[-1].isdigit()),
-        key=lambda p: int(p.name.split("_")[-1]),
-    )
-    for path in reversed(versions):
-        if require is None or (path / require).exists():
-            return path
+    for path in sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: _version(p.parents[1]), reverse=True):
+        run_dir = path.parents[1]
+        saved = _saved_config(run_dir)
+        if all(saved.get(key) == getattr(config, key) for key in ("seed", "dataset", "preset")):
+            return run_dir
     return None
+
+
+def _version(run_dir: Path) -> int:
+    suffix = run_dir.name.split("_")[-1]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    hparams = run_dir / "hparams.yaml"
+    if not hparams.is_file():
+        return {}
+    loaded = yaml.safe_load(hparams.read_text()) or {}
+    return loaded.get("config", {}) if isinstance(loaded, dict) else {}
 
 
 def resolve_precision(config: argparse.Namespace) -> str:
@@ -199,9 +211,10 @@ def run_experiment(experiment: Experiment, config: argparse.Namespace) -> Path:
     ckpt_path = None
     version = None
     if config.resume:
-        previous = latest_run(config.runs_dir, experiment.name, require="checkpoints/last.ckpt")
+        previous = resumable_run(config.runs_dir, experiment.name, config)
         if previous is None:
-            print(f"--resume: no checkpoint under {Path(config.runs_dir) / experiment.name}; starting a new run.")
+            print(f"--resume: no checkpoint of a run with seed {config.seed} on {config.dataset} ({config.preset}) "
+                  f"under {Path(config.runs_dir) / experiment.name}; starting a new run.")
         else:
             version = int(previous.name.split("_")[-1])
             ckpt_path = str(previous / "checkpoints" / "last.ckpt")

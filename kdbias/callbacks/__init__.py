@@ -1,0 +1,20 @@
+"""Lightning callbacks: the run summary and the analytics of the research plan's Phase 3."""
+
+from kdbias.callbacks.attention_distance import AttentionDistanceCallback
+from kdbias.callbacks.base import AnalyticsCallback, eval_mode
+from kdbias.callbacks.cka_heatmap import CKAHeatmapCallback
+from kdbias.callbacks.generalisation import GeneralisationGapCallback
+from kdbias.callbacks.hessian import HessianCallback
+from kdbias.callbacks.summary import SummaryCallback
+from kdbias.callbacks.teacher_quality import TeacherKNNCallback
+
+__all__ = [
+    "AnalyticsCallback",
+    "AttentionDistanceCallback",
+    "CKAHeatmapCallback",
+    "GeneralisationGapCallback",
+    "HessianCallback",
+    "SummaryCallback",
+    "TeacherKNNCallback",
+    "eval_mode",
+]

@@ -1,0 +1,243 @@
+"""Shared machinery of the analytics callbacks: when to measure, where to log, fixed subsets.
+
+Every analytics callback measures on fixed images (fetched once from the datamodule's
+``fixed_subset``), off the hot path, on global rank 0 only, and logs through the loggers
+directly (``logger.log_metrics(..., step=trainer.global_step)``) rather than
+``pl_module.log``, so the other ranks need not take part.
+
+When a measurement runs (:meth:`AnalyticsCallback.due`):
+
+- never during the sanity check;
+- in ``fit``: once per epoch ``e`` with ``(e + 1) % every_n_epochs == 0``, in
+  ``on_validation_end`` of the validation that closes the epoch (after the epoch's
+  ``val/*`` metrics are reduced, at the same step as ``val/acc``, and before
+  ``ModelCheckpoint`` saves, so ``last.ckpt`` holds the measurement); if no validation
+  closes that epoch (``check_val_every_n_epoch > 1``, no val loader, ``max_steps`` hit),
+  in ``on_train_epoch_end`` instead;
+- in ``validate``: at every validation end (an explicit evaluation of a checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor, nn
+from typing_extensions import override
+
+__all__ = ["AnalyticsCallback", "eval_mode", "student_input"]
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
+    """Put ``modules`` (and all their submodules) in eval mode; restore every flag on exit.
+
+    Each submodule's own previous ``training`` flag is remembered and restored, so a
+    module tree in a mixed state (a frozen part in eval inside a training model) comes
+    back exactly as it was, also after an exception. ``None`` entries are ignored.
+    """
+    saved = [(m, m.training) for module in modules if module is not None for m in module.modules()]
+    try:
+        for module in modules:
+            if module is not None:
+                module.eval()
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def student_input(pl_module: L.LightningModule, images: Tensor) -> Tensor:
+    """Dataset-normalised ``images`` as the student network expects them."""
+    if hasattr(pl_module, "student_input"):
+        return pl_module.student_input(images)
+    return pl_module.input_adapter(images)
+
+
+def teacher_modules(pl_module: L.LightningModule) -> list[nn.Module]:
+    """The teacher's modules (kept outside ``pl_module``'s tree), for :func:`eval_mode`."""
+    out = []
+    for name in ("teacher", "teacher_network"):
+        try:
+            module = getattr(pl_module, name)
+        except (AttributeError, NotImplementedError):
+            continue
+        if isinstance(module, nn.Module):
+            out.append(module)
+    return out
+
+
+class AnalyticsCallback(Callback):
+    """Base of the analytics callbacks.
+
+    Subclasses declare their fixed subsets in ``subsets`` (``name -> (split, num_images)``),
+    implement :meth:`measure` (runs on global rank 0 only, returns the scalars to log,
+    and stores what :meth:`summary_items` reports in ``self.last``), and
+    :meth:`summary_items`.
+
+    Args:
+        every_n_epochs: measure after epochs ``e`` with ``(e + 1) % every_n_epochs == 0``.
+        subset_seed: seed of ``datamodule.fixed_subset``; kept in the checkpoint, so a
+            resumed run measures on the same images.
+
+    State (``state_dict``): ``last`` (latest values), ``subset_seed``, and the epoch and
+    global step of the latest measurement.
+    """
+
+    #: measure in ``on_train_epoch_end`` when no validation closed a due epoch
+    measure_without_validation = True
+
+    def __init__(self, every_n_epochs: int = 1, subset_seed: int = 0) -> None:
+        if int(every_n_epochs) < 1:
+            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        self.every_n_epochs = int(every_n_epochs)
+        self.subset_seed = int(subset_seed)
+        self.subsets: dict[str, tuple[str, int | None]] = {}
+        self.last: dict[str, Any] = {}
+        self.measured_epoch: int | None = None
+        self.measured_step: int | None = None
+        self.num_measurements = 0  # this process, this session (not saved)
+        self._data: dict[str, tuple[Tensor, Tensor]] = {}
+        self._datamodule: Any = None
+        self._normalize: Any = None
+        self._log_dir: str | None = None
+
+    # -- identity and state -----------------------------------------------------------
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_epochs=self.every_n_epochs, **self._key_items())
+
+    def _key_items(self) -> dict[str, Any]:
+        return {}
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "last": self.last,
+            "subset_seed": self.subset_seed,
+            "measured_epoch": self.measured_epoch,
+            "measured_step": self.measured_step,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last = dict(state_dict.get("last", {}))
+        self.measured_epoch = state_dict.get("measured_epoch")
+        self.measured_step = state_dict.get("measured_step")
+        seed = int(state_dict.get("subset_seed", self.subset_seed))
+        if seed != self.subset_seed:  # the checkpoint's images win; refetch lazily
+            self.subset_seed = seed
+            self._data.clear()
+
+    def summary_items(self) -> dict[str, Any]:
+        """Entries for ``summary.json`` (see :class:`~kdbias.callbacks.summary.SummaryCallback`)."""
+        raise NotImplementedError
+
+    # -- setup ------------------------------------------------------------------------
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.check_module(pl_module)
+        datamodule = getattr(trainer, "datamodule", None)
+        if self.subsets:
+            missing = [m for m in ("fixed_subset", "normalize_images") if not hasattr(datamodule, m)]
+            if datamodule is None or missing:
+                raise TypeError(
+                    f"{type(self).__name__} measures on fixed images from the datamodule, but "
+                    f"{'no datamodule was given' if datamodule is None else type(datamodule).__name__ + ' lacks ' + ', '.join(missing)}. "
+                    "Pass a kdbias.CIFARDataModule: trainer.fit(module, datamodule=CIFARDataModule(...))."
+                )
+        self._datamodule = datamodule
+        self._normalize = getattr(datamodule, "normalize_images", None)
+        # trainer.log_dir broadcasts: it must be read on every rank, so read it here.
+        self._log_dir = trainer.log_dir
+        if trainer.is_global_zero:
+            self._fetch_subsets()
+
+    def check_module(self, pl_module: L.LightningModule) -> None:
+        """Raise a clear error if ``pl_module`` cannot be measured; override."""
+
+    def _fetch_subsets(self) -> None:
+        for name, (split, num_images) in self.subsets.items():
+            if name not in self._data:
+                images, labels = self._datamodule.fixed_subset(split, num_images, seed=self.subset_seed)
+                self._data[name] = (images, labels)
+
+    def subset(self, name: str) -> tuple[Tensor, Tensor]:
+        """uint8 images ``[n, 3, H, W]`` and int labels ``[n]`` of fixed subset ``name`` (CPU)."""
+        self._fetch_subsets()
+        return self._data[name]
+
+    def chunks(self, name: str, batch_size: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        """Dataset-normalised float images and labels of subset ``name`` on ``device``, in chunks."""
+        images, labels = self.subset(name)
+        for start in range(0, len(labels), batch_size):
+            x = images[start : start + batch_size].to(device, non_blocking=True)
+            y = labels[start : start + batch_size].to(device, non_blocking=True)
+            yield self._normalize(x), y
+
+    # -- scheduling -------------------------------------------------------------------
+    def due(self, trainer: L.Trainer) -> bool:
+        """Whether a measurement is due now (see the module docstring)."""
+        if trainer.sanity_checking:
+            return False
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            return True
+        if trainer.state.fn != TrainerFn.FITTING:
+            return False
+        epoch = trainer.current_epoch
+        return (epoch + 1) % self.every_n_epochs == 0 and self.measured_epoch != epoch
+
+    @staticmethod
+    def _closes_epoch(trainer: L.Trainer) -> bool:
+        """Whether the validation now ending runs after the epoch's last training batch."""
+        if trainer.state.fn != TrainerFn.FITTING:
+            return True
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        return bool(progress.is_last_batch or progress.current.ready >= trainer.num_training_batches)
+
+    @override
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.due(trainer) and self._closes_epoch(trainer):
+            self.run_measurement(trainer, pl_module)
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.measure_without_validation and self.due(trainer):
+            self.run_measurement(trainer, pl_module)
+
+    def run_measurement(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Measure on rank 0, log, and record when (on every rank)."""
+        if trainer.is_global_zero:
+            metrics = self.measure(trainer, pl_module)
+            self.num_measurements += 1
+            if metrics:
+                self.log_metrics(trainer, metrics)
+        self.measured_epoch = trainer.current_epoch
+        self.measured_step = trainer.global_step
+
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Compute (global rank 0 only); update ``self.last``; return scalars to log. Override."""
+        raise NotImplementedError
+
+    # -- output -----------------------------------------------------------------------
+    @staticmethod
+    def log_metrics(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+        """Send ``metrics`` to every logger at ``trainer.global_step`` (call on rank 0)."""
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    @staticmethod
+    def tensorboard_loggers(trainer: L.Trainer) -> list[TensorBoardLogger]:
+        return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+
+    @property
+    def log_dir(self) -> str | None:
+        """``trainer.log_dir`` as read in ``setup`` (the run directory)."""
+        return self._log_dir

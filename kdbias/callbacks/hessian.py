@@ -1,0 +1,140 @@
+"""Hessian trace and top eigenvalue of the student's training loss (loss-landscape sharpness)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from typing_extensions import override
+
+from kdbias.analytics.hessian import hessian_top_eigenvalue, hessian_trace
+from kdbias.callbacks.base import AnalyticsCallback, eval_mode, student_input
+
+__all__ = ["HessianCallback", "student_ce_loss_fn"]
+
+
+def _eager(model: nn.Module) -> nn.Module:
+    """The module under a ``torch.compile`` wrapper: compiled graphs have no double backward."""
+    return getattr(model, "_orig_mod", model)
+
+
+def student_ce_loss_fn(pl_module: L.LightningModule, images: Tensor, labels: Tensor, batch_size: int):
+    """Zero-argument loss: mean CE of the student over all ``images`` (uint8 or normalised float).
+
+    ``images`` must already be dataset-normalised floats; they are sent to the module's
+    device ``batch_size`` at a time and the per-chunk CE sums are added, so the loss is the
+    mean over the whole subset. The student runs eagerly (``model.forward``, bypassing
+    ``torch.compile``), in float32 with autocast off.
+    """
+    model = _eager(pl_module.model)
+    device = pl_module.device
+
+    def loss_fn() -> Tensor:
+        total = None
+        with torch.autocast(device.type, enabled=False):
+            for start in range(0, len(labels), batch_size):
+                x = images[start : start + batch_size].to(device).float()
+                y = labels[start : start + batch_size].to(device)
+                logits = model.forward(student_input(pl_module, x))
+                part = F.cross_entropy(logits.float(), y, reduction="sum")
+                total = part if total is None else total + part
+        return total / len(labels)
+
+    return loss_fn
+
+
+class HessianCallback(AnalyticsCallback):
+    """Hutchinson trace and power-iteration top eigenvalue of the student's CE Hessian.
+
+    Loss: mean cross-entropy of the student (``pl_module.model``) over ``num_images``
+    fixed, unaugmented training images (seeded subset), summed over chunks of
+    ``batch_size`` inside the loss, in float32 with autocast disabled and the whole module
+    in eval mode (no dropout or drop-path; BatchNorm uses running statistics); train/eval
+    flags are restored afterwards. Parameters: every parameter of ``pl_module.model`` that
+    requires grad. Attention runs through PyTorch's math SDPA kernel, the one with a double
+    backward. Gradients are re-enabled locally (Lightning's validation runs under inference
+    mode); parameter ``.grad`` is never touched.
+
+    Measures every ``every_n_epochs`` epochs (see :mod:`kdbias.callbacks.base`) and always
+    once more at the end of training (``on_train_end``, with the model still on its
+    device), unless the last measurement was at the same global step.
+
+    Logs ``hessian/trace`` and ``hessian/top_eig``; ``summary_items()``:
+    ``{"hessian_trace": ..., "hessian_top_eig": ...}`` (latest values).
+
+    Memory: the graph of the loss over all ``num_images`` is held for the double
+    backward; lower ``num_images`` if it does not fit.
+    """
+
+    def __init__(
+        self,
+        every_n_epochs: int = 50,
+        num_images: int = 2048,
+        batch_size: int = 256,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+        seed: int = 0,
+        subset_seed: int = 0,
+    ) -> None:
+        super().__init__(every_n_epochs, subset_seed)
+        if num_images < 1 or batch_size < 1 or max_iter < 1:
+            raise ValueError(
+                f"num_images, batch_size and max_iter must be >= 1, got {num_images}, {batch_size}, {max_iter}"
+            )
+        self.num_images, self.batch_size = int(num_images), int(batch_size)
+        self.max_iter, self.tol, self.seed = int(max_iter), float(tol), int(seed)
+        self.subsets = {"train": ("train", self.num_images)}
+
+    def _key_items(self) -> dict[str, Any]:
+        return {"num_images": self.num_images, "seed": self.seed}
+
+    @override
+    def check_module(self, pl_module: L.LightningModule) -> None:
+        model = getattr(pl_module, "model", None)
+        if not isinstance(model, nn.Module) or not any(p.requires_grad for p in model.parameters()):
+            raise TypeError(
+                "HessianCallback differentiates the student at pl_module.model, which is missing or has "
+                "no parameter that requires grad; use it with a kdbias ClassifierModule subclass."
+            )
+
+    def loss_fn(self, pl_module: L.LightningModule):
+        """The measured loss as a zero-argument callable (see :func:`student_ce_loss_fn`)."""
+        images, labels = self.subset("train")
+        return student_ce_loss_fn(pl_module, self._normalize(images), labels, self.batch_size)
+
+    def params(self, pl_module: L.LightningModule) -> list[Tensor]:
+        return [p for p in pl_module.model.parameters() if p.requires_grad]
+
+    def compute(self, pl_module: L.LightningModule) -> tuple[float, float]:
+        """``(trace, top eigenvalue)`` at the module's current weights."""
+        with (
+            torch.inference_mode(False),
+            torch.enable_grad(),
+            eval_mode(pl_module),
+            sdpa_kernel(SDPBackend.MATH),
+        ):
+            loss_fn, params = self.loss_fn(pl_module), self.params(pl_module)
+            kw = dict(max_iter=self.max_iter, tol=self.tol, seed=self.seed)
+            trace = hessian_trace(loss_fn, params, **kw)
+            top = hessian_top_eigenvalue(loss_fn, params, **kw)
+        return trace, top
+
+    @override
+    def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        trace, top = self.compute(pl_module)
+        self.last = {"hessian_trace": trace, "hessian_top_eig": top}
+        return {"hessian/trace": trace, "hessian/top_eig": top}
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The final weights, measured once even if the last epoch was not due.
+        if self.measured_step != trainer.global_step:
+            self.run_measurement(trainer, pl_module)
+
+    @override
+    def summary_items(self) -> dict[str, Any]:
+        return {"hessian_trace": self.last.get("hessian_trace"), "hessian_top_eig": self.last.get("hessian_top_eig")}

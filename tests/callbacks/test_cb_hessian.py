@@ -1,0 +1,82 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kdbias.analytics.hessian import hessian_top_eigenvalue, hessian_trace
+from kdbias.callbacks import HessianCallback
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*modules? in eval mode.*")
+
+PROBES = dict(max_iter=4, tol=0.0, seed=3)
+
+
+def _direct(module, kit, num_images):
+    """Trace and top eigenvalue computed independently: one batch, eval mode, fp32."""
+    dm = kit.datamodule()
+    images, labels = dm.fixed_subset("train", num_images, seed=0)
+    x = dm.normalize_images(images)
+    module.eval()
+    params = [p for p in module.model.parameters() if p.requires_grad]
+
+    def loss_fn():
+        return F.cross_entropy(module(x), labels)
+
+    return hessian_trace(loss_fn, params, **PROBES), hessian_top_eigenvalue(loss_fn, params, **PROBES)
+
+
+def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
+    module = tiny_vit_module()
+    module.model.blocks[0].attn.eval()  # odd state that must survive
+    cb = HessianCallback(every_n_epochs=2, num_images=40, batch_size=16, **PROBES)  # chunks 16, 16, 8
+    before, after = kit.ModeProbe(), kit.ModeProbe()
+    trainer = kit.fit(module, [before, cb, after], tmp_path, max_epochs=3, precision="bf16-mixed")
+
+    # epoch 1 measured at its validation end (autograd off there), and again at train end
+    assert cb.num_measurements == 2
+    assert any(off and not sanity for off, sanity in zip(before.no_grad, before.sanity))
+    scalars = kit.scalars(trainer.log_dir)
+    assert [s for s, _ in scalars["hessian/trace"]] == [4, 6]
+    assert [s for s, _ in scalars["hessian/top_eig"]] == [4, 6]
+    assert [m for _, m in before.records] == [m for _, m in after.records]
+    assert module.model.training and not module.model.blocks[0].attn.training
+
+    # the final values equal an independent fp32 computation on the trained weights
+    trace, top = _direct(module, kit, 40)
+    assert math.isfinite(trace) and trace > 0
+    summary = cb.summary_items()
+    assert set(summary) == {"hessian_trace", "hessian_top_eig"}
+    assert summary["hessian_trace"] == pytest.approx(trace, rel=1e-4)
+    assert summary["hessian_top_eig"] == pytest.approx(top, rel=1e-4)
+    assert scalars["hessian/trace"][-1][1] == pytest.approx(trace, rel=1e-4)
+
+    # trainer.validate runs its hooks under torch.inference_mode: same numbers there
+    module.train()
+    trainer.validate(module, datamodule=kit.datamodule(), verbose=False)
+    assert before.inference[-1] and cb.num_measurements == 3
+    assert cb.summary_items()["hessian_trace"] == pytest.approx(trace, rel=1e-4)
+    assert [m for _, m in before.records] == [m for _, m in after.records]
+
+
+def test_hessian_once_per_step_and_repeatable(kit, tiny_vit_module, tmp_path):
+    logged = []
+    for run in ("a", "b"):
+        cb = HessianCallback(every_n_epochs=1, num_images=24, batch_size=24, **PROBES)
+        trainer = kit.fit(tiny_vit_module(), [cb], tmp_path / run, max_epochs=1)
+        scalars = kit.scalars(trainer.log_dir)
+        # the last epoch was measured at step 2: train end does not measure it again
+        assert cb.num_measurements == 1 and [s for s, _ in scalars["hessian/trace"]] == [2]
+        logged.append((scalars["hessian/trace"], scalars["hessian/top_eig"]))
+        state = cb.state_dict()
+        assert state["measured_step"] == 2 and state["last"] == cb.summary_items()
+    assert logged[0] == logged[1]
+
+
+def test_hessian_needs_trainable_student(kit, tmp_path):
+    from kdbias.modules import TeacherModule
+
+    module = TeacherModule("deit_tiny_p4", model_kwargs=dict(kit.TINY_VIT), **kit.OPTIM)
+    module.model.requires_grad_(False)
+    with pytest.raises(TypeError, match="requires grad"):
+        kit.fit(module, [HessianCallback()], tmp_path)
