@@ -3,4 +3,4 @@
 from kdbias.recipes import BASELINE
 
 if __name__ == "__main__":
-    BASELINE.run()
+    BASELINE.main()

@@ -3,4 +3,4 @@
 from kdbias.recipes import EXP1
 
 if __name__ == "__main__":
-    EXP1.run()
+    EXP1.main()

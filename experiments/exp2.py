@@ -3,4 +3,4 @@
 from kdbias.recipes import EXP2
 
 if __name__ == "__main__":
-    EXP2.run()
+    EXP2.main()

@@ -3,4 +3,4 @@
 from kdbias.recipes import EXP3
 
 if __name__ == "__main__":
-    EXP3.run()
+    EXP3.main()

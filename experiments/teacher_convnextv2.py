@@ -3,4 +3,4 @@
 from kdbias.recipes import TEACHER_CONVNEXTV2
 
 if __name__ == "__main__":
-    TEACHER_CONVNEXTV2.run()
+    TEACHER_CONVNEXTV2.main()

@@ -3,4 +3,4 @@
 from kdbias.recipes import TEACHER_RESNET18
 
 if __name__ == "__main__":
-    TEACHER_RESNET18.run()
+    TEACHER_RESNET18.main()

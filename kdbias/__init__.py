@@ -9,6 +9,7 @@ Pure functions live in :mod:`kdbias.losses` and :mod:`kdbias.analytics`; model b
 and feature taps in :mod:`kdbias.models`.
 """
 
+from kdbias.callbacks import AttentionDistanceCallback, CKAHeatmapCallback, HessianCallback
 from kdbias.data import CIFARDataModule
 from kdbias.modules import CKADistillModule, KLDistillModule, TeacherModule
 
@@ -19,4 +20,7 @@ __all__ = [
     "TeacherModule",
     "KLDistillModule",
     "CKADistillModule",
+    "AttentionDistanceCallback",
+    "HessianCallback",
+    "CKAHeatmapCallback",
 ]

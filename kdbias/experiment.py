@@ -8,6 +8,7 @@ LightningModule; this module owns the flags, the Trainer, the run directory
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +21,17 @@ import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
+from kdbias.callbacks.rng import RNGStateCallback
 from kdbias.callbacks.summary import SUMMARY_FILE, SummaryCallback
 from kdbias.data import CIFARDataModule
+from kdbias.models import PretrainedWeightsError
+
+#: Errors caused by the command line or the files it names (not bugs): ``Experiment.main``
+#: prints their message and exits with status 2 instead of showing a traceback.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, FileNotFoundError, PretrainedWeightsError, NonFiniteLossError,
+)
 
 _NONE = ("none", "null", "")
 
@@ -35,9 +45,12 @@ def _optional(kind: type) -> Callable[[str], Any]:
 
 
 def _limit(text: str) -> int | float:
-    """``--limit-*-batches``: an int counts batches, a float in (0, 1] is a fraction."""
-    value = float(text)
-    return int(value) if value.is_integer() and value > 1 else value
+    """``--limit-*-batches``: an int counts batches (``1``: one batch), a float in (0, 1] is a
+    fraction (``1.0``: all of them), as for Lightning's Trainer arguments."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
 
 
 def _devices(text: str) -> int | str:
@@ -52,6 +65,8 @@ COMMON_OPTIONS: list[tuple[str, Any, str]] = [
     ("--seed", int, "global seed (data order, augmentation, initialisation)"),
     ("--epochs", int, "training epochs"),
     ("--batch-size", int, "images per device per step"),
+    ("--global-batch-size", _optional(int),
+     "images per optimiser step over all devices and nodes; sets --batch-size to it / (devices * num-nodes)"),
     ("--val-batch-size", _optional(int), "validation batch per device (none: same as --batch-size)"),
     ("--num-workers", int, "DataLoader workers per device"),
     ("--optimizer", str, "sgd | adamw"),
@@ -77,7 +92,7 @@ COMMON_OPTIONS: list[tuple[str, Any, str]] = [
 
 TRAINING_DEFAULTS: dict[str, Any] = dict(
     dataset="cifar10", data_dir="data", runs_dir="runs", seed=0, epochs=200, batch_size=1024,
-    val_batch_size=None, num_workers=4, optimizer="adamw", lr=5e-4, weight_decay=0.05,
+    global_batch_size=None, val_batch_size=None, num_workers=4, optimizer="adamw", lr=5e-4, weight_decay=0.05,
     momentum=0.9, warmup_epochs=5.0, min_lr_ratio=0.01, label_smoothing=0.0, mix=None,
     mix_alpha=None, mix_prob=1.0, train_subset=None, accelerator="auto", devices="auto", num_nodes=1,
     strategy="auto", precision="auto", limit_train_batches=1.0, limit_val_batches=1.0,
@@ -140,9 +155,25 @@ class Experiment:
         return config
 
     def run(self, argv: Sequence[str] | None = None) -> Path:
-        """Parse ``argv``, train, and return the run directory."""
+        """Parse ``argv``, train, and return the run directory (errors propagate)."""
         config = self.parse(argv)
         return run_experiment(self, config)
+
+    def main(self, argv: Sequence[str] | None = None) -> Path:
+        """Entry point of ``experiments/<name>.py``: :meth:`run` for the command line.
+
+        An input error (:data:`INPUT_ERRORS`: a bad flag value, a missing dataset or
+        teacher checkpoint, weights for another architecture, a non-finite loss) ends the
+        program with its message on stderr and exit status 2, like argparse's own errors,
+        instead of a traceback. Set ``KDBIAS_TRACEBACK=1`` to get the traceback as well.
+        """
+        try:
+            return self.run(argv)
+        except INPUT_ERRORS as error:
+            if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
+                raise
+            print(f"{self.name}.py: error: {error}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
 
 
 def resumable_run(runs_dir: str | Path, name: str, config: argparse.Namespace) -> Path | None:
@@ -187,6 +218,42 @@ def resolve_strategy(config: argparse.Namespace) -> str:
     return "ddp" if many else "auto"
 
 
+def _devices_per_node(config: argparse.Namespace) -> int:
+    """How many processes per node ``--devices`` asks for (Lightning's meaning of the flag)."""
+    devices = config.devices
+    if isinstance(devices, str):
+        if devices == "auto":
+            gpu = config.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+            return torch.cuda.device_count() if gpu else 1
+        return len([d for d in devices.split(",") if d.strip()])
+    if devices == -1:
+        return max(1, torch.cuda.device_count())
+    return int(devices)
+
+
+def resolve_batch_size(config: argparse.Namespace) -> None:
+    """Apply ``--global-batch-size``: set the per-device ``config.batch_size`` from it.
+
+    Raises a ``ValueError`` naming the fix when it does not divide evenly over
+    ``devices * num_nodes`` processes (each rank must take the same number of images).
+    """
+    total = getattr(config, "global_batch_size", None)
+    if total is None:
+        return
+    world = _devices_per_node(config) * config.num_nodes
+    if total < 1:
+        raise ValueError(f"--global-batch-size must be a positive number of images, got {total}.")
+    if total % world:
+        below, above = world * (total // world), world * (total // world + 1)
+        suggestion = f"{below} or {above}" if below else f"{above}"
+        raise ValueError(
+            f"--global-batch-size {total} does not divide over {world} processes (--devices "
+            f"{config.devices} x --num-nodes {config.num_nodes}): every process must take the same number "
+            f"of images. Pass a multiple of {world} (e.g. {suggestion}), or give the per-device --batch-size instead."
+        )
+    config.batch_size = total // world
+
+
 def build_datamodule(config: argparse.Namespace) -> CIFARDataModule:
     return CIFARDataModule(
         dataset=config.dataset,
@@ -204,6 +271,7 @@ def build_datamodule(config: argparse.Namespace) -> CIFARDataModule:
 
 def run_experiment(experiment: Experiment, config: argparse.Namespace) -> Path:
     """Train ``experiment`` with ``config``; return ``<runs_dir>/<name>/version_<n>``."""
+    resolve_batch_size(config)
     L.seed_everything(config.seed, workers=True)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and later
@@ -230,6 +298,8 @@ def run_experiment(experiment: Experiment, config: argparse.Namespace) -> Path:
                         auto_insert_metric_name=False, enable_version_counter=False),
         SummaryCallback(experiment.name, config.dataset, config.preset, config.seed),
         LearningRateMonitor(logging_interval="step"),
+        NonFiniteGuard(check_every_n_steps=config.log_every_n_steps),
+        RNGStateCallback(),
     ]
     if experiment.build_callbacks is not None:
         callbacks += experiment.build_callbacks(config, datamodule)

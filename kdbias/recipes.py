@@ -12,6 +12,15 @@ import argparse
 import json
 from pathlib import Path
 
+from lightning.pytorch.callbacks import Callback
+
+from kdbias.callbacks import (
+    AttentionDistanceCallback,
+    CKAHeatmapCallback,
+    GeneralisationGapCallback,
+    HessianCallback,
+    TeacherKNNCallback,
+)
 from kdbias.data import CIFARDataModule
 from kdbias.experiment import Experiment
 from kdbias.modules.cka_distill import CKADistillModule
@@ -37,6 +46,77 @@ def _model_arguments(default_model: str, pretrained: str | None = None, drop_pat
     return add
 
 
+# Analytics at paper scale cost ~3 % of a student run's training FLOPs (README, Performance):
+# Hessian at epochs 100 and 200 on 1,024 images, <= 2 x 50 Hessian-vector products each.
+_ANALYTICS_PAPER = dict(
+    attn_every=10, attn_images=512, hessian_every=100, hessian_images=1024, hessian_max_iter=50,
+    cka_every=50, cka_batches=8, cka_batch_size=256, gen_gap_every=5, gen_gap_images=2048,
+    knn_train=5000, knn_val=1000, analytics=True,
+)
+_ANALYTICS_SMOKE = dict(
+    attn_every=1, attn_images=64, hessian_every=100, hessian_images=64, hessian_max_iter=8,
+    cka_every=1, cka_batches=2, cka_batch_size=32, gen_gap_every=1, gen_gap_images=256,
+    knn_train=256, knn_val=128,
+)
+
+
+def _analytics_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("analytics (measured at validation end on fixed images)")
+    group.add_argument("--analytics", action=argparse.BooleanOptionalAction, help="run the analytics callbacks")
+    for flag, kind, text in (
+        ("--attn-every", int, "mean attention distance every N epochs"),
+        ("--attn-images", int, "validation images for attention distance"),
+        ("--hessian-every", int, "Hessian trace / top eigenvalue every N epochs (and always at the end)"),
+        ("--hessian-images", int, "unaugmented train images of the Hessian loss"),
+        ("--hessian-max-iter", int, "max Hutchinson probes / power iterations"),
+        ("--cka-every", int, "CKA heatmap every N epochs"),
+        ("--cka-batches", int, "minibatches accumulated per CKA heatmap"),
+        ("--cka-batch-size", int, "images per CKA minibatch"),
+        ("--gen-gap-every", int, "generalisation gap every N epochs"),
+        ("--gen-gap-images", int, "unaugmented train images of the generalisation gap"),
+        ("--knn-train", int, "train images of the teacher k-NN probe (headless teachers)"),
+        ("--knn-val", int, "validation images of the teacher k-NN probe"),
+    ):
+        group.add_argument(flag, type=kind, help=text)
+
+
+def _student_callbacks(config: argparse.Namespace, datamodule: CIFARDataModule, teacher: str | None) -> list[Callback]:
+    """Phase-3 analytics of a ViT student; CKA heatmaps and a k-NN probe need a teacher."""
+    if not config.analytics:
+        return []
+    callbacks: list[Callback] = [
+        AttentionDistanceCallback(every_n_epochs=config.attn_every, num_images=config.attn_images),
+        HessianCallback(every_n_epochs=config.hessian_every, num_images=config.hessian_images,
+                        max_iter=config.hessian_max_iter),
+        GeneralisationGapCallback(every_n_epochs=config.gen_gap_every, num_images=config.gen_gap_images),
+    ]
+    if teacher is not None:
+        callbacks.append(CKAHeatmapCallback(every_n_epochs=config.cka_every, num_batches=config.cka_batches,
+                                            batch_size=config.cka_batch_size))
+    if teacher == "headless":
+        callbacks.append(TeacherKNNCallback(num_train=config.knn_train, num_val=config.knn_val))
+    return callbacks
+
+
+def _teacher_callbacks(config: argparse.Namespace, datamodule: CIFARDataModule) -> list[Callback]:
+    if not config.analytics:
+        return []
+    return [GeneralisationGapCallback(every_n_epochs=config.gen_gap_every, num_images=config.gen_gap_images)]
+
+
+def _with_analytics(add_arguments):
+    def add(parser: argparse.ArgumentParser) -> None:
+        add_arguments(parser)
+        _analytics_arguments(parser)
+
+    return add
+
+
+_STUDENT_PAPER = dict(epochs=200, batch_size=1024, optimizer="adamw", lr=5e-4, weight_decay=0.05,
+                      warmup_epochs=5.0, **_ANALYTICS_PAPER)
+_STUDENT_SMOKE = dict(epochs=3, lr=1e-3, **_ANALYTICS_SMOKE)
+
+
 def _supervised(config: argparse.Namespace, datamodule: CIFARDataModule) -> TeacherModule:
     pretrained = None if str(config.pretrained).lower() in ("none", "") else config.pretrained
     return TeacherModule(
@@ -49,29 +129,32 @@ TEACHER_RESNET18 = Experiment(
     name="teacher_resnet18",
     description="Phase 1: ResNet-18 teacher (3x3 stride-1 stem, no max-pool), SGD + cosine, CutMix; target > 94 %.",
     build_module=_supervised,
-    add_arguments=_model_arguments("resnet18_cifar", drop_path=0.0),
+    add_arguments=_with_analytics(_model_arguments("resnet18_cifar", drop_path=0.0)),
+    build_callbacks=_teacher_callbacks,
     paper=dict(epochs=200, batch_size=128, optimizer="sgd", lr=0.1, weight_decay=5e-4, warmup_epochs=1.0,
-               min_lr_ratio=0.0, mix="cutmix", mix_prob=0.5),
-    smoke=dict(epochs=3, lr=0.05),
+               min_lr_ratio=0.0, mix="cutmix", mix_prob=0.5, **_ANALYTICS_PAPER),
+    smoke=dict(epochs=3, lr=0.05, **_ANALYTICS_SMOKE),
 )
 
 TEACHER_CONVNEXTV2 = Experiment(
     name="teacher_convnextv2",
     description="Phase 1: ConvNeXt V2-Tiny teacher, ImageNet weights, fresh 2x2 stride-2 stem; AdamW + cosine fine-tuning; target > 95 %.",
     build_module=_supervised,
-    add_arguments=_model_arguments("convnextv2_tiny_cifar", pretrained="hub", drop_path=0.1),
+    add_arguments=_with_analytics(_model_arguments("convnextv2_tiny_cifar", pretrained="hub", drop_path=0.1)),
+    build_callbacks=_teacher_callbacks,
     paper=dict(epochs=100, batch_size=128, optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_epochs=5.0,
-               mix="cutmix", mix_prob=0.5),
-    smoke=dict(epochs=2, batch_size=32, limit_train_batches=4, pretrained=None),
+               mix="cutmix", mix_prob=0.5, **_ANALYTICS_PAPER),
+    smoke=dict(epochs=2, batch_size=32, limit_train_batches=4, pretrained=None, **_ANALYTICS_SMOKE),
 )
 
 BASELINE = Experiment(
     name="baseline",
     description="Baseline: DeiT student (patch 4 on 32 px) trained with vanilla cross-entropy.",
     build_module=_supervised,
-    add_arguments=_model_arguments("deit_tiny_p4", drop_path=0.1),
-    paper=dict(epochs=200, batch_size=1024, optimizer="adamw", lr=5e-4, weight_decay=0.05, warmup_epochs=5.0),
-    smoke=dict(epochs=3, lr=1e-3),
+    add_arguments=_with_analytics(_model_arguments("deit_tiny_p4", drop_path=0.1)),
+    build_callbacks=lambda config, dm: _student_callbacks(config, dm, teacher=None),
+    paper=_STUDENT_PAPER,
+    smoke=_STUDENT_SMOKE,
 )
 
 
@@ -154,14 +237,13 @@ def _cka(config: argparse.Namespace, datamodule: CIFARDataModule) -> CKADistillM
     )
 
 
-_STUDENT_PAPER = dict(epochs=200, batch_size=1024, optimizer="adamw", lr=5e-4, weight_decay=0.05, warmup_epochs=5.0)
-_STUDENT_SMOKE = dict(epochs=3, lr=1e-3)
 
 EXP1 = Experiment(
     name="exp1",
     description="EXP-1: DeiT student distilled from the ResNet-18 teacher with soft KL (tau=4, alpha=0.5).",
     build_module=_kd("teacher_resnet18"),
-    add_arguments=_kd_arguments,
+    add_arguments=_with_analytics(_kd_arguments),
+    build_callbacks=lambda config, dm: _student_callbacks(config, dm, teacher="classifier"),
     paper=_STUDENT_PAPER,
     smoke=_STUDENT_SMOKE,
 )
@@ -170,7 +252,8 @@ EXP2 = Experiment(
     name="exp2",
     description="EXP-2: DeiT student distilled from the ConvNeXt V2 teacher with soft KL (tau=4, alpha=0.5).",
     build_module=_kd("teacher_convnextv2"),
-    add_arguments=_kd_arguments,
+    add_arguments=_with_analytics(_kd_arguments),
+    build_callbacks=lambda config, dm: _student_callbacks(config, dm, teacher="classifier"),
     paper=_STUDENT_PAPER,
     smoke=_STUDENT_SMOKE,
 )
@@ -179,7 +262,8 @@ EXP3 = Experiment(
     name="exp3",
     description="EXP-3: DeiT student with structural (CKA + token) distillation from a frozen DINOv2-S/14.",
     build_module=_cka,
-    add_arguments=_cka_arguments,
+    add_arguments=_with_analytics(_cka_arguments),
+    build_callbacks=lambda config, dm: _student_callbacks(config, dm, teacher="headless"),
     paper={**_STUDENT_PAPER, "batch_size": 512},
     smoke={**_STUDENT_SMOKE, "batch_size": 32, "limit_train_batches": 6, "teacher_pretrained": None,
            "teacher_image_size": 112},

@@ -15,10 +15,18 @@ When a measurement runs (:meth:`AnalyticsCallback.due`):
   closes that epoch (``check_val_every_n_epoch > 1``, no val loader, ``max_steps`` hit),
   in ``on_train_epoch_end`` instead;
 - in ``validate``: at every validation end (an explicit evaluation of a checkpoint).
+
+Steps: values are logged at ``trainer.global_step`` (optimizer steps so far). Lightning
+logs its own epoch-end ``val/*`` at its batch counter, which at an epoch's closing
+validation is one lower; pair the two by epoch, not by step.
+
+Autograd: in ``fit`` the validation hooks run under ``torch.no_grad``, in ``validate``
+under ``torch.inference_mode``; callbacks that differentiate re-enable both locally.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -103,6 +111,7 @@ class AnalyticsCallback(Callback):
         self.measured_epoch: int | None = None
         self.measured_step: int | None = None
         self.num_measurements = 0  # this process, this session (not saved)
+        self.elapsed_s = 0.0  # wall-clock seconds spent measuring, summed over resumes
         self._data: dict[str, tuple[Tensor, Tensor]] = {}
         self._datamodule: Any = None
         self._normalize: Any = None
@@ -124,6 +133,7 @@ class AnalyticsCallback(Callback):
             "subset_seed": self.subset_seed,
             "measured_epoch": self.measured_epoch,
             "measured_step": self.measured_step,
+            "elapsed_s": self.elapsed_s,
         }
 
     @override
@@ -131,6 +141,7 @@ class AnalyticsCallback(Callback):
         self.last = dict(state_dict.get("last", {}))
         self.measured_epoch = state_dict.get("measured_epoch")
         self.measured_step = state_dict.get("measured_step")
+        self.elapsed_s = float(state_dict.get("elapsed_s", 0.0))
         seed = int(state_dict.get("subset_seed", self.subset_seed))
         if seed != self.subset_seed:  # the checkpoint's images win; refetch lazily
             self.subset_seed = seed
@@ -215,7 +226,9 @@ class AnalyticsCallback(Callback):
     def run_measurement(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Measure on rank 0, log, and record when (on every rank)."""
         if trainer.is_global_zero:
-            metrics = self.measure(trainer, pl_module)
+            start = time.perf_counter()
+            metrics = self.measure(trainer, pl_module)  # ends in host reads: the time is complete
+            self.elapsed_s += time.perf_counter() - start
             self.num_measurements += 1
             if metrics:
                 self.log_metrics(trainer, metrics)

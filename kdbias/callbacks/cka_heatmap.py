@@ -35,14 +35,14 @@ def plot_cka_heatmap(matrix, student_blocks: Sequence[int], teacher_blocks: Sequ
 
     m = torch.as_tensor(matrix).detach().double().cpu().numpy()
     rows, cols = len(student_blocks), len(teacher_blocks)
-    fig = Figure(figsize=(1.5 + 0.45 * cols, 1.0 + 0.4 * rows), dpi=100, layout="constrained")
+    fig = Figure(figsize=(2.5 + 0.45 * cols, 1.6 + 0.4 * rows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     sns.heatmap(
         m[::-1], ax=ax, vmin=0.0, vmax=1.0, cmap="magma", square=False,
         annot=rows * cols <= 400, fmt=".2f", annot_kws={"fontsize": 6},
         xticklabels=list(teacher_blocks), yticklabels=list(student_blocks)[::-1],
-        cbar_kws={"label": "linear CKA (unbiased, minibatch)"},
+        cbar_kws={"label": "linear CKA"},
     )
     ax.set_xlabel("teacher block")
     ax.set_ylabel("student block")

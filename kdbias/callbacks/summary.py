@@ -19,7 +19,8 @@ class SummaryCallback(Callback):
 
     Keys: ``experiment``, ``dataset``, ``preset``, ``seed``, ``epochs_completed``,
     ``val_acc`` (last epoch, fraction in [0, 1]), ``best_val_acc``, ``best_epoch``
-    (0-based), ``train_time_s`` (wall-clock seconds of ``fit``, summed over resumes),
+    (0-based), ``train_time_s`` (wall-clock seconds of ``fit``, summed over resumes,
+    analytics included), ``analytics_time_s`` (the part spent in the analytics callbacks),
     ``teacher_acc`` (``teacher/acc`` or ``teacher/knn_acc``, else null), plus what every
     other callback with a ``summary_items() -> dict`` method reports (the analytics).
     Written on global rank 0 only; best-epoch tracking and elapsed time live in
@@ -61,8 +62,9 @@ class SummaryCallback(Callback):
     @override
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         summary = self.summary(trainer)
-        if trainer.is_global_zero and trainer.log_dir is not None:
-            path = Path(trainer.log_dir) / SUMMARY_FILE
+        log_dir = trainer.log_dir  # a broadcast from rank 0 under DDP: every rank must read it
+        if trainer.is_global_zero and log_dir is not None:
+            path = Path(log_dir) / SUMMARY_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=2, sort_keys=False) + "\n")
 
@@ -82,9 +84,12 @@ class SummaryCallback(Callback):
             "teacher_acc": None if teacher is None else float(teacher),
         }
         summary.update(self.extra)
+        analytics_s = 0.0
         for callback in trainer.callbacks:
             if callback is not self and hasattr(callback, "summary_items"):
                 summary.update(callback.summary_items())
+                analytics_s += getattr(callback, "elapsed_s", 0.0)
+        summary["analytics_time_s"] = round(analytics_s, 3)
         return summary
 
     @override

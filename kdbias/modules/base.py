@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdbias.data import dataset_stats
-from kdbias.models import build_model, model_input_stats
+from kdbias.models import build_model, is_vit, model_input_stats
 from kdbias.modules.input_adapter import InputAdapter
 from kdbias.modules.schedule import WarmupCosine
 
@@ -54,6 +54,8 @@ class ClassifierModule(L.LightningModule):
         label_smoothing: float = 0.0,
         compile: bool = False,
     ) -> None:
+        """See the class docstring; ``compile=True`` compiles the model's forward in place
+        (``nn.Module.compile``: state-dict keys unchanged)."""
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}.")
@@ -70,12 +72,20 @@ class ClassifierModule(L.LightningModule):
         self.input_adapter = InputAdapter(data_mean, data_std, *model_stats)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.last_losses: dict[str, torch.Tensor] = {}
+        # NHWC convolutions are faster on tensor cores; transformers gain nothing from it.
+        self.channels_last = not is_vit(self.model)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         if compile:
             self.model.compile()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, num_classes]`` for dataset-normalised ``images``."""
-        return self.model(self.input_adapter(images))
+        x = self.input_adapter(images)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
 
     # -- training -------------------------------------------------------------------
     def training_losses(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -90,6 +100,7 @@ class ClassifierModule(L.LightningModule):
         images, targets = batch
         losses, logits = self.training_losses(images, targets)
         total = losses["loss"]
+        self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by NonFiniteGuard
         self.train_acc.update(logits.detach(), hard_labels(targets))
         self.log("train/loss", total.detach(), on_step=True, on_epoch=False)
         for name, value in losses.items():

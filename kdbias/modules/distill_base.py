@@ -26,6 +26,8 @@ class DistillationModule(ClassifierModule):
     def __init__(self, student: str, teacher_module: nn.Module, **kwargs: Any) -> None:
         super().__init__(model=student, **kwargs)
         object.__setattr__(self, "_teacher", freeze(teacher_module))
+        if kwargs.get("compile"):
+            self.teacher_network.compile()
 
     @property
     def teacher(self) -> nn.Module:

@@ -16,6 +16,16 @@ TINY_RESNET = {"layers": (1, 1, 1, 1), "channels": (16, 16, 16, 16)}
 OPTIM = {"lr": 2e-3, "warmup_epochs": 0.0, "dataset": "digits", "num_classes": 10}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine, two OpenMP threads contending with
+    other processes made the double backward up to 50x slower (measured); one is steady."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class ModeProbe(Callback):
     """Records, in ``hooks``, the train/eval flag of every module of the student and teacher.
 

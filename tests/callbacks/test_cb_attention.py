@@ -6,7 +6,7 @@ from kdbias.analytics.attention_distance import mean_attention_distance
 from kdbias.callbacks import AttentionDistanceCallback, eval_mode
 from kdbias.models import attention_maps
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*modules? in eval mode.*")
+pytestmark = pytest.mark.filterwarnings("ignore:.*in eval mode at the start of training.*")
 
 
 def test_eval_mode_restores_every_submodule_flag_also_on_error():

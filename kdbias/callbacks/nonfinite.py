@@ -1,0 +1,108 @@
+"""Stop a run on a NaN/Inf loss before it overwrites the last finite checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from typing_extensions import override
+
+_NONE = -(2**62)  # "no bad step" in the packed state (steps are stored negated; see _packed)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss component became NaN or Inf; the message names the step and the component."""
+
+
+class NonFiniteGuard(Callback):
+    """Raise :class:`NonFiniteLossError` when any loss component becomes non-finite.
+
+    Reads ``pl_module.last_losses`` (``{"loss": total, part: value}``, detached, set by
+    every kdbias training step). To keep the hot loop free of host syncs, each step only
+    folds the check into two device tensors (the first bad step and which components were
+    bad); the host reads them every ``check_every_n_steps`` steps, when a validation
+    starts, and at the end of every training epoch. The validation that closes an epoch
+    (and the analytics at its end) thus never runs on non-finite weights, and
+    :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (which Lightning always runs
+    last, at the train epoch's end or the validation's) never saves them: the last finite
+    ``last.ckpt`` is kept, and ``--resume`` continues from it.
+
+    The step in the message is the ``trainer.global_step`` at which the bad loss was
+    computed (TensorBoard's step of that ``train/loss``). Under DDP the check is reduced
+    over the ranks (one all-reduce per check), so every rank stops at the same point and
+    the message names the earliest bad step and every bad component on any rank.
+    """
+
+    def __init__(self, check_every_n_steps: int = 50) -> None:
+        self.check_every_n_steps = max(1, int(check_every_n_steps))
+        self._names: list[str] = []
+        self._first_bad_step: torch.Tensor | None = None
+        self._bad_components: torch.Tensor | None = None
+        self._step_of_batch = 0
+
+    def _reset(self, device: torch.device, names: list[str]) -> None:
+        self._names = names
+        self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._bad_components = torch.zeros(len(names), dtype=torch.bool, device=device)
+
+    @override
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._step_of_batch = trainer.global_step  # before this batch's optimiser step
+
+    @override
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        losses: dict[str, torch.Tensor] = getattr(pl_module, "last_losses", None) or {}
+        if not losses:
+            return
+        names = sorted(losses)
+        if self._first_bad_step is None or names != self._names:
+            self._reset(pl_module.device, names)
+        bad = torch.stack([~torch.isfinite(losses[name].detach().float()).all() for name in names])
+        newly = bad.any() & (self._first_bad_step < 0)
+        self._first_bad_step = torch.where(newly, torch.tensor(self._step_of_batch, device=bad.device),
+                                           self._first_bad_step)
+        self._bad_components = torch.where(newly, bad, self._bad_components)
+        if (trainer.global_step % self.check_every_n_steps) == 0:
+            self.check(trainer)
+
+    @override
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.check(trainer)
+
+    @override
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.check(trainer)
+
+    def _packed(self, trainer: L.Trainer) -> torch.Tensor:
+        """``[-first_bad_step (or _NONE), bad flags...]``, max-reduced over the ranks."""
+        assert self._first_bad_step is not None and self._bad_components is not None
+        step = torch.where(self._first_bad_step >= 0, -self._first_bad_step, torch.full_like(self._first_bad_step, _NONE))
+        packed = torch.cat([step.reshape(1), self._bad_components.long()])
+        if trainer.world_size > 1:
+            packed = trainer.strategy.reduce(packed, reduce_op="max")
+        return packed
+
+    def check(self, trainer: L.Trainer) -> None:
+        """Raise if a non-finite loss was seen (one host sync; one all-reduce under DDP)."""
+        if self._first_bad_step is None:
+            return
+        packed = self._packed(trainer).tolist()
+        if packed[0] == _NONE:
+            return
+        step = -packed[0]
+        parts = [name for name, bad in zip(self._names, packed[1:]) if bad]
+        named = ", ".join("total loss" if p == "loss" else f"loss component {p!r}" for p in parts)
+        checkpoint = None
+        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.last_model_path:
+            checkpoint = trainer.checkpoint_callback.last_model_path
+        kept = f"The last finite checkpoint is kept at {checkpoint}." if checkpoint else "No checkpoint was written yet."
+        raise NonFiniteLossError(
+            f"Non-finite {named} at global step {step} (epoch {trainer.current_epoch}). {kept} "
+            "Lower the learning rate, check the inputs and the teacher, or train in fp32 "
+            "(--precision 32-true); then continue with --resume."
+        )

@@ -1,0 +1,96 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from kdbias.analytics.cka_matrix import cka_matrix, diagonal_alignment
+from kdbias.callbacks import CKAHeatmapCallback, SummaryCallback
+from kdbias.models import block_outputs
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*in eval mode at the start of training.*")
+
+
+class Oddify(Callback):
+    """Right before the callback under test, put a few student and teacher parts in odd modes."""
+
+    def on_validation_end(self, trainer, pl_module):
+        pl_module.model.blocks[0].eval()
+        pl_module.teacher_network.layer2.train()
+
+
+def _kl_module(kit):
+    from kdbias.modules import KLDistillModule, TeacherModule
+
+    torch.manual_seed(0)
+    teacher = TeacherModule("resnet18_cifar", model_kwargs=dict(kit.TINY_RESNET), **kit.OPTIM)
+    return KLDistillModule("deit_tiny_p4", teacher=teacher, model_kwargs=dict(kit.TINY_VIT), **kit.OPTIM)
+
+
+def test_cka_heatmap_cnn_teacher(kit, tmp_path):
+    module = _kl_module(kit)
+    cb = CKAHeatmapCallback(every_n_epochs=1, num_batches=2, batch_size=8)
+    before, after = kit.ModeProbe(("on_validation_end",)), kit.ModeProbe(("on_validation_end",))
+    summary_cb = SummaryCallback("exp1", "digits", "test", 0)
+    trainer = kit.fit(module, [summary_cb, Oddify(), before, cb, after], tmp_path, max_epochs=1)
+    run = Path(trainer.log_dir)
+
+    assert cb.num_measurements == 1 and True in before.sanity
+    assert [m for _, m in before.records] == [m for _, m in after.records]
+    png = run / "analytics" / "cka_heatmaps" / "epoch_0.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    images = kit.images(run)
+    assert [e.step for e in images["cka/heatmap"]] == [2]
+    scalars = kit.scalars(run)
+    assert [s for s, _ in scalars["cka/diag_alignment"]] == [2] and "cka/diag_contrast" in scalars
+
+    # the matrix: every student block x every residual block of the teacher, 2 batches of 8
+    saved = json.loads(png.with_suffix(".json").read_text())
+    assert saved["student_blocks"] == [0, 1] and saved["teacher_blocks"] == [0, 1, 2, 3]
+    dm = kit.datamodule()
+    images16, _ = dm.fixed_subset("val", 16, seed=0)
+    x = dm.normalize_images(images16)
+    module.eval(), module.teacher.eval()  # Oddify left teacher.layer2 in train mode
+    with torch.no_grad():
+        batches = [x[:8], x[8:]]
+        s = [block_outputs(module.model, module.student_input(b)) for b in batches]
+        t = [block_outputs(module.teacher_network, module.teacher_input(b)) for b in batches]
+    direct = cka_matrix(s, t)
+    torch.testing.assert_close(torch.tensor(saved["cka"], dtype=torch.float64), direct, rtol=1e-5, atol=1e-6)
+    align = diagonal_alignment(direct)
+
+    summary = cb.summary_items()
+    assert summary["cka_heatmap"] == "analytics/cka_heatmaps/epoch_0.png"
+    assert summary["cka_diag_alignment"] == pytest.approx(align["diag"], rel=1e-5)
+    assert summary["cka_diag_contrast"] == pytest.approx(align["contrast"], rel=1e-5, abs=1e-6)
+    assert scalars["cka/diag_alignment"][0][1] == pytest.approx(align["diag"], rel=1e-5)
+    written = json.loads((run / "summary.json").read_text())
+    assert {k: written[k] for k in summary} == summary
+
+
+def test_cka_heatmap_dinov2_teacher_every_block(kit, tmp_path):
+    from kdbias.modules import CKADistillModule
+
+    torch.manual_seed(0)
+    module = CKADistillModule(
+        "deit_tiny_p4", teacher="dinov2_vits14", teacher_pretrained=None, teacher_image_size=28,
+        layer_pairs=((0, 5), (1, 11)), model_kwargs=dict(kit.TINY_VIT), **kit.OPTIM,
+    )
+    cb = CKAHeatmapCallback(every_n_epochs=1, num_batches=1, batch_size=8, student_blocks=[0, 1])
+    trainer = kit.fit(module, [cb], tmp_path, max_epochs=1)
+    saved = json.loads((Path(trainer.log_dir) / cb.summary_items()["cka_heatmap"]).with_suffix(".json").read_text())
+    assert saved["teacher_blocks"] == list(range(12))
+    cka = torch.tensor(saved["cka"])
+    assert cka.shape == (2, 12) and torch.isfinite(cka).all()
+
+
+def test_cka_heatmap_errors(kit, tiny_vit_module, tmp_path):
+    with pytest.raises(TypeError, match="DistillationModule"):
+        kit.fit(tiny_vit_module(), [CKAHeatmapCallback()], tmp_path / "a")
+    with pytest.raises(ValueError, match="lower batch_size"):
+        kit.fit(_kl_module(kit), [CKAHeatmapCallback(batch_size=512)], tmp_path / "b")
+    with pytest.raises(ValueError, match="out of range"):
+        kit.fit(_kl_module(kit), [CKAHeatmapCallback(teacher_blocks=[0, 9])], tmp_path / "c")
+    with pytest.raises(ValueError, match=">= 4"):
+        CKAHeatmapCallback(batch_size=2)
