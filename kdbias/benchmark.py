@@ -1,6 +1,7 @@
 """Throughput and overhead of every run of the experiment matrix, measured side by side.
 
-``python -m kdbias.benchmark --smoke --json bench.json`` (CPU, a few minutes) or, on a GPU,
+``python -m kdbias.benchmark --smoke --json bench.json`` (CPU, a few minutes: batch 16, one
+thread, one timed step per round and side) or, on a GPU,
 ``python -m kdbias.benchmark --json bench.json [--compile]`` at the plan's per-GPU batches.
 
 For each run (``teacher_resnet18``, ``teacher_convnextv2``, ``baseline``, ``exp1``, ``exp2``,
@@ -15,7 +16,9 @@ depend on them) the benchmark measures, in one process:
   augmentation. The two alternate (``L P``, ``P L``, ...) for ``rounds`` rounds;
   ``lightning_overhead_ratio`` = median over rounds of (Lightning time per step / plain time
   per step), a step's time being the median of its intervals on a CPU and the synchronised
-  window / steps on a GPU;
+  window / steps on a GPU; on a CPU ``lightning_overhead_ratio_cpu_time`` is the same from
+  the process's CPU time, which other jobs on a shared machine disturb less. The top-level
+  figures are medians over the runs;
 - FLOPs per image from ``torch.utils.flop_counter.FlopCounterMode`` on one small batch:
   student forward + backward plus teacher forward (CPU flash attention included);
 - on a GPU, the model-FLOP utilisation against a bf16 ``n x n`` matmul rate measured in the
@@ -55,7 +58,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
@@ -147,7 +149,7 @@ class BenchConfig:
     smoke: bool = False
     compile: bool = False
     precision: str = "auto"  # bf16-mixed on a GPU, 32-true on a CPU
-    batch_size: int | None = None  # None: the plan's per-GPU batch on a GPU, 32 (smoke) / 64 on a CPU
+    batch_size: int | None = None  # None: the plan's per-GPU batch on a GPU, 16 (smoke) / 64 on a CPU
     warmup: int | None = None  # untimed steps at the start of every measured round
     steps: int | None = None  # timed steps per round and side
     rounds: int | None = None  # Lightning/plain alternations per run
@@ -187,7 +189,7 @@ class BenchConfig:
                  data_batches=20, data_reps=3, dinov2_reps=5)
             if cuda
             else dict(warmup=1, steps=1 if self.smoke else 3, rounds=3, prime=2 if self.compile else 0,
-                      num_workers=0, data_batches=20, data_reps=5, dinov2_reps=2)
+                      num_workers=0, data_batches=10 if self.smoke else 20, data_reps=5, dinov2_reps=2)
         )
         if self.data_threads is None and not cuda:
             self.data_threads = 1
@@ -202,7 +204,7 @@ class BenchConfig:
             return self.batch_size
         if self.device == "cuda":
             return int(paper_settings(spec)["batch_size"])
-        return 32 if self.smoke else 64
+        return 16 if self.smoke else 64
 
     def data_batch_size(self) -> int:
         if self.data_batch is not None:
@@ -380,7 +382,8 @@ def count_flops(fn: Callable[[], Any]) -> int:
     """Total FLOPs of ``fn()`` (matmuls, convolutions, attention; forward and any backward it runs)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") else contextlib.nullcontext()
+    eager = getattr(torch.compiler, "set_stance", None)
+    stance = eager("force_eager") if eager is not None else contextlib.nullcontext()  # count compiled modules eagerly
     with stance, FlopCounterMode(display=False, custom_mapping=_flop_mapping()) as counter:
         fn()
     return int(counter.get_total_flops())
@@ -571,8 +574,10 @@ def bench_data(images: Tensor, labels: Tensor, cfg: BenchConfig) -> dict[str, An
         "speedup": median_ratio(kd, tv),
         "rep_speedups": [k / t for k, t in zip(kd, tv)],
         "at_default_threads": other,
-        "kdbias_path": "uint8 TensorBatchDataset -> device -> CIFARDataModule.augment_batch (crop 4 px, hflip, normalise)",
-        "torchvision_path": "PIL per sample: RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, Normalize -> device",
+        "kdbias_path": "uint8 TensorBatchDataset -> device -> CIFARDataModule.augment_batch "
+                       "(crop 4 px, hflip, normalise)",
+        "torchvision_path": "PIL per sample: RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor, "
+                            "Normalize -> device",
     }
 
 
@@ -952,9 +957,11 @@ def format_table(result: dict[str, Any]) -> str:
         if r.get("status") != "ok":
             lines.append(f"  {r['run']}: {r.get('status')}")
     ratio, speed = result.get("lightning_overhead_ratio"), result.get("data_speedup_vs_torchvision")
-    lines.append(f"lightning_overhead_ratio (median over runs) = {ratio:.3f}" if ratio else "lightning_overhead_ratio = -")
-    if result.get("lightning_overhead_ratio_cpu_time"):
-        lines.append(f"lightning_overhead_ratio_cpu_time (process CPU time) = {result['lightning_overhead_ratio_cpu_time']:.3f}")
+    lines.append(f"lightning_overhead_ratio (wall time, median over runs) = {ratio:.3f}" if ratio
+                 else "lightning_overhead_ratio = -")
+    cpu_ratio = result.get("lightning_overhead_ratio_cpu_time")
+    if cpu_ratio:
+        lines.append(f"lightning_overhead_ratio_cpu_time (process CPU time, median over runs) = {cpu_ratio:.3f}")
     lines.append(f"data_speedup_vs_torchvision = {speed:.1f}" if speed else "data_speedup_vs_torchvision = -")
     if result.get("matmul_bf16_tflops"):
         lines.append(f"bf16 matmul rate = {result['matmul_bf16_tflops']:.0f} TFLOP/s (MFU reference)")
@@ -1033,13 +1040,16 @@ def _train_check(run: str, seconds: float, cfg: BenchConfig, warmup_steps: int,
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m kdbias.benchmark", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--smoke", action="store_true", help="quick CPU pass: batch 32, 1 thread, 1 warm-up + 1 timed step x 3 rounds per side, no sync probe")
+    p.add_argument("--smoke", action="store_true",
+                   help="quick CPU pass: batch 16, 1 thread, 1 warm-up + 1 timed step x 3 rounds per side, "
+                        "no sync probe")
     p.add_argument("--json", dest="json_path", default=None, help="write the results here")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the models")
     p.add_argument("--runs", default="all", help=f"comma list of {', '.join(RUNS)}, or exp3, teachers, all")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", help="auto: bf16-mixed on a GPU, 32-true on a CPU")
-    p.add_argument("--batch-size", type=int, default=None, help="default: the plan's per-GPU batch on a GPU, 32 (--smoke) / 64 on a CPU")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default: the plan's per-GPU batch on a GPU, 16 (--smoke) / 64 on a CPU")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps per round (default 3 GPU / 1 CPU)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per round (default 10 GPU / 3 CPU)")
     p.add_argument("--rounds", type=int, default=None, help="Lightning/plain alternations (default 3)")
@@ -1048,8 +1058,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="auto", choices=["auto", "cifar10", "digits", "synthetic"],
                    help="auto: CIFAR-10 files if present, else the digits upsampled")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--data-bench", action=argparse.BooleanOptionalAction, default=True, help="kdbias vs torchvision data path")
-    p.add_argument("--data-batch", type=int, default=None, help="batch of the data-path comparison (default 1024 GPU / 128 CPU)")
+    p.add_argument("--data-bench", action=argparse.BooleanOptionalAction, default=True,
+                   help="kdbias vs torchvision data path")
+    p.add_argument("--data-batch", type=int, default=None,
+                   help="batch of the data-path comparison (default 1024 GPU / 128 CPU)")
     p.add_argument("--data-batches", type=int, default=None)
     p.add_argument("--data-reps", type=int, default=None)
     p.add_argument("--data-threads", type=int, default=None,

@@ -192,12 +192,26 @@ def _version(run_dir: Path) -> int:
     return int(suffix) if suffix.isdigit() else -1
 
 
+class _HparamsLoader(yaml.SafeLoader):
+    """Safe YAML loader for Lightning's ``hparams.yaml``: it writes tuples (e.g. a module's
+    ``layer_pairs``) as ``!!python/tuple``; any other Python object tag reads as None."""
+
+
+_HparamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node)))
+_HparamsLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
+
+
+def load_hparams(path: str | Path) -> dict[str, Any]:
+    """A run's ``hparams.yaml`` as a dict (``{"config": <CLI flags>, <module hparams>...}``)."""
+    loaded = yaml.load(Path(path).read_text(), Loader=_HparamsLoader) or {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def _saved_config(run_dir: Path) -> dict[str, Any]:
     hparams = run_dir / "hparams.yaml"
     if not hparams.is_file():
         return {}
-    loaded = yaml.safe_load(hparams.read_text()) or {}
-    return loaded.get("config", {}) if isinstance(loaded, dict) else {}
+    return load_hparams(hparams).get("config", {})
 
 
 def resolve_precision(config: argparse.Namespace) -> str:

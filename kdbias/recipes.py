@@ -54,9 +54,9 @@ _ANALYTICS_PAPER = dict(
     knn_train=5000, knn_val=1000, analytics=True,
 )
 _ANALYTICS_SMOKE = dict(
-    attn_every=1, attn_images=64, hessian_every=100, hessian_images=64, hessian_max_iter=8,
-    cka_every=1, cka_batches=2, cka_batch_size=32, gen_gap_every=1, gen_gap_images=256,
-    knn_train=256, knn_val=128,
+    attn_every=1, attn_images=64, hessian_every=100, hessian_images=32, hessian_max_iter=4,
+    cka_every=1, cka_batches=2, cka_batch_size=16, gen_gap_every=1, gen_gap_images=256,
+    knn_train=128, knn_val=64,
 )
 
 

@@ -98,6 +98,19 @@ class CKADistillModule(DistillationModule):
     def trainable_modules(self) -> list[nn.Module]:
         return [self.model, self.projectors]
 
+    def setup(self, stage: str) -> None:
+        """Fail before training when the per-device batch is too small for the CKA estimator."""
+        batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
+        if stage != "fit" or batch is None or self.hparams.cka_representation != "image":
+            return  # token CKA has batch * grid^2 samples
+        needed, estimator = (4, "unbiased (debiased HSIC)") if self.hparams.unbiased_cka else (2, "biased")
+        if batch < needed:
+            raise ValueError(
+                f"CKA over images with the {estimator} estimator needs at least {needed} images per device per "
+                f"step, but the batch is {batch}. Raise --batch-size (per device; or --global-batch-size), or use "
+                "unbiased_cka=False / cka_representation='token'."
+            )
+
     def teacher_tokens(self, images: torch.Tensor, grid: int) -> list[torch.Tensor]:
         """Teacher patch tokens at the paired blocks, pooled to ``grid x grid``: ``[B, grid^2, D_t]``."""
         tokens = block_outputs(self.teacher, self.teacher_input(images), self.teacher_blocks)

@@ -12,8 +12,10 @@ import subprocess
 import sys
 
 import torch
-import yaml
 from resilience_helpers import REPO, read_scalars, script, script_env
+
+from kdbias.experiment import load_hparams, resumable_run
+from kdbias.recipes import EXP3
 
 PROBE = REPO / "tests" / "resilience" / "ddp_probe.py"
 
@@ -76,8 +78,9 @@ def test_exp3_cli_ddp_with_analytics_writes_one_run_from_rank_0(tmp_path):
     assert len(read_scalars(run_dir, "hessian/trace")) == 1
 
     # --global-batch-size 16 over 2 devices: 8 per device, 2 optimiser steps of 16 images
-    config = yaml.safe_load((run_dir / "hparams.yaml").read_text())["config"]
-    assert config["batch_size"] == 8 and config["global_batch_size"] == 16
+    hparams = load_hparams(run_dir / "hparams.yaml")  # Lightning writes layer_pairs as !!python/tuple
+    assert hparams["config"]["batch_size"] == 8 and hparams["config"]["global_batch_size"] == 16
+    assert resumable_run(runs, "exp3", EXP3.parse(args)) == run_dir  # --resume finds this run
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 2
     assert not any(key.startswith("_teacher") or key.startswith("teacher.") for key in last["state_dict"])

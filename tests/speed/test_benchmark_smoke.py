@@ -73,7 +73,7 @@ def test_paper_settings_follow_the_recipes():
     assert bench.paper_settings(bench.RUNS["baseline"])["batch_size"] == 1024
     assert bench.paper_settings(bench.RUNS["teacher_resnet18"])["optimizer"] == "sgd"
     cfg = BenchConfig(device="cpu", smoke=True).resolve()
-    assert cfg.batch_for(bench.RUNS["exp3_224"]) == 32
+    assert cfg.batch_for(bench.RUNS["exp3_224"]) == 16 and cfg.threads == 1 and cfg.sync_check is False
 
 
 # -- the whole benchmark, tiny ---------------------------------------------------------------------------

@@ -1,0 +1,50 @@
+"""A NaN loss component stops the fit, names the step and the component, and keeps the
+last finite checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
+from kdbias.data import CIFARDataModule
+from kdbias.modules import KLDistillModule, TeacherModule
+
+TINY_VIT = dict(depth=1, embed_dim=48, num_heads=3)
+BATCHES, NAN_FROM = 3, 4  # NaN teacher logits from global step 4: epoch 1, batch 1
+
+
+@pytest.mark.parametrize("check_every", [1, 50], ids=["checked-every-step", "checked-at-epoch-end"])
+def test_nan_teacher_logits_stop_the_fit_and_keep_the_finite_checkpoint(tmp_path, check_every):
+    L.seed_everything(0)
+    teacher = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", model_kwargs=TINY_VIT)
+    module = KLDistillModule(student="deit_tiny_p4", teacher=teacher, num_classes=10, dataset="digits",
+                             model_kwargs=TINY_VIT, lr=1e-3, warmup_epochs=0.0)
+
+    def nan_from_step(images):
+        logits = TeacherModule.forward(teacher, images)
+        return logits + math.nan if module.trainer.training and module.trainer.global_step >= NAN_FROM else logits
+
+    teacher.forward = nan_from_step
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=3, limit_train_batches=BATCHES, limit_val_batches=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0, callbacks=[checkpoints, NonFiniteGuard(check_every)])
+    with pytest.raises(NonFiniteLossError) as info:
+        trainer.fit(module, datamodule=CIFARDataModule("digits", batch_size=8))
+
+    message = str(info.value)
+    assert f"at global step {NAN_FROM} (epoch 1)" in message
+    assert "loss component 'kd'" in message and "'ce'" not in message  # the CE stayed finite
+    assert f"last finite checkpoint is kept at {tmp_path / 'last.ckpt'}" in message
+    assert "--resume" in message
+
+    last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == BATCHES and last["epoch"] == 0  # from before the NaN
+    assert all(torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point())
+    # stopped at once (every step), or at the validation that would run on the NaN weights
+    assert trainer.global_step == (NAN_FROM + 1 if check_every == 1 else 2 * BATCHES)
