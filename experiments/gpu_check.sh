@@ -10,13 +10,16 @@
 #   5. a short table of all of it, printed last.
 # Results: $OUT if set (the device harness collects it), else ./gpu_check_out:
 #   bench_eager.json, bench_compile.json, train_exp3.json, summary.txt, gpu_check.log
-# Environment knobs: GPU_CHECK_BUDGET_S (total seconds, default 570), TRAIN_CHECK_S (default 120).
+# Environment knobs: GPU_CHECK_BUDGET_S (total seconds, default 570), TRAIN_CHECK_S (default 120),
+# EXP3_TEACHER_WEIGHTS (see 4.); for dry runs of this script: GPU_CHECK_ALLOW_CPU=1 and
+# GPU_CHECK_BENCH_ARGS (appended to every benchmark call, e.g. "--tiny --batch-size 4").
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
 START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET_S:-570}
 TRAIN_S=${TRAIN_CHECK_S:-120}
+read -r -a EXTRA <<< "${GPU_CHECK_BENCH_ARGS:-}"
 OUT_DIR=${OUT:-./gpu_check_out}
 mkdir -p "$OUT_DIR"
 exec > >(tee -a "$OUT_DIR/gpu_check.log") 2>&1
@@ -43,7 +46,8 @@ python - <<'EOF' || { echo "FATAL: kdbias or CUDA torch missing in .venv"; exit 
 import torch, kdbias, lightning
 print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), lightning {lightning.__version__}, "
       f"GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NONE'}")
-assert torch.cuda.is_available(), "no CUDA device visible"
+import os
+assert torch.cuda.is_available() or os.environ.get("GPU_CHECK_ALLOW_CPU") == "1", "no CUDA device visible"
 EOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
@@ -53,12 +57,12 @@ SUMMARY_RESERVE=15
 
 # -- 2. throughput, eager ------------------------------------------------------------------------------
 EAGER_HARD=$(( $(left) - TRAIN_RESERVE - SUMMARY_RESERVE - 60 ))
-[ "$EAGER_HARD" -gt 200 ] && EAGER_HARD=200
+[ "$EAGER_HARD" -gt 180 ] && EAGER_HARD=180
 stage "throughput, compile off (hard limit ${EAGER_HARD} s)"
 if [ "$EAGER_HARD" -gt 30 ]; then
   timeout --signal=INT --kill-after=10 "$EAGER_HARD" \
-    python -m kdbias.benchmark --no-compile --runs all --time-budget $(( EAGER_HARD - 25 )) \
-    --json "$OUT_DIR/bench_eager.json"
+    python -m kdbias.benchmark --no-compile --runs all --warmup 2 --steps 6 --time-budget $(( EAGER_HARD - 25 )) \
+    --json "$OUT_DIR/bench_eager.json" ${EXTRA[@]+"${EXTRA[@]}"}
   echo "exit status $?"
 else
   echo "skipped: no time left"
@@ -71,8 +75,8 @@ if [ "$COMPILE_HARD" -gt 60 ]; then
   # Ordered so that cached student graphs are reused early; no data/DINOv2 sections (eager has them).
   timeout --signal=INT --kill-after=10 "$COMPILE_HARD" \
     python -m kdbias.benchmark --compile --runs baseline,exp1,exp3_112,exp3_224,exp2,teacher_resnet18,teacher_convnextv2 \
-    --no-data-bench --no-dinov2 --rounds 2 --steps 8 --time-budget $(( COMPILE_HARD * 55 / 100 )) \
-    --json "$OUT_DIR/bench_compile.json"
+    --no-data-bench --no-dinov2 --rounds 2 --warmup 2 --steps 6 --time-budget $(( COMPILE_HARD * 55 / 100 )) \
+    --json "$OUT_DIR/bench_compile.json" ${EXTRA[@]+"${EXTRA[@]}"}
   echo "exit status $?"
 else
   echo "skipped: no time left"
@@ -82,10 +86,10 @@ fi
 TRAIN_NOW=$(( $(left) - SUMMARY_RESERVE - 45 ))
 [ "$TRAIN_NOW" -gt "$TRAIN_S" ] && TRAIN_NOW=$TRAIN_S
 stage "exp3 training check: batch 512, bf16-mixed, DINOv2-S/14 @ 224 px (random weights), ${TRAIN_NOW} s"
-if [ "$TRAIN_NOW" -gt 20 ]; then
+if [ "$TRAIN_NOW" -ge $(( TRAIN_S < 20 ? TRAIN_S : 20 )) ]; then
   timeout --signal=INT --kill-after=10 $(( TRAIN_NOW + 60 )) \
     python -m kdbias.benchmark --runs exp3_224 --train-check "$TRAIN_NOW" --precision bf16-mixed \
-    ${EXP3_TEACHER_WEIGHTS:+--teacher-weights "$EXP3_TEACHER_WEIGHTS"} --json "$OUT_DIR/train_exp3.json"
+    ${EXP3_TEACHER_WEIGHTS:+--teacher-weights "$EXP3_TEACHER_WEIGHTS"} --json "$OUT_DIR/train_exp3.json" ${EXTRA[@]+"${EXTRA[@]}"}
   echo "exit status $?"
 else
   echo "skipped: no time left"
@@ -142,9 +146,10 @@ for run, by in rows.items():
         if r and r.get("status", "ok") != "ok" and not r.get("status", "").startswith("skipped"):
             print(f"    {tag}: {r['status'][:200]}")
 if eager:
-    print(f"lightning_overhead_ratio (eager, median) = {eager.get('lightning_overhead_ratio')}")
-    if comp:
-        print(f"lightning_overhead_ratio (compile, median) = {comp.get('lightning_overhead_ratio')}")
+    for tag, result in (("eager", eager), ("compile", comp)):
+        ratio = (result or {}).get("lightning_overhead_ratio")
+        if ratio is not None:
+            print(f"lightning_overhead_ratio ({tag}, median over runs) = {ratio:.3f}")
     d = eager.get("data")
     if d:
         print(f"data path: kdbias {d['kdbias_images_per_s']:,.0f} img/s vs torchvision {d['torchvision_images_per_s']:,.0f} "

@@ -164,7 +164,7 @@ class BenchConfig:
     data_threads: int | None = None  # torch threads of the data comparison (CPU default 1: see --data-threads)
     dinov2: bool = True
     dinov2_reps: int | None = None
-    flop_batch: int = 4
+    flop_batch: int | None = None  # images of the FLOP-counting batch (default 4; 2 in a CPU smoke)
     sync_check: bool | None = None  # count host syncs in one extra step per run (default: not in a CPU smoke)
     matmul_size: int = 8192
     threads: int | None = None  # torch intra-op threads (None: torch's default)
@@ -189,8 +189,11 @@ class BenchConfig:
                  data_batches=20, data_reps=3, dinov2_reps=5)
             if cuda
             else dict(warmup=1, steps=1 if self.smoke else 3, rounds=3, prime=2 if self.compile else 0,
-                      num_workers=0, data_batches=10 if self.smoke else 20, data_reps=5, dinov2_reps=2)
+                      num_workers=0, data_batches=10 if self.smoke else 20, data_reps=3 if self.smoke else 5,
+                      dinov2_reps=1 if self.smoke else 2)
         )
+        if self.flop_batch is None:
+            self.flop_batch = 2 if self.smoke and not cuda else 4
         if self.data_threads is None and not cuda:
             self.data_threads = 1
         for key, value in defaults.items():
@@ -1070,7 +1073,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the default thread count is measured too and reported under at_default_threads)")
     p.add_argument("--dinov2", action=argparse.BooleanOptionalAction, default=True, help="DINOv2 224 vs 112 px")
     p.add_argument("--dinov2-reps", type=int, default=None)
-    p.add_argument("--flop-batch", type=int, default=4, help="images of the FLOP-counting batch")
+    p.add_argument("--flop-batch", type=int, default=None,
+                   help="images of the FLOP-counting batch (default 4; 2 with --smoke on a CPU)")
     p.add_argument("--sync-check", action=argparse.BooleanOptionalAction, default=None,
                    help="count host syncs in one extra step per run (default: on, except in a CPU --smoke)")
     p.add_argument("--matmul-size", type=int, default=8192, help="side of the bf16 matmuls of the MFU reference")

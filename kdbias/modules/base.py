@@ -102,12 +102,22 @@ class ClassifierModule(L.LightningModule):
         total = losses["loss"]
         self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by NonFiniteGuard
         self.train_acc.update(logits.detach(), hard_labels(targets))
-        self.log("train/loss", total.detach(), on_step=True, on_epoch=False)
-        for name, value in losses.items():
-            if name != "loss":
-                self.log(f"train/loss_{name}", value.detach(), on_step=True, on_epoch=False)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        if self.logging_step():
+            for name, value in losses.items():
+                self.log("train/loss" if name == "loss" else f"train/loss_{name}", value.detach(),
+                         on_step=True, on_epoch=False)
         return total
+
+    def logging_step(self) -> bool:
+        """Whether this step's scalars reach the logger (``log_every_n_steps``): each
+        ``self.log`` costs host time, so steps that would not be written skip it."""
+        trainer = self._trainer
+        every = trainer.log_every_n_steps if trainer is not None else 1
+        return (self.global_step + 1) % max(1, every) == 0  # Lightning's own rule
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", self.train_acc.compute(), sync_dist=False)
+        self.train_acc.reset()
 
     # -- validation -----------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

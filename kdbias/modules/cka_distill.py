@@ -126,7 +126,7 @@ class CKADistillModule(DistillationModule):
             s_rep, t_rep = (s, t) if self.hparams.cka_representation == "image" else (s.flatten(0, 1), t.flatten(0, 1))
             cka_terms.append(cka_loss(s_rep, t_rep, unbiased=unbiased))
             tok_terms.append(token_loss(projector(s), t))
-            if self._trainer is not None:
+            if self._trainer is not None and self.logging_step():
                 self.log(f"train/cka_s{s_idx}_t{t_idx}", 1.0 - cka_terms[-1].detach(), on_step=True, on_epoch=False)
         ce = self.cross_entropy(logits, targets)
         l_cka = torch.stack(cka_terms).mean()

@@ -94,7 +94,7 @@ def test_fit_trains_only_the_student_and_keeps_teacher_in_eval(factory, digits_d
 def test_kl_fit_logs_components_and_teacher_accuracy(digits_dm):
     module = kl_module()
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False)
+                        log_every_n_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     trainer.fit(module, datamodule=digits_dm)
     for tag in ("train/loss", "train/loss_ce", "train/loss_kd", "val/acc", "teacher/acc"):
         assert tag in trainer.callback_metrics, tag

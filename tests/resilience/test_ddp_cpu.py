@@ -55,7 +55,7 @@ def test_exp3_cli_ddp_with_analytics_writes_one_run_from_rank_0(tmp_path):
     runs = tmp_path / "runs"
     args = ["--smoke", "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--epochs", "1",
             "--global-batch-size", "16", "--val-batch-size", "16", "--limit-train-batches", "2",
-            "--limit-val-batches", "1", "--runs-dir", str(runs),
+            "--limit-val-batches", "1", "--teacher-image-size", "56", "--runs-dir", str(runs),
             # every analytics callback of exp3, on a few images
             "--attn-images", "8", "--hessian-images", "8", "--hessian-max-iter", "2", "--cka-batches", "1",
             "--cka-batch-size", "8", "--gen-gap-images", "16", "--knn-train", "32", "--knn-val", "16"]
