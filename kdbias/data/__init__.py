@@ -1,0 +1,32 @@
+"""Data: CIFAR-10 / CIFAR-100 / offline digits, and batched on-device augmentation."""
+
+from kdbias.data.augment import cutmix, mixup, normalize, random_crop, random_hflip, to_soft_targets
+from kdbias.data.cifar import DatasetNotFoundError, download_cifar, load_cifar
+from kdbias.data.datamodule import CIFARDataModule
+from kdbias.data.datasets import (
+    DATASETS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetInfo,
+    dataset_stats,
+    load_digits_split,
+)
+
+__all__ = [
+    "CIFARDataModule",
+    "DATASETS",
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "cutmix",
+    "dataset_stats",
+    "download_cifar",
+    "load_cifar",
+    "load_digits_split",
+    "mixup",
+    "normalize",
+    "random_crop",
+    "random_hflip",
+    "to_soft_targets",
+]
