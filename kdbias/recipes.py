@@ -238,25 +238,22 @@ def _cka(config: argparse.Namespace, datamodule: CIFARDataModule) -> CKADistillM
 
 
 
-EXP1 = Experiment(
-    name="exp1",
-    description="EXP-1: DeiT student distilled from the ResNet-18 teacher with soft KL (tau=4, alpha=0.5).",
-    build_module=_kd("teacher_resnet18"),
-    add_arguments=_with_analytics(_kd_arguments),
-    build_callbacks=lambda config, dm: _student_callbacks(config, dm, teacher="classifier"),
-    paper=_STUDENT_PAPER,
-    smoke=_STUDENT_SMOKE,
-)
+def _soft_kl_experiment(name: str, teacher_experiment: str, teacher_label: str) -> Experiment:
+    """EXP-1 / EXP-2: the same student recipe, distilled from a different CNN teacher."""
+    return Experiment(
+        name=name,
+        description=f"{name.upper()[:3]}-{name[3:]}: DeiT student distilled from the {teacher_label} teacher "
+        "with soft KL (tau=4, alpha=0.5).",
+        build_module=_kd(teacher_experiment),
+        add_arguments=_with_analytics(_kd_arguments),
+        build_callbacks=lambda config, dm: _student_callbacks(config, dm, teacher="classifier"),
+        paper=_STUDENT_PAPER,
+        smoke=_STUDENT_SMOKE,
+    )
 
-EXP2 = Experiment(
-    name="exp2",
-    description="EXP-2: DeiT student distilled from the ConvNeXt V2 teacher with soft KL (tau=4, alpha=0.5).",
-    build_module=_kd("teacher_convnextv2"),
-    add_arguments=_with_analytics(_kd_arguments),
-    build_callbacks=lambda config, dm: _student_callbacks(config, dm, teacher="classifier"),
-    paper=_STUDENT_PAPER,
-    smoke=_STUDENT_SMOKE,
-)
+
+EXP1 = _soft_kl_experiment("exp1", "teacher_resnet18", "ResNet-18")
+EXP2 = _soft_kl_experiment("exp2", "teacher_convnextv2", "ConvNeXt V2")
 
 EXP3 = Experiment(
     name="exp3",
