@@ -14,6 +14,18 @@ def _seeded():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _restore_rank_zero():
+    """A test that plays a DDP rank (``cluster_environment.set_global_rank``) sets Lightning's
+    process-wide ``rank_zero_only.rank``; left at 1, every later in-process run would skip
+    its rank-0 work (no events, no hparams.yaml, no checkpoints dir)."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
+    saved = getattr(rank_zero_only, "rank", 0)
+    yield
+    rank_zero_only.rank = saved
+
+
 @pytest.fixture(scope="session")
 def digits_dm():
     """The digits datamodule, set up once (uint8 tensors; cheap to share)."""
