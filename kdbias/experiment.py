@@ -17,7 +17,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -25,6 +24,7 @@ from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
 from kdbias.callbacks.rng import RNGStateCallback
 from kdbias.callbacks.summary import SUMMARY_FILE, SummaryCallback
 from kdbias.data import CIFARDataModule
+from kdbias.runs import saved_config
 from kdbias.models import PretrainedWeightsError
 
 #: Errors caused by the command line or the files it names (not bugs): ``Experiment.main``
@@ -181,7 +181,7 @@ def resumable_run(runs_dir: str | Path, name: str, config: argparse.Namespace) -
     root = Path(runs_dir) / name
     for path in sorted(root.glob("version_*/checkpoints/last.ckpt"), key=lambda p: _version(p.parents[1]), reverse=True):
         run_dir = path.parents[1]
-        saved = _saved_config(run_dir)
+        saved = saved_config(run_dir)
         if all(saved.get(key) == getattr(config, key) for key in ("seed", "dataset", "preset")):
             return run_dir
     return None
@@ -190,28 +190,6 @@ def resumable_run(runs_dir: str | Path, name: str, config: argparse.Namespace) -
 def _version(run_dir: Path) -> int:
     suffix = run_dir.name.split("_")[-1]
     return int(suffix) if suffix.isdigit() else -1
-
-
-class _HparamsLoader(yaml.SafeLoader):
-    """Safe YAML loader for Lightning's ``hparams.yaml``: it writes tuples (e.g. a module's
-    ``layer_pairs``) as ``!!python/tuple``; any other Python object tag reads as None."""
-
-
-_HparamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", lambda loader, node: tuple(loader.construct_sequence(node)))
-_HparamsLoader.add_multi_constructor("tag:yaml.org,2002:python/", lambda loader, suffix, node: None)
-
-
-def load_hparams(path: str | Path) -> dict[str, Any]:
-    """A run's ``hparams.yaml`` as a dict (``{"config": <CLI flags>, <module hparams>...}``)."""
-    loaded = yaml.load(Path(path).read_text(), Loader=_HparamsLoader) or {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
-def _saved_config(run_dir: Path) -> dict[str, Any]:
-    hparams = run_dir / "hparams.yaml"
-    if not hparams.is_file():
-        return {}
-    return load_hparams(hparams).get("config", {})
 
 
 def resolve_precision(config: argparse.Namespace) -> str:

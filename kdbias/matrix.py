@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from kdbias.runs import saved_config
 
 __all__ = [
     "STUDENTS",
@@ -64,16 +64,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return loaded if isinstance(loaded, dict) else None
 
 
-def _saved_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "hparams.yaml"
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    config = loaded.get("config", {}) if isinstance(loaded, dict) else {}
-    return config if isinstance(config, dict) else {}
-
-
 def _matches(values: dict[str, Any], experiment: str | None, seed: int, dataset: str, preset: str) -> bool:
     if experiment is not None and values.get("experiment", experiment) != experiment:
         return False
@@ -94,7 +84,7 @@ def resumable_run_dir(runs_dir: str | Path, experiment: str, seed: int, dataset:
     for run_dir in _run_dirs(Path(runs_dir), experiment):
         if not (run_dir / "checkpoints" / "last.ckpt").is_file() or (run_dir / "summary.json").exists():
             continue
-        if _matches(_saved_config(run_dir), None, seed, dataset, preset):
+        if _matches(saved_config(run_dir), None, seed, dataset, preset):
             return run_dir
     return None
 

@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from kdbias.runs import saved_config
 
 __all__ = [
     "ATTENTION_LABEL_RULE",
@@ -102,15 +103,6 @@ def _version(run_dir: Path) -> int:
     return int(suffix) if suffix.isdigit() else -1
 
 
-def _hparams_config(run_dir: Path) -> dict[str, Any]:
-    try:
-        loaded = yaml.safe_load((run_dir / "hparams.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    config = loaded.get("config", {}) if isinstance(loaded, dict) else {}
-    return config if isinstance(config, dict) else {}
-
-
 def load_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     """Every completed run under ``runs_dir``: its ``summary.json`` plus bookkeeping.
 
@@ -134,7 +126,7 @@ def load_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
         summary["run_dir"] = str(run_dir)
         summary["version"] = _version(run_dir)
         if "model" not in summary:
-            model = _hparams_config(run_dir).get("model")
+            model = saved_config(run_dir).get("model")
             if model is not None:
                 summary["model"] = model
         runs.append(summary)

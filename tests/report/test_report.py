@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import attention, write_run
+from report_fixtures import attention, write_run
 
 from kdbias.analytics import grid_distances, mean_attention_distance
 from kdbias.report import (

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import write_run
+from report_fixtures import write_run
 
 from kdbias.matrix import completed_run, plan_matrix, resumable_run_dir
 

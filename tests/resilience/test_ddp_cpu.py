@@ -14,7 +14,8 @@ import sys
 import torch
 from resilience_helpers import REPO, read_scalars, script, script_env
 
-from kdbias.experiment import load_hparams, resumable_run
+from kdbias.experiment import resumable_run
+from kdbias.runs import load_hparams
 from kdbias.recipes import EXP3
 
 PROBE = REPO / "tests" / "resilience" / "ddp_probe.py"
