@@ -1,6 +1,8 @@
-"""baseline: see `python experiments/baseline.py --help` and kdbias.recipes.BASELINE."""
+"""baseline: see `python experiments/baseline.py --help` and kdbias.registry."""
 
-from kdbias.recipes import BASELINE
+from pathlib import Path
+
+from kdbias.cli import main
 
 if __name__ == "__main__":
-    BASELINE.main()
+    main("baseline", Path(__file__).resolve().parent / "configs")

@@ -1,6 +1,8 @@
-"""exp1: see `python experiments/exp1.py --help` and kdbias.recipes.EXP1."""
+"""exp1: see `python experiments/exp1.py --help` and kdbias.registry."""
 
-from kdbias.recipes import EXP1
+from pathlib import Path
+
+from kdbias.cli import main
 
 if __name__ == "__main__":
-    EXP1.main()
+    main("exp1", Path(__file__).resolve().parent / "configs")

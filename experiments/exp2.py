@@ -1,6 +1,8 @@
-"""exp2: see `python experiments/exp2.py --help` and kdbias.recipes.EXP2."""
+"""exp2: see `python experiments/exp2.py --help` and kdbias.registry."""
 
-from kdbias.recipes import EXP2
+from pathlib import Path
+
+from kdbias.cli import main
 
 if __name__ == "__main__":
-    EXP2.main()
+    main("exp2", Path(__file__).resolve().parent / "configs")

@@ -1,6 +1,8 @@
-"""exp3: see `python experiments/exp3.py --help` and kdbias.recipes.EXP3."""
+"""exp3: see `python experiments/exp3.py --help` and kdbias.registry."""
 
-from kdbias.recipes import EXP3
+from pathlib import Path
+
+from kdbias.cli import main
 
 if __name__ == "__main__":
-    EXP3.main()
+    main("exp3", Path(__file__).resolve().parent / "configs")

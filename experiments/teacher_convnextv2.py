@@ -1,6 +1,8 @@
-"""teacher_convnextv2: see `python experiments/teacher_convnextv2.py --help` and kdbias.recipes.TEACHER_CONVNEXTV2."""
+"""teacher_convnextv2: see `python experiments/teacher_convnextv2.py --help` and kdbias.registry."""
 
-from kdbias.recipes import TEACHER_CONVNEXTV2
+from pathlib import Path
+
+from kdbias.cli import main
 
 if __name__ == "__main__":
-    TEACHER_CONVNEXTV2.main()
+    main("teacher_convnextv2", Path(__file__).resolve().parent / "configs")

@@ -1,6 +1,8 @@
-"""teacher_resnet18: see `python experiments/teacher_resnet18.py --help` and kdbias.recipes.TEACHER_RESNET18."""
+"""teacher_resnet18: see `python experiments/teacher_resnet18.py --help` and kdbias.registry."""
 
-from kdbias.recipes import TEACHER_RESNET18
+from pathlib import Path
+
+from kdbias.cli import main
 
 if __name__ == "__main__":
-    TEACHER_RESNET18.main()
+    main("teacher_resnet18", Path(__file__).resolve().parent / "configs")

@@ -69,7 +69,7 @@ from kdbias.data.datasets import load_digits_split
 from kdbias.experiment import TRAINING_DEFAULTS
 from kdbias.models import build_model
 from kdbias.modules.cka_distill import CKADistillModule
-from kdbias.modules.input_adapter import InputAdapter
+from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules.kl_distill import KLDistillModule
 from kdbias.modules.teacher import TeacherModule
 from kdbias.recipes import RECIPES

@@ -5,6 +5,9 @@ from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.callbacks.cka_heatmap import CKAHeatmapCallback
 from kdbias.callbacks.generalisation import GeneralisationGapCallback
 from kdbias.callbacks.hessian import HessianCallback
+from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
+from kdbias.callbacks.progress import EpochLineProgress
+from kdbias.callbacks.rng import RNGStateCallback
 from kdbias.callbacks.summary import SummaryCallback
 from kdbias.callbacks.teacher_quality import TeacherKNNCallback
 
@@ -12,8 +15,12 @@ __all__ = [
     "AnalyticsCallback",
     "AttentionDistanceCallback",
     "CKAHeatmapCallback",
+    "EpochLineProgress",
     "GeneralisationGapCallback",
     "HessianCallback",
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "RNGStateCallback",
     "SummaryCallback",
     "TeacherKNNCallback",
     "eval_mode",

@@ -10,7 +10,7 @@ import torch
 from typing_extensions import override
 
 from kdbias.analytics.attention_distance import mean_attention_distance
-from kdbias.callbacks.base import AnalyticsCallback, eval_mode, student_input
+from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.models import attention_maps, check_block_indices, is_vit, num_blocks, num_prefix_tokens_of, patch_size_of
 
 __all__ = ["AttentionDistanceCallback"]
@@ -74,7 +74,7 @@ class AttentionDistanceCallback(AnalyticsCallback):
         total = 0
         with eval_mode(pl_module), trainer.precision_plugin.forward_context():
             for images, _ in self.chunks("val", self.batch_size, pl_module.device):
-                maps = attention_maps(model, student_input(pl_module, images), layers)
+                maps = attention_maps(model, pl_module.student_input(images), layers)
                 n = images.shape[0]
                 for i, attn in zip(layers, maps):
                     d = mean_attention_distance(attn, patch, prefix).double() * n

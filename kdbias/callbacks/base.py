@@ -39,7 +39,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 from typing_extensions import override
 
-__all__ = ["AnalyticsCallback", "eval_mode", "student_input"]
+__all__ = ["AnalyticsCallback", "eval_mode"]
 
 
 @contextmanager
@@ -59,26 +59,6 @@ def eval_mode(*modules: nn.Module | None) -> Iterator[None]:
     finally:
         for m, flag in saved:
             m.training = flag
-
-
-def student_input(pl_module: L.LightningModule, images: Tensor) -> Tensor:
-    """Dataset-normalised ``images`` as the student network expects them."""
-    if hasattr(pl_module, "student_input"):
-        return pl_module.student_input(images)
-    return pl_module.input_adapter(images)
-
-
-def teacher_modules(pl_module: L.LightningModule) -> list[nn.Module]:
-    """The teacher's modules (kept outside ``pl_module``'s tree), for :func:`eval_mode`."""
-    out = []
-    for name in ("teacher", "teacher_network"):
-        try:
-            module = getattr(pl_module, name)
-        except (AttributeError, NotImplementedError):
-            continue
-        if isinstance(module, nn.Module):
-            out.append(module)
-    return out
 
 
 class AnalyticsCallback(Callback):
@@ -172,7 +152,12 @@ class AnalyticsCallback(Callback):
             self._fetch_subsets()
 
     def check_module(self, pl_module: L.LightningModule) -> None:
-        """Raise a clear error if ``pl_module`` cannot be measured; override."""
+        """Raise a clear error if ``pl_module`` cannot be measured; override.
+
+        The callbacks rely on the interface of :class:`~kdbias.modules.ClassifierModule`:
+        ``model`` (the student network), ``student_input(images)`` and ``teacher`` (a
+        :class:`~kdbias.teacher.FrozenTeacher` or ``None``).
+        """
 
     def _fetch_subsets(self) -> None:
         for name, (split, num_images) in self.subsets.items():
@@ -224,12 +209,17 @@ class AnalyticsCallback(Callback):
             self.run_measurement(trainer, pl_module)
 
     def run_measurement(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Measure on rank 0, log, and record when (on every rank)."""
+        """Measure on rank 0, log, and record when (on every rank). A line on stdout marks
+        the start and the end of each measurement (they can take minutes at paper scale)."""
         if trainer.is_global_zero:
+            name = self.state_key
+            print(f"[analytics] epoch {trainer.current_epoch}: {name} ...", flush=True)
             start = time.perf_counter()
             metrics = self.measure(trainer, pl_module)  # ends in host reads: the time is complete
-            self.elapsed_s += time.perf_counter() - start
+            took = time.perf_counter() - start
+            self.elapsed_s += took
             self.num_measurements += 1
+            print(f"[analytics] epoch {trainer.current_epoch}: {name} done in {took:.1f} s", flush=True)
             if metrics:
                 self.log_metrics(trainer, metrics)
         self.measured_epoch = trainer.current_epoch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,11 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from kdbias.analytics.cka_matrix import MinibatchCKA, diagonal_alignment
-from kdbias.callbacks.base import AnalyticsCallback, eval_mode, teacher_modules
+from kdbias.analytics.cka_matrix import MinibatchCKA, diagonal_alignment, diagonal_contrast_split
+from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.models import block_outputs, check_block_indices, num_blocks
+from kdbias.runs import atomic_write_json
+from kdbias.teacher import FrozenTeacher
 
 __all__ = ["CKAHeatmapCallback", "HEATMAP_DIR", "plot_cka_heatmap"]
 
@@ -52,25 +53,32 @@ def plot_cka_heatmap(matrix, student_blocks: Sequence[int], teacher_blocks: Sequ
 
 
 class CKAHeatmapCallback(AnalyticsCallback):
-    """Minibatch CKA of every student block against every teacher block, with a heatmap.
+    """Minibatch CKA of every student block against every block of a teacher, with a heatmap.
 
-    Needs a :class:`~kdbias.modules.distill_base.DistillationModule`. Features: student
-    blocks ``student_blocks`` (all when ``None``) of ``pl_module.model`` on
-    ``pl_module.student_input(x)``; teacher blocks ``teacher_blocks`` (all when ``None``:
-    every residual block of a CNN teacher, every block of DINOv2) of
-    ``pl_module.teacher_network`` on ``pl_module.teacher_input(x)``, under inference mode,
-    everything in eval mode (flags restored). Images: ``num_batches * batch_size`` fixed
-    validation images (seeded subset); the unbiased-HSIC sums are accumulated over
-    ``num_batches`` equal batches (:class:`~kdbias.analytics.cka_matrix.MinibatchCKA`), the
-    remainder dropped (fewer batches when the split is smaller).
+    The teacher is the module's own (``pl_module.teacher``, a
+    :class:`~kdbias.teacher.FrozenTeacher`) or, for a control, any other ``FrozenTeacher``
+    passed as ``teacher`` (measurement only: it takes no part in training; it is moved to
+    the module's device when measured). Features: student blocks ``student_blocks`` (all
+    when ``None``) of ``pl_module.model`` on ``pl_module.student_input(x)``; teacher blocks
+    ``teacher_blocks`` (all when ``None``: every residual block of a CNN, every block of a
+    ViT) under ``no_grad``, everything in eval mode (flags restored). Images:
+    ``num_batches * batch_size`` fixed held-out images (seeded subset); the unbiased-HSIC
+    sums are accumulated over equal batches
+    (:class:`~kdbias.analytics.cka_matrix.MinibatchCKA`), the remainder dropped.
 
-    Outputs per measurement (global rank 0): ``<log_dir>/analytics/cka_heatmaps/epoch_<e>.png``
-    (and ``epoch_<e>.json`` with the matrix and block indices); the figure under the
-    TensorBoard tag ``cka/heatmap``; scalars ``cka/diag_alignment`` (mean CKA along the
-    relative-depth diagonal, see :func:`~kdbias.analytics.cka_matrix.diagonal_alignment`)
-    and ``cka/diag_contrast`` (that minus the mean off-diagonal CKA).
-    ``summary_items()``: ``cka_diag_alignment``, ``cka_diag_contrast``, ``cka_heatmap``
-    (the latest PNG, relative to the run directory).
+    Figures (see :mod:`kdbias.analytics.cka_matrix`): ``diag`` (mean CKA on the
+    depth-matched diagonal, :func:`~kdbias.analytics.cka_matrix.depth_matched_cells` for
+    teachers of other depth), ``off_diag`` and ``contrast`` = diag - off_diag; with
+    ``trained_pairs`` (cells a CKA loss trains directly; default: the module's
+    ``layer_pairs`` when measuring its own teacher) also ``trained`` (their mean) and
+    ``untrained_contrast`` (depth-matched cells that are not trained, minus the off-diagonal
+    cells that are not trained).
+
+    Outputs per measurement (global rank 0), ``<key>`` naming the comparison (``key``):
+    ``<log_dir>/analytics/cka_heatmaps/<key>/epoch_<e>.png`` and ``.json`` (matrix, blocks,
+    figures); TensorBoard image ``cka/<key>/heatmap`` and scalars ``cka/<key>/<figure>``
+    (and, for the module's own teacher, ``cka/diag_alignment`` and ``cka/diag_contrast``).
+    ``summary_items()``: ``{"cka": {key: {...figures, "teacher", "source", "heatmap"}}}``.
     """
 
     def __init__(
@@ -78,6 +86,9 @@ class CKAHeatmapCallback(AnalyticsCallback):
         every_n_epochs: int = 50,
         num_batches: int = 8,
         batch_size: int = 256,
+        teacher: FrozenTeacher | None = None,
+        key: str = "teacher",
+        trained_pairs: Sequence[Sequence[int]] | None = None,
         teacher_blocks: Sequence[int] | None = None,
         student_blocks: Sequence[int] | None = None,
         subset_seed: int = 0,
@@ -87,33 +98,49 @@ class CKAHeatmapCallback(AnalyticsCallback):
             raise ValueError(f"num_batches must be >= 1, got {num_batches}")
         if batch_size < 4:
             raise ValueError(f"batch_size must be >= 4 for the unbiased HSIC, got {batch_size}")
+        if not key or "/" in key:
+            raise ValueError(f"key must be a non-empty name without '/', got {key!r}")
         self.num_batches, self.batch_size = int(num_batches), int(batch_size)
+        self.control = teacher
+        self.key = key
+        self.trained_pairs = None if trained_pairs is None else [(int(s), int(t)) for s, t in trained_pairs]
         self.teacher_blocks = None if teacher_blocks is None else [int(i) for i in teacher_blocks]
         self.student_blocks = None if student_blocks is None else [int(i) for i in student_blocks]
         self.subsets = {"val": ("val", self.num_batches * self.batch_size)}
 
     def _key_items(self) -> dict[str, Any]:
-        return {"teacher_blocks": self.teacher_blocks, "student_blocks": self.student_blocks}
+        return {"key": self.key, "teacher_blocks": self.teacher_blocks, "student_blocks": self.student_blocks}
+
+    def teacher(self, pl_module: L.LightningModule) -> FrozenTeacher:
+        """The teacher compared with: the control, else the module's own."""
+        return self.control if self.control is not None else pl_module.teacher
+
+    def pairs(self, pl_module: L.LightningModule) -> list[tuple[int, int]] | None:
+        """Trained cells: as given, else the module's ``layer_pairs`` for its own teacher."""
+        if self.trained_pairs is not None or self.control is not None:
+            return self.trained_pairs
+        pairs = getattr(pl_module, "layer_pairs", None)
+        return [tuple(p) for p in pairs] if pairs else None
 
     @override
     def check_module(self, pl_module: L.LightningModule) -> None:
-        from kdbias.modules.distill_base import DistillationModule
-
-        if not isinstance(pl_module, DistillationModule):
+        if self.control is None and getattr(pl_module, "teacher", None) is None:
             raise TypeError(
-                f"CKAHeatmapCallback compares a student with its teacher and needs a DistillationModule "
-                f"(KLDistillModule, CKADistillModule), got {type(pl_module).__name__}. Drop it for runs "
-                "without a teacher."
+                f"CKAHeatmapCallback compares the student with a teacher, but {type(pl_module).__name__} has none. "
+                "Pass teacher=FrozenTeacher(...) to measure against one, or drop the callback."
             )
         s_blocks, t_blocks = self.blocks(pl_module)
         if len(s_blocks) < 2 or len(t_blocks) < 2:
             raise ValueError(
                 f"the diagonal alignment needs at least 2 student and 2 teacher blocks, got {s_blocks} and {t_blocks}"
             )
+        pairs = self.pairs(pl_module) or []
+        check_block_indices(pl_module.model, [s for s, _ in pairs])
+        check_block_indices(self.teacher(pl_module).network, [t for _, t in pairs])
 
     def blocks(self, pl_module: L.LightningModule) -> tuple[list[int], list[int]]:
         """Checked ``(student_blocks, teacher_blocks)`` for this module."""
-        student, teacher = pl_module.model, pl_module.teacher_network
+        student, teacher = pl_module.model, self.teacher(pl_module).network
         s = list(range(num_blocks(student))) if self.student_blocks is None else self.student_blocks
         t = list(range(num_blocks(teacher))) if self.teacher_blocks is None else self.teacher_blocks
         return check_block_indices(student, s), check_block_indices(teacher, t)
@@ -125,57 +152,72 @@ class CKAHeatmapCallback(AnalyticsCallback):
             n = len(self.subset("val")[1])
             if n < self.batch_size:
                 raise ValueError(
-                    f"CKAHeatmapCallback needs at least one batch of {self.batch_size} validation images, the "
-                    f"validation split has {n}; lower batch_size."
+                    f"CKAHeatmapCallback needs at least one batch of {self.batch_size} held-out images, the "
+                    f"split has {n}; lower cka_batch_size."
                 )
 
     @torch.no_grad()
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
         """``[len(student_blocks), len(teacher_blocks)]`` float64 CKA matrix (CPU)."""
         s_blocks, t_blocks = self.blocks(pl_module)
+        teacher = self.teacher(pl_module).to(pl_module.device)
         acc = MinibatchCKA(len(s_blocks), len(t_blocks))
         n = len(self.subset("val")[1])
         usable = min(self.num_batches, n // self.batch_size) * self.batch_size
-        with eval_mode(pl_module, *teacher_modules(pl_module)), trainer.precision_plugin.forward_context():
-            for start, (images, _) in zip(
+        with eval_mode(pl_module), trainer.precision_plugin.forward_context():
+            for _, (images, _) in zip(
                 range(0, usable, self.batch_size), self.chunks("val", self.batch_size, pl_module.device)
             ):
                 student = block_outputs(pl_module.model, pl_module.student_input(images), s_blocks)
-                with torch.inference_mode():
-                    teacher = block_outputs(pl_module.teacher_network, pl_module.teacher_input(images), t_blocks)
-                acc.update(student, teacher)
+                acc.update(student, teacher.blocks(images, t_blocks))
         return acc.compute().cpu()
+
+    def figures(self, matrix: torch.Tensor, pl_module: L.LightningModule) -> dict[str, float]:
+        """The diagonal figures of ``matrix`` (block indices are positions in ``blocks()``)."""
+        s_blocks, t_blocks = self.blocks(pl_module)
+        out = dict(diagonal_alignment(matrix))
+        pairs = [(s_blocks.index(s), t_blocks.index(t)) for s, t in self.pairs(pl_module) or []
+                 if s in s_blocks and t in t_blocks]
+        if pairs:
+            split = diagonal_contrast_split(matrix, pairs)
+            out.update(trained=split["trained"], untrained_contrast=split["untrained_contrast"])
+        return out
 
     @override
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         matrix = self.compute(trainer, pl_module)
         s_blocks, t_blocks = self.blocks(pl_module)
-        align = diagonal_alignment(matrix)
+        figures = self.figures(matrix, pl_module)
+        teacher = self.teacher(pl_module)
         epoch = trainer.current_epoch
-        rel = HEATMAP_DIR / f"epoch_{epoch}.png"
-        teacher_name = type(pl_module.teacher_network).__name__
+        rel = HEATMAP_DIR / self.key / f"epoch_{epoch}.png"
         fig = plot_cka_heatmap(
             matrix, s_blocks, t_blocks,
-            title=f"student vs {teacher_name}, epoch {epoch}: diag {align['diag']:.3f}, contrast {align['contrast']:.3f}",
+            title=f"student vs {teacher.name} ({self.key}), epoch {epoch}: contrast {figures['contrast']:.3f}",
         )
         if self.log_dir is not None:
             path = Path(self.log_dir) / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path)
-            path.with_suffix(".json").write_text(json.dumps({
+            atomic_write_json(path.with_suffix(".json"), {
                 "epoch": epoch, "global_step": trainer.global_step, "student_blocks": s_blocks,
-                "teacher_blocks": t_blocks, "cka": matrix.tolist(), **align,
-            }) + "\n")
+                "teacher_blocks": t_blocks, "trained_pairs": self.pairs(pl_module), "cka": matrix.tolist(), **figures,
+            })
         for logger in self.tensorboard_loggers(trainer):
-            logger.experiment.add_figure("cka/heatmap", fig, global_step=trainer.global_step, close=False)
+            logger.experiment.add_figure(f"cka/{self.key}/heatmap", fig, global_step=trainer.global_step, close=False)
         fig.clear()
         self.last = {
-            "cka_diag_alignment": align["diag"],
-            "cka_diag_contrast": align["contrast"],
-            "cka_heatmap": rel.as_posix() if self.log_dir is not None else None,
+            **figures, "teacher": teacher.name, "source": teacher.source, "trained_pairs": self.pairs(pl_module),
+            "heatmap": rel.as_posix() if self.log_dir is not None else None,
         }
-        return {"cka/diag_alignment": align["diag"], "cka/diag_contrast": align["contrast"]}
+        metrics = {f"cka/{self.key}/{name}": value for name, value in figures.items()}
+        if self.control is None:
+            metrics.update({"cka/diag_alignment": figures["diag"], "cka/diag_contrast": figures["contrast"]})
+        return metrics
 
     @override
     def summary_items(self) -> dict[str, Any]:
-        return {k: self.last.get(k) for k in ("cka_diag_alignment", "cka_diag_contrast", "cka_heatmap")}
+        items: dict[str, Any] = {"cka": {self.key: dict(self.last)}} if self.last else {}
+        if self.control is None and self.last:
+            items.update(cka_diag_alignment=self.last["diag"], cka_diag_contrast=self.last["contrast"])
+        return items

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from typing_extensions import override
 
-from kdbias.analytics.hessian import hessian_top_eigenvalue, hessian_trace
-from kdbias.callbacks.base import AnalyticsCallback, eval_mode, student_input
+from kdbias.analytics.hessian import EigenEstimate, TraceEstimate, hessian_top_eigenvalue_estimate, hessian_trace_estimate
+from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 
 __all__ = ["HessianCallback", "student_ce_loss_fn"]
 
@@ -39,7 +39,7 @@ def student_ce_loss_fn(pl_module: L.LightningModule, images: Tensor, labels: Ten
             for start in range(0, len(labels), batch_size):
                 x = images[start : start + batch_size].to(device).float()
                 y = labels[start : start + batch_size].to(device)
-                logits = model.forward(student_input(pl_module, x))
+                logits = model.forward(pl_module.student_input(x))
                 part = F.cross_entropy(logits.float(), y, reduction="sum")
                 total = part if total is None else total + part
         return total / len(labels)
@@ -63,8 +63,11 @@ class HessianCallback(AnalyticsCallback):
     once more at the end of training (``on_train_end``, with the model still on its
     device), unless the last measurement was at the same global step.
 
-    Logs ``hessian/trace`` and ``hessian/top_eig``; ``summary_items()``:
-    ``{"hessian_trace": ..., "hessian_top_eig": ...}`` (latest values).
+    Logs ``hessian/trace``, ``hessian/trace_stderr`` (Hutchinson standard error over the
+    probes), ``hessian/top_eig`` and ``hessian/top_eig_residual`` (relative residual
+    ``||Hv - lambda v|| / |lambda|`` of the power iteration); ``summary_items()``: the same as
+    ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_trace_probes``,
+    ``hessian_top_eig``, ``hessian_top_eig_residual`` (latest values).
 
     Memory: the graph of the loss over all ``num_images`` is held for the double
     backward; lower ``num_images`` if it does not fit.
@@ -109,8 +112,8 @@ class HessianCallback(AnalyticsCallback):
     def params(self, pl_module: L.LightningModule) -> list[Tensor]:
         return [p for p in pl_module.model.parameters() if p.requires_grad]
 
-    def compute(self, pl_module: L.LightningModule) -> tuple[float, float]:
-        """``(trace, top eigenvalue)`` at the module's current weights."""
+    def compute(self, pl_module: L.LightningModule) -> tuple[TraceEstimate, EigenEstimate]:
+        """Trace and top-eigenvalue estimates at the module's current weights."""
         with (
             torch.inference_mode(False),
             torch.enable_grad(),
@@ -119,15 +122,22 @@ class HessianCallback(AnalyticsCallback):
         ):
             loss_fn, params = self.loss_fn(pl_module), self.params(pl_module)
             kw = dict(max_iter=self.max_iter, tol=self.tol, seed=self.seed)
-            trace = hessian_trace(loss_fn, params, **kw)
-            top = hessian_top_eigenvalue(loss_fn, params, **kw)
+            trace = hessian_trace_estimate(loss_fn, params, **kw)
+            top = hessian_top_eigenvalue_estimate(loss_fn, params, **kw)
         return trace, top
 
     @override
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         trace, top = self.compute(pl_module)
-        self.last = {"hessian_trace": trace, "hessian_top_eig": top}
-        return {"hessian/trace": trace, "hessian/top_eig": top}
+        self.last = {
+            "hessian_trace": trace.trace, "hessian_trace_stderr": trace.stderr,
+            "hessian_trace_probes": trace.num_probes, "hessian_top_eig": top.eigenvalue,
+            "hessian_top_eig_residual": top.residual,
+        }
+        return {
+            "hessian/trace": trace.trace, "hessian/trace_stderr": trace.stderr,
+            "hessian/top_eig": top.eigenvalue, "hessian/top_eig_residual": top.residual,
+        }
 
     @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -137,4 +147,6 @@ class HessianCallback(AnalyticsCallback):
 
     @override
     def summary_items(self) -> dict[str, Any]:
-        return {"hessian_trace": self.last.get("hessian_trace"), "hessian_top_eig": self.last.get("hessian_top_eig")}
+        keys = ("hessian_trace", "hessian_trace_stderr", "hessian_trace_probes", "hessian_top_eig",
+                "hessian_top_eig_residual")
+        return {key: self.last.get(key) for key in keys}

@@ -22,15 +22,17 @@ class NonFiniteGuard(Callback):
     Reads ``pl_module.last_losses`` (``{"loss": total, part: value}``, detached, set by
     every kdbias training step). To keep the hot loop free of host syncs, each step only
     folds the check into two device tensors (the first bad step and which components were
-    bad); the host reads them every ``check_every_n_steps`` steps, when a validation
+    bad, the batch counter itself a device tensor, so no scalar is built on the host per
+    step); the host reads them every ``check_every_n_steps`` steps, when a validation
     starts, and at the end of every training epoch. The validation that closes an epoch
     (and the analytics at its end) thus never runs on non-finite weights, and
     :class:`~lightning.pytorch.callbacks.ModelCheckpoint` (which Lightning always runs
     last, at the train epoch's end or the validation's) never saves them: the last finite
     ``last.ckpt`` is kept, and ``--resume`` continues from it.
 
-    The step in the message is the ``trainer.global_step`` at which the bad loss was
-    computed (TensorBoard's step of that ``train/loss``). Under DDP the check is reduced
+    The message names the training batch of this fit at which the bad loss was computed,
+    counted from the ``trainer.global_step`` the fit started at (with gradient accumulation,
+    batches outrun optimiser steps by that factor). Under DDP the check is reduced
     over the ranks (one all-reduce per check), so every rank stops at the same point and
     the message names the earliest bad step and every bad component on any rank.
     """
@@ -40,17 +42,14 @@ class NonFiniteGuard(Callback):
         self._names: list[str] = []
         self._first_bad_step: torch.Tensor | None = None
         self._bad_components: torch.Tensor | None = None
-        self._step_of_batch = 0
+        self._batch: torch.Tensor | None = None  # device counter: the batch being checked
 
-    def _reset(self, device: torch.device, names: list[str]) -> None:
+    def _reset(self, device: torch.device, names: list[str], start: int) -> None:
+        """Allocate the device state once (the only host-to-device copies this callback makes)."""
         self._names = names
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self._bad_components = torch.zeros(len(names), dtype=torch.bool, device=device)
-
-    @override
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
-        self._step_of_batch = trainer.global_step  # before this batch's optimiser step
+        self._batch = torch.full((), start, dtype=torch.long, device=device)
 
     @override
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -60,12 +59,12 @@ class NonFiniteGuard(Callback):
             return
         names = sorted(losses)
         if self._first_bad_step is None or names != self._names:
-            self._reset(pl_module.device, names)
+            self._reset(pl_module.device, names, trainer.global_step)
         bad = torch.stack([~torch.isfinite(losses[name].detach().float()).all() for name in names])
         newly = bad.any() & (self._first_bad_step < 0)
-        self._first_bad_step = torch.where(newly, torch.tensor(self._step_of_batch, device=bad.device),
-                                           self._first_bad_step)
+        self._first_bad_step = torch.where(newly, self._batch, self._first_bad_step)
         self._bad_components = torch.where(newly, bad, self._bad_components)
+        self._batch.add_(1)
         if (trainer.global_step % self.check_every_n_steps) == 0:
             self.check(trainer)
 
@@ -102,7 +101,7 @@ class NonFiniteGuard(Callback):
             checkpoint = trainer.checkpoint_callback.last_model_path
         kept = f"The last finite checkpoint is kept at {checkpoint}." if checkpoint else "No checkpoint was written yet."
         raise NonFiniteLossError(
-            f"Non-finite {named} at global step {step} (epoch {trainer.current_epoch}). {kept} "
+            f"Non-finite {named} at training batch {step} (epoch {trainer.current_epoch}). {kept} "
             "Lower the learning rate, check the inputs and the teacher, or train in fp32 "
-            "(--precision 32-true); then continue with --resume."
+            "(--trainer.precision 32-true); then continue with --resume."
         )

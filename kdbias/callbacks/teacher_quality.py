@@ -6,33 +6,23 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from typing_extensions import override
 
 from kdbias.analytics.knn import knn_accuracy
-from kdbias.callbacks.base import AnalyticsCallback, eval_mode, teacher_modules
+from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 
-__all__ = ["TeacherKNNCallback", "teacher_embedding"]
-
-
-def teacher_embedding(network: nn.Module, x: Tensor) -> Tensor:
-    """Pooled pre-logits features ``[B, D]`` of a timm network (its output when headless).
-
-    For DINOv2 (``num_classes=0``) this is exactly ``network(x)``, the CLS embedding;
-    for a teacher with a head it is the pooled representation the head reads.
-    """
-    if hasattr(network, "forward_features") and hasattr(network, "forward_head"):
-        return network.forward_head(network.forward_features(x), pre_logits=True)
-    return network(x)
+__all__ = ["TeacherKNNCallback"]
 
 
 class TeacherKNNCallback(AnalyticsCallback):
     """Weighted k-NN accuracy (DINO protocol) of the frozen teacher's embedding.
 
     Fills the research plan's Teacher Acc cell for a teacher with no classification head
-    (CKADistillModule's DINOv2). Features: :func:`teacher_embedding` of
-    ``pl_module.teacher_network`` on ``pl_module.teacher_input(x)`` for ``num_train`` fixed
-    training and ``num_val`` fixed validation images (seeded subsets, unaugmented), under
+    (CKADistillModule's DINOv2). Features: ``pl_module.teacher.embedding(x)`` (the
+    :class:`~kdbias.teacher.FrozenTeacher`'s pooled features) for ``num_train`` fixed
+    training images and ``num_val`` fixed images of the official *test* split (the split
+    the other Teacher Acc figures come from; seeded subsets, unaugmented), under
     inference mode, eval mode; :func:`~kdbias.analytics.knn.knn_accuracy` with ``k`` and
     ``temperature``. The teacher is frozen, so it is measured once: at the first validation
     end after the sanity check (or the first epoch end if validation does not run); the
@@ -55,16 +45,14 @@ class TeacherKNNCallback(AnalyticsCallback):
             raise ValueError("num_train, num_val, k and batch_size must be >= 1 and temperature > 0")
         self.num_train, self.num_val, self.k = int(num_train), int(num_val), int(k)
         self.temperature, self.batch_size = float(temperature), int(batch_size)
-        self.subsets = {"train": ("train", self.num_train), "val": ("val", self.num_val)}
+        self.subsets = {"train": ("train", self.num_train), "test": ("test", self.num_val)}
 
     def _key_items(self) -> dict[str, Any]:
         return {"num_train": self.num_train, "num_val": self.num_val, "k": self.k}
 
     @override
     def check_module(self, pl_module: L.LightningModule) -> None:
-        from kdbias.modules.distill_base import DistillationModule
-
-        if not isinstance(pl_module, DistillationModule):
+        if getattr(pl_module, "teacher", None) is None:
             raise TypeError(
                 f"TeacherKNNCallback measures the teacher of a DistillationModule (e.g. CKADistillModule), "
                 f"got {type(pl_module).__name__}, which has no teacher."
@@ -82,18 +70,18 @@ class TeacherKNNCallback(AnalyticsCallback):
     def features(self, trainer: L.Trainer, pl_module: L.LightningModule, name: str) -> tuple[Tensor, Tensor]:
         feats, labels = [], []
         for images, y in self.chunks(name, self.batch_size, pl_module.device):
-            feats.append(teacher_embedding(pl_module.teacher_network, pl_module.teacher_input(images)).float())
+            feats.append(pl_module.teacher.embedding(images).float())
             labels.append(y)
         return torch.cat(feats), torch.cat(labels)
 
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         with (
             torch.inference_mode(),
-            eval_mode(pl_module, *teacher_modules(pl_module)),
+            eval_mode(pl_module),
             trainer.precision_plugin.forward_context(),
         ):
             train_feats, train_labels = self.features(trainer, pl_module, "train")
-            val_feats, val_labels = self.features(trainer, pl_module, "val")
+            val_feats, val_labels = self.features(trainer, pl_module, "test")
         num_classes = getattr(pl_module, "num_classes", None)
         return knn_accuracy(
             train_feats, train_labels, val_feats, val_labels, k=self.k, temperature=self.temperature,

@@ -1,7 +1,7 @@
 """Data: CIFAR-10 / CIFAR-100 / offline digits, and batched on-device augmentation."""
 
 from kdbias.data.augment import cutmix, mixup, normalize, random_crop, random_hflip, to_soft_targets
-from kdbias.data.cifar import DatasetNotFoundError, download_cifar, load_cifar
+from kdbias.data.cifar import CorruptDatasetError, DatasetNotFoundError, download_cifar, load_cifar
 from kdbias.data.datamodule import CIFARDataModule
 from kdbias.data.datasets import (
     DATASETS,
@@ -14,6 +14,7 @@ from kdbias.data.datasets import (
 
 __all__ = [
     "CIFARDataModule",
+    "CorruptDatasetError",
     "DATASETS",
     "DatasetInfo",
     "DatasetNotFoundError",

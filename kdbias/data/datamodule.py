@@ -3,6 +3,9 @@ on the device after transfer."""
 
 from __future__ import annotations
 
+import math
+import numbers
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,43 @@ def _fixed_indices(n: int, k: int | None, seed: int) -> Tensor:
     return perm[:k].sort().values
 
 
+def _stratified_indices(labels: Tensor, k: int, seed: int) -> Tensor:
+    """Sorted indices of a class-stratified, seeded random subset of exactly ``k`` items.
+
+    Each class gets its proportional share ``k * n_c / n`` rounded down, and the
+    ``k - sum`` images still missing go to the classes with the largest remainders (ties:
+    lower class id first), so every count is within 1 of proportional. Within a class the
+    images are the first ``count`` of a seeded permutation (one generator, classes in
+    ascending order): deterministic for a given (labels, k, seed).
+
+    Args:
+        labels: int64 ``[n]`` class ids.
+        k: subset size, ``0 <= k <= n``.
+        seed: seed of the selection.
+
+    Returns:
+        int64 ``[k]`` indices into ``labels``, ascending.
+    """
+    n = len(labels)
+    if not 0 <= k <= n:
+        raise ValueError(f"subset size must be in [0, {n}], got {k}")
+    classes, counts = torch.unique(labels, sorted=True, return_counts=True)
+    quota = counts * k  # exact integers: no float rounding decides a count
+    take, remainder = quota // n, quota % n
+    missing = k - int(take.sum())
+    take[torch.sort(-remainder, stable=True).indices[:missing]] += 1
+    gen = torch.Generator().manual_seed(seed)
+    picked = [torch.empty(0, dtype=torch.int64)]
+    for c, t in zip(classes.tolist(), take.tolist()):
+        members = (labels == c).nonzero().flatten()
+        picked.append(members[torch.randperm(len(members), generator=gen)[:t]])
+    return torch.cat(picked).sort().values
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 class CIFARDataModule(pl.LightningDataModule):
     """CIFAR-10, CIFAR-100 or the offline digits data, with batched GPU-side augmentation.
 
@@ -79,8 +119,21 @@ class CIFARDataModule(pl.LightningDataModule):
     Targets: int64 ``[B]``; with ``mix`` set, every training batch carries float soft
     targets ``[B, num_classes]`` (one-hot when the batch was not mixed).
 
-    The validation split is the official CIFAR *test* split (10,000 images): the
-    research plan's "Val Accuracy" is accuracy on it. Digits: 1,437 train / 360 val.
+    Three disjoint splits:
+
+    * **train**: the official training split minus the held-out images (then
+      ``train_subset``, if set): ``train_dataloader()``.
+    * **val** (held out): ``holdout`` images of the official training split, a
+      class-stratified selection seeded by ``split_seed`` alone, so every experiment and
+      every training ``seed`` holds out the same images: ``val_dataloader()``. Model
+      selection (the best checkpoint by ``val/acc``, early stopping) uses this split only.
+    * **test**: the official test split (CIFAR: 10,000 images; digits: the fixed 360):
+      ``test_dataloader()`` / ``predict_dataloader()``. The report's accuracy is measured
+      on it, and it never takes part in selection.
+
+    Default sizes: CIFAR-10/100 45,000 train / 5,000 val / 10,000 test; digits
+    1,293 / 144 / 360. ``holdout=0`` trains on all training images and has no
+    validation split (``has_validation`` False, ``val_dataloader()`` returns ``[]``).
 
     Distributed training: the train loader is a plain ``DataLoader(shuffle=True)``
     (a ``BatchSampler`` over a ``RandomSampler``), so Lightning's
@@ -91,15 +144,26 @@ class CIFARDataModule(pl.LightningDataModule):
     Args:
         dataset: ``"cifar10"``, ``"cifar100"`` or ``"digits"``.
         data_dir: root holding ``cifar-10-batches-py`` / ``cifar-100-python``.
-        batch_size: training batch size per process.
-        val_batch_size: evaluation batch size (default ``batch_size``).
+        batch_size: training batch size per process, >= 1.
+        val_batch_size: evaluation (val / test / predict) batch size, >= 1 (default
+            ``batch_size``).
+        num_workers: ``DataLoader`` worker processes, >= 0.
         augment: random crop + flip in training.
-        mix: ``None``, ``"cutmix"`` or ``"mixup"``; ``mix_alpha`` defaults to 1.0 / 0.2.
-        mix_prob: probability that a training batch is mixed.
-        seed: seeds the shuffling, the augmentation stream and ``train_subset``.
+        mix: ``None``, ``"cutmix"`` or ``"mixup"``.
+        mix_alpha: Beta(alpha, alpha) parameter of the mix, > 0; default 1.0 (CutMix) /
+            0.2 (Mixup).
+        mix_prob: probability in [0, 1] that a training batch is mixed.
+        seed: seeds the shuffling, the augmentation stream and ``train_subset``; not the
+            held-out split.
         drop_last: drop the last partial training batch (static shapes).
         pin_memory: default: when CUDA is available.
-        train_subset: keep a fixed seeded subset of this many training images.
+        train_subset: keep a fixed seeded subset of this many (>= 1) of the training images
+            left after the held-out split.
+        holdout: number of training images held out as the validation split,
+            ``0 <= holdout < num_train`` of the official training split; ``None``: the
+            dataset default (5,000 for CIFAR-10/100, 144 for digits); ``0``: no
+            validation split.
+        split_seed: seed of the held-out selection, independent of ``seed``.
     """
 
     def __init__(
@@ -117,24 +181,54 @@ class CIFARDataModule(pl.LightningDataModule):
         drop_last: bool = True,
         pin_memory: bool | None = None,
         train_subset: int | None = None,
+        holdout: int | None = None,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
         if mix is not None and mix not in MIXES:
             raise ValueError(f"unknown mix {mix!r}; valid: None, {', '.join(MIXES)}")
+        info = DATASETS[dataset]
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if val_batch_size is not None and (not _is_int(val_batch_size) or val_batch_size < 1):
+            raise ValueError(f"val_batch_size must be None or an int >= 1, got {val_batch_size!r}")
+        if not _is_int(num_workers) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if holdout is not None and (not _is_int(holdout) or not 0 <= holdout < info.num_train):
+            raise ValueError(
+                f"holdout must be None (default {info.num_holdout}) or an int in [0, {info.num_train}) "
+                f"(the {dataset} training images), got {holdout!r}"
+            )
+        if not _is_int(split_seed):
+            raise ValueError(f"split_seed must be an int, got {split_seed!r}")
+        if train_subset is not None and (not _is_int(train_subset) or train_subset < 1):
+            raise ValueError(f"train_subset must be None or an int >= 1, got {train_subset!r}")
+        if mix_alpha is not None and not (
+            isinstance(mix_alpha, numbers.Real) and math.isfinite(mix_alpha) and mix_alpha > 0
+        ):
+            raise ValueError(f"mix_alpha must be None or a finite number > 0, got {mix_alpha!r}")
         if not 0.0 <= mix_prob <= 1.0:
             raise ValueError(f"mix_prob must be in [0, 1], got {mix_prob}")
         self.save_hyperparameters()
-        self.info = DATASETS[dataset]
+        self.info = info
         self.dataset, self.data_dir = dataset, data_dir
-        self.batch_size, self.val_batch_size = batch_size, val_batch_size or batch_size
+        self.batch_size = batch_size
+        self.val_batch_size = batch_size if val_batch_size is None else val_batch_size
         self.num_workers, self.augment, self.seed = num_workers, augment, seed
         self.mix, self.mix_prob = mix, mix_prob
         self.mix_alpha = mix_alpha if mix_alpha is not None or mix is None else MIXES[mix][1]
         self.drop_last, self.train_subset = drop_last, train_subset
+        self.holdout: int = info.num_holdout if holdout is None else int(holdout)  # resolved size
+        self.split_seed = int(split_seed)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        # Set by setup(): uint8 [N, 3, 32, 32] images, int64 [N] labels per split, and the
+        # int64 indices of the train / val images into the official training split.
         self.train_images = self.train_labels = self.val_images = self.val_labels = None
+        self.test_images = self.test_labels = None
+        self.train_indices = self.val_indices = None
+        self._warned_val_fallback = False
         self._generators: dict[str, torch.Generator] = {}
         self._aug_step = 0  # training batches augmented so far: the stream's state
         # Shuffling order of the single-process train loader; its state is checkpointed, so a
@@ -164,13 +258,27 @@ class CIFARDataModule(pl.LightningDataModule):
 
     @property
     def num_train(self) -> int:
+        """Training images (after the held-out split and ``train_subset``); before
+        ``setup()``, the count expected for the official files."""
         if self.train_labels is not None:
             return len(self.train_labels)
-        return min(self.info.num_train, self.train_subset or self.info.num_train)
+        remaining = self.info.num_train - self.holdout
+        return min(remaining, self.train_subset or remaining)
 
     @property
     def num_val(self) -> int:
-        return len(self.val_labels) if self.val_labels is not None else self.info.num_val
+        """Held-out validation images (``holdout``; 0 without a validation split)."""
+        return len(self.val_labels) if self.val_labels is not None else self.holdout
+
+    @property
+    def num_test(self) -> int:
+        """Images of the official test split (CIFAR 10,000; digits 360)."""
+        return len(self.test_labels) if self.test_labels is not None else self.info.num_test
+
+    @property
+    def has_validation(self) -> bool:
+        """Whether there is a held-out validation split (``holdout > 0``)."""
+        return self.holdout > 0
 
     # -- data ------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -179,17 +287,35 @@ class CIFARDataModule(pl.LightningDataModule):
             download_cifar(self.dataset, self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load both splits once as uint8 ``[N, 3, 32, 32]`` / int64 ``[N]`` tensors."""
+        """Load the three splits once as uint8 ``[N, 3, 32, 32]`` / int64 ``[N]`` tensors.
+
+        The held-out split (``val_indices``) is drawn from the official training split
+        first; ``train_subset`` then picks from the remaining images (``train_indices``).
+
+        Raises:
+            ValueError: ``holdout`` is not smaller than the number of training images on disk.
+        """
         if self.train_labels is not None:
             return
         if self.dataset == "digits":
-            tr_x, tr_y, va_x, va_y = load_digits_split(seed=0)
+            tr_x, tr_y, te_x, te_y = load_digits_split(seed=0)
         else:
             tr_x, tr_y = load_cifar(self.dataset, self.data_dir, train=True)
-            va_x, va_y = load_cifar(self.dataset, self.data_dir, train=False)
-        keep = _fixed_indices(len(tr_y), self.train_subset, self.seed)
-        self.train_images, self.train_labels = tr_x[keep].contiguous(), tr_y[keep].contiguous()
-        self.val_images, self.val_labels = va_x, va_y
+            te_x, te_y = load_cifar(self.dataset, self.data_dir, train=False)
+        if self.holdout >= len(tr_y):
+            raise ValueError(
+                f"holdout={self.holdout} must be smaller than the number of training images "
+                f"({len(tr_y)} in the {self.dataset} training split); pass holdout in [0, {len(tr_y)})"
+            )
+        val_idx = _stratified_indices(tr_y, self.holdout, self.split_seed)
+        rest = torch.ones(len(tr_y), dtype=torch.bool)
+        rest[val_idx] = False
+        rest_idx = rest.nonzero().flatten()
+        train_idx = rest_idx[_fixed_indices(len(rest_idx), self.train_subset, self.seed)]
+        self.train_indices, self.val_indices = train_idx, val_idx
+        self.train_images, self.train_labels = tr_x[train_idx].contiguous(), tr_y[train_idx].contiguous()
+        self.val_images, self.val_labels = tr_x[val_idx].contiguous(), tr_y[val_idx].contiguous()
+        self.test_images, self.test_labels = te_x, te_y
 
     def _loader(self, images: Tensor, labels: Tensor, train: bool) -> DataLoader:
         return DataLoader(
@@ -208,29 +334,50 @@ class CIFARDataModule(pl.LightningDataModule):
         self.setup("fit")
         return self._loader(self.train_images, self.train_labels, train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        """The held-out validation split, in order; ``[]`` when ``holdout == 0``."""
         self.setup("validate")
+        if not self.has_validation:
+            return []
         return self._loader(self.val_images, self.val_labels, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """The official test split, in order."""
+        self.setup("test")
+        return self._loader(self.test_images, self.test_labels, train=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """The official test split, in order."""
+        self.setup("predict")
+        return self._loader(self.test_images, self.test_labels, train=False)
 
     def fixed_subset(self, split: str, num_images: int | None, seed: int = 0) -> tuple[Tensor, Tensor]:
-        """A fixed, seeded subset of ``split`` ("train" or "val"), for analytics.
+        """A fixed, seeded subset of ``split`` ("train", "val" or "test"), for analytics.
+
+        "val" is the held-out split; without one (``holdout == 0``) it falls back to the
+        test split, with a warning (once): analytics only measure, they never select.
 
         Returns:
             uint8 images ``[n, 3, 32, 32]`` and int64 labels ``[n]``, n = min(num_images, N),
             in dataset order; the same (split, num_images, seed) always gives the same images.
         """
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         self.setup()
-        images, labels = (
-            (self.train_images, self.train_labels) if split == "train" else (self.val_images, self.val_labels)
-        )
+        if split == "val" and not self.has_validation:
+            if not self._warned_val_fallback:
+                warnings.warn(
+                    "fixed_subset('val'): holdout=0, so there is no held-out validation split; "
+                    "using the official test split instead (for analytics only, never for selection)",
+                    stacklevel=2,
+                )
+                self._warned_val_fallback = True
+            split = "test"
+        images, labels = {
+            "train": (self.train_images, self.train_labels),
+            "val": (self.val_images, self.val_labels),
+            "test": (self.test_images, self.test_labels),
+        }[split]
         idx = _fixed_indices(len(labels), num_images, seed)
         return images[idx], labels[idx]
 

@@ -15,6 +15,7 @@ from torch import Tensor
 __all__ = [
     "DatasetInfo",
     "DATASETS",
+    "CIFAR_HOLDOUT",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "dataset_stats",
@@ -28,30 +29,47 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts of a dataset. ``mean``/``std`` are per channel in 0..1 units,
-    over the training split; ``hflip`` says whether a mirrored image keeps its label."""
+    """Static facts of a dataset.
+
+    ``mean``/``std`` are per channel in 0..1 units, over the full official training split
+    (held-out validation images included, as for the usual CIFAR constants); ``hflip``
+    says whether a mirrored image keeps its label. Sizes are image counts: ``num_train``
+    of the official training split, ``num_test`` of the official test split, and
+    ``num_holdout`` the default number of training images held out as the validation
+    split (5,000 for CIFAR; the same 10 % share, rounded, for digits).
+    """
 
     name: str
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     num_train: int
-    num_val: int
+    num_test: int
+    num_holdout: int
     image_size: int = 32
     hflip: bool = True
 
 
+CIFAR_HOLDOUT = 5_000  # CIFAR training images held out for validation by default (of 50,000)
+
 DATASETS: dict[str, DatasetInfo] = {
     "cifar10": DatasetInfo(
-        "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50_000, 10_000
+        "cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 50_000, 10_000, CIFAR_HOLDOUT
     ),
     "cifar100": DatasetInfo(
-        "cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 50_000, 10_000
+        "cifar100", 100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 50_000, 10_000, CIFAR_HOLDOUT
     ),
-    # Mean/std of load_digits_split(seed=0)'s training images (see tests/data).
+    # Mean/std of all 1,437 training images of load_digits_split(seed=0) (see tests/data).
     # A mirrored digit is another glyph (or none), so no horizontal flip.
     "digits": DatasetInfo(
-        "digits", 10, (0.3054, 0.3054, 0.3054), (0.3237, 0.3237, 0.3237), 1437, 360, hflip=False
+        "digits",
+        10,
+        (0.3054, 0.3054, 0.3054),
+        (0.3237, 0.3237, 0.3237),
+        1437,
+        360,
+        round(1437 * CIFAR_HOLDOUT / 50_000),  # 144
+        hflip=False,
     ),
 }
 
@@ -77,19 +95,19 @@ def digits_to_images(pixels: np.ndarray, size: int = 32) -> Tensor:
     repeated over 3 identical channels.
     """
     x = torch.as_tensor(np.asarray(pixels, dtype=np.float32) / 16.0).view(-1, 1, 8, 8)
-    x = torch.nn.functional.interpolate(
-        x, size=(size, size), mode="bilinear", align_corners=False, antialias=False
-    )
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
     x = (x * 255.0).round().clamp(0, 255).to(torch.uint8)
     return x.expand(-1, 3, -1, -1).contiguous()
 
 
 def load_digits_split(seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """scikit-learn's handwritten digits (1,797 images, 10 classes; ships with the
-    package, no network) as a fixed stratified 80/20 split.
+    package, no network) as a fixed stratified 80/20 split: the digits' official
+    training and test splits (``CIFARDataModule`` holds out part of the training split
+    for validation, as for CIFAR).
 
     Returns:
-        ``(train_images, train_labels, val_images, val_labels)``: uint8
+        ``(train_images, train_labels, test_images, test_labels)``: uint8
         ``[1437, 3, 32, 32]``, int64 ``[1437]``, uint8 ``[360, 3, 32, 32]``, int64 ``[360]``.
     """
     from sklearn.datasets import load_digits

@@ -23,6 +23,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from kdbias.losses._precision import autocast_disabled
+
 __all__ = ["biased_hsic", "cka_loss", "gram_linear", "hsic", "linear_cka", "unbiased_hsic"]
 
 Form = Literal["auto", "gram", "feature"]
@@ -81,7 +83,8 @@ def linear_cka(
         eps: added under the square root of the denominator (after clamping it at 0);
             ``0`` returns NaN for a zero-variance input. See :func:`cka_loss`.
 
-    Computed in float32 (bf16/fp16 inputs are cast up; float64 stays float64).
+    Computed in float32 (bf16/fp16 inputs are cast up; float64 stays float64),
+    also under ``torch.autocast``, which is disabled inside.
     Each input is centred (after subtracting its first row, which is exact for
     constant columns and removes large offsets) and scaled to unit Frobenius norm
     before any product is formed; CKA is invariant to both. Differentiable.
@@ -91,30 +94,29 @@ def linear_cka(
         slightly negative).
     """
     if x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"x and y must describe the same examples, got n={x.shape[0]} and n={y.shape[0]}"
-        )
+        raise ValueError(f"x and y must describe the same examples, got n={x.shape[0]} and n={y.shape[0]}")
     n = x.shape[0]
     if unbiased:
         _check_unbiased_n(n)
     elif n < 2:
         raise ValueError(f"linear CKA needs at least 2 examples, got n={n}")
-    dtype = torch.promote_types(_compute_dtype(x), _compute_dtype(y))
-    x, y = _normalise(x, dtype), _normalise(y, dtype)
-    if form == "auto":
-        form = "feature" if n > max(x.shape[1], y.shape[1]) else "gram"
-    if form == "feature":
-        hsic = _unbiased_hsic_feature_scaled if unbiased else _biased_hsic_feature_scaled
-        h_xy, h_xx, h_yy = hsic(x, y), hsic(x, x), hsic(y, y)
-    elif form == "gram":
-        k, l = x @ x.T, y @ y.T
-        hsic = _unbiased_hsic_gram_scaled if unbiased else _biased_hsic_gram_scaled
-        h_xy, h_xx, h_yy = hsic(k, l), hsic(k, k), hsic(l, l)
-    else:
-        raise ValueError(f"form must be 'auto', 'gram' or 'feature', got {form!r}")
-    if eps > 0:
-        return h_xy / (h_xx * h_yy).clamp_min(0).add(eps).sqrt()
-    return h_xy / (h_xx * h_yy).sqrt()
+    with autocast_disabled(x, y):
+        dtype = torch.promote_types(_compute_dtype(x), _compute_dtype(y))
+        x, y = _normalise(x, dtype), _normalise(y, dtype)
+        if form == "auto":
+            form = "feature" if n > max(x.shape[1], y.shape[1]) else "gram"
+        if form == "feature":
+            hsic = _unbiased_hsic_feature_scaled if unbiased else _biased_hsic_feature_scaled
+            h_xy, h_xx, h_yy = hsic(x, y), hsic(x, x), hsic(y, y)
+        elif form == "gram":
+            k, l = x @ x.T, y @ y.T
+            hsic = _unbiased_hsic_gram_scaled if unbiased else _biased_hsic_gram_scaled
+            h_xy, h_xx, h_yy = hsic(k, l), hsic(k, k), hsic(l, l)
+        else:
+            raise ValueError(f"form must be 'auto', 'gram' or 'feature', got {form!r}")
+        if eps > 0:
+            return h_xy / (h_xx * h_yy).clamp_min(0).add(eps).sqrt()
+        return h_xy / (h_xx * h_yy).sqrt()
 
 
 def cka_loss(

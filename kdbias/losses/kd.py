@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kdbias.losses._precision import autocast_disabled
+
 __all__ = ["hard_distillation_loss", "soft_kl_loss"]
 
 
@@ -40,16 +42,18 @@ def soft_kl_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
 
     Returns:
         Scalar float32 tensor (bf16/fp16 inputs are cast up; float64 stays float64), in nats.
+        Computed in that dtype also under ``torch.autocast`` (disabled inside).
     """
     _check_logits(student_logits, teacher_logits)
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    s = _at_least_float32(student_logits).flatten(0, -2)
-    t = _at_least_float32(teacher_logits).flatten(0, -2)
-    log_p_s = F.log_softmax(s / temperature, dim=-1)
-    log_p_t = F.log_softmax(t / temperature, dim=-1)
-    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1)
-    return kl.mean() * temperature**2
+    with autocast_disabled(student_logits, teacher_logits):
+        s = _at_least_float32(student_logits).flatten(0, -2)
+        t = _at_least_float32(teacher_logits).flatten(0, -2)
+        log_p_s = F.log_softmax(s / temperature, dim=-1)
+        log_p_t = F.log_softmax(t / temperature, dim=-1)
+        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1)
+        return kl.mean() * temperature**2
 
 
 def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -60,12 +64,14 @@ def hard_distillation_loss(student_logits: Tensor, teacher_logits: Tensor) -> Te
         teacher_logits: same shape; only its argmax is used (no gradient flows to it).
 
     Returns:
-        Scalar float32 tensor: cross-entropy in nats, averaged over the leading dimensions.
+        Scalar float32 tensor (float64 for float64 logits, also under ``torch.autocast``):
+        cross-entropy in nats, averaged over the leading dimensions.
     """
     _check_logits(student_logits, teacher_logits)
-    s = _at_least_float32(student_logits).flatten(0, -2)
-    target = teacher_logits.detach().flatten(0, -2).argmax(dim=-1)
-    return F.cross_entropy(s, target)
+    with autocast_disabled(student_logits):
+        s = _at_least_float32(student_logits).flatten(0, -2)
+        target = teacher_logits.detach().flatten(0, -2).argmax(dim=-1)
+        return F.cross_entropy(s, target)
 
 
 def _at_least_float32(x: Tensor) -> Tensor:

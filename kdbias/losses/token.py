@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from kdbias.losses._precision import autocast_disabled
 
 __all__ = ["pool_tokens_to_grid", "token_loss"]
 
@@ -19,9 +22,11 @@ def token_loss(student_tokens: Tensor, teacher_tokens: Tensor) -> Tensor:
             :func:`pool_tokens_to_grid`); not detached here.
 
     Returns:
-        Scalar float32 tensor in ``[0, 2]``, averaged over the ``B`` images and ``N``
+        Scalar tensor in ``[0, 2]``, averaged over the ``B`` images and ``N``
         tokens: 0 for parallel tokens, 1 for orthogonal, 2 for opposite. A zero
-        vector counts as orthogonal to everything. bf16/fp16 inputs are cast up.
+        vector counts as orthogonal to everything. Computed and returned in float32
+        (bf16/fp16 inputs are cast up; float64 inputs stay float64), also under
+        ``torch.autocast``, which is disabled inside.
     """
     if student_tokens.shape != teacher_tokens.shape or student_tokens.dim() != 3:
         raise ValueError(
@@ -29,8 +34,10 @@ def token_loss(student_tokens: Tensor, teacher_tokens: Tensor) -> Tensor:
             f"{tuple(student_tokens.shape)} and {tuple(teacher_tokens.shape)}; project the "
             "student to the teacher's width and pool both to one grid with pool_tokens_to_grid"
         )
-    cos = F.cosine_similarity(student_tokens.float(), teacher_tokens.float(), dim=-1, eps=1e-8)
-    return (1.0 - cos).mean()
+    with autocast_disabled(student_tokens, teacher_tokens):
+        dtype = torch.float64 if torch.float64 in (student_tokens.dtype, teacher_tokens.dtype) else torch.float32
+        cos = F.cosine_similarity(student_tokens.to(dtype), teacher_tokens.to(dtype), dim=-1, eps=1e-8)
+        return (1.0 - cos).mean()
 
 
 def pool_tokens_to_grid(tokens: Tensor, grid: int) -> Tensor:
@@ -49,9 +56,7 @@ def pool_tokens_to_grid(tokens: Tensor, grid: int) -> Tensor:
     b, n, d = tokens.shape
     side = math.isqrt(n)
     if side * side != n:
-        raise ValueError(
-            f"{n} tokens do not form a square grid; pass patch tokens only (drop prefix tokens)"
-        )
+        raise ValueError(f"{n} tokens do not form a square grid; pass patch tokens only (drop prefix tokens)")
     if not 1 <= grid <= side:
         raise ValueError(
             f"cannot pool a {side}x{side} token grid to {grid}x{grid}; grid must be in [1, {side}] "

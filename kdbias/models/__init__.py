@@ -1,5 +1,6 @@
 """Models of the experiment matrix (``build_model``) and taps on their blocks and attention."""
 
+from kdbias.models.input_adapter import InputAdapter
 from kdbias.models.build import MODEL_NAMES, PretrainedWeightsError, build_model, model_input_stats
 from kdbias.models.taps import (
     attention_maps,
@@ -15,6 +16,7 @@ from kdbias.models.taps import (
 )
 
 __all__ = [
+    "InputAdapter",
     "MODEL_NAMES",
     "PretrainedWeightsError",
     "attention_maps",

@@ -172,26 +172,52 @@ _INPUT_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def _check_name(name: str) -> None:
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown model '{name}'; choose one of {', '.join(MODEL_NAMES)}")
+def _check_timm_name(name: str) -> None:
+    if name not in _BUILDERS and not timm.is_model(name):
+        raise ValueError(
+            f"unknown model '{name}': neither a kdbias model ({', '.join(MODEL_NAMES)}) nor a timm model name "
+            "(see timm.list_models())"
+        )
 
 
 def build_model(name: str, num_classes: int = 10, pretrained: Pretrained = None, **kw) -> nn.Module:
-    """Build model ``name`` (one of ``MODEL_NAMES``); ``kw`` goes to timm (drop_path_rate, img_size, ...).
+    """Build model ``name``: one of ``MODEL_NAMES`` (the plan's CIFAR variants) or any timm
+    model name, e.g. ``build_model("vit_small_patch16_224", img_size=32, patch_size=4)``.
 
+    ``kw`` goes to timm (``drop_path_rate``, ``img_size``, ``patch_size``, ...).
     ``pretrained``: None, "hub", or a local weights file path. Raises ``PretrainedWeightsError``
     when the hub is unreachable or the file does not fit, ``FileNotFoundError`` for a missing
-    file. ``dinov2_vits14`` is headless and ignores ``num_classes``.
+    file, ``ValueError`` for an unknown name. ``dinov2_vits14`` is headless and ignores
+    ``num_classes``.
     """
-    _check_name(name)
-    return _BUILDERS[name](num_classes, pretrained, **kw)
+    _check_timm_name(name)
+    if name in _BUILDERS:
+        return _BUILDERS[name](num_classes, pretrained, **kw)
+    arch = name.split(".")[0]
+    state_filter = None  # timm's own filters adapt position embeddings and stems to kw
+    if timm.models.is_model_in_modules(arch, ["vision_transformer"]):
+        state_filter = _vit_filter
+    elif timm.models.is_model_in_modules(arch, ["convnext"]):
+        state_filter = _convnext_filter
+    return _create(name, pretrained, state_filter, num_classes=num_classes, **kw)
 
 
-def model_input_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """(mean, std) per RGB channel the model expects, or None for the dataset's own statistics."""
-    _check_name(name)
-    return _INPUT_STATS[name]
+def model_input_stats(name: str, pretrained: Pretrained = None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) per RGB channel the model expects, or None for the dataset's own statistics.
+
+    The plan's models have fixed statistics (ImageNet's for ConvNeXt V2 and DINOv2). Any
+    other timm model expects its pretrained configuration's statistics when it is built
+    with pretrained weights, and the dataset's own when it is trained from scratch.
+    """
+    _check_timm_name(name)
+    if name in _INPUT_STATS:
+        return _INPUT_STATS[name]
+    if pretrained is None:
+        return None
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or cfg.mean is None or cfg.std is None:
+        return None
+    return tuple(cfg.mean), tuple(cfg.std)
 
 
 __all__ = ["MODEL_NAMES", "PretrainedWeightsError", "build_model", "model_input_stats"]

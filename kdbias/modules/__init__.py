@@ -1,16 +1,18 @@
 """LightningModules: thin wiring of models, losses and metrics."""
 
-from kdbias.modules.base import ClassifierModule
+from kdbias.modules.base import ClassifierModule, state_sha256
 from kdbias.modules.cka_distill import CKADistillModule
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.kl_distill import KLDistillModule
-from kdbias.modules.teacher import TeacherModule, load_teacher_checkpoint
+from kdbias.modules.optim import Optimization
+from kdbias.modules.teacher import TeacherModule
 
 __all__ = [
-    "ClassifierModule",
     "CKADistillModule",
+    "ClassifierModule",
     "DistillationModule",
     "KLDistillModule",
+    "Optimization",
     "TeacherModule",
-    "load_teacher_checkpoint",
+    "state_sha256",
 ]

@@ -1,23 +1,23 @@
-"""Shared wiring of every kdbias LightningModule: model, optimiser, schedule, metrics."""
+"""Shared wiring of every kdbias LightningModule: student network, optimiser, schedule, metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from timm.optim import param_groups_weight_decay
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdbias.data import dataset_stats
 from kdbias.models import build_model, is_vit, model_input_stats
-from kdbias.modules.input_adapter import InputAdapter
-from kdbias.modules.schedule import WarmupCosine
+from kdbias.models.input_adapter import InputAdapter
+from kdbias.modules.optim import Optimization, build_optimizer
 
-OPTIMIZERS = ("sgd", "adamw")
+__all__ = ["ClassifierModule", "hard_labels", "state_sha256"]
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:
@@ -25,67 +25,109 @@ def hard_labels(targets: torch.Tensor) -> torch.Tensor:
     return targets.argmax(dim=-1) if targets.ndim == 2 else targets
 
 
+def state_sha256(module: nn.Module) -> str:
+    """SHA-256 of ``module.state_dict()``: keys in sorted order, each key, dtype, shape and raw bytes."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key}|{t.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 class ClassifierModule(L.LightningModule):
     """A classifier built by :func:`kdbias.models.build_model`, trained by subclasses.
 
-    Subclasses implement :meth:`training_losses`; this class owns the model, the input
-    re-normalisation, the optimiser (SGD or AdamW, no weight decay on norms, biases and
-    position embeddings), the per-step schedule (linear warm-up, cosine decay) and the
-    accuracy metrics. Batches are ``(images, targets)``: images ``[B, 3, H, W]`` normalised
-    with the dataset's statistics, targets int ``[B]`` or mixed soft targets ``[B, C]``.
+    Subclasses implement :meth:`training_losses`; this class owns the student network
+    (``self.model``), its input re-normalisation (:meth:`student_input`), the optimiser
+    (:class:`~kdbias.modules.optim.Optimization`), the per-step schedule and the accuracy
+    metrics. Batches are ``(images, targets)``: images ``[B, 3, H, W]`` normalised with the
+    dataset's statistics, targets int ``[B]`` or mixed soft targets ``[B, C]``.
 
-    Logged: ``train/loss``, ``train/loss_<part>`` for every loss component, ``train/acc``
-    (against the dominant class of mixed targets), ``val/loss``, ``val/acc``.
+    **Paired initialisation.** The student is built inside ``torch.random.fork_rng`` seeded
+    with ``torch.initial_seed()`` (the seed of the last ``seed_everything``/``manual_seed``):
+    its initial weights depend on that seed only, never on what was built before it (a
+    teacher, projectors, callbacks). ``student_init_sha256`` records them.
+
+    **What callbacks use:** ``model`` (the student network), :meth:`student_input`,
+    ``teacher`` (a :class:`~kdbias.teacher.FrozenTeacher`, or ``None``), ``last_losses``
+    (the latest step's detached loss components).
+
+    Logged: ``train/loss``, ``train/loss_<part>`` per loss component (on logging steps),
+    ``train/acc`` (against the dominant class of mixed targets), ``val/loss``, ``val/acc``
+    (held-out split), ``test/loss``, ``test/acc`` (official test split).
     """
 
     def __init__(
         self,
-        model: str = "deit_tiny_p4",
-        num_classes: int = 10,
-        dataset: str = "cifar10",
-        pretrained: str | None = None,
-        model_kwargs: dict[str, Any] | None = None,
-        optimizer: str = "adamw",
-        lr: float = 5e-4,
-        weight_decay: float = 0.05,
-        momentum: float = 0.9,
-        warmup_epochs: float = 5.0,
-        min_lr_ratio: float = 0.01,
-        label_smoothing: float = 0.0,
-        compile: bool = False,
+        arch: str,
+        num_classes: int,
+        dataset: str,
+        pretrained: str | None,
+        arch_kwargs: Mapping[str, Any] | None,
+        optim: Optimization | Mapping[str, Any] | None,
+        compile: bool,
     ) -> None:
-        """See the class docstring; ``compile=True`` compiles the model's forward in place
-        (``nn.Module.compile``: state-dict keys unchanged)."""
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}.")
-        # Collected from the whole __init__ chain, so subclasses' arguments land here too;
-        # a teacher passed as a module is not a hyperparameter (its checkpoint path is).
-        self.save_hyperparameters(ignore=["teacher", "teacher_module"])
-        self.model_name = model
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.optim = Optimization.of(optim)
+        self.arch = arch
         self.num_classes = num_classes
-        self.model = build_model(model, num_classes=num_classes, pretrained=pretrained, **(model_kwargs or {}))
+        self.teacher = None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed())
+            self.model = self.build_network(arch, num_classes, pretrained, dict(arch_kwargs or {}))
+        self.student_init_sha256 = state_sha256(self.model)
         data_mean, data_std = dataset_stats(dataset)
-        self.data_mean: Sequence[float] = data_mean
-        self.data_std: Sequence[float] = data_std
-        model_stats = model_input_stats(model) or (None, None)
-        self.input_adapter = InputAdapter(data_mean, data_std, *model_stats)
+        self.data_mean, self.data_std = data_mean, data_std
+        stats = model_input_stats(arch, pretrained) or (None, None)
+        self.input_adapter = InputAdapter(data_mean, data_std, *stats)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.last_losses: dict[str, torch.Tensor] = {}
         # NHWC convolutions are faster on tensor cores; transformers gain nothing from it.
         self.channels_last = not is_vit(self.model)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if compile:
-            self.model.compile()
+        self._student_fn = torch.compile(self._student_logits) if compile else self._student_logits
+
+    def build_network(self, name: str, num_classes: int, pretrained: str | None, kwargs: dict[str, Any]) -> nn.Module:
+        """The student network (called once, under the seeded RNG fork); subclasses may wrap it."""
+        return build_model(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
+
+    def plain_hparams(self) -> None:
+        """Make the saved hyperparameters plain YAML/JSON values (checkpoints load with
+        ``weights_only=True``; ``hparams.yaml`` loads with ``yaml.safe_load``)."""
+        plain = dict(self.hparams)
+        plain["optim"] = self.optim.as_dict()
+        for key in ("arch_kwargs", "teacher_kwargs"):
+            if plain.get(key) is not None:
+                plain[key] = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(plain[key]).items()}
+        self.save_hyperparameters(plain)  # also what Lightning logs (hparams_initial)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, weights_only: bool = True, **kwargs: Any):
+        """Lightning's ``load_from_checkpoint`` with ``weights_only=True`` (no code runs from the
+        file) and ``pretrained=None``: the weights come from the checkpoint, not the hub."""
+        kwargs.setdefault("pretrained", None)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=weights_only, **kwargs)
+
+    # -- forward ------------------------------------------------------------------------
+    def student_input(self, images: torch.Tensor) -> torch.Tensor:
+        """Dataset-normalised ``[B, 3, H, W]`` -> the student network's input (channels-last for CNNs)."""
+        x = self.input_adapter(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _student_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.student_input(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, num_classes]`` for dataset-normalised ``images``."""
-        x = self.input_adapter(images)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        """Logits ``[B, num_classes]`` for dataset-normalised ``images`` (compiled with ``compile``)."""
+        return self._student_fn(images)
 
     # -- training -------------------------------------------------------------------
     def training_losses(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -93,20 +135,19 @@ class ClassifierModule(L.LightningModule):
         raise NotImplementedError
 
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean CE over the batch against int or soft targets, with label smoothing, fp32."""
-        return F.cross_entropy(logits.float(), targets, label_smoothing=self.hparams.get("label_smoothing", 0.0))
+        """Mean CE over the batch against int or soft targets, with label smoothing, float32."""
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.optim.label_smoothing)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
         losses, logits = self.training_losses(images, targets)
-        total = losses["loss"]
         self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by NonFiniteGuard
         self.train_acc.update(logits.detach(), hard_labels(targets))
         if self.logging_step():
             for name, value in losses.items():
-                self.log("train/loss" if name == "loss" else f"train/loss_{name}", value.detach(),
-                         on_step=True, on_epoch=False)
-        return total
+                tag = "train/loss" if name == "loss" else f"train/loss_{name}"
+                self.log(tag, value.detach(), on_step=True, on_epoch=False)
+        return losses["loss"]
 
     def logging_step(self) -> bool:
         """Whether this step's scalars reach the logger (``log_every_n_steps``): each
@@ -119,14 +160,22 @@ class ClassifierModule(L.LightningModule):
         self.log("train/acc", self.train_acc.compute(), sync_dist=False)
         self.train_acc.reset()
 
-    # -- validation -----------------------------------------------------------------
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+    # -- evaluation -----------------------------------------------------------------
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metric: MulticlassAccuracy) -> None:
         images, labels = batch
         logits = self(images)
-        self.val_acc.update(logits, labels)
+        metric.update(logits, labels)
         loss = F.cross_entropy(logits.float(), labels)
-        self.log("val/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
-        self.log("val/acc", self.val_acc, on_step=False, on_epoch=True)
+        self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
+        self.log(f"{split}/acc", metric, on_step=False, on_epoch=True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Held-out split: ``val/loss``, ``val/acc`` (these select ``best.ckpt``)."""
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Official test split: ``test/loss``, ``test/acc`` (reported, never used to select)."""
+        self._evaluate(batch, "test", self.test_acc)
 
     # -- optimisation ---------------------------------------------------------------
     def trainable_modules(self) -> list[nn.Module]:
@@ -134,20 +183,17 @@ class ClassifierModule(L.LightningModule):
         return [self.model]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        groups = []
-        for module in self.trainable_modules():
-            skip = module.no_weight_decay() if hasattr(module, "no_weight_decay") else ()
-            groups += param_groups_weight_decay(module, hp.weight_decay, no_weight_decay_list=skip)
-        fused = {"fused": True} if self.device.type == "cuda" else {}
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=True, **fused)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr, **fused)
-        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        max_epochs = max(1, self.trainer.max_epochs or 1)
-        warmup_steps = int(total_steps * hp.warmup_epochs / max_epochs)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, WarmupCosine(warmup_steps, total_steps, hp.min_lr_ratio)
+        optimizer, schedule = build_optimizer(
+            self.optim, self.trainable_modules(), self.trainer.estimated_stepping_batches,
+            self.trainer.max_epochs or 1, fused=self.device.type == "cuda",
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_start(self) -> None:
+        """Fit the schedule to this fit's length: a resumed run allowed more epochs
+        (``--allow_changed trainer.max_epochs``) stretches the cosine to the new end."""
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        for config in self.trainer.lr_scheduler_configs:
+            for fn in getattr(config.scheduler, "lr_lambdas", []):
+                if hasattr(fn, "retarget"):
+                    fn.retarget(total, self.optim.warmup_epochs, self.trainer.max_epochs or 1)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from kdbias.data import IMAGENET_MEAN, IMAGENET_STD
 from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
-from kdbias.models import block_outputs, build_model, check_block_indices, forward_features_and_blocks
+from kdbias.models import check_block_indices, forward_features_and_blocks
 from kdbias.modules.distill_base import DistillationModule
-from kdbias.modules.input_adapter import InputAdapter
+from kdbias.modules.optim import Optimization
+from kdbias.teacher import FrozenTeacher
 
-REPRESENTATIONS = ("image", "token")
+__all__ = ["CKADistillModule"]
 
 
 class CKADistillModule(DistillationModule):
@@ -28,78 +28,92 @@ class CKADistillModule(DistillationModule):
     - ``L_cka`` = mean over pairs of ``1 - linear_cka(student, teacher)``. CKA compares
       similarity structure, so the widths may differ without a projector. With
       ``cka_representation="image"`` (default) each image is one sample (its tokens
-      flattened, ``[B, N_s * D]``): the loss aligns how the two networks arrange *images*
-      relative to each other, the semantic structure a classifier needs, without asking
-      the student to copy the teacher's per-location statistics (an inductive bias of its
-      own). ``"token"`` makes every grid token a sample (``[B * N_s, D]``), a stronger,
-      spatially explicit constraint.
+      flattened, ``[B, N * D]``): the loss aligns how the two networks arrange *images*
+      relative to each other. ``"token"`` makes every grid token a sample
+      (``[B * N, D]``), a stronger, spatially explicit constraint.
     - ``L_tok`` = mean over pairs of the cosine distance between ``projector(student)``
       (one learned linear map ``D_s -> D_t`` per pair, trained with the student, not part
       of the exported student ``module.model``) and the teacher's tokens.
 
+    Both are computed in float32 (also under bf16 autocast). The CE weight is 1 (EXP-1/2
+    weigh it by ``1 - alpha``).
+
     Args:
-        student: architecture name of the ViT student.
-        teacher: architecture name of the frozen teacher (``dinov2_vits14``).
-        teacher_pretrained: ``"hub"``, a local weights path, or ``None`` (random init,
+        arch: the student network: kdbias model name or any timm ViT name (its block taps need a ViT).
+        teacher: architecture of the frozen teacher (``dinov2_vits14`` or a timm ViT name),
+            or a ready :class:`~kdbias.teacher.FrozenTeacher`.
+        teacher_pretrained: ``"hub"``, a local weights path, or ``None`` (random init, seeded:
             offline smoke runs only; logged as such).
         teacher_image_size: the teacher's input side; images are resized on the device
             (224 default; 112 puts DINOv2/14 on the student's 8x8 grid at 4x fewer FLOPs).
-        layer_pairs: ``((student_block, teacher_block), ...)``, 0-based.
-        lambda_cka, lambda_tok: loss weights.
-        cka_representation: ``"image"`` or ``"token"`` (see above).
-        unbiased_cka: use the debiased HSIC estimator (needs a batch of at least 4).
         teacher_kwargs: extra :func:`~kdbias.models.build_model` arguments of the teacher.
+        layer_pairs: ``[(student_block, teacher_block), ...]``, 0-based.
+        lambda_cka, lambda_tok: loss weights (>= 0).
+        cka_representation: ``"image"`` or ``"token"`` (see above).
+        unbiased_cka: the debiased HSIC estimator (needs a batch of at least 4).
+        num_classes, dataset, pretrained, arch_kwargs, optim, compile: as for
+            :class:`~kdbias.modules.TeacherModule`.
+
     Logs ``train/loss_ce``, ``train/loss_cka``, ``train/loss_tok`` and
-    ``train/cka_s<i>_t<j>`` per pair.
+    ``train/cka_s<i>_t<j>`` per pair (on logging steps).
     """
 
     def __init__(
         self,
-        student: str = "deit_tiny_p4",
+        arch: str = "deit_tiny_p4",
         teacher: str = "dinov2_vits14",
         teacher_pretrained: str | None = "hub",
         teacher_image_size: int = 224,
-        layer_pairs: Sequence[Sequence[int]] = ((3, 3), (6, 6), (9, 9), (11, 11)),
+        teacher_kwargs: dict[str, Any] | None = None,
+        layer_pairs: Sequence[tuple[int, int]] = ((3, 3), (6, 6), (9, 9), (11, 11)),
         lambda_cka: float = 0.5,
         lambda_tok: float = 0.5,
-        cka_representation: str = "image",
+        cka_representation: Literal["image", "token"] = "image",
         unbiased_cka: bool = False,
-        teacher_kwargs: dict[str, Any] | None = None,
         num_classes: int = 10,
         dataset: str = "cifar10",
-        **kwargs: Any,
+        pretrained: str | None = None,
+        arch_kwargs: dict[str, Any] | None = None,
+        optim: Optimization = Optimization(),
+        compile: bool = False,
     ) -> None:
-        if cka_representation not in REPRESENTATIONS:
-            raise ValueError(f"cka_representation must be one of {REPRESENTATIONS}, got {cka_representation!r}")
-        layer_pairs = tuple((int(s), int(t)) for s, t in layer_pairs)
-        if not layer_pairs:
+        if cka_representation not in ("image", "token"):
+            raise ValueError(f"cka_representation must be 'image' or 'token', got {cka_representation!r}")
+        if lambda_cka < 0 or lambda_tok < 0:
+            raise ValueError(f"lambda_cka and lambda_tok must be >= 0, got {lambda_cka} and {lambda_tok}")
+        if teacher_image_size < 1:
+            raise ValueError(f"teacher_image_size must be >= 1, got {teacher_image_size}")
+        pairs = [(int(s), int(t)) for s, t in layer_pairs]
+        if not pairs:
             raise ValueError("layer_pairs is empty: name at least one (student_block, teacher_block) pair.")
-        teacher_module = _build_teacher(teacher, teacher_pretrained, teacher_image_size, teacher_kwargs or {})
-        super().__init__(student, teacher_module, num_classes=num_classes, dataset=dataset, **kwargs)
-        self.hparams["layer_pairs"] = [list(p) for p in layer_pairs]
-        self.layer_pairs = layer_pairs
-        self.student_blocks = [s for s, _ in layer_pairs]
-        self.teacher_blocks = [t for _, t in layer_pairs]
-        check_block_indices(self.model, self.student_blocks)
-        check_block_indices(self.teacher, self.teacher_blocks)
-        self.grid = min(self.model.patch_embed.grid_size[0], self.teacher.patch_embed.grid_size[0])
-        self.teacher_adapter = InputAdapter(self.data_mean, self.data_std, IMAGENET_MEAN, IMAGENET_STD, teacher_image_size)
-        self.projectors = nn.ModuleList(
-            nn.Linear(self.model.embed_dim, self.teacher.embed_dim) for _ in layer_pairs
+        frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher.from_pretrained(
+            teacher, teacher_pretrained, dataset, teacher_image_size, teacher_kwargs
         )
-
-    @property
-    def teacher_network(self) -> nn.Module:
-        return self.teacher
-
-    def teacher_input(self, images: torch.Tensor) -> torch.Tensor:
-        return self.teacher_adapter(images)
+        super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
+        self.save_hyperparameters(ignore=["teacher"] if isinstance(teacher, FrozenTeacher) else None)
+        self.hparams["layer_pairs"] = [list(p) for p in pairs]
+        self.plain_hparams()
+        if frozen.source == "random":
+            print(f"CKADistillModule: teacher {frozen.name} has RANDOM weights (offline smoke run); not a result.")
+        self.layer_pairs = pairs
+        self.student_blocks = check_block_indices(self.model, [s for s, _ in pairs])
+        self.teacher_blocks = check_block_indices(frozen.network, [t for _, t in pairs])
+        self.grid = min(self.model.patch_embed.grid_size[0], frozen.network.patch_embed.grid_size[0])
+        with torch.random.fork_rng(devices=[]):  # projectors, like the student, depend on the seed only
+            torch.manual_seed(torch.initial_seed() + 1)
+            self.projectors = nn.ModuleList(nn.Linear(self.model.embed_dim, frozen.network.embed_dim) for _ in pairs)
+        self._taps_fn = self._student_taps
+        if compile:
+            self._student_fn = torch.compile(self._student_logits)
+            self._taps_fn = torch.compile(self._student_taps)
+            frozen.compile()
 
     def trainable_modules(self) -> list[nn.Module]:
         return [self.model, self.projectors]
 
     def setup(self, stage: str) -> None:
         """Fail before training when the per-device batch is too small for the CKA estimator."""
+        super().setup(stage)
         batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
         if stage != "fit" or batch is None or self.hparams.cka_representation != "image":
             return  # token CKA has batch * grid^2 samples
@@ -107,40 +121,34 @@ class CKADistillModule(DistillationModule):
         if batch < needed:
             raise ValueError(
                 f"CKA over images with the {estimator} estimator needs at least {needed} images per device per "
-                f"step, but the batch is {batch}. Raise --batch-size (per device; or --global-batch-size), or use "
-                "unbiased_cka=False / cka_representation='token'."
+                f"step, but the batch is {batch}. Raise --data.batch_size, or use --model.unbiased_cka false / "
+                "--model.cka_representation token."
             )
 
-    def teacher_tokens(self, images: torch.Tensor, grid: int) -> list[torch.Tensor]:
-        """Teacher patch tokens at the paired blocks, pooled to ``grid x grid``: ``[B, grid^2, D_t]``."""
-        tokens = block_outputs(self.teacher, self.teacher_input(images), self.teacher_blocks)
-        return [pool_tokens_to_grid(t, grid) for t in tokens]
+    def _student_taps(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Student logits ``[B, C]`` and its paired blocks' patch tokens pooled to the common grid."""
+        logits, tokens = forward_features_and_blocks(self.model, self.student_input(images), self.student_blocks)
+        return logits, [pool_tokens_to_grid(t, self.grid) for t in tokens]
+
+    def teacher_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Teacher patch tokens at the paired blocks, pooled to the common grid: ``[B, grid^2, D_t]``."""
+        return [pool_tokens_to_grid(t, self.grid) for t in self.teacher.blocks(images, self.teacher_blocks)]
 
     def training_losses(self, images: torch.Tensor, targets: torch.Tensor):
-        logits, student_tokens = forward_features_and_blocks(self.model, self.input_adapter(images), self.student_blocks)
-        student_tokens = [pool_tokens_to_grid(s, self.grid) for s in student_tokens]
-        teacher_tokens = self.run_teacher(self.teacher_tokens, images, self.grid)
+        logits, student_tokens = self._taps_fn(images)
+        teacher_tokens = self.teacher_tokens(images)
         unbiased = self.hparams.unbiased_cka
+        by_image = self.hparams.cka_representation == "image"
         cka_terms, tok_terms = [], []
-        for (s_idx, t_idx), s, t, projector in zip(self.layer_pairs, student_tokens, teacher_tokens, self.projectors):
-            s_rep, t_rep = (s, t) if self.hparams.cka_representation == "image" else (s.flatten(0, 1), t.flatten(0, 1))
+        for s, t, projector in zip(student_tokens, teacher_tokens, self.projectors):
+            s_rep, t_rep = (s, t) if by_image else (s.flatten(0, 1), t.flatten(0, 1))
             cka_terms.append(cka_loss(s_rep, t_rep, unbiased=unbiased))
             tok_terms.append(token_loss(projector(s), t))
-            if self._trainer is not None and self.logging_step():
-                self.log(f"train/cka_s{s_idx}_t{t_idx}", 1.0 - cka_terms[-1].detach(), on_step=True, on_epoch=False)
+        if self._trainer is not None and self.logging_step():
+            for (s_idx, t_idx), term in zip(self.layer_pairs, cka_terms):
+                self.log(f"train/cka_s{s_idx}_t{t_idx}", 1.0 - term.detach(), on_step=True, on_epoch=False)
         ce = self.cross_entropy(logits, targets)
         l_cka = torch.stack(cka_terms).mean()
         l_tok = torch.stack(tok_terms).mean()
         loss = ce + self.hparams.lambda_cka * l_cka + self.hparams.lambda_tok * l_tok
         return {"loss": loss, "ce": ce, "cka": l_cka, "tok": l_tok}, logits
-
-
-def _build_teacher(name: str, pretrained: str | None, image_size: int, kwargs: dict[str, Any]) -> nn.Module:
-    if pretrained is None:
-        # A random teacher must be the same network on every rank and after a resume.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            teacher = build_model(name, num_classes=0, pretrained=None, img_size=image_size, **kwargs)
-        print(f"CKADistillModule: teacher {name} has RANDOM weights (offline smoke run); not a result.")
-        return teacher
-    return build_model(name, num_classes=0, pretrained=pretrained, img_size=image_size, **kwargs)

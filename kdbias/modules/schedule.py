@@ -20,6 +20,12 @@ class WarmupCosine:
         self.total_steps = int(total_steps)
         self.min_ratio = float(min_ratio)
 
+    def retarget(self, total_steps: int, warmup_epochs: float, max_epochs: int) -> None:
+        """Stretch the schedule to ``total_steps`` (a resumed run allowed to train longer);
+        the warm-up keeps its length in epochs. A no-op when nothing changed."""
+        warmup = int(total_steps * warmup_epochs / max(1, max_epochs))
+        self.__init__(warmup, total_steps, self.min_ratio)  # type: ignore[misc]
+
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / (self.warmup_steps + 1)

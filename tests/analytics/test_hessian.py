@@ -1,7 +1,17 @@
+import dataclasses
+import math
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from kdbias.analytics import (
+    EigenEstimate,
+    TraceEstimate,
+    hessian_top_eigenvalue_estimate,
+    hessian_trace_estimate,
+)
 from kdbias.analytics import hessian as hessian_mod
 from kdbias.analytics.hessian import (
     clone_for_autograd,
@@ -59,9 +69,7 @@ def test_random_spd_trace():
 
 def test_softmax_regression_trace_and_top_eigenvalue(softmax_regression):
     loss_fn, params, exact = softmax_regression
-    assert hessian_trace(loss_fn, params, max_iter=300, tol=0.0) == pytest.approx(
-        exact.trace().item(), rel=0.05
-    )
+    assert hessian_trace(loss_fn, params, max_iter=300, tol=0.0) == pytest.approx(exact.trace().item(), rel=0.05)
     top = torch.linalg.eigvalsh(exact)[-1].item()
     assert hessian_top_eigenvalue(loss_fn, params, tol=1e-5) == pytest.approx(top, rel=0.01)
 
@@ -196,3 +204,187 @@ def test_argument_errors():
         hessian_top_eigenvalue(lambda: (w**2).sum(), [w], max_iter=0)
     with pytest.raises(ValueError, match="one per param"):
         hessian_vector_product(lambda: (w**2).sum(), [w], [])
+
+
+# --- Estimates with uncertainty -------------------------------------------------------------------
+
+MLP_SHAPES = [(4, 2), (4,), (4,), (1,)]  # W1, b1, w2, b2: 17 parameters
+
+
+@pytest.fixture(scope="module")
+def tiny_mlp():
+    """Mean squared error of a 2-4-1 tanh MLP on 12 random points, its params and exact Hessian."""
+    g = _gen(0)
+    x = torch.randn(12, 2, generator=g, dtype=DT)
+    y = torch.randn(12, generator=g, dtype=DT)
+    params = [(0.8 * torch.randn(s, generator=g, dtype=DT)).requires_grad_() for s in MLP_SHAPES]
+
+    def loss(w1, b1, w2, b2):
+        return ((torch.tanh(x @ w1.T + b1) @ w2 + b2 - y) ** 2).mean()
+
+    sizes = [math.prod(s) for s in MLP_SHAPES]
+
+    def flat_loss(theta):
+        parts = torch.split(theta, sizes)
+        return loss(*(p.reshape(s) for p, s in zip(parts, MLP_SHAPES)))
+
+    theta = torch.cat([p.detach().reshape(-1) for p in params])
+    exact = torch.autograd.functional.hessian(flat_loss, theta).numpy()
+    return (lambda: loss(*params)), params, exact
+
+
+def _rademacher_probe_values(hess, params, n, seed):
+    """z^T H z for the probes hessian_trace draws: one randint per param, in order, per probe."""
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(n):
+        z = torch.cat([(torch.randint(0, 2, p.shape, generator=gen).to(DT) * 2 - 1).reshape(-1) for p in params])
+        z = z.numpy()
+        values.append(z @ hess @ z)
+    return np.array(values)
+
+
+def _power_iteration(hess, params, steps, seed):
+    """Written-out power iteration from the Gaussian start hessian_top_eigenvalue draws.
+
+    Returns the Rayleigh quotient of the last vector and ||H v - lambda v|| / |lambda|.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.cat([torch.randn(p.shape, generator=gen, dtype=DT).reshape(-1) for p in params]).numpy()
+    v = v / np.linalg.norm(v)
+    for step in range(steps):
+        hv = hess @ v
+        lam = v @ hv
+        if step < steps - 1:
+            v = hv / np.linalg.norm(hv)
+    return lam, np.linalg.norm(hv - lam * v) / abs(lam)
+
+
+def test_trace_estimate_reproduces_written_out_probe_statistics(tiny_mlp):
+    loss_fn, params, exact = tiny_mlp
+    values = _rademacher_probe_values(exact, params, 40, seed=5)
+    est = hessian_trace_estimate(loss_fn, params, max_iter=40, tol=0.0, seed=5)
+    assert isinstance(est, TraceEstimate) and est.num_probes == 40
+    assert est.trace == pytest.approx(values.mean(), rel=1e-10)
+    assert est.stderr == pytest.approx(values.std(ddof=1) / math.sqrt(40), rel=1e-8)
+    assert est.stderr > 0
+
+
+def test_trace_estimate_many_probes_brackets_exact_trace(tiny_mlp):
+    loss_fn, params, exact = tiny_mlp
+    est = hessian_trace_estimate(loss_fn, params, max_iter=2000, tol=0.0)
+    assert est.num_probes == 2000
+    assert abs(est.trace - np.trace(exact)) < 4 * est.stderr
+    # The error bar is of the size the probe variance predicts, not vanishing.
+    assert 0.01 < est.stderr < 1.0
+
+
+def test_trace_estimate_variance_matches_rademacher_closed_form():
+    # For Rademacher z and symmetric A: Var(z^T A z) = 2 * sum_{i != j} A_ij^2.
+    a = _spd(20)
+    loss_fn, params = _quadratic(a)
+    an = a.numpy()
+    an = (an + an.T) / 2
+    var = 2 * ((an**2).sum() - (np.diag(an) ** 2).sum())
+    est = hessian_trace_estimate(loss_fn, params, max_iter=2000, tol=0.0)
+    assert est.stderr**2 * est.num_probes == pytest.approx(var, rel=0.15)
+    assert abs(est.trace - np.trace(an)) < 4 * est.stderr
+
+
+def test_trace_estimate_diagonal_hessian_has_zero_stderr():
+    diag = torch.linspace(-1.0, 5.0, 30, dtype=DT)
+    loss_fn, params = _quadratic(torch.diag(diag))
+    est = hessian_trace_estimate(loss_fn, params, max_iter=10, tol=0.0)
+    assert est.trace == pytest.approx(diag.sum().item(), rel=1e-12)
+    assert est.stderr == pytest.approx(0.0, abs=1e-12)
+
+
+def test_trace_estimate_single_probe_has_nan_stderr(tiny_mlp):
+    loss_fn, params, exact = tiny_mlp
+    est = hessian_trace_estimate(loss_fn, params, max_iter=1, seed=2)
+    assert est.num_probes == 1 and math.isnan(est.stderr)
+    assert est.trace == pytest.approx(_rademacher_probe_values(exact, params, 1, seed=2)[0], rel=1e-10)
+
+
+@pytest.mark.parametrize(("max_iter", "tol", "seed"), [(1, 0.0, 0), (7, 0.0, 1), (1000, 1e-2, 0), (50, 1e9, 3)])
+def test_trace_estimate_same_probes_and_stopping_as_hessian_trace(max_iter, tol, seed, monkeypatch):
+    loss_fn, params = _quadratic(_spd(20))
+    calls = _count_hvps(monkeypatch)
+    est = hessian_trace_estimate(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
+    assert est.num_probes == len(calls)
+    assert hessian_trace(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed) == est.trace
+    if tol == 0.0:
+        assert est.num_probes == max_iter
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+def test_eigen_estimate_matches_written_out_power_iteration(steps, tiny_mlp):
+    loss_fn, params, exact = tiny_mlp
+    lam, residual = _power_iteration(exact, params, steps, seed=4)
+    est = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=steps, tol=0.0, seed=4)
+    assert isinstance(est, EigenEstimate) and est.num_iterations == steps
+    assert est.eigenvalue == pytest.approx(lam, rel=1e-10)
+    assert est.residual == pytest.approx(residual, rel=1e-8)
+
+
+def test_eigen_residual_bounds_distance_to_spectrum(tiny_mlp):
+    loss_fn, params, exact = tiny_mlp
+    spectrum = np.linalg.eigvalsh(exact)
+    for steps in range(1, 8):
+        for seed in range(3):
+            est = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=steps, tol=0.0, seed=seed)
+            gap = np.abs(spectrum - est.eigenvalue).min()
+            assert gap <= est.residual * abs(est.eigenvalue) * (1 + 1e-9) + 1e-12
+
+
+def test_eigen_estimate_converged_on_well_separated_spectrum():
+    mu = np.array([10.0, 4.0, 3.0, 2.0, 1.0, 0.5, -1.0, -2.5])
+    q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((8, 8)))
+    loss_fn, params = _quadratic(torch.tensor(q @ np.diag(mu) @ q.T))
+    est = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=80, tol=0.0)
+    top = np.linalg.eigh(q @ np.diag(mu) @ q.T)[0][-1]
+    assert est.residual < 1e-10
+    assert abs(est.eigenvalue - top) <= est.residual * abs(est.eigenvalue) + 1e-12
+    assert est.eigenvalue == pytest.approx(10.0, rel=1e-12)
+    # Early on the residual is large and still bounds the error.
+    early = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=2, tol=0.0)
+    assert early.residual > 1e-3
+    assert abs(early.eigenvalue - top) <= early.residual * abs(early.eigenvalue)
+
+
+def test_eigen_estimate_converges_on_mlp(tiny_mlp):
+    loss_fn, params, exact = tiny_mlp
+    spectrum = np.linalg.eigvalsh(exact)
+    dominant = spectrum[np.abs(spectrum).argmax()]
+    est = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=300, tol=0.0)
+    assert est.residual < 1e-8
+    assert est.eigenvalue == pytest.approx(dominant, rel=1e-10)
+
+
+@pytest.mark.parametrize(("max_iter", "tol", "seed"), [(1, 0.0, 0), (6, 0.0, 2), (1000, 1e-6, 0), (50, 1e9, 3)])
+def test_eigen_estimate_same_iteration_as_hessian_top_eigenvalue(max_iter, tol, seed, monkeypatch):
+    loss_fn, params = _quadratic(_spd(20))
+    calls = _count_hvps(monkeypatch)
+    est = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
+    # The residual reuses the last product: one Hessian-vector product per iteration.
+    assert est.num_iterations == len(calls)
+    assert hessian_top_eigenvalue(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed) == est.eigenvalue
+    if tol == 0.0:
+        assert est.num_iterations == max_iter
+
+
+def test_eigen_estimate_zero_hessian_is_exact():
+    lin = torch.randn(3, dtype=DT, requires_grad=True)
+    est = hessian_top_eigenvalue_estimate(lambda: lin.sum(), [lin], max_iter=4, tol=0.0)
+    assert est == EigenEstimate(eigenvalue=0.0, residual=0.0, num_iterations=4)
+
+
+def test_estimates_are_frozen_and_typed(tiny_mlp):
+    loss_fn, params, _ = tiny_mlp
+    tr = hessian_trace_estimate(loss_fn, params, max_iter=3)
+    eig = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=3)
+    assert type(tr.trace) is float and type(tr.stderr) is float and type(tr.num_probes) is int
+    assert type(eig.eigenvalue) is float and type(eig.residual) is float and type(eig.num_iterations) is int
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tr.trace = 0.0
+    assert all(p.grad is None for p in params)

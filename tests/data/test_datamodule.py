@@ -27,9 +27,11 @@ def bilinear_reference(img8):
 
 
 def test_digits_storage(digits):
-    assert digits.train_images.shape == (1437, 3, 32, 32) and digits.val_images.shape == (360, 3, 32, 32)
+    assert digits.train_images.shape == (1293, 3, 32, 32) and digits.val_images.shape == (144, 3, 32, 32)
+    assert digits.test_images.shape == (360, 3, 32, 32) and digits.test_labels.dtype == torch.int64
     assert digits.train_images.dtype == torch.uint8 and digits.train_labels.dtype == torch.int64
-    assert digits.num_train == 1437 and digits.num_val == 360
+    assert digits.val_images.dtype == torch.uint8 and digits.val_labels.dtype == torch.int64
+    assert (digits.num_train, digits.num_val, digits.num_test, digits.has_validation) == (1293, 144, 360, True)
     assert set(digits.train_labels.tolist()) == set(range(10))
     assert torch.equal(digits.train_images[:, 0], digits.train_images[:, 2])  # grey: 3 equal channels
     assert int(digits.train_images.max()) == 255 and int(digits.train_images.min()) == 0
@@ -57,11 +59,14 @@ def test_digits_split_fixed_stratified_and_upsampled():
 
 
 def test_hard_coded_digits_stats(digits):
-    x = digits.train_images.double() / 255
+    # Over the full official training split (held-out images included), as CIFAR's constants.
+    full = torch.cat([digits.train_images, digits.val_images])
+    assert len(full) == 1437
+    x = full.double() / 255
     mean, std = x.mean((0, 2, 3)), x.std((0, 2, 3), correction=0)
     np.testing.assert_allclose(digits.mean, mean.numpy(), atol=6e-5)
     np.testing.assert_allclose(digits.std, std.numpy(), atol=6e-5)
-    z = digits.normalize_images(digits.train_images)
+    z = digits.normalize_images(full)
     assert z.dtype == torch.float32
     np.testing.assert_allclose(z.double().mean((0, 2, 3)).numpy(), 0, atol=1e-3)
     np.testing.assert_allclose(z.double().std((0, 2, 3)).numpy(), 1, atol=1e-3)
@@ -72,9 +77,12 @@ def test_dataset_facts_and_validation():
     assert dataset_stats("cifar100") == ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
     dm = CIFARDataModule("cifar100", mix="mixup")
     assert (dm.num_classes, dm.image_size, dm.hflip, dm.mix_alpha) == (100, 32, True, 0.2)
-    assert dm.mean == DATASETS["cifar100"].mean and dm.num_train == 50_000 and dm.num_val == 10_000
+    assert dm.mean == DATASETS["cifar100"].mean
+    assert (dm.num_train, dm.num_val, dm.num_test, dm.has_validation) == (45_000, 5_000, 10_000, True)
     assert CIFARDataModule("cifar10", mix="cutmix").mix_alpha == 1.0
     assert CIFARDataModule("cifar10", train_subset=500).num_train == 500
+    assert CIFARDataModule("cifar10", holdout=0).num_train == 50_000
+    assert CIFARDataModule("digits").num_train == 1293 and CIFARDataModule("digits", holdout=0).num_val == 0
     with pytest.raises(ValueError, match="cifar10, cifar100, digits"):
         CIFARDataModule("imagenet")
     with pytest.raises(ValueError, match="cutmix"):
@@ -83,17 +91,23 @@ def test_dataset_facts_and_validation():
         dataset_stats("svhn")
 
 
-def test_train_and_val_loaders(digits):
+def test_train_val_and_test_loaders(digits):
     train = list(digits.train_dataloader())
-    assert len(train) == 1437 // 64 and all(x.shape == (64, 3, 32, 32) and x.dtype == torch.uint8 for x, _ in train)
+    assert len(train) == 1293 // 64 and all(x.shape == (64, 3, 32, 32) and x.dtype == torch.uint8 for x, _ in train)
     seen = torch.cat([y for _, y in train])
-    assert len(seen) == 1408  # drop_last, each image at most once
+    assert len(seen) == 1280  # drop_last, each image at most once
     # Shuffled, not in storage order.
     assert not torch.equal(train[0][1], digits.train_labels[:64])
-    val = list(digits.val_dataloader())
-    assert [len(y) for _, y in val] == [64] * 5 + [40]
+    val = list(digits.val_dataloader())  # the held-out split, in order, last batch kept
+    assert [len(y) for _, y in val] == [64, 64, 16]
     assert torch.equal(torch.cat([x for x, _ in val]), digits.val_images)
     assert torch.equal(torch.cat([y for _, y in val]), digits.val_labels)
+    _, _, test_x, test_y = load_digits_split(seed=0)
+    for loader in (digits.test_dataloader(), digits.predict_dataloader()):  # the official 360 test images
+        test = list(loader)
+        assert [len(y) for _, y in test] == [64] * 5 + [40]
+        assert torch.equal(torch.cat([x for x, _ in test]), test_x)
+        assert torch.equal(torch.cat([y for _, y in test]), test_y)
 
 
 def test_train_batches_are_rows_of_the_training_tensor(digits):
@@ -115,11 +129,11 @@ def test_lightning_injects_distributed_sampler(digits):
         dl = trainer._data_connector._prepare_dataloader(loader, shuffle=True, mode=RunningStage.TRAINING)
         assert isinstance(dl.batch_sampler.sampler, torch.utils.data.DistributedSampler)
         batches = list(dl)
-        assert len(batches) == 719 // 64 and all(x.shape == (64, 3, 32, 32) for x, _ in batches)
+        assert len(batches) == 647 // 64 and all(x.shape == (64, 3, 32, 32) for x, _ in batches)
         shards.append(list(dl.batch_sampler.sampler))
-    # 1437 is odd: DistributedSampler pads the permutation with one repeated index.
+    # 1293 is odd: DistributedSampler pads the permutation with one repeated index.
     assert len(set(shards[0]) & set(shards[1])) <= 1
-    assert set(shards[0]) | set(shards[1]) == set(range(1437))
+    assert set(shards[0]) | set(shards[1]) == set(range(1293))
 
 
 def test_validation_batches_are_only_normalised(digits):
@@ -209,14 +223,23 @@ def test_fixed_subset_and_train_subset(digits):
     assert not torch.equal(x1, x3)
     flat = digits.val_images.flatten(1)
     assert all((flat == img).all(1).any() for img in x1.flatten(1))
-    assert digits.fixed_subset("train", 10_000, seed=0)[0].shape[0] == 1437
-    with pytest.raises(ValueError):
-        digits.fixed_subset("test", 5)
+    assert digits.fixed_subset("train", 10_000, seed=0)[0].shape[0] == 1293
+    assert digits.fixed_subset("val", None)[0].shape[0] == 144
+    tx, ty = digits.fixed_subset("test", 40, seed=3)
+    assert tx.shape == (40, 3, 32, 32) and ty.shape == (40,)
+    test_flat = digits.test_images.flatten(1)
+    assert all((test_flat == img).all(1).any() for img in tx.flatten(1))
+    assert torch.equal(digits.fixed_subset("test", None)[0], digits.test_images)
+    with pytest.raises(ValueError, match="'train', 'val' or 'test'"):
+        digits.fixed_subset("holdout", 5)
     small = CIFARDataModule("digits", train_subset=100, seed=4)
     small.setup()
     again = CIFARDataModule("digits", train_subset=100, seed=4)
     again.setup()
     assert small.num_train == 100 and torch.equal(small.train_images, again.train_images)
+    # train_subset picks among the images left after the held-out split.
+    assert not set(small.train_indices.tolist()) & set(small.val_indices.tolist())
+    assert torch.equal(small.val_images, digits.val_images)
 
 
 class Recorder(pl.LightningModule):
@@ -225,7 +248,7 @@ class Recorder(pl.LightningModule):
     def __init__(self):
         super().__init__()
         self.layer = torch.nn.Linear(3 * 32 * 32, 10)
-        self.train_batches, self.val_batches = [], []
+        self.train_batches, self.val_batches, self.test_batches = [], [], []
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -235,6 +258,9 @@ class Recorder(pl.LightningModule):
     def validation_step(self, batch, batch_idx):
         self.val_batches.append((batch[0].clone(), batch[1].clone()))
 
+    def test_step(self, batch, batch_idx):
+        self.test_batches.append((batch[0].clone(), batch[1].clone()))
+
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
@@ -243,8 +269,14 @@ def test_trainer_fit_augments_training_only():
     dm = CIFARDataModule("digits", batch_size=32, seed=11, mix="mixup")
     model = Recorder()
     trainer = pl.Trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(model, datamodule=dm)
     # Replay: the same seed gives the same shuffled batches and augmentation stream.
@@ -262,3 +294,33 @@ def test_trainer_fit_augments_training_only():
     assert len(model.val_batches) >= 1
     for x, y in model.val_batches:
         assert torch.equal(x, dm.normalize_images(dm.val_images[:32])) and torch.equal(y, dm.val_labels[:32])
+
+
+def quiet_trainer(**kwargs):
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def test_trainer_validates_on_holdout_and_tests_on_test_split():
+    dm = CIFARDataModule("digits", batch_size=32, val_batch_size=100, seed=2)
+    model = Recorder()
+    quiet_trainer(max_epochs=1, limit_train_batches=1, num_sanity_val_steps=0).fit(model, datamodule=dm)
+    assert torch.equal(torch.cat([x for x, _ in model.val_batches]), dm.normalize_images(dm.val_images))
+    quiet_trainer().test(model, datamodule=dm)
+    assert [len(y) for _, y in model.test_batches] == [100, 100, 100, 60]
+    assert torch.equal(torch.cat([y for _, y in model.test_batches]), dm.test_labels)
+    assert torch.equal(torch.cat([x for x, _ in model.test_batches]), dm.normalize_images(dm.test_images))
+
+
+def test_trainer_fit_without_validation_split():
+    dm = CIFARDataModule("digits", batch_size=32, holdout=0)
+    model = Recorder()
+    quiet_trainer(max_epochs=1, limit_train_batches=2).fit(model, datamodule=dm)
+    assert len(model.train_batches) == 2 and model.val_batches == []
+    assert dm.num_train == 1437 and not dm.has_validation

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kdbias.data import CIFARDataModule, dataset_stats
 from kdbias.modules import TeacherModule
-from kdbias.modules.input_adapter import InputAdapter
+from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules.schedule import WarmupCosine
 
 
