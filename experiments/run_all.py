@@ -1,16 +1,16 @@
 """Run the whole experiment matrix in dependency order, then write the report.
 
-    python experiments/run_all.py [--smoke] [--seeds N] [--runs-dir runs] [--out RESULTS.md] [--dry-run]
+    python experiments/run_all.py [--smoke] [--seeds N] [--runs_dir runs] [--out RESULTS.md] [--dry-run]
+                                  [-- EXTRA ARGS FOR EVERY SCRIPT]
 
-Order: teacher_resnet18 and teacher_convnextv2 (trained once, seed 0), then for each
-seed 0..N-1: baseline, exp1, exp2, exp3. Each run is skipped when a completed run
-(``summary.json`` with that experiment, seed, dataset and preset) exists, resumed with
-``--resume`` when an interrupted one (``last.ckpt``, no ``summary.json``) exists, and
-otherwise started. Every run is its own subprocess (``sys.executable
-experiments/<name>.py ...``), so a crash or OOM in one is isolated; the first failure
-stops the matrix with the command that re-runs it. The report
-(:mod:`kdbias.report`) is written at the end, also after a failure (with the missing
-cells pending). The decisions come from :func:`kdbias.matrix.plan_matrix`.
+Order (from :mod:`kdbias.registry`): the teachers once (seed 0), then for each seed
+0..N-1 every student (baseline, its EXP-3-matched control, exp1, exp2, exp3), seed-major,
+so a partial matrix already holds complete paired comparisons. Each run is skipped when
+a complete run (same experiment, seed, dataset, preset) exists, continued with
+``--resume`` when an unfinished one with a checkpoint exists, and otherwise started.
+Every run is its own subprocess (``sys.executable experiments/<name>.py ...``): a crash
+or OOM in one is isolated; the first failure stops the matrix with the command that
+re-runs it. The report (:mod:`kdbias.report`) is written at the end, also after a failure.
 """
 
 from __future__ import annotations
@@ -23,38 +23,82 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from kdbias.matrix import plan_matrix
+from kdbias import registry, runs
 from kdbias.report import write_report
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
+DEFAULT_SEEDS = {"paper": 3, "smoke": 2}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the matrix and what to do about it: ``"skip"`` (``run_dir`` = the complete
+    run), ``"resume"`` (``run_dir`` = the unfinished run) or ``"run"``; ``argv`` are the
+    arguments of ``experiments/<experiment>.py``."""
+
+    experiment: str
+    seed: int
+    action: str
+    run_dir: Path | None
+    argv: tuple[str, ...]
+
+    def command(self, experiments_dir: str | Path = EXPERIMENTS_DIR, python: str = sys.executable) -> list[str]:
+        return [python, str(Path(experiments_dir) / f"{self.experiment}.py"), *self.argv]
+
+    def describe(self) -> str:
+        where = f" ({self.run_dir})" if self.run_dir is not None else ""
+        return f"{self.action:<6} {self.experiment} seed {self.seed}{where}"
+
+
+def plan_matrix(
+    runs_dir: str | Path, seeds: int, smoke: bool = False, dataset: str | None = None, teacher_seed: int = 0,
+    extra_args: Sequence[str] = (),
+) -> list[PlannedRun]:
+    """The matrix in dependency order with the action each run needs (a pure function of the
+    files under ``runs_dir``)."""
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    preset = "smoke" if smoke else "paper"
+    resolved = dataset or ("digits" if smoke else "cifar10")
+    order = [(name, teacher_seed) for name in registry.TEACHERS]
+    order += [(name, seed) for seed in range(seeds) for name in registry.STUDENTS]
+    plan = []
+    for name, seed in order:
+        argv = ["--smoke"] if smoke else []
+        argv += ["--seed_everything", str(seed), "--runs_dir", str(runs_dir)]
+        if dataset is not None:
+            argv += ["--data.dataset", dataset]
+        argv += list(extra_args)
+        done = runs.latest_complete_run(runs_dir, name, seed, resolved, preset)
+        if done is not None:
+            plan.append(PlannedRun(name, seed, "skip", done, tuple(argv)))
+            continue
+        unfinished = runs.resumable_run(runs_dir, name, seed, resolved, preset)
+        if unfinished is not None:
+            plan.append(PlannedRun(name, seed, "resume", unfinished, (*argv, "--resume")))
+        else:
+            plan.append(PlannedRun(name, seed, "run", None, tuple(argv)))
+    return plan
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_all.py",
-        description=__doc__.split("\n\n")[0],
+        prog="run_all.py", description=__doc__.split("\n\n")[0], allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--smoke", action="store_true",
-                        help="every run with --smoke: digits on the CPU, tiny budgets, offline")
-    parser.add_argument("--seeds", type=int, default=1, help="student runs for seeds 0..N-1 (teachers: seed 0 only)")
-    parser.add_argument("--runs-dir", default="runs", help="root of <experiment>/version_<n>/ run directories")
-    parser.add_argument("--out", default="RESULTS.md", help="report written at the end (relative to the current directory)")
-    parser.add_argument("--dataset", default=None,
-                        help="dataset passed to every script (default: digits with --smoke, else cifar10)")
-    parser.add_argument("--dry-run", action="store_true", help="print what would be skipped, resumed and run; train nothing")
+    parser.add_argument("--smoke", action="store_true", help="every run with --smoke: digits on the CPU, offline")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help=f"students for seeds 0..N-1 (default: {DEFAULT_SEEDS['paper']} paper, "
+                             f"{DEFAULT_SEEDS['smoke']} smoke; teachers: seed 0 only)")
+    parser.add_argument("--runs_dir", default="runs", help="root of <experiment>/version_<n>/ run directories")
+    parser.add_argument("--out", default="RESULTS.md", help="report written at the end")
+    parser.add_argument("--dataset", default=None, help="data.dataset of every run (default: digits smoke, else cifar10)")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be skipped, resumed and run")
+    parser.add_argument("extra", nargs="*", help="after --: arguments passed to every script")
     return parser
-
-
-def _display_command(run, experiments_dir: Path) -> str:
-    """A copy-pastable command line, the script path relative to the current directory if possible."""
-    try:
-        script_dir = Path(os.path.relpath(experiments_dir, Path.cwd()))
-    except ValueError:
-        script_dir = experiments_dir
-    return run.shell(script_dir, python="python")
 
 
 def _exit_reason(code: int) -> str:
@@ -63,57 +107,53 @@ def _exit_reason(code: int) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = " (killed; out of memory?)" if -code == signal.SIGKILL else ""
-        return f"was terminated by {name}{hint}"
+        return f"was terminated by {name}" + (" (killed; out of memory?)" if -code == signal.SIGKILL else "")
     return f"exited with code {code}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    plan = plan_matrix(args.runs_dir, seeds=args.seeds, smoke=args.smoke, dataset=args.dataset)
+    preset = "smoke" if args.smoke else "paper"
+    seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS[preset]
+    try:
+        plan = plan_matrix(args.runs_dir, seeds, args.smoke, args.dataset, extra_args=args.extra)
+    except ValueError as error:
+        print(f"run_all.py: error: {error}", file=sys.stderr)
+        return 2
     todo = [run for run in plan if run.action != "skip"]
-    print(f"run_all: {len(plan)} runs in the matrix, {len(plan) - len(todo)} completed, {len(todo)} to train")
+    print(f"run_all: {len(plan)} runs in the matrix, {len(plan) - len(todo)} complete, {len(todo)} to train")
     for run in plan:
         print("  " + run.describe())
     if args.dry_run:
         for run in todo:
-            print("would run: " + _display_command(run, EXPERIMENTS_DIR))
+            print("would run: " + shlex.join(run.command(python="python")))
         return 0
-
     env = dict(os.environ)
     if args.smoke:
         env.setdefault("HF_HUB_OFFLINE", "1")  # smoke runs never wait on the network
-    failure: str | None = None
-    trained = 0
-    start = time.perf_counter()
+    failure, trained, start = None, 0, time.perf_counter()
     for index, run in enumerate(todo, start=1):
-        command = run.command(EXPERIMENTS_DIR, python=sys.executable)
+        command = run.command()
         print(f"\n[{index}/{len(todo)}] {run.action} {run.experiment} seed {run.seed}: {shlex.join(command)}", flush=True)
         began = time.perf_counter()
         code = subprocess.call(command, env=env)
         took = time.perf_counter() - began
+        resolved = args.dataset or ("digits" if args.smoke else "cifar10")
+        done = runs.latest_complete_run(args.runs_dir, run.experiment, run.seed, resolved, preset)
         if code != 0:
             failure = f"{run.experiment} (seed {run.seed}) {_exit_reason(code)} after {took:.0f} s"
+        elif done is None:
+            failure = f"{run.experiment} (seed {run.seed}) finished without a complete summary.json"
         else:
-            # The run must now be complete; a script that returns 0 without a summary is a failure too.
-            after = plan_matrix(args.runs_dir, seeds=args.seeds, smoke=args.smoke, dataset=args.dataset)
-            status = next(p for p in after if (p.experiment, p.seed) == (run.experiment, run.seed))
-            if status.action != "skip":
-                failure = f"{run.experiment} (seed {run.seed}) finished without writing summary.json"
-            else:
-                trained += 1
-                print(f"[{index}/{len(todo)}] done: {status.run_dir} ({took:.0f} s)", flush=True)
+            trained += 1
+            print(f"[{index}/{len(todo)}] done: {done} ({took:.0f} s)", flush=True)
         if failure is not None:
-            print(f"\nrun_all: FAILED: {failure}.\n"
-                  f"  Re-run it alone with:  {_display_command(run, EXPERIMENTS_DIR)}\n"
-                  f"  or re-run run_all.py with the same flags: completed runs are skipped and an interrupted "
-                  f"run with a last.ckpt is resumed.", file=sys.stderr, flush=True)
+            print(f"\nrun_all: FAILED: {failure}.\n  Re-run it alone with:  {shlex.join(run.command(python='python'))}\n"
+                  "  or re-run run_all.py with the same flags: complete runs are skipped and unfinished ones resumed.",
+                  file=sys.stderr, flush=True)
             break
-
-    out = write_report(args.runs_dir, args.out, dataset=args.dataset,
-                       preset="smoke" if args.smoke else "paper")
-    total = time.perf_counter() - start
-    print(f"\nrun_all: {trained} of {len(todo)} runs trained in {total:.0f} s; report: {out}")
+    out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
+    print(f"\nrun_all: {trained} of {len(todo)} runs trained in {time.perf_counter() - start:.0f} s; report: {out}")
     return 1 if failure is not None else 0
 
 

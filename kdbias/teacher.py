@@ -162,10 +162,12 @@ class FrozenTeacher(nn.Module):
     def has_head(self) -> bool:
         return self.num_classes > 0
 
-    def compile(self, **kwargs: Any) -> None:  # type: ignore[override]
-        """``torch.compile`` the forward paths (logits/embedding and block taps)."""
-        self._forward_fn = torch.compile(self._forward, **kwargs)
-        self._blocks_fn = torch.compile(self._blocks, **kwargs)
+    def compile(self, backend: bool | str = True) -> None:  # type: ignore[override]
+        """``torch.compile`` the forward paths (logits/embedding and block taps); ``backend``:
+        ``True`` for the default (inductor) or a backend name."""
+        options = {} if backend is True else {"backend": backend}
+        self._forward_fn = torch.compile(self._forward, **options)
+        self._blocks_fn = torch.compile(self._blocks, **options)
 
     # -- outputs -----------------------------------------------------------------------
     def adapt(self, images: Tensor) -> Tensor:

@@ -132,7 +132,7 @@ def _convnextv2_tiny_cifar(num_classes: int, pretrained: Pretrained, drop_path_r
         "convnextv2_tiny.fcmae_ft_in22k_in1k", pretrained, _convnext_filter,
         num_classes=num_classes, drop_path_rate=drop_path_rate, **kw,
     )
-    stem = nn.Conv2d(3, 96, kernel_size=2, stride=2)
+    stem = nn.Conv2d(3, model.stem[0].out_channels, kernel_size=2, stride=2)
     trunc_normal_(stem.weight, std=0.02)
     nn.init.zeros_(stem.bias)
     model.stem[0] = stem

@@ -17,12 +17,20 @@ from kdbias.models import build_model, is_vit, model_input_stats
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules.optim import Optimization, build_optimizer
 
-__all__ = ["ClassifierModule", "hard_labels", "state_sha256"]
+__all__ = ["ClassifierModule", "compiled", "hard_labels", "state_sha256"]
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:
     """Class indices ``[B]`` from int labels ``[B]`` or mixed (CutMix/MixUp) targets ``[B, C]``."""
     return targets.argmax(dim=-1) if targets.ndim == 2 else targets
+
+
+def compiled(fn: Any, compile: bool | str) -> Any:
+    """``fn`` under ``torch.compile`` when ``compile`` is true (a string names the backend,
+    e.g. ``"inductor"``, or the cheap ``"eager"``/``"aot_eager"`` for tests), else ``fn``."""
+    if compile is False or compile is None:
+        return fn
+    return torch.compile(fn) if compile is True else torch.compile(fn, backend=compile)
 
 
 def state_sha256(module: nn.Module) -> str:
@@ -66,7 +74,7 @@ class ClassifierModule(L.LightningModule):
         pretrained: str | None,
         arch_kwargs: Mapping[str, Any] | None,
         optim: Optimization | Mapping[str, Any] | None,
-        compile: bool,
+        compile: bool | str,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -91,7 +99,7 @@ class ClassifierModule(L.LightningModule):
         self.channels_last = not is_vit(self.model)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self._student_fn = torch.compile(self._student_logits) if compile else self._student_logits
+        self._student_fn = compiled(self._student_logits, compile)
 
     def build_network(self, name: str, num_classes: int, pretrained: str | None, kwargs: dict[str, Any]) -> nn.Module:
         """The student network (called once, under the seeded RNG fork); subclasses may wrap it."""

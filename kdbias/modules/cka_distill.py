@@ -10,6 +10,7 @@ from torch import nn
 
 from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
 from kdbias.models import check_block_indices, forward_features_and_blocks
+from kdbias.modules.base import compiled
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.optim import Optimization
 from kdbias.teacher import FrozenTeacher
@@ -75,7 +76,7 @@ class CKADistillModule(DistillationModule):
         pretrained: str | None = None,
         arch_kwargs: dict[str, Any] | None = None,
         optim: Optimization = Optimization(),
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         if cka_representation not in ("image", "token"):
             raise ValueError(f"cka_representation must be 'image' or 'token', got {cka_representation!r}")
@@ -103,10 +104,10 @@ class CKADistillModule(DistillationModule):
             torch.manual_seed(torch.initial_seed() + 1)
             self.projectors = nn.ModuleList(nn.Linear(self.model.embed_dim, frozen.network.embed_dim) for _ in pairs)
         self._taps_fn = self._student_taps
-        if compile:
-            self._student_fn = torch.compile(self._student_logits)
-            self._taps_fn = torch.compile(self._student_taps)
-            frozen.compile()
+        if compile not in (False, None):  # the training forward with its block taps, and the teacher
+            self._student_fn = compiled(self._student_logits, compile)
+            self._taps_fn = compiled(self._student_taps, compile)
+            frozen.compile(compile)
 
     def trainable_modules(self) -> list[nn.Module]:
         return [self.model, self.projectors]

@@ -32,7 +32,7 @@ class DistillationModule(ClassifierModule):
         pretrained: str | None,
         arch_kwargs: Mapping[str, Any] | None,
         optim: Optimization | Mapping[str, Any] | None,
-        compile: bool,
+        compile: bool | str,
     ) -> None:
         super().__init__(arch, num_classes, dataset, pretrained, arch_kwargs, optim, compile)
         if teacher is not None:
@@ -40,8 +40,8 @@ class DistillationModule(ClassifierModule):
             self._ddp_params_and_buffers_to_ignore = [
                 f"teacher.{name}" for name, _ in (*teacher.named_parameters(), *teacher.named_buffers())
             ]
-            if compile:
-                teacher.compile()
+            if compile not in (False, None):
+                teacher.compile(compile)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.teacher is None:

@@ -57,7 +57,7 @@ class KLDistillModule(DistillationModule):
         pretrained: str | None = None,
         arch_kwargs: dict[str, Any] | None = None,
         optim: Optimization = Optimization(),
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         if distill_token not in DISTILL_TOKENS:
             raise ValueError(f"distill_token must be one of {DISTILL_TOKENS}, got {distill_token!r}")

@@ -27,7 +27,7 @@ class TeacherModule(ClassifierModule):
         pretrained: ``None`` (random init), ``"hub"`` or a local weights file.
         arch_kwargs: extra timm arguments (``drop_path_rate``, ``img_size``, ``patch_size``, ...).
         optim: optimiser and schedule (:class:`~kdbias.modules.optim.Optimization`).
-        compile: ``torch.compile`` the network's forward.
+        compile: ``torch.compile`` the network's forward (``True``, or a backend name).
 
     Example::
 
@@ -43,7 +43,7 @@ class TeacherModule(ClassifierModule):
         pretrained: str | None = None,
         arch_kwargs: dict[str, Any] | None = None,
         optim: Optimization = Optimization(),
-        compile: bool = False,
+        compile: bool | str = False,
     ) -> None:
         super().__init__(arch, num_classes, dataset, pretrained, arch_kwargs, optim, compile)
         self.save_hyperparameters()

@@ -11,9 +11,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 
-TINY_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 2, "drop_path_rate": 0.2}
-TINY_RESNET = {"layers": (1, 1, 1, 1), "channels": (16, 16, 16, 16)}
-OPTIM = {"lr": 2e-3, "warmup_epochs": 0.0, "dataset": "digits", "num_classes": 10}
+from helpers import DIGITS, TINY_RESNET, TINY_VIT
+from helpers import OPTIM as _OPTIM
+
+OPTIM = {"optim": _OPTIM, **DIGITS}  # keyword arguments of every tiny module below
 
 
 @pytest.fixture(autouse=True)
@@ -129,6 +130,6 @@ def tiny_vit_module():
         from kdbias.modules import TeacherModule
 
         torch.manual_seed(seed)  # same weights on every call: runs can be compared
-        return TeacherModule("deit_tiny_p4", model_kwargs=dict(TINY_VIT), **OPTIM)
+        return TeacherModule("deit_tiny_p4", arch_kwargs=dict(TINY_VIT), **OPTIM)
 
     return make

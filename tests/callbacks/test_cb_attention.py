@@ -89,10 +89,10 @@ def test_chosen_layers_and_epochs_without_validation(kit, tiny_vit_module, tmp_p
 def test_errors_are_clear(kit, tmp_path):
     from kdbias.modules import TeacherModule
 
-    cnn = TeacherModule("resnet18_cifar", model_kwargs=dict(kit.TINY_RESNET), **kit.OPTIM)
+    cnn = TeacherModule("resnet18_cifar", arch_kwargs=dict(kit.TINY_RESNET), **kit.OPTIM)
     with pytest.raises(TypeError, match="ViT student"):
         kit.fit(cnn, [AttentionDistanceCallback()], tmp_path / "cnn")
-    vit = TeacherModule("deit_tiny_p4", model_kwargs=dict(kit.TINY_VIT), **kit.OPTIM)
+    vit = TeacherModule("deit_tiny_p4", arch_kwargs=dict(kit.TINY_VIT), **kit.OPTIM)
     with pytest.raises(ValueError, match="out of range"):
         kit.fit(vit, [AttentionDistanceCallback(layers=[5])], tmp_path / "layers")
     dm = kit.datamodule()

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbias.analytics.hessian import hessian_top_eigenvalue, hessian_trace
+from kdbias.analytics.hessian import hessian_top_eigenvalue_estimate, hessian_trace_estimate
 from kdbias.callbacks import HessianCallback
 from kdbias.models import materialized_attention
 
@@ -26,7 +26,7 @@ def _direct(module, kit, num_images):
         return F.cross_entropy(module(x), labels)
 
     with materialized_attention(module.model):
-        return hessian_trace(loss_fn, params, **PROBES), hessian_top_eigenvalue(loss_fn, params, **PROBES)
+        return hessian_trace_estimate(loss_fn, params, **PROBES), hessian_top_eigenvalue_estimate(loss_fn, params, **PROBES)
 
 
 def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
@@ -46,13 +46,19 @@ def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
     assert module.model.training and not module.model.blocks[0].attn.training
 
     # the final values equal an independent fp32 computation on the trained weights
-    trace, top = _direct(module, kit, 40)
+    estimate, eigen = _direct(module, kit, 40)
+    trace, top = estimate.trace, eigen.eigenvalue
     assert math.isfinite(trace) and trace > 0
     summary = cb.summary_items()
-    assert set(summary) == {"hessian_trace", "hessian_top_eig"}
+    assert set(summary) == {"hessian_trace", "hessian_trace_stderr", "hessian_trace_probes", "hessian_top_eig",
+                            "hessian_top_eig_residual"}
     assert summary["hessian_trace"] == pytest.approx(trace, rel=1e-4)
+    assert summary["hessian_trace_stderr"] == pytest.approx(estimate.stderr, rel=1e-3)
+    assert summary["hessian_trace_probes"] == estimate.num_probes
     assert summary["hessian_top_eig"] == pytest.approx(top, rel=1e-4)
+    assert summary["hessian_top_eig_residual"] == pytest.approx(eigen.residual, rel=1e-3, abs=1e-6)
     assert scalars["hessian/trace"][-1][1] == pytest.approx(trace, rel=1e-4)
+    assert "hessian/trace_stderr" in scalars and "hessian/top_eig_residual" in scalars
 
     # trainer.validate runs its hooks under torch.inference_mode: same numbers there
     module.train()
@@ -79,7 +85,7 @@ def test_hessian_once_per_step_and_repeatable(kit, tiny_vit_module, tmp_path):
 def test_hessian_needs_trainable_student(kit, tmp_path):
     from kdbias.modules import TeacherModule
 
-    module = TeacherModule("deit_tiny_p4", model_kwargs=dict(kit.TINY_VIT), **kit.OPTIM)
+    module = TeacherModule("deit_tiny_p4", arch_kwargs=dict(kit.TINY_VIT), **kit.OPTIM)
     module.model.requires_grad_(False)
     with pytest.raises(TypeError, match="requires grad"):
         kit.fit(module, [HessianCallback()], tmp_path)

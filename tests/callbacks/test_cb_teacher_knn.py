@@ -6,7 +6,6 @@ import torch
 
 from kdbias.analytics.knn import knn_accuracy
 from kdbias.callbacks import SummaryCallback, TeacherKNNCallback
-from kdbias.callbacks.teacher_quality import teacher_embedding
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*in eval mode at the start of training.*")
 
@@ -17,7 +16,7 @@ def _cka_module(kit):
     torch.manual_seed(0)
     return CKADistillModule(
         "deit_tiny_p4", teacher="dinov2_vits14", teacher_pretrained=None, teacher_image_size=28,
-        layer_pairs=((0, 5), (1, 11)), model_kwargs=dict(kit.TINY_VIT), **kit.OPTIM,
+        layer_pairs=((0, 5), (1, 11)), arch_kwargs=dict(kit.TINY_VIT), **kit.OPTIM,
     )
 
 
@@ -36,15 +35,15 @@ def test_teacher_knn_measured_once(kit, tmp_path):
 
     # equals k-NN on the teacher's CLS embedding of the same fixed subsets
     dm = kit.datamodule()
-    net = module.teacher_network
+    net = module.teacher.network
     feats = {}
     with torch.no_grad():
-        for split, n in (("train", 60), ("val", 30)):
+        for split, n in (("train", 60), ("test", 30)):  # the k-NN is scored on the official test split
             images, labels = dm.fixed_subset(split, n, seed=0)
-            x = module.teacher_input(dm.normalize_images(images))
-            torch.testing.assert_close(teacher_embedding(net, x), net(x))  # headless: the CLS output
+            x = module.teacher.adapt(dm.normalize_images(images))
+            torch.testing.assert_close(module.teacher.embedding(dm.normalize_images(images)), net(x))  # CLS output
             feats[split] = (net(x), labels)
-    direct = knn_accuracy(*feats["train"], *feats["val"], k=5, temperature=0.07, num_classes=10)
+    direct = knn_accuracy(*feats["train"], *feats["test"], k=5, temperature=0.07, num_classes=10)
     assert cb.summary_items() == {"teacher_acc": pytest.approx(direct)}
     assert scalars["teacher/knn_acc"][0][1] == pytest.approx(direct, abs=1e-6)
     written = json.loads((Path(trainer.log_dir) / "summary.json").read_text())
@@ -58,5 +57,5 @@ def test_teacher_knn_measured_once(kit, tmp_path):
 
 def test_teacher_knn_needs_a_teacher(kit, tiny_vit_module, tmp_path):
     assert TeacherKNNCallback().summary_items() == {}  # never blanks another teacher_acc
-    with pytest.raises(TypeError, match="DistillationModule"):
+    with pytest.raises(TypeError, match="teacher"):
         kit.fit(tiny_vit_module(), [TeacherKNNCallback()], tmp_path)

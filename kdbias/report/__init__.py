@@ -1,0 +1,64 @@
+"""Fill the research plan's tables from ``runs/``: ``python -m kdbias.report``.
+
+Reads every complete run (``<runs_dir>/<experiment>/version_<n>/summary.json``, through
+:mod:`kdbias.runs`) and writes a Markdown document: the experimental matrix, the methods as
+the runs recorded them, Phase 1 (teachers), Phase 2 (distillation, paired Δs), Phase 3
+(CKA against controls, Hessian, attention distance) and the key findings, each a verdict
+(yes / no / inconclusive) with the numbers that decided it. A cell without data reads
+``*pending*``; no number is ever invented. The rules are written into the document's
+"How to read the numbers" paragraph (:data:`~kdbias.report.markdown.HOW_TO_READ`).
+
+Modules:
+
+- :mod:`~kdbias.report.load`: reading and checking ``summary.json`` (:func:`load_runs`), TensorBoard
+  scalars (:func:`read_scalars`);
+- :mod:`~kdbias.report.stats`: Student-t intervals, paired differences, verdicts (pure functions);
+- :mod:`~kdbias.report.aggregate`: which runs are reported (:func:`aggregate`, :class:`Aggregate`);
+- :mod:`~kdbias.report.findings`: the plan's expectations as verdicts (:func:`findings`);
+- :mod:`~kdbias.report.cells`, :mod:`~kdbias.report.markdown`, :mod:`~kdbias.report.analytics`: the document
+  (:func:`render_report`);
+- :mod:`~kdbias.report.cli`: :func:`write_report` and :func:`main`.
+
+The experiments, their labels, roles and matched controls come from :mod:`kdbias.registry`.
+"""
+
+from __future__ import annotations
+
+from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, controls_of, label, value_at
+from kdbias.report.cells import PENDING, describe_method
+from kdbias.report.cli import build_parser, main, write_report
+from kdbias.report.findings import BASELINE, attention_label, distilled, findings
+from kdbias.report.load import ReportWarning, check_summary, load_runs, read_scalars
+from kdbias.report.markdown import HOW_TO_READ, render_report, source_line
+from kdbias.report.stats import Estimate, normal_interval, paired_delta, summarize, t_ppf, verdict
+
+__all__ = [
+    "BASELINE",
+    "HOW_TO_READ",
+    "PENDING",
+    "PLAN_LAYERS",
+    "Aggregate",
+    "Estimate",
+    "ReportWarning",
+    "aggregate",
+    "attention_label",
+    "build_parser",
+    "check_summary",
+    "controls_of",
+    "describe_method",
+    "distilled",
+    "findings",
+    "label",
+    "load_runs",
+    "main",
+    "normal_interval",
+    "paired_delta",
+    "read_scalars",
+    "render_report",
+    "source_line",
+    "summarize",
+    "t_ppf",
+    "value_at",
+    "verdict",
+    "write_report",
+]

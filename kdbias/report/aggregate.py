@@ -1,0 +1,227 @@
+"""Which runs a report uses: one (dataset, preset) pair, one configuration per experiment,
+one run per seed; and the statistics over those seeds.
+
+Selection rules (also written into the report):
+
+1. The (dataset, preset) pair asked for, else the pair with the most distinct experiments
+   of the registry (ties: ``paper`` first, a CIFAR dataset before ``digits``, then by name).
+   The other pairs are listed as ignored.
+2. Per experiment, runs are grouped by ``config_signature`` (a run without one forms its own
+   group): the group with the most seeds is reported (ties: the group holding the newest
+   run, by ``version_<n>``). Runs of another group are listed, never averaged in.
+3. Within the group, several complete runs of one seed: the newest version counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kdbias import registry
+from kdbias.report.stats import Estimate, finite, paired_delta, summarize
+
+__all__ = ["PLAN_LAYERS", "Aggregate", "aggregate", "controls_of", "label", "value_at"]
+
+PLAN_LAYERS: tuple[int, ...] = (3, 6, 9, 11)  # the plan's attention-distance layers
+NO_SIGNATURE = "(no config_signature)"
+
+
+def label(name: str) -> str:
+    """The registry's label of an experiment (its name when it is not in the registry)."""
+    experiment = registry.EXPERIMENTS.get(name)
+    return experiment.label if experiment is not None else name
+
+
+def controls_of(name: str) -> list[str]:
+    """Experiments of the registry whose ``control_of`` is ``name`` (its matched controls)."""
+    return [e.name for e in registry.EXPERIMENTS.values() if e.control_of == name]
+
+
+def value_at(run: dict[str, Any], path: str) -> Any:
+    """``run["a"]["b"]`` for ``"a.b"``; ``None`` where a level is missing."""
+    value: Any = run
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _signature(run: dict[str, Any]) -> str:
+    signature = run.get("config_signature")
+    return signature if isinstance(signature, str) and signature else NO_SIGNATURE
+
+
+@dataclass
+class Aggregate:
+    """The runs a report uses and the statistics over their seeds.
+
+    Attributes:
+        dataset, preset: the reported pair (``None`` when there is no run).
+        runs: per experiment, the selected runs (one per seed, sorted by seed).
+        signature: per experiment, the reported ``config_signature``.
+        left_out: per experiment, ``(run, reason)`` for every run of the pair not used.
+        ignored: the other pairs as ``(dataset, preset, number of runs)``.
+        others: experiments of the pair that the registry does not know (not tabulated).
+    """
+
+    dataset: str | None
+    preset: str | None
+    runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    signature: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, list[tuple[dict[str, Any], str]]] = field(default_factory=dict)
+    ignored: list[tuple[str, str, int]] = field(default_factory=list)
+    others: list[str] = field(default_factory=list)
+
+    def has(self, name: str) -> bool:
+        """Whether ``name`` has at least one selected run."""
+        return bool(self.runs.get(name))
+
+    def newest(self, name: str) -> dict[str, Any] | None:
+        """The selected run of ``name`` with the highest version."""
+        runs = self.runs.get(name) or []
+        return max(runs, key=lambda r: r["version"]) if runs else None
+
+    def by_seed(self, name: str, path: str) -> dict[int, float]:
+        """``{seed: value}`` of the finite numbers at ``path`` (see :func:`value_at`)."""
+        out = {}
+        for run in self.runs.get(name, []):
+            value = finite(value_at(run, path))
+            if value is not None:
+                out[run["seed"]] = value
+        return out
+
+    def stat(self, name: str, path: str) -> Estimate | None:
+        """Mean ± t-CI over seeds of the number at ``path``; ``None`` without data."""
+        return summarize(self.by_seed(name, path).values())
+
+    def acc(self, name: str) -> Estimate | None:
+        """Test accuracy (``test_acc``: official test split, selected checkpoint), fraction."""
+        return self.stat(name, "test_acc")
+
+    def delta(self, name: str, reference: str, path: str = "test_acc") -> Estimate | None:
+        """``name - reference`` paired by seed at ``path`` (n = number of shared seeds)."""
+        return paired_delta(self.by_seed(name, path), self.by_seed(reference, path))
+
+    def attention_by_seed(self, name: str) -> dict[int, float]:
+        """Per seed: mean of ``attn_dist`` over :data:`PLAN_LAYERS` (runs missing one are left out)."""
+        out = {}
+        for run in self.runs.get(name, []):
+            values = [finite(value_at(run, f"attn_dist.{layer}")) for layer in PLAN_LAYERS]
+            if all(v is not None for v in values):
+                out[run["seed"]] = sum(values) / len(values)  # type: ignore[arg-type]
+        return out
+
+    def attention_delta(self, name: str, reference: str) -> Estimate | None:
+        """Paired Δ of the four-layer mean attention distance (px)."""
+        return paired_delta(self.attention_by_seed(name), self.attention_by_seed(reference))
+
+    def has_attention(self, name: str) -> bool:
+        """Whether any selected run of ``name`` has ``attn_dist``."""
+        return any(run.get("attn_dist") for run in self.runs.get(name, []))
+
+    def method(self, name: str) -> dict[str, Any]:
+        """``method`` of the newest selected run (one configuration: the same for every seed)."""
+        run = self.newest(name)
+        method = None if run is None else run.get("method")
+        return method if isinstance(method, dict) else {}
+
+    def teacher_names(self, name: str) -> list[str]:
+        """Distinct ``teacher.name`` of the selected runs (the teacher actually used)."""
+        names = []
+        for run in self.runs.get(name, []):
+            value = value_at(run, "teacher.name")
+            if isinstance(value, str) and value not in names:
+                names.append(value)
+        return names
+
+    def teacher_acc(self, name: str) -> tuple[Estimate | None, str]:
+        """The teacher accuracy the student runs recorded, and what it is.
+
+        ``("test", ...)``: ``teacher.test_acc``, the teacher checkpoint evaluated on the test
+        split inside the student run; ``("k-NN", ...)``: a headless teacher's weighted k-NN
+        accuracy (``teacher_acc`` without ``teacher.test_acc``). ``(None, "")`` without data.
+        """
+        tested = self.by_seed(name, "teacher.test_acc")
+        if tested:
+            return summarize(tested.values()), "test"
+        knn = self.by_seed(name, "teacher_acc")
+        return (summarize(knn.values()), "k-NN") if knn else (None, "")
+
+    def cka_keys(self, name: str) -> list[str]:
+        """The CKA comparisons (keys of ``cka``) of ``name``'s runs, in order of appearance."""
+        keys: list[str] = []
+        for run in self.runs.get(name, []):
+            for key in run.get("cka") or {}:
+                if key not in keys:
+                    keys.append(key)
+        return keys
+
+
+def _pair(run: dict[str, Any]) -> tuple[str, str]:
+    return run["dataset"], run["preset"]
+
+
+def aggregate(runs: Sequence[dict[str, Any]], dataset: str | None = None, preset: str | None = None) -> Aggregate:
+    """Select the runs to report (module docstring: the rules) from :func:`load_runs`' output.
+
+    ``dataset`` / ``preset`` pick the pair (either may be ``None``: the best matching pair).
+    """
+    counts: dict[tuple[str, str], set[str]] = {}
+    totals: dict[tuple[str, str], int] = {}
+    for run in runs:
+        pair = _pair(run)
+        counts.setdefault(pair, set()).add(run["experiment"])
+        totals[pair] = totals.get(pair, 0) + 1
+    candidates = [p for p in counts if (dataset is None or p[0] == dataset) and (preset is None or p[1] == preset)]
+    known = set(registry.EXPERIMENTS)
+    if candidates:
+        chosen: tuple[str, str] | None = min(
+            candidates,
+            key=lambda p: (-len(counts[p] & known), -len(counts[p]), p[1] != "paper", p[0] == "digits", p),
+        )
+        result = Aggregate(dataset=chosen[0], preset=chosen[1])  # type: ignore[index]
+    else:
+        chosen = None
+        result = Aggregate(dataset=dataset, preset=preset)
+    result.ignored = sorted((p[0], p[1], totals[p]) for p in counts if p != chosen)
+
+    by_experiment: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        if _pair(run) == chosen:
+            by_experiment.setdefault(run["experiment"], []).append(run)
+    for name, group_runs in sorted(by_experiment.items()):
+        _select(result, name, group_runs)
+    result.others = sorted(set(result.runs) - known)
+    return result
+
+
+def _select(result: Aggregate, name: str, runs: list[dict[str, Any]]) -> None:
+    """One configuration (most seeds; ties: newest run) and the newest run of each seed."""
+    groups: dict[str, dict[int, list[dict[str, Any]]]] = {}
+    for run in runs:
+        groups.setdefault(_signature(run), {}).setdefault(run["seed"], []).append(run)
+
+    def score(signature: str) -> tuple[int, int]:
+        seeds = groups[signature]
+        return len(seeds), max(r["version"] for per_seed in seeds.values() for r in per_seed)
+
+    chosen = max(groups, key=score)
+    selected, left = [], []
+    for seed, per_seed in sorted(groups[chosen].items()):
+        ordered = sorted(per_seed, key=lambda r: r["version"], reverse=True)
+        selected.append(ordered[0])
+        left += [(r, f"older run of seed {seed} (version_{ordered[0]['version']} counts)") for r in ordered[1:]]
+    for signature, seeds in sorted(groups.items()):
+        if signature == chosen:
+            continue
+        n = len(seeds)
+        for per_seed in seeds.values():
+            for run in per_seed:
+                left.append((run, f"configuration {signature} ({n} seed{'s' if n != 1 else ''}), not the reported "
+                                  f"{chosen}: runs with another configuration are never averaged"))
+    result.runs[name] = selected
+    result.signature[name] = chosen
+    if left:
+        result.left_out[name] = sorted(left, key=lambda item: (item[0]["seed"], item[0]["version"]))

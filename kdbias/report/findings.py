@@ -1,0 +1,100 @@
+"""The plan's expectations as computed comparisons: each reads yes, no or inconclusive.
+
+Every comparison is paired by seed (:meth:`Aggregate.delta`) and decided by
+:func:`kdbias.report.stats.verdict`; each line shows Δ, its 95 % CI and n.
+"""
+
+from __future__ import annotations
+
+from kdbias import registry
+from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, controls_of, label
+from kdbias.report.cells import verdict_text
+from kdbias.report.stats import Estimate, verdict
+
+__all__ = ["BASELINE", "attention_label", "distilled", "findings"]
+
+BASELINE = "baseline"  # the plan's reference student (vanilla CE) and the CKA control
+GAIN = 0.03  # the plan's "EXP-3 >= +3 pp"
+LAYERS = ", ".join(str(i) for i in PLAN_LAYERS)
+
+
+def distilled() -> list[str]:
+    """Students of the registry trained with a teacher (soft KL or CKA), in registry order."""
+    return [e.name for e in registry.EXPERIMENTS.values() if e.role == "student" and e.module != "TeacherModule"]
+
+
+def attention_label(delta: Estimate | None) -> str:
+    """``"longer than baseline"`` / ``"shorter than baseline"`` / ``"no clear difference"``
+    from the verdict on the paired Δ of the four-layer mean attention distance; ``*pending*``
+    without a pair."""
+    if delta is None:
+        return "*pending*"
+    if verdict(delta, ">") == "yes":
+        return "longer than baseline"
+    if verdict(delta, "<") == "yes":
+        return "shorter than baseline"
+    return "no clear difference"
+
+
+def _acc(agg: Aggregate, a: str, b: str, claim: str = ">", threshold: float = 0.0) -> str:
+    return verdict_text(agg.delta(a, b), claim, threshold, scale=100.0, unit=" pp")
+
+
+def _batch(agg: Aggregate, name: str) -> str:
+    method = agg.method(name)
+    batch, epochs = method.get("global_batch_size"), method.get("epochs")
+    if batch is None and epochs is None:
+        return f"{label(name)}: batch and epochs not recorded"
+    return f"{label(name)}: batch {batch}, {epochs} epochs"
+
+
+def findings(agg: Aggregate) -> list[str]:
+    """The plan's expectations, one line each: ``"<claim>: **yes|no|inconclusive** (Δ, CI, n)"``."""
+    lines = [
+        f"EXP-1 shows negative transfer (test acc Δ vs Baseline < 0): {_acc(agg, 'exp1', BASELINE, '<')}",
+        f"EXP-2 > EXP-1 (test acc): {_acc(agg, 'exp2', 'exp1')}",
+        f"EXP-3 ≥ +3 pp vs Baseline (the plan's comparison; different batch and step count — "
+        f"{_batch(agg, 'exp3')}; {_batch(agg, BASELINE)}): {_acc(agg, 'exp3', BASELINE, '>=', GAIN)}",
+    ]
+    for control in controls_of("exp3"):
+        lines.append(f"EXP-3 ≥ +3 pp vs its matched control {label(control)} (same batch and step count): "
+                     f"{_acc(agg, 'exp3', control, '>=', GAIN)}")
+    lines += [
+        f"EXP-3 > EXP-1 (test acc): {_acc(agg, 'exp3', 'exp1')}",
+        f"EXP-3 > EXP-2 (test acc): {_acc(agg, 'exp3', 'exp2')}",
+    ]
+    expected = {"exp1": ("<", "more local"), "exp2": ("<", "more local"), "exp3": (">", "more global")}
+    for name, (claim, words) in expected.items():
+        delta = agg.attention_delta(name, BASELINE)
+        lines.append(
+            f"{label(name)} attends {words} than the Baseline (mean attention distance over layers {LAYERS}, "
+            f"Δ {claim} 0; {attention_label(delta)}): {verdict_text(delta, claim, unit=' px')}"
+        )
+    for high, low in (("exp1", "exp2"), ("exp2", "exp3")):
+        delta = agg.delta(high, low, "hessian_trace")
+        lines.append(f"Hessian trace {label(high)} > {label(low)} (sharper; an ordering is stated only where the "
+                     f"paired CI excludes 0): {verdict_text(delta, '>', spec='.4g')}")
+    for name in distilled():
+        teacher = _cka_teacher(agg, name)
+        delta = agg.delta(name, BASELINE, f"cka.{name}.contrast")
+        lines.append(f"{label(name)}'s CKA diagonal contrast vs {teacher} is above its control (the Baseline vs "
+                     f"the same teacher): {verdict_text(delta, '>', digits=3)}")
+        if any(name == e.name and e.module == "CKADistillModule" for e in registry.EXPERIMENTS.values()):
+            lines.append(_untrained_line(agg, name, teacher))
+    return lines
+
+
+def _cka_teacher(agg: Aggregate, name: str) -> str:
+    for run in agg.runs.get(name, []) + agg.runs.get(BASELINE, []):
+        teacher = ((run.get("cka") or {}).get(name) or {}).get("teacher")
+        if isinstance(teacher, str):
+            return teacher
+    return f"{label(name)}'s teacher"
+
+
+def _untrained_line(agg: Aggregate, name: str, teacher: str) -> str:
+    statement = (f"{label(name)}'s untrained-cell CKA contrast vs {teacher} (trained layer pairs held out) is "
+                 "above its control")
+    if agg.has(BASELINE) and not agg.by_seed(BASELINE, f"cka.{name}.untrained_contrast"):
+        return f"{statement}: **inconclusive** (the control's untrained contrast on the same cells is not available)"
+    return f"{statement}: {verdict_text(agg.delta(name, BASELINE, f'cka.{name}.untrained_contrast'), '>', digits=3)}"
