@@ -54,7 +54,11 @@ class PlannedRun:
 
 
 def plan_matrix(
-    runs_dir: str | Path, seeds: int, smoke: bool = False, dataset: str | None = None, teacher_seed: int = 0,
+    runs_dir: str | Path,
+    seeds: int,
+    smoke: bool = False,
+    dataset: str | None = None,
+    teacher_seed: int = 0,
     extra_args: Sequence[str] = (),
 ) -> list[PlannedRun]:
     """The matrix in dependency order with the action each run needs (a pure function of the
@@ -86,16 +90,24 @@ def plan_matrix(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_all.py", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        prog="run_all.py",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="every run with --smoke: digits on the CPU, offline")
-    parser.add_argument("--seeds", type=int, default=None,
-                        help=f"students for seeds 0..N-1 (default: {DEFAULT_SEEDS['paper']} paper, "
-                             f"{DEFAULT_SEEDS['smoke']} smoke; teachers: seed 0 only)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"students for seeds 0..N-1 (default: {DEFAULT_SEEDS['paper']} paper, "
+        f"{DEFAULT_SEEDS['smoke']} smoke; teachers: seed 0 only)",
+    )
     parser.add_argument("--runs_dir", default="runs", help="root of <experiment>/version_<n>/ run directories")
     parser.add_argument("--out", default="RESULTS.md", help="report written at the end")
-    parser.add_argument("--dataset", default=None, help="data.dataset of every run (default: digits smoke, else cifar10)")
+    parser.add_argument(
+        "--dataset", default=None, help="data.dataset of every run (default: digits smoke, else cifar10)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print what would be skipped, resumed and run")
     parser.add_argument("extra", nargs="*", help="after --: arguments passed to every script")
     return parser
@@ -134,7 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     failure, trained, start = None, 0, time.perf_counter()
     for index, run in enumerate(todo, start=1):
         command = run.command()
-        print(f"\n[{index}/{len(todo)}] {run.action} {run.experiment} seed {run.seed}: {shlex.join(command)}", flush=True)
+        print(
+            f"\n[{index}/{len(todo)}] {run.action} {run.experiment} seed {run.seed}: {shlex.join(command)}", flush=True
+        )
         began = time.perf_counter()
         code = subprocess.call(command, env=env)
         took = time.perf_counter() - began
@@ -148,9 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             trained += 1
             print(f"[{index}/{len(todo)}] done: {done} ({took:.0f} s)", flush=True)
         if failure is not None:
-            print(f"\nrun_all: FAILED: {failure}.\n  Re-run it alone with:  {shlex.join(run.command(python='python'))}\n"
-                  "  or re-run run_all.py with the same flags: complete runs are skipped and unfinished ones resumed.",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\nrun_all: FAILED: {failure}.\n  Re-run it alone with:  {shlex.join(run.command(python='python'))}\n"
+                "  or re-run run_all.py with the same flags: complete runs are skipped and unfinished ones resumed.",
+                file=sys.stderr,
+                flush=True,
+            )
             break
     out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
     print(f"\nrun_all: {trained} of {len(todo)} runs trained in {time.perf_counter() - start:.0f} s; report: {out}")

@@ -47,8 +47,16 @@ __all__ = ["INPUT_ERRORS", "KDBiasCLI", "expand_smoke", "main", "one_line"]
 
 #: Errors caused by the command line or the files it names (not bugs): one line, exit 2.
 INPUT_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError, TypeError, KeyError, OSError, EOFError, pickle.UnpicklingError, yaml.YAMLError,
-    PretrainedWeightsError, CheckpointError, MisconfigurationException,
+    ValueError,
+    TypeError,
+    KeyError,
+    OSError,
+    EOFError,
+    pickle.UnpicklingError,
+    yaml.YAMLError,
+    PretrainedWeightsError,
+    CheckpointError,
+    MisconfigurationException,
 )
 SMOKE_FLAG = "--smoke"
 
@@ -130,10 +138,17 @@ class KDBiasCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--preset", type=str, default="paper", help="name of the preset (set by the preset files)")
         parser.add_argument("--runs_dir", type=str, default="runs", help="root of <runs_dir>/<experiment>/version_<n>/")
-        parser.add_argument("--resume", action="store_true",
-                            help="continue the newest unfinished run with the same seed, dataset and preset")
-        parser.add_argument("--allow_changed", type=list[str], default=[],
-                            help="with --resume: configuration keys that may differ (only trainer.max_epochs)")
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the newest unfinished run with the same seed, dataset and preset",
+        )
+        parser.add_argument(
+            "--allow_changed",
+            type=list[str],
+            default=[],
+            help="with --resume: configuration keys that may differ (only trainer.max_epochs)",
+        )
         parser.add_class_arguments(Analytics, "analytics")
         parser.link_arguments("data.dataset", "model.dataset")
         parser.link_arguments("data.dataset", "model.num_classes", compute_fn=_num_classes)
@@ -167,6 +182,7 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     args = list(sys.argv[1:] if argv is None else argv)
     prog = f"{name}.py"
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen teacher
     try:
         cli = KDBiasCLI(registry.get(name), configs_dir, args)
         return cli.run.train(cli)

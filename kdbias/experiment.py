@@ -50,9 +50,20 @@ __all__ = [
 #: Configuration keys that say where and how a run executes, not what it computes: a
 #: change is never an error on ``--resume`` and they are left out of a run's signature.
 RUN_LOCAL_KEYS = (
-    "resume", "allow_changed", "runs_dir", "data.num_workers", "data.pin_memory", "data.data_dir",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-    "trainer.default_root_dir", "trainer.logger", "trainer.callbacks", "trainer.plugins", "trainer.benchmark",
+    "resume",
+    "allow_changed",
+    "runs_dir",
+    "data.num_workers",
+    "data.pin_memory",
+    "data.data_dir",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.default_root_dir",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.plugins",
+    "trainer.benchmark",
     "config",
 )
 #: Changes ``--resume --allow_changed KEY`` accepts (then applied to the schedule).
@@ -132,8 +143,17 @@ def run_callbacks(
         RNGStateCallback(),
     ]
     if has_validation:
-        callbacks.insert(0, ModelCheckpoint(dirpath=folder, filename=Path(BEST_CKPT).stem, monitor="val/acc",
-                                            mode="max", save_top_k=1, enable_version_counter=False))
+        callbacks.insert(
+            0,
+            ModelCheckpoint(
+                dirpath=folder,
+                filename=Path(BEST_CKPT).stem,
+                monitor="val/acc",
+                mode="max",
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
+        )
     if progress_lines:
         callbacks.append(EpochLineProgress())
     return callbacks + analytics_callbacks(analytics, module, experiment, has_validation, control)
@@ -157,8 +177,7 @@ def analytics_callbacks(
         out.append(GeneralisationGapCallback(settings.gen_gap_every, settings.gen_gap_images))
     if is_vit(module.model):
         out.append(AttentionDistanceCallback(settings.attn_every, settings.attn_images))
-        out.append(HessianCallback(settings.hessian_every, settings.hessian_images,
-                                   max_iter=settings.hessian_max_iter))
+        out.append(HessianCallback(settings.hessian_every, settings.hessian_images, max_iter=settings.hessian_max_iter))
     cka = dict(every_n_epochs=settings.cka_every, num_batches=settings.cka_batches, batch_size=settings.cka_batch_size)
     teacher = getattr(module, "teacher", None)
     if teacher is not None and is_vit(module.model):
@@ -200,8 +219,12 @@ def check_trainer_settings(trainer: Mapping[str, Any]) -> None:
     _range("trainer.max_steps", steps, steps == -1 or (isinstance(steps, int) and steps >= 1), "-1 (no limit) or >= 1")
     for key, zero in (("limit_train_batches", False), ("limit_val_batches", True), ("limit_test_batches", False)):
         value = trainer.get(key)
-        _range(f"trainer.{key}", value, _limit_ok(value, zero),
-               f"None, an integer >= {0 if zero else 1} (batches) or a fraction in {'[0' if zero else '(0'}, 1]")
+        _range(
+            f"trainer.{key}",
+            value,
+            _limit_ok(value, zero),
+            f"None, an integer >= {0 if zero else 1} (batches) or a fraction in {'[0' if zero else '(0'}, 1]",
+        )
     every = trainer.get("log_every_n_steps")
     _range("trainer.log_every_n_steps", every, every is None or (isinstance(every, int) and every >= 1), ">= 1")
     accumulate = trainer.get("accumulate_grad_batches", 1)
@@ -251,4 +274,6 @@ def signature_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """The configuration without run-local keys and seeds: what runs averaged into one
     report cell must share."""
     flat = flatten(config)
-    return {k: _plain(v) for k, v in sorted(flat.items()) if not _local(k) and k not in ("seed_everything", "data.seed")}
+    return {
+        k: _plain(v) for k, v in sorted(flat.items()) if not _local(k) and k not in ("seed_everything", "data.seed")
+    }

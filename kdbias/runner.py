@@ -112,8 +112,10 @@ class Run:
             return
         self._check_changes(previous, cli)
         if checkpoint.name != runs.LAST_CKPT:
-            print(f"--resume: warning: {previous / runs.CHECKPOINT_DIR / runs.LAST_CKPT} is missing or broken; "
-                  f"resuming from the newest loadable checkpoint {checkpoint}.")
+            print(
+                f"--resume: warning: {previous / runs.CHECKPOINT_DIR / runs.LAST_CKPT} is missing or broken; "
+                f"resuming from the newest loadable checkpoint {checkpoint}."
+            )
         self.run_dir, self.ckpt_path = previous, checkpoint
         print(f"Resuming {previous} from {checkpoint}")
 
@@ -135,8 +137,10 @@ class Run:
         if "trainer.max_epochs" in changes:
             done = runs.load_checkpoint(previous / runs.CHECKPOINT_DIR / runs.LAST_CKPT).get("epoch", 0) + 1
             if self.config.trainer.max_epochs < done:
-                raise ValueError(f"--resume: trainer.max_epochs {self.config.trainer.max_epochs} is below the "
-                                 f"{done} epochs {previous} has trained.")
+                raise ValueError(
+                    f"--resume: trainer.max_epochs {self.config.trainer.max_epochs} is below the "
+                    f"{done} epochs {previous} has trained."
+                )
 
     # -- the Trainer ----------------------------------------------------------------------
     def instantiate_trainer(self, cli: Any) -> L.Trainer:
@@ -170,24 +174,35 @@ class Run:
         progress = config.get("enable_progress_bar")
         progress = sys.stderr.isatty() if progress is None else bool(progress)
         callbacks = run_callbacks(
-            module=module, run_dir=self.run_dir, experiment=self.experiment.name, dataset=self.dataset,
-            preset=self.preset, seed=self.seed, analytics=self.config.analytics,
-            has_validation=datamodule.has_validation, progress_lines=not progress,
+            module=module,
+            run_dir=self.run_dir,
+            experiment=self.experiment.name,
+            dataset=self.dataset,
+            preset=self.preset,
+            seed=self.seed,
+            analytics=self.config.analytics,
+            has_validation=datamodule.has_validation,
+            progress_lines=not progress,
             log_every_n_steps=config.get("log_every_n_steps") or 50,
-            control=lambda key: control_teacher(key, self, cli.configs_dir), summary_extra={},
+            control=lambda key: control_teacher(key, self, cli.configs_dir),
+            summary_extra={},
         )
         user = config.get("callbacks") or []
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(runs.AtomicCheckpointIO())
-        logger = TensorBoardLogger(save_dir=str(self.runs_dir), name=self.experiment.name,
-                                   version=self.run_dir.name, default_hp_metric=False)
+        logger = TensorBoardLogger(
+            save_dir=str(self.runs_dir), name=self.experiment.name, version=self.run_dir.name, default_hp_metric=False
+        )
         if not datamodule.has_validation:
             config["limit_val_batches"] = 0
         config.update(
-            logger=logger, callbacks=[*(user if isinstance(user, list) else [user]), *callbacks], plugins=plugins,
-            enable_progress_bar=progress, default_root_dir=str(self.run_dir),
+            logger=logger,
+            callbacks=[*(user if isinstance(user, list) else [user]), *callbacks],
+            plugins=plugins,
+            enable_progress_bar=progress,
+            default_root_dir=str(self.run_dir),
         )
         trainer = cli.trainer_class(**config)
         summary = next(c for c in trainer.callbacks if isinstance(c, SummaryCallback))
@@ -197,7 +212,9 @@ class Run:
     def _record(self, cli: Any, module: L.LightningModule, datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:
         """What the report reads besides the figures: label, role, method and its parameters."""
         hp = dict(module.hparams)
-        loss = {"TeacherModule": "ce", "KLDistillModule": "soft_kl", "CKADistillModule": "cka"}.get(self.experiment.module)
+        loss = {"TeacherModule": "ce", "KLDistillModule": "soft_kl", "CKADistillModule": "cka"}.get(
+            self.experiment.module
+        )
         method = {
             "loss": loss,
             "ce_weight": 1.0 - hp["alpha"] if loss == "soft_kl" else 1.0,
@@ -207,15 +224,31 @@ class Run:
             "epochs": trainer.max_epochs,
             "holdout": datamodule.num_val if datamodule.has_validation else 0,
             "precision": str(trainer.precision),
-            **{k: hp[k] for k in ("temperature", "alpha", "distill_token", "lambda_cka", "lambda_tok", "layer_pairs",
-                                  "cka_representation", "teacher_image_size") if k in hp},
+            **{
+                k: hp[k]
+                for k in (
+                    "temperature",
+                    "alpha",
+                    "distill_token",
+                    "lambda_cka",
+                    "lambda_tok",
+                    "layer_pairs",
+                    "cka_representation",
+                    "teacher_image_size",
+                )
+                if k in hp
+            },
         }
         teacher = module.teacher
         record: dict[str, Any] = {
-            "label": self.experiment.label, "role": self.experiment.role, "control_of": self.experiment.control_of,
-            "method": method, "config_signature": config_signature(config_dict(cli)),
-            "teacher": None if teacher is None else {"name": teacher.name, "family": teacher.family,
-                                                      "source": teacher.source},
+            "label": self.experiment.label,
+            "role": self.experiment.role,
+            "control_of": self.experiment.control_of,
+            "method": method,
+            "config_signature": config_signature(config_dict(cli)),
+            "teacher": None
+            if teacher is None
+            else {"name": teacher.name, "family": teacher.family, "source": teacher.source},
         }
         return record
 
@@ -237,8 +270,14 @@ class Run:
             raise ValueError(f"{self._describe()} completed no epoch; check trainer.max_epochs and the data.")
         summary = next(c for c in trainer.callbacks if isinstance(c, SummaryCallback))
         last = self._test(trainer, module, datamodule, None)
-        best = next((c.best_model_path for c in trainer.checkpoint_callbacks
-                     if isinstance(c, ModelCheckpoint) and c.monitor == "val/acc" and c.best_model_path), None)
+        best = next(
+            (
+                c.best_model_path
+                for c in trainer.checkpoint_callbacks
+                if isinstance(c, ModelCheckpoint) and c.monitor == "val/acc" and c.best_model_path
+            ),
+            None,
+        )
         selected = self._test(trainer, module, datamodule, best) if best else last
         items: dict[str, Any] = {
             "status": "complete",
@@ -254,8 +293,11 @@ class Run:
         written = summary.update(**items)
         if trainer.is_global_zero:
             _log_hparams(trainer, module, datamodule, written)
-            print(f"Run directory: {self.run_dir}  (summary: {self.run_dir / runs.SUMMARY_FILE}; "
-                  f"tensorboard --logdir {self.runs_dir})", flush=True)
+            print(
+                f"Run directory: {self.run_dir}  (summary: {self.run_dir / runs.SUMMARY_FILE}; "
+                f"tensorboard --logdir {self.runs_dir})",
+                flush=True,
+            )
         return self.run_dir
 
     @staticmethod
@@ -283,14 +325,20 @@ def control_teacher(key: str, run: Run, configs_dir: Path) -> tuple[FrozenTeache
         path = runs.teacher_checkpoint(run.runs_dir, other.teacher, run.dataset, run.preset)
         from kdbias.data import DATASETS
 
-        teacher = FrozenTeacher.from_checkpoint(path, run.dataset, DATASETS[run.dataset].num_classes,
-                                                family=other.teacher_family)
+        teacher = FrozenTeacher.from_checkpoint(
+            path, run.dataset, DATASETS[run.dataset].num_classes, family=other.teacher_family
+        )
         return teacher, None
     if other.module != "CKADistillModule":
         raise ValueError(f"analytics.cka_against: {key} has no teacher to measure against")
     model = _preset_model_config(other, configs_dir, run.preset)
-    teacher = FrozenTeacher.from_pretrained(model["teacher"], model["teacher_pretrained"], run.dataset,
-                                            model["teacher_image_size"], model.get("teacher_kwargs"))
+    teacher = FrozenTeacher.from_pretrained(
+        model["teacher"],
+        model["teacher_pretrained"],
+        run.dataset,
+        model["teacher_image_size"],
+        model.get("teacher_kwargs"),
+    )
     return teacher, [tuple(p) for p in model["layer_pairs"]]
 
 
@@ -307,8 +355,11 @@ def _preset_model_config(experiment: registry.Experiment, configs_dir: Path, pre
 def _log_hparams(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, summary: dict[str, Any]) -> None:
     """TensorBoard's HPARAMS entry: the module's and data's parameters with the final metrics."""
     params = {**dict(datamodule.hparams_initial), **dict(module.hparams_initial)}  # as Lightning logs them at fit start
-    metrics = {f"hp/{k}": float(summary[k]) for k in ("test_acc", "val_acc", "best_val_acc", "teacher_acc")
-               if isinstance(summary.get(k), (int, float))}
+    metrics = {
+        f"hp/{k}": float(summary[k])
+        for k in ("test_acc", "val_acc", "best_val_acc", "teacher_acc")
+        if isinstance(summary.get(k), (int, float))
+    }
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics)

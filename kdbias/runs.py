@@ -222,7 +222,10 @@ def _matches(run_dir: Path, seed: Any, dataset: Any, preset: Any) -> bool:
 
 
 def latest_complete_run(
-    runs_dir: str | Path, experiment: str, seed: int | None = None, dataset: str | None = None,
+    runs_dir: str | Path,
+    experiment: str,
+    seed: int | None = None,
+    dataset: str | None = None,
     preset: str | None = None,
 ) -> Path | None:
     """Newest complete run of ``experiment`` with that seed, dataset and preset (``None``: any)."""

@@ -28,7 +28,13 @@ import torch
 from torch import Tensor, nn
 
 from kdbias.data import dataset_stats
-from kdbias.models import block_outputs, build_model, forward_features_and_blocks, model_input_stats
+from kdbias.models import (
+    PretrainedWeightsError,
+    block_outputs,
+    build_model,
+    forward_features_and_blocks,
+    model_input_stats,
+)
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.runs import CheckpointError, load_checkpoint
 
@@ -126,19 +132,25 @@ class FrozenTeacher(nn.Module):
         image_size: int | None = None,
         model_kwargs: dict[str, Any] | None = None,
         num_classes: int = 0,
+        argument: str = "teacher_pretrained",
     ) -> FrozenTeacher:
         """A network from :func:`~kdbias.models.build_model` with ``pretrained`` weights
         (``"hub"``, a local file, or ``None``: random, seeded with :data:`RANDOM_TEACHER_SEED`
         so that every run, rank and resume sees the same network; smoke runs only).
 
-        ``image_size``: the side the teacher sees (images are resized on the device).
+        ``image_size``: the side the teacher sees (images are resized on the device);
+        ``argument``: how the caller names ``pretrained`` (quoted in the hub error).
         """
         kwargs = dict(model_kwargs or {})
         if image_size is not None:
             kwargs["img_size"] = image_size
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_TEACHER_SEED)
-            network = build_model(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
+            try:
+                network = build_model(name, num_classes=num_classes, pretrained=pretrained, **kwargs)
+            except PretrainedWeightsError as error:  # name the argument the caller knows
+                message = str(error).replace("pretrained=", f"{argument}=")
+                raise PretrainedWeightsError(f"{message} (command line: --model.{argument})") from None
         source = "random" if pretrained is None else str(pretrained)
         return cls(network, _adapter(name, dataset, image_size), name, source)
 

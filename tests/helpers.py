@@ -23,8 +23,18 @@ DIGITS = {"dataset": "digits", "num_classes": 10}
 
 # Command-line overrides that make any experiment a seconds-long run on digits.
 FAST = [
-    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-    "--trainer.limit_test_batches", "1", "--data.batch_size", "16", "--analytics.enabled", "false",
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "2",
+    "--trainer.limit_val_batches",
+    "1",
+    "--trainer.limit_test_batches",
+    "1",
+    "--data.batch_size",
+    "16",
+    "--analytics.enabled",
+    "false",
 ]
 TINY_ARGS = {
     "teacher_resnet18": ["--model.arch_kwargs", json.dumps(TINY_RESNET)],
@@ -33,8 +43,16 @@ TINY_ARGS = {
     "baseline_b512": ["--model.arch_kwargs", json.dumps(TINY_VIT)],
     "exp1": ["--model.arch_kwargs", json.dumps(TINY_VIT)],
     "exp2": ["--model.arch_kwargs", json.dumps(TINY_VIT)],
-    "exp3": ["--model.arch_kwargs", json.dumps(TINY_VIT), "--model.teacher_kwargs", json.dumps(TINY_DINO),
-             "--model.layer_pairs", "[[0, 0], [1, 1]]", "--model.teacher_image_size", "56"],
+    "exp3": [
+        "--model.arch_kwargs",
+        json.dumps(TINY_VIT),
+        "--model.teacher_kwargs",
+        json.dumps(TINY_DINO),
+        "--model.layer_pairs",
+        "[[0, 0], [1, 1]]",
+        "--model.teacher_image_size",
+        "56",
+    ],
 }
 
 
@@ -49,8 +67,16 @@ def kl_module(teacher: Any = None, **kwargs: Any) -> KLDistillModule:
 
 
 def cka_module(**kwargs: Any) -> CKADistillModule:
-    args = dict(teacher="dinov2_vits14", teacher_pretrained=None, teacher_image_size=56, teacher_kwargs=TINY_DINO,
-                layer_pairs=[(0, 0), (1, 1)], arch_kwargs=dict(TINY_VIT), optim=OPTIM, **DIGITS)
+    args = dict(
+        teacher="dinov2_vits14",
+        teacher_pretrained=None,
+        teacher_image_size=56,
+        teacher_kwargs=TINY_DINO,
+        layer_pairs=[(0, 0), (1, 1)],
+        arch_kwargs=dict(TINY_VIT),
+        optim=OPTIM,
+        **DIGITS,
+    )
     args.update(kwargs)
     return CKADistillModule("deit_tiny_p4", **args)
 
@@ -87,8 +113,15 @@ def teacher_checkpoint(folder: Path, datamodule: Any, arch: str = "resnet18_cifa
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     teacher = tiny_teacher(arch, **kwargs)
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[ModelCheckpoint(dirpath=folder, filename="last")])
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=folder, filename="last")],
+    )
     trainer.fit(teacher, datamodule=datamodule)
     return Path(folder) / "last.ckpt"

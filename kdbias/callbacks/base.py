@@ -139,9 +139,10 @@ class AnalyticsCallback(Callback):
         if self.subsets:
             missing = [m for m in ("fixed_subset", "normalize_images") if not hasattr(datamodule, m)]
             if datamodule is None or missing:
+                what = "no datamodule was given" if datamodule is None else f"{type(datamodule).__name__} lacks "
                 raise TypeError(
-                    f"{type(self).__name__} measures on fixed images from the datamodule, but "
-                    f"{'no datamodule was given' if datamodule is None else type(datamodule).__name__ + ' lacks ' + ', '.join(missing)}. "
+                    f"{type(self).__name__} measures on fixed images from the datamodule, but {what}"
+                    f"{', '.join(missing) if datamodule is not None else ''}. "
                     "Pass a kdbias.CIFARDataModule: trainer.fit(module, datamodule=CIFARDataModule(...))."
                 )
         self._datamodule = datamodule

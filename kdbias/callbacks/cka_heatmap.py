@@ -40,9 +40,17 @@ def plot_cka_heatmap(matrix, student_blocks: Sequence[int], teacher_blocks: Sequ
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     sns.heatmap(
-        m[::-1], ax=ax, vmin=0.0, vmax=1.0, cmap="magma", square=False,
-        annot=rows * cols <= 400, fmt=".2f", annot_kws={"fontsize": 6},
-        xticklabels=list(teacher_blocks), yticklabels=list(student_blocks)[::-1],
+        m[::-1],
+        ax=ax,
+        vmin=0.0,
+        vmax=1.0,
+        cmap="magma",
+        square=False,
+        annot=rows * cols <= 400,
+        fmt=".2f",
+        annot_kws={"fontsize": 6},
+        xticklabels=list(teacher_blocks),
+        yticklabels=list(student_blocks)[::-1],
         cbar_kws={"label": "linear CKA"},
     )
     ax.set_xlabel("teacher block")
@@ -176,8 +184,11 @@ class CKAHeatmapCallback(AnalyticsCallback):
         """The diagonal figures of ``matrix`` (block indices are positions in ``blocks()``)."""
         s_blocks, t_blocks = self.blocks(pl_module)
         out = dict(diagonal_alignment(matrix))
-        pairs = [(s_blocks.index(s), t_blocks.index(t)) for s, t in self.pairs(pl_module) or []
-                 if s in s_blocks and t in t_blocks]
+        pairs = [
+            (s_blocks.index(s), t_blocks.index(t))
+            for s, t in self.pairs(pl_module) or []
+            if s in s_blocks and t in t_blocks
+        ]
         if pairs:
             split = diagonal_contrast_split(matrix, pairs)
             out.update(trained=split["trained"], untrained_contrast=split["untrained_contrast"])
@@ -192,22 +203,35 @@ class CKAHeatmapCallback(AnalyticsCallback):
         epoch = trainer.current_epoch
         rel = HEATMAP_DIR / self.key / f"epoch_{epoch}.png"
         fig = plot_cka_heatmap(
-            matrix, s_blocks, t_blocks,
+            matrix,
+            s_blocks,
+            t_blocks,
             title=f"student vs {teacher.name} ({self.key}), epoch {epoch}: contrast {figures['contrast']:.3f}",
         )
         if self.log_dir is not None:
             path = Path(self.log_dir) / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path)
-            atomic_write_json(path.with_suffix(".json"), {
-                "epoch": epoch, "global_step": trainer.global_step, "student_blocks": s_blocks,
-                "teacher_blocks": t_blocks, "trained_pairs": self.pairs(pl_module), "cka": matrix.tolist(), **figures,
-            })
+            atomic_write_json(
+                path.with_suffix(".json"),
+                {
+                    "epoch": epoch,
+                    "global_step": trainer.global_step,
+                    "student_blocks": s_blocks,
+                    "teacher_blocks": t_blocks,
+                    "trained_pairs": self.pairs(pl_module),
+                    "cka": matrix.tolist(),
+                    **figures,
+                },
+            )
         for logger in self.tensorboard_loggers(trainer):
             logger.experiment.add_figure(f"cka/{self.key}/heatmap", fig, global_step=trainer.global_step, close=False)
         fig.clear()
         self.last = {
-            **figures, "teacher": teacher.name, "source": teacher.source, "trained_pairs": self.pairs(pl_module),
+            **figures,
+            "teacher": teacher.name,
+            "source": teacher.source,
+            "trained_pairs": self.pairs(pl_module),
             "heatmap": rel.as_posix() if self.log_dir is not None else None,
         }
         metrics = {f"cka/{self.key}/{name}": value for name, value in figures.items()}

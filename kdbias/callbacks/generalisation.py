@@ -31,7 +31,9 @@ class GeneralisationGapCallback(AnalyticsCallback):
 
     measure_without_validation = False  # the gap needs the epoch's val metrics
 
-    def __init__(self, every_n_epochs: int = 1, num_images: int = 2048, batch_size: int = 256, subset_seed: int = 0) -> None:
+    def __init__(
+        self, every_n_epochs: int = 1, num_images: int = 2048, batch_size: int = 256, subset_seed: int = 0
+    ) -> None:
         super().__init__(every_n_epochs, subset_seed)
         if num_images < 1 or batch_size < 1:
             raise ValueError(f"num_images and batch_size must be >= 1, got {num_images} and {batch_size}")

@@ -11,7 +11,12 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from typing_extensions import override
 
-from kdbias.analytics.hessian import EigenEstimate, TraceEstimate, hessian_top_eigenvalue_estimate, hessian_trace_estimate
+from kdbias.analytics.hessian import (
+    EigenEstimate,
+    TraceEstimate,
+    hessian_top_eigenvalue_estimate,
+    hessian_trace_estimate,
+)
 from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 
 __all__ = ["HessianCallback", "student_ce_loss_fn"]
@@ -130,13 +135,17 @@ class HessianCallback(AnalyticsCallback):
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         trace, top = self.compute(pl_module)
         self.last = {
-            "hessian_trace": trace.trace, "hessian_trace_stderr": trace.stderr,
-            "hessian_trace_probes": trace.num_probes, "hessian_top_eig": top.eigenvalue,
+            "hessian_trace": trace.trace,
+            "hessian_trace_stderr": trace.stderr,
+            "hessian_trace_probes": trace.num_probes,
+            "hessian_top_eig": top.eigenvalue,
             "hessian_top_eig_residual": top.residual,
         }
         return {
-            "hessian/trace": trace.trace, "hessian/trace_stderr": trace.stderr,
-            "hessian/top_eig": top.eigenvalue, "hessian/top_eig_residual": top.residual,
+            "hessian/trace": trace.trace,
+            "hessian/trace_stderr": trace.stderr,
+            "hessian/top_eig": top.eigenvalue,
+            "hessian/top_eig_residual": top.residual,
         }
 
     @override
@@ -147,6 +156,11 @@ class HessianCallback(AnalyticsCallback):
 
     @override
     def summary_items(self) -> dict[str, Any]:
-        keys = ("hessian_trace", "hessian_trace_stderr", "hessian_trace_probes", "hessian_top_eig",
-                "hessian_top_eig_residual")
+        keys = (
+            "hessian_trace",
+            "hessian_trace_stderr",
+            "hessian_trace_probes",
+            "hessian_top_eig",
+            "hessian_top_eig_residual",
+        )
         return {key: self.last.get(key) for key in keys}

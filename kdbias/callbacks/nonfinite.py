@@ -52,8 +52,9 @@ class NonFiniteGuard(Callback):
         self._batch = torch.full((), start, dtype=torch.long, device=device)
 
     @override
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         losses: dict[str, torch.Tensor] = getattr(pl_module, "last_losses", None) or {}
         if not losses:
             return
@@ -80,7 +81,9 @@ class NonFiniteGuard(Callback):
     def _packed(self, trainer: L.Trainer) -> torch.Tensor:
         """``[-first_bad_step (or _NONE), bad flags...]``, max-reduced over the ranks."""
         assert self._first_bad_step is not None and self._bad_components is not None
-        step = torch.where(self._first_bad_step >= 0, -self._first_bad_step, torch.full_like(self._first_bad_step, _NONE))
+        step = torch.where(
+            self._first_bad_step >= 0, -self._first_bad_step, torch.full_like(self._first_bad_step, _NONE)
+        )
         packed = torch.cat([step.reshape(1), self._bad_components.long()])
         if trainer.world_size > 1:
             packed = trainer.strategy.reduce(packed, reduce_op="max")
@@ -99,7 +102,9 @@ class NonFiniteGuard(Callback):
         checkpoint = None
         if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.last_model_path:
             checkpoint = trainer.checkpoint_callback.last_model_path
-        kept = f"The last finite checkpoint is kept at {checkpoint}." if checkpoint else "No checkpoint was written yet."
+        kept = (
+            f"The last finite checkpoint is kept at {checkpoint}." if checkpoint else "No checkpoint was written yet."
+        )
         raise NonFiniteLossError(
             f"Non-finite {named} at training batch {step} (epoch {trainer.current_epoch}). {kept} "
             "Lower the learning rate, check the inputs and the teacher, or train in fp32 "

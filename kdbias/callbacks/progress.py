@@ -50,8 +50,9 @@ class EpochLineProgress(Callback):
         self._epoch_start, self._images = time.perf_counter(), 0
 
     @override
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._images += int(batch[0].shape[0])  # a shape, not a value: no device sync
 
     @override

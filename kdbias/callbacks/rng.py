@@ -49,8 +49,12 @@ class RNGStateCallback(Callback):
         version, internal, gauss_next = random.getstate()
         state: dict[str, Any] = {
             "torch": torch.get_rng_state(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(gauss),
+            },
             "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -68,8 +72,9 @@ class RNGStateCallback(Callback):
             return
         torch.set_rng_state(state["torch"])
         numpy = state["numpy"]
-        np.random.set_state(("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
-                             numpy["has_gauss"], numpy["gauss"]))
+        np.random.set_state(
+            ("MT19937", numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"], numpy["gauss"])
+        )
         python = state["python"]
         random.setstate((python["version"], tuple(python["internal"]), python["gauss_next"]))
         if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():

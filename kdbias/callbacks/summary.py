@@ -44,7 +44,9 @@ class SummaryCallback(Callback):
     tracking and elapsed time live in ``state_dict`` so a resumed run reports the whole run.
     """
 
-    def __init__(self, experiment: str, dataset: str, preset: str, seed: int, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, experiment: str, dataset: str, preset: str, seed: int, extra: dict[str, Any] | None = None
+    ) -> None:
         self.experiment, self.dataset, self.preset, self.seed = experiment, dataset, preset, seed
         self.extra = dict(extra or {})
         self.best_val_acc: float | None = None

@@ -84,7 +84,12 @@ class TeacherKNNCallback(AnalyticsCallback):
             val_feats, val_labels = self.features(trainer, pl_module, "test")
         num_classes = getattr(pl_module, "num_classes", None)
         return knn_accuracy(
-            train_feats, train_labels, val_feats, val_labels, k=self.k, temperature=self.temperature,
+            train_feats,
+            train_labels,
+            val_feats,
+            val_labels,
+            k=self.k,
+            temperature=self.temperature,
             num_classes=num_classes,
         )
 

@@ -1,7 +1,7 @@
 """Models of the experiment matrix (``build_model``) and taps on their blocks and attention."""
 
-from kdbias.models.input_adapter import InputAdapter
 from kdbias.models.build import MODEL_NAMES, PretrainedWeightsError, build_model, model_input_stats
+from kdbias.models.input_adapter import InputAdapter
 from kdbias.models.taps import (
     attention_maps,
     block_modules,

@@ -19,12 +19,11 @@ that position and patch embeddings are resized to the model's grid.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import timm
-import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import trunc_normal_
 from timm.models import load_state_dict
@@ -55,8 +54,10 @@ def _from_hub(model_id: str, **kwargs) -> nn.Module:
             raise
         raise PretrainedWeightsError(
             f"could not reach the Hugging Face hub for the pretrained weights of timm model '{model_id}' "
-            f"({type(error).__name__}: {error}). Download the weights elsewhere and pass a local weights file "
-            f'path instead: pretrained="/path/to/model.safetensors".'
+            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). Download the weights "
+            f'elsewhere and pass a local weights file instead (pretrained="/path/to/model.safetensors"), or '
+            "pretrained=None for random weights (offline smoke runs only, not a result). Set HF_HUB_OFFLINE=1 to "
+            "fail at once instead of retrying."
         ) from error
 
 
@@ -82,7 +83,9 @@ def _mismatches(model: nn.Module, path: Path, state_filter: StateFilter | None) 
     return missing + unexpected + shapes
 
 
-def _wrong_file(model_id: str, path: Path, problems: list[str], cause: Exception | None = None) -> PretrainedWeightsError:
+def _wrong_file(
+    model_id: str, path: Path, problems: list[str], cause: Exception | None = None
+) -> PretrainedWeightsError:
     detail = "; ".join(problems[:5]) or f"{type(cause).__name__}: {cause}"
     more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
     return PretrainedWeightsError(
@@ -108,9 +111,7 @@ def _from_file(model_id: str, path: Path, state_filter: StateFilter | None, **kw
     return model
 
 
-def _create(
-    model_id: str, pretrained: Pretrained, state_filter: StateFilter | None = None, **kwargs
-) -> nn.Module:
+def _create(model_id: str, pretrained: Pretrained, state_filter: StateFilter | None = None, **kwargs) -> nn.Module:
     """timm model ``model_id`` ("arch.tag"): random, from the hub, or from a local file."""
     if pretrained is None:
         return timm.create_model(model_id, **kwargs)
@@ -129,8 +130,12 @@ def _resnet18_cifar(num_classes: int, pretrained: Pretrained, **kw) -> nn.Module
 
 def _convnextv2_tiny_cifar(num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, **kw) -> nn.Module:
     model = _create(
-        "convnextv2_tiny.fcmae_ft_in22k_in1k", pretrained, _convnext_filter,
-        num_classes=num_classes, drop_path_rate=drop_path_rate, **kw,
+        "convnextv2_tiny.fcmae_ft_in22k_in1k",
+        pretrained,
+        _convnext_filter,
+        num_classes=num_classes,
+        drop_path_rate=drop_path_rate,
+        **kw,
     )
     stem = nn.Conv2d(3, model.stem[0].out_channels, kernel_size=2, stride=2)
     trunc_normal_(stem.weight, std=0.02)
@@ -141,8 +146,14 @@ def _convnextv2_tiny_cifar(num_classes: int, pretrained: Pretrained, drop_path_r
 
 def _deit_p4(arch: str, num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, **kw) -> nn.Module:
     return _create(
-        f"{arch}.fb_in1k", pretrained, partial(_vit_filter, adapt_layer_scale=True),
-        img_size=32, patch_size=4, num_classes=num_classes, drop_path_rate=drop_path_rate, **kw,
+        f"{arch}.fb_in1k",
+        pretrained,
+        partial(_vit_filter, adapt_layer_scale=True),
+        img_size=32,
+        patch_size=4,
+        num_classes=num_classes,
+        drop_path_rate=drop_path_rate,
+        **kw,
     )
 
 

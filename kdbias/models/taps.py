@@ -43,9 +43,7 @@ def block_modules(model: nn.Module) -> list[nn.Module]:
         return [block for layer in (inner.layer1, inner.layer2, inner.layer3, inner.layer4) for block in layer]
     if isinstance(inner, ConvNeXt):
         return [block for stage in inner.stages for block in stage.blocks]
-    raise TypeError(
-        f"no block taps for {type(inner).__name__}; supported: VisionTransformer, ResNet, ConvNeXt"
-    )
+    raise TypeError(f"no block taps for {type(inner).__name__}; supported: VisionTransformer, ResNet, ConvNeXt")
 
 
 def num_blocks(model: nn.Module) -> int:
@@ -68,9 +66,7 @@ def check_block_indices(model: nn.Module, indices: Iterable[int]) -> list[int]:
     return checked
 
 
-def forward_features_and_blocks(
-    model: nn.Module, x: Tensor, indices: Sequence[int]
-) -> tuple[Tensor, list[Tensor]]:
+def forward_features_and_blocks(model: nn.Module, x: Tensor, indices: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
     """One forward pass: the model's output and the outputs of blocks ``indices``.
 
     x: [B, 3, H, W]. Returns (out, feats): ``out`` is what ``model(x)`` returns (logits

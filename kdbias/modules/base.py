@@ -116,13 +116,26 @@ class ClassifierModule(L.LightningModule):
         self.save_hyperparameters(plain)  # also what Lightning logs (hparams_initial)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
-                             strict: bool | None = None, weights_only: bool = True, **kwargs: Any):
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,
+    ):
         """Lightning's ``load_from_checkpoint`` with ``weights_only=True`` (no code runs from the
         file) and ``pretrained=None``: the weights come from the checkpoint, not the hub."""
         kwargs.setdefault("pretrained", None)
-        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
-                                            strict=strict, weights_only=weights_only, **kwargs)
+        return super().load_from_checkpoint(
+            checkpoint_path,
+            map_location=map_location,
+            hparams_file=hparams_file,
+            strict=strict,
+            weights_only=weights_only,
+            **kwargs,
+        )
 
     # -- forward ------------------------------------------------------------------------
     def student_input(self, images: torch.Tensor) -> torch.Tensor:
@@ -138,7 +151,9 @@ class ClassifierModule(L.LightningModule):
         return self._student_fn(images)
 
     # -- training -------------------------------------------------------------------
-    def training_losses(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def training_losses(
+        self, images: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Return ``({"loss": total, part: value, ...}, student logits)``; override."""
         raise NotImplementedError
 
@@ -192,8 +207,11 @@ class ClassifierModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, schedule = build_optimizer(
-            self.optim, self.trainable_modules(), self.trainer.estimated_stepping_batches,
-            self.trainer.max_epochs or 1, fused=self.device.type == "cuda",
+            self.optim,
+            self.trainable_modules(),
+            self.trainer.estimated_stepping_batches,
+            self.trainer.max_epochs or 1,
+            fused=self.device.type == "cuda",
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 

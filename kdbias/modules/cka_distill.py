@@ -87,8 +87,10 @@ class CKADistillModule(DistillationModule):
         pairs = [(int(s), int(t)) for s, t in layer_pairs]
         if not pairs:
             raise ValueError("layer_pairs is empty: name at least one (student_block, teacher_block) pair.")
-        frozen = teacher if isinstance(teacher, FrozenTeacher) else FrozenTeacher.from_pretrained(
-            teacher, teacher_pretrained, dataset, teacher_image_size, teacher_kwargs
+        frozen = (
+            teacher
+            if isinstance(teacher, FrozenTeacher)
+            else FrozenTeacher.from_pretrained(teacher, teacher_pretrained, dataset, teacher_image_size, teacher_kwargs)
         )
         super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
         self.save_hyperparameters(ignore=["teacher"] if isinstance(teacher, FrozenTeacher) else None)

@@ -66,8 +66,9 @@ class KLDistillModule(DistillationModule):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self._distill_token = distill_token
-        super().__init__(arch, _teacher(teacher, dataset, num_classes), num_classes, dataset, pretrained,
-                         arch_kwargs, optim, compile)
+        super().__init__(
+            arch, _teacher(teacher, dataset, num_classes), num_classes, dataset, pretrained, arch_kwargs, optim, compile
+        )
         self.save_hyperparameters(ignore=["teacher"])
         self.hparams["teacher"] = str(teacher) if isinstance(teacher, (str, Path)) else None
         self.plain_hparams()
@@ -88,8 +89,11 @@ class KLDistillModule(DistillationModule):
         else:
             logits, dist_logits = self(images)
             ce = self.cross_entropy(logits, targets)
-            kd = (soft_kl_loss(dist_logits, teacher_logits, tau) if self.hparams.distill_token == "soft"
-                  else hard_distillation_loss(dist_logits, teacher_logits))
+            kd = (
+                soft_kl_loss(dist_logits, teacher_logits, tau)
+                if self.hparams.distill_token == "soft"
+                else hard_distillation_loss(dist_logits, teacher_logits)
+            )
         loss = (1.0 - alpha) * ce + alpha * kd
         return {"loss": loss, "ce": ce, "kd": kd}, logits
 
@@ -121,7 +125,9 @@ def _teacher(teacher: Any, dataset: str, num_classes: int) -> FrozenTeacher | No
         return FrozenTeacher.from_checkpoint(teacher, dataset=dataset, num_classes=num_classes)
     if isinstance(teacher, ClassifierModule):
         return FrozenTeacher.from_module(teacher)
-    raise TypeError(f"teacher must be a checkpoint path, a FrozenTeacher or a TeacherModule, got {type(teacher).__name__}")
+    raise TypeError(
+        f"teacher must be a checkpoint path, a FrozenTeacher or a TeacherModule, got {type(teacher).__name__}"
+    )
 
 
 def _with_distillation_token(vit: nn.Module) -> nn.Module:

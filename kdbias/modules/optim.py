@@ -89,5 +89,7 @@ def build_optimizer(
         optimizer = torch.optim.AdamW(groups, lr=settings.lr, **extra)
     total_steps = max(1, int(total_steps))
     warmup_steps = int(total_steps * settings.warmup_epochs / max(1, max_epochs))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, settings.min_lr_ratio))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(warmup_steps, total_steps, settings.min_lr_ratio)
+    )
     return optimizer, schedule

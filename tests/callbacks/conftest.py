@@ -8,11 +8,10 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import TensorBoardLogger
-
 from helpers import DIGITS, TINY_RESNET, TINY_VIT
 from helpers import OPTIM as _OPTIM
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 
 OPTIM = {"optim": _OPTIM, **DIGITS}  # keyword arguments of every tiny module below
 

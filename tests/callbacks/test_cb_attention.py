@@ -100,8 +100,12 @@ def test_errors_are_clear(kit, tmp_path):
     with pytest.raises(TypeError, match="CIFARDataModule"):
         import lightning as L
 
-        L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
-                  callbacks=[AttentionDistanceCallback()]).fit(
-            vit, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
+        L.Trainer(
+            accelerator="cpu",
+            max_epochs=1,
+            logger=False,
+            enable_progress_bar=False,
+            callbacks=[AttentionDistanceCallback()],
+        ).fit(vit, train_dataloaders=dm.train_dataloader(), val_dataloaders=dm.val_dataloader())
     with pytest.raises(ValueError):
         AttentionDistanceCallback(every_n_epochs=0)

@@ -77,8 +77,13 @@ def test_cka_heatmap_dinov2_teacher_every_block(kit, tmp_path):
 
     torch.manual_seed(0)
     module = CKADistillModule(
-        "deit_tiny_p4", teacher="dinov2_vits14", teacher_pretrained=None, teacher_image_size=28,
-        layer_pairs=((0, 5), (1, 11)), arch_kwargs=dict(kit.TINY_VIT), **kit.OPTIM,
+        "deit_tiny_p4",
+        teacher="dinov2_vits14",
+        teacher_pretrained=None,
+        teacher_image_size=28,
+        layer_pairs=((0, 5), (1, 11)),
+        arch_kwargs=dict(kit.TINY_VIT),
+        **kit.OPTIM,
     )
     cb = CKAHeatmapCallback(every_n_epochs=1, num_batches=1, batch_size=8, student_blocks=[0, 1])
     trainer = kit.fit(module, [cb], tmp_path, max_epochs=1)

@@ -17,8 +17,13 @@ def test_generalisation_gap_in_fit(kit, tiny_vit_module, tmp_path):
     before, after = kit.ModeProbe(("on_validation_end",)), kit.ModeProbe(("on_validation_end",))
     # CutMix in training: the train side must still see plain, unaugmented images
     dm = kit.datamodule(mix="cutmix")
-    trainer = kit.fit(module, [SummaryCallback("baseline", "digits", "test", 0), before, cb, after],
-                      tmp_path, max_epochs=2, datamodule=dm)
+    trainer = kit.fit(
+        module,
+        [SummaryCallback("baseline", "digits", "test", 0), before, cb, after],
+        tmp_path,
+        max_epochs=2,
+        datamodule=dm,
+    )
 
     assert cb.num_measurements == 2 and True in before.sanity
     assert [m for _, m in before.records] == [m for _, m in after.records]

@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 import torch.nn.functional as F
 
 from kdbias.analytics.hessian import hessian_top_eigenvalue_estimate, hessian_trace_estimate
@@ -26,7 +25,9 @@ def _direct(module, kit, num_images):
         return F.cross_entropy(module(x), labels)
 
     with materialized_attention(module.model):
-        return hessian_trace_estimate(loss_fn, params, **PROBES), hessian_top_eigenvalue_estimate(loss_fn, params, **PROBES)
+        return hessian_trace_estimate(loss_fn, params, **PROBES), hessian_top_eigenvalue_estimate(
+            loss_fn, params, **PROBES
+        )
 
 
 def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
@@ -50,8 +51,13 @@ def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
     trace, top = estimate.trace, eigen.eigenvalue
     assert math.isfinite(trace) and trace > 0
     summary = cb.summary_items()
-    assert set(summary) == {"hessian_trace", "hessian_trace_stderr", "hessian_trace_probes", "hessian_top_eig",
-                            "hessian_top_eig_residual"}
+    assert set(summary) == {
+        "hessian_trace",
+        "hessian_trace_stderr",
+        "hessian_trace_probes",
+        "hessian_top_eig",
+        "hessian_top_eig_residual",
+    }
     assert summary["hessian_trace"] == pytest.approx(trace, rel=1e-4)
     assert summary["hessian_trace_stderr"] == pytest.approx(estimate.stderr, rel=1e-3)
     assert summary["hessian_trace_probes"] == estimate.num_probes

@@ -15,8 +15,13 @@ def _cka_module(kit):
 
     torch.manual_seed(0)
     return CKADistillModule(
-        "deit_tiny_p4", teacher="dinov2_vits14", teacher_pretrained=None, teacher_image_size=28,
-        layer_pairs=((0, 5), (1, 11)), arch_kwargs=dict(kit.TINY_VIT), **kit.OPTIM,
+        "deit_tiny_p4",
+        teacher="dinov2_vits14",
+        teacher_pretrained=None,
+        teacher_image_size=28,
+        layer_pairs=((0, 5), (1, 11)),
+        arch_kwargs=dict(kit.TINY_VIT),
+        **kit.OPTIM,
     )
 
 
@@ -24,8 +29,7 @@ def test_teacher_knn_measured_once(kit, tmp_path):
     module = _cka_module(kit)
     cb = TeacherKNNCallback(num_train=60, num_val=30, k=5, batch_size=25)
     before, after = kit.ModeProbe(("on_validation_end",)), kit.ModeProbe(("on_validation_end",))
-    trainer = kit.fit(module, [SummaryCallback("exp3", "digits", "test", 0), before, cb, after],
-                      tmp_path, max_epochs=2)
+    trainer = kit.fit(module, [SummaryCallback("exp3", "digits", "test", 0), before, cb, after], tmp_path, max_epochs=2)
 
     # once, at the first validation end after the sanity check
     assert cb.num_measurements == 1 and True in before.sanity

@@ -49,9 +49,7 @@ def test_block_counts(deit, resnet, convnext):
 def test_vit_block_outputs_are_patch_tokens_in_requested_order(deit, x):
     deit.eval()
     seen = {}
-    handles = [
-        deit.blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i in (3, 9)
-    ]
+    handles = [deit.blocks[i].register_forward_hook(lambda m, a, out, i=i: seen.__setitem__(i, out)) for i in (3, 9)]
     with torch.no_grad():
         feats = block_outputs(deit, x, [9, 3, 9])
     for handle in handles:

@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdbias.data import IMAGENET_MEAN, IMAGENET_STD, dataset_stats
 from kdbias.models import build_model
-from kdbias.modules import CKADistillModule, KLDistillModule, TeacherModule, state_sha256
+from kdbias.modules import KLDistillModule, TeacherModule, state_sha256
 from kdbias.teacher import FrozenTeacher
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*in eval mode at the start of training.*")
@@ -68,14 +68,19 @@ def test_cka_module_pairs_blocks_and_computes_its_losses_as_written(digits_dm):
     losses, logits = module.training_losses(images, labels)
 
     taken = {}
-    hooks = [module.model.blocks[i].register_forward_hook(lambda m, a, out, i=i: taken.__setitem__(("s", i), out))
-             for i in (0, 1)]
-    hooks += [module.teacher.network.blocks[i].register_forward_hook(
-        lambda m, a, out, i=i: taken.__setitem__(("t", i), out)) for i in (0, 1)]
+    hooks = [
+        module.model.blocks[i].register_forward_hook(lambda m, a, out, i=i: taken.__setitem__(("s", i), out))
+        for i in (0, 1)
+    ]
+    hooks += [
+        module.teacher.network.blocks[i].register_forward_hook(lambda m, a, out, i=i: taken.__setitem__(("t", i), out))
+        for i in (0, 1)
+    ]
     data_mean, data_std = dataset_stats("digits")
     raw = images * _stats(data_std) + _stats(data_mean)
-    teacher_in = F.interpolate((raw - _stats(IMAGENET_MEAN)) / _stats(IMAGENET_STD), size=(56, 56), mode="bilinear",
-                               align_corners=False)
+    teacher_in = F.interpolate(
+        (raw - _stats(IMAGENET_MEAN)) / _stats(IMAGENET_STD), size=(56, 56), mode="bilinear", align_corners=False
+    )
     with torch.no_grad():
         module.model(images)  # the student: digits statistics, 32 px, 8x8 grid
         module.teacher.network(teacher_in)  # DINOv2/14 at 56 px: 4x4 grid
@@ -136,9 +141,17 @@ def test_fit_trains_only_the_student_and_keeps_teacher_in_eval(factory, digits_d
     module = factory()
     teacher_before = {k: v.clone() for k, v in module.teacher.network.state_dict().items()}
     student_before = {k: v.clone() for k, v in module.model.state_dict().items()}
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, accelerator="cpu",
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        num_sanity_val_steps=1, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=1,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=digits_dm)
     for k, v in module.teacher.network.state_dict().items():
         assert torch.equal(v, teacher_before[k]), k  # bit-identical
@@ -148,14 +161,28 @@ def test_fit_trains_only_the_student_and_keeps_teacher_in_eval(factory, digits_d
     assert all(p.grad is None for p in module.teacher.parameters())
 
 
-@pytest.mark.parametrize("factory", [
-    lambda: TeacherModule("deit_tiny_p4", arch_kwargs=TINY_VIT, optim=OPTIM, **DIGITS), kl_module, cka_module,
-], ids=["teacher_module", "kl", "cka"])
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: TeacherModule("deit_tiny_p4", arch_kwargs=TINY_VIT, optim=OPTIM, **DIGITS),
+        kl_module,
+        cka_module,
+    ],
+    ids=["teacher_module", "kl", "cka"],
+)
 def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
     module = factory()
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last")
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
-                        enable_progress_bar=False, callbacks=[checkpoint], num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        callbacks=[checkpoint],
+        num_sanity_val_steps=0,
+    )
     if isinstance(module, KLDistillModule):  # a checkpoint names its teacher by path: give it one
         module = kl_module(str(teacher_checkpoint(tmp_path / "teacher", digits_dm)))
     trainer.fit(module, datamodule=digits_dm)
@@ -169,9 +196,17 @@ def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
 
 def test_kl_fit_logs_components_and_teacher_accuracy(digits_dm):
     module = kl_module()
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1,
-                        accelerator="cpu", log_every_n_steps=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        limit_test_batches=1,
+        accelerator="cpu",
+        log_every_n_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     trainer.fit(module, datamodule=digits_dm)
     for tag in ("train/loss", "train/loss_ce", "train/loss_kd", "val/acc", "val/teacher_acc"):
         assert tag in trainer.callback_metrics, tag

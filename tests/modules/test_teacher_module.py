@@ -1,14 +1,11 @@
-import json
 import math
 
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 
-from kdbias.data import CIFARDataModule, dataset_stats
-from kdbias.modules import Optimization, TeacherModule
 from kdbias.models.input_adapter import InputAdapter
+from kdbias.modules import Optimization, TeacherModule
 from kdbias.modules.schedule import WarmupCosine
 
 
@@ -41,8 +38,13 @@ def test_input_adapter_renormalises_exactly():
 
 
 def test_teacher_loss_is_cross_entropy_with_soft_targets():
-    module = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", arch_kwargs={"depth": 1},
-                           optim=Optimization(label_smoothing=0.1))
+    module = TeacherModule(
+        "deit_tiny_p4",
+        num_classes=10,
+        dataset="digits",
+        arch_kwargs={"depth": 1},
+        optim=Optimization(label_smoothing=0.1),
+    )
     images = torch.randn(4, 3, 32, 32)
     soft = torch.softmax(torch.randn(4, 10), dim=-1)
     losses, logits = module.training_losses(images, soft)
@@ -59,8 +61,13 @@ def test_convnext_teacher_sees_imagenet_statistics():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_optimiser_groups_exclude_norms_and_biases(optimizer):
-    module = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", arch_kwargs={"depth": 1},
-                           optim=Optimization(optimizer, weight_decay=0.05))
+    module = TeacherModule(
+        "deit_tiny_p4",
+        num_classes=10,
+        dataset="digits",
+        arch_kwargs={"depth": 1},
+        optim=Optimization(optimizer, weight_decay=0.05),
+    )
     module.trainer = type("T", (), {"estimated_stepping_batches": 10, "max_epochs": 1})()
     config = module.configure_optimizers()
     groups = config["optimizer"].param_groups
@@ -75,25 +82,47 @@ TINY_RESNET = {"layers": [1, 1, 1, 1], "channels": [16, 32, 32, 32]}
 
 def test_teacher_fit_on_digits_beats_chance_widely(digits_dm, tmp_path):
     torch.manual_seed(0)
-    module = TeacherModule("resnet18_cifar", num_classes=10, dataset="digits", arch_kwargs=TINY_RESNET,
-                           optim=Optimization("adamw", lr=3e-3, weight_decay=1e-4, warmup_epochs=0.0))
-    trainer = L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, num_sanity_val_steps=0, default_root_dir=tmp_path)
+    module = TeacherModule(
+        "resnet18_cifar",
+        num_classes=10,
+        dataset="digits",
+        arch_kwargs=TINY_RESNET,
+        optim=Optimization("adamw", lr=3e-3, weight_decay=1e-4, warmup_epochs=0.0),
+    )
+    trainer = L.Trainer(
+        max_epochs=4,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, datamodule=digits_dm)  # 4 x 44 steps of 32 images
     assert float(trainer.callback_metrics["val/acc"]) > 0.5  # chance is 0.1
 
 
 def test_optimization_rejects_values_that_cannot_train():
-    for bad in (dict(lr=0), dict(lr=-1), dict(weight_decay=-0.1), dict(warmup_epochs=-1), dict(min_lr_ratio=1.5),
-                dict(min_lr_ratio=-0.1), dict(momentum=1.0), dict(label_smoothing=1.0), dict(optimizer="lion")):
+    for bad in (
+        dict(lr=0),
+        dict(lr=-1),
+        dict(weight_decay=-0.1),
+        dict(warmup_epochs=-1),
+        dict(min_lr_ratio=1.5),
+        dict(min_lr_ratio=-0.1),
+        dict(momentum=1.0),
+        dict(label_smoothing=1.0),
+        dict(optimizer="lion"),
+    ):
         with pytest.raises(ValueError, match="optim\\."):
             Optimization(**bad)
     assert Optimization.of({"lr": 0.1}) == Optimization(lr=0.1) and Optimization.of(None) == Optimization()
 
 
 def test_any_timm_model_is_a_student_by_name():
-    module = TeacherModule("vit_small_patch16_224", arch_kwargs={"img_size": 32, "patch_size": 4, "depth": 1},
-                           dataset="digits")
+    module = TeacherModule(
+        "vit_small_patch16_224", arch_kwargs={"img_size": 32, "patch_size": 4, "depth": 1}, dataset="digits"
+    )
     assert module.model.patch_embed.grid_size == (8, 8)
     assert module(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     assert not module.input_adapter.renormalise  # trained from scratch: the dataset's statistics
@@ -104,8 +133,9 @@ def test_any_timm_model_is_a_student_by_name():
 def test_hparams_are_plain_values_that_reload():
     import yaml
 
-    module = TeacherModule("deit_tiny_p4", arch_kwargs={"depth": 1}, dataset="digits",
-                           optim=Optimization("sgd", lr=0.1))
+    module = TeacherModule(
+        "deit_tiny_p4", arch_kwargs={"depth": 1}, dataset="digits", optim=Optimization("sgd", lr=0.1)
+    )
     assert module.hparams["optim"] == Optimization("sgd", lr=0.1).as_dict()
     assert yaml.safe_load(yaml.safe_dump(dict(module.hparams))) == dict(module.hparams)
     assert TeacherModule(**module.hparams).optim == module.optim
