@@ -14,7 +14,6 @@ then ``cutmix`` / ``mixup``; then ``normalize``.
 from __future__ import annotations
 
 import functools
-
 from collections.abc import Sequence
 
 import torch
@@ -92,8 +91,7 @@ def to_soft_targets(targets: Tensor, num_classes: int) -> Tensor:
     if targets.ndim == 2 and targets.shape[1] == num_classes:
         return targets if targets.is_floating_point() else targets.float()
     raise ValueError(
-        f"targets must be int labels [B] or soft targets [B, {num_classes}], "
-        f"got {tuple(targets.shape)} {targets.dtype}"
+        f"targets must be int labels [B] or soft targets [B, {num_classes}], got {tuple(targets.shape)} {targets.dtype}"
     )
 
 
@@ -193,8 +191,9 @@ def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[floa
 
 
 @functools.lru_cache(maxsize=32)
-def _stats_on(mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype,
-              device: torch.device) -> tuple[Tensor, Tensor]:
+def _stats_on(
+    mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """``[1, C, 1, 1]`` mean and std on ``device``, made once: a host-to-device copy per
     batch would block (synchronise) the CUDA stream on every training step."""
     m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1).to(device)

@@ -9,7 +9,7 @@ import torch
 from cifar_fixtures import fake_split, write_cifar10
 
 from kdbias.data import CIFARDataModule, load_digits_split
-from kdbias.data.datamodule import _stratified_indices
+from kdbias.data.sampling import stratified_indices as _stratified_indices
 
 PER_CLASS = 10  # training images per class in the CIFAR fixture: 100 in all
 
