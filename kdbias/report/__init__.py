@@ -25,7 +25,8 @@ The experiments, their labels, roles and matched controls come from :mod:`kdbias
 from __future__ import annotations
 
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, controls_of, label, value_at
-from kdbias.report.cells import PENDING, describe_method
+from kdbias.report.analytics import hessian_trace
+from kdbias.report.cells import PENDING, describe_method, pct, pp
 from kdbias.report.cli import build_parser, main, write_report
 from kdbias.report.findings import BASELINE, attention_label, distilled, findings
 from kdbias.report.load import ReportWarning, check_summary, load_runs, read_scalars
@@ -48,11 +49,14 @@ __all__ = [
     "describe_method",
     "distilled",
     "findings",
+    "hessian_trace",
     "label",
     "load_runs",
     "main",
     "normal_interval",
     "paired_delta",
+    "pct",
+    "pp",
     "read_scalars",
     "render_report",
     "source_line",

@@ -6,14 +6,16 @@ Selection rules (also written into the report):
 1. The (dataset, preset) pair asked for, else the pair with the most distinct experiments
    of the registry (ties: ``paper`` first, a CIFAR dataset before ``digits``, then by name).
    The other pairs are listed as ignored.
-2. Per experiment, runs are grouped by ``config_signature`` (a run without one forms its own
-   group): the group with the most seeds is reported (ties: the group holding the newest
+2. Per experiment, runs are grouped by ``config_signature`` (runs without one form their own
+   group per recorded ``method``): the group with the most seeds is reported (ties: the group holding the newest
    run, by ``version_<n>``). Runs of another group are listed, never averaged in.
 3. Within the group, several complete runs of one seed: the newest version counts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,8 +51,13 @@ def value_at(run: dict[str, Any], path: str) -> Any:
 
 
 def _signature(run: dict[str, Any]) -> str:
+    """``config_signature``; without one, a hash of the recorded ``method`` (so runs without a
+    signature but with different parameters are not averaged either)."""
     signature = run.get("config_signature")
-    return signature if isinstance(signature, str) and signature else NO_SIGNATURE
+    if isinstance(signature, str) and signature:
+        return signature
+    method = json.dumps(run.get("method"), sort_keys=True, default=str)
+    return f"{NO_SIGNATURE}; method {hashlib.sha256(method.encode()).hexdigest()[:8]}"
 
 
 @dataclass
@@ -219,8 +226,13 @@ def _select(result: Aggregate, name: str, runs: list[dict[str, Any]]) -> None:
         n = len(seeds)
         for per_seed in seeds.values():
             for run in per_seed:
-                left.append((run, f"configuration {signature} ({n} seed{'s' if n != 1 else ''}), not the reported "
-                                  f"{chosen}: runs with another configuration are never averaged"))
+                left.append(
+                    (
+                        run,
+                        f"configuration {signature} ({n} seed{'s' if n != 1 else ''}), not the reported "
+                        f"{chosen}: runs with another configuration are never averaged",
+                    )
+                )
     result.runs[name] = selected
     result.signature[name] = chosen
     if left:

@@ -73,10 +73,17 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
         rows.append(_cka_row(agg, key, "contrast", f"{label(key)} student vs {teacher}: contrast", out_dir))
         if registry.EXPERIMENTS[key].module == "CKADistillModule":
             rows.append(_cka_row(agg, key, "trained", f"{label(key)} vs {teacher}: trained pairs (mean CKA)", out_dir))
-            rows.append(_cka_row(agg, key, "untrained_contrast",
-                                 f"{label(key)} vs {teacher}: untrained contrast", out_dir))
-    header = ["Comparison", "Student", f"Control ({label(BASELINE)} vs the same teacher)", "Δ (paired)", "Verdict",
-              "Heatmaps"]
+            rows.append(
+                _cka_row(agg, key, "untrained_contrast", f"{label(key)} vs {teacher}: untrained contrast", out_dir)
+            )
+    header = [
+        "Comparison",
+        "Student",
+        f"Control ({label(BASELINE)} vs the same teacher)",
+        "Δ (paired)",
+        "Verdict",
+        "Heatmaps",
+    ]
     return ["### CKA Heatmaps\n", source + "\n", DEPTH_NOTE + "\n", table(header, rows) + "\n"]
 
 
@@ -137,11 +144,14 @@ def hessian_section(agg: Aggregate, source: str) -> list[str]:
         else:
             reading = "not significant (interval contains 0): no sharpness reading"
         rows.append([label(name), cell, _top_eig(agg, name), reading])
-    return ["### Hessian Analysis (Loss Landscape Geometry)\n", source + "\n",
-            "Trace: Hutchinson estimate of the training-loss Hessian trace at the end of training; top eigenvalue: "
-            "power iteration with its relative residual. Orderings between students are in Key Findings (paired by "
-            "seed).\n",
-            table(["Model", "Hessian Trace", "Top Eigenvalue", "Interpretation"], rows) + "\n"]
+    return [
+        "### Hessian Analysis (Loss Landscape Geometry)\n",
+        source + "\n",
+        "Trace: Hutchinson estimate of the training-loss Hessian trace at the end of training; top eigenvalue: "
+        "power iteration with its relative residual. Orderings between students are in Key Findings (paired by "
+        "seed).\n",
+        table(["Model", "Hessian Trace", "Top Eigenvalue", "Interpretation"], rows) + "\n",
+    ]
 
 
 # --------------------------------------------------------------------------- attention
@@ -167,13 +177,17 @@ def attention_cell(agg: Aggregate, name: str) -> str:
     if name == BASELINE or mean == PENDING or mean.startswith("n/a"):
         return mean if name != BASELINE or mean == PENDING else f"{mean} (reference)"
     delta = agg.attention_delta(name, BASELINE)
+    if delta is None:
+        return f"{mean}; vs baseline {PENDING}"
     return f"{attention_label(delta)} ({mean}; Δ {estimate(delta, unit=' px', signed=True)})"
 
 
 def attention_section(agg: Aggregate, source: str) -> list[str]:
     """Attention distance at the plan's layers, and each student's paired Δ vs the baseline."""
-    rows = [[label(n), *(_layer_cell(agg, n, layer) for layer in PLAN_LAYERS), _mean_cell(agg, n)]
-            for n in registry.STUDENTS]
+    rows = [
+        [label(n), *(_layer_cell(agg, n, layer) for layer in PLAN_LAYERS), _mean_cell(agg, n)]
+        for n in registry.STUDENTS
+    ]
     deltas = []
     for name in registry.STUDENTS:
         if name == BASELINE:
@@ -183,15 +197,22 @@ def attention_section(agg: Aggregate, source: str) -> list[str]:
             path = f"attn_dist.{layer}"
             cells.append(estimate(agg.delta(name, BASELINE, path), unit=" px", signed=True))
         delta = agg.attention_delta(name, BASELINE)
-        deltas.append([label(name), *cells, estimate(delta, unit=" px", signed=True),
-                       f"{attention_label(delta)}: {verdict_text(delta, '>', unit=' px')}"])
+        claim = "<" if delta is not None and delta.mean < 0 else ">"
+        deltas.append(
+            [
+                label(name),
+                *cells,
+                estimate(delta, unit=" px", signed=True),
+                f"{attention_label(delta)} — Δ {claim} 0: {verdict_text(delta, claim, unit=' px')}",
+            ]
+        )
     header = [f"Layer {i}" for i in PLAN_LAYERS]
     return [
-        "### Mean Attention Distance\n", source + "\n",
+        "### Mean Attention Distance\n",
+        source + "\n",
         "*Longer distance = more global attention* (pixels, mean over heads; `n/a`: the model has no such layer).\n",
         table(["Model", *header, f"Mean of layers {LAYERS}"], rows) + "\n",
         f"Δ vs {label(BASELINE)}, paired by seed (n = pairs); the label is decided by the verdict on the mean of the "
-        "four layers (verdict shown for Δ > 0).\n",
+        "four layers.\n",
         table(["Model", *(f"Δ {h}" for h in header), "Δ mean", "Label"], deltas) + "\n",
     ]
-

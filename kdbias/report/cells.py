@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kdbias.report.aggregate import Aggregate
 from kdbias.report.stats import Estimate, finite, verdict
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "number",
     "pct",
     "pp",
+    "source_line",
     "table",
     "verdict_text",
 ]
@@ -35,7 +37,11 @@ def number(value: Any) -> str:
 
 
 def estimate(
-    est: Estimate | None, scale: float = 1.0, digits: int = 2, unit: str = "", signed: bool = False,
+    est: Estimate | None,
+    scale: float = 1.0,
+    digits: int = 2,
+    unit: str = "",
+    signed: bool = False,
     spec: str | None = None,
 ) -> str:
     """``"86.02 ± 0.41 % (n=3)"``; n = 1: ``"86.02 % (n=1)"``; no estimate: ``*pending*``."""
@@ -65,8 +71,13 @@ def pp(est: Estimate | None) -> str:
 
 
 def verdict_text(
-    est: Estimate | None, claim: str = ">", threshold: float = 0.0, scale: float = 1.0, unit: str = "",
-    digits: int = 2, spec: str | None = None,
+    est: Estimate | None,
+    claim: str = ">",
+    threshold: float = 0.0,
+    scale: float = 1.0,
+    unit: str = "",
+    digits: int = 2,
+    spec: str | None = None,
 ) -> str:
     """``"**yes** (Δ = +1.20 pp, 95 % CI [+0.70, +1.70] pp, n=2)"``: the verdict of
     :func:`~kdbias.report.stats.verdict` and the numbers that decided it."""
@@ -101,8 +112,10 @@ def describe_method(method: dict[str, Any]) -> str:
         parts = [f"λ_cka={number(method.get('lambda_cka'))}", f"λ_tok={number(method.get('lambda_tok'))}"]
         pairs = method.get("layer_pairs")
         if isinstance(pairs, list) and pairs:
-            parts.append("layers " + ",".join(":".join(str(i) for i in pair) for pair in pairs
-                                              if isinstance(pair, (list, tuple))))
+            parts.append(
+                "layers "
+                + ",".join(":".join(str(i) for i in pair) for pair in pairs if isinstance(pair, (list, tuple)))
+            )
         if method.get("teacher_image_size") is not None:
             parts.append(f"teacher {number(method['teacher_image_size'])} px")
         if method.get("cka_representation") not in (None, "image"):
@@ -143,3 +156,16 @@ def table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] * len(header)) + "|"]
     lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def source_line(agg: Aggregate) -> str:
+    """The provenance line written above every table."""
+    if not agg.runs:
+        asked = " / ".join(x for x in (agg.dataset, agg.preset) if x is not None)
+        return f"Source: no completed runs{f' for {asked}' if asked else ''} — every cell is pending."
+    pair = f"{agg.dataset} / {agg.preset}"
+    if agg.dataset == "digits":
+        return f"Source: {pair} — offline smoke data, NOT a CIFAR result."
+    if agg.preset != "paper":
+        return f"Source: {pair} — reduced '{agg.preset}' preset, NOT a paper-preset result."
+    return f"Source: {pair} — the plan's paper preset."

@@ -8,9 +8,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdbias.runs import atomic_write_text
 from kdbias.report.load import ReportWarning, load_runs
 from kdbias.report.markdown import render_report
+from kdbias.runs import atomic_write_text
 
 __all__ = ["build_parser", "main", "write_report"]
 
@@ -24,9 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("runs_dir", nargs="?", default="runs", help="root of <experiment>/version_<n>/ run directories")
     parser.add_argument("--out", default="RESULTS.md", help="output Markdown file")
-    parser.add_argument("--dataset", default=None,
-                        help="report runs on this dataset (default: the pair with the most completed experiments)")
-    parser.add_argument("--preset", default=None, help="report runs of this preset: paper | smoke (default: as --dataset)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="report runs on this dataset (default: the pair with the most completed experiments)",
+    )
+    parser.add_argument(
+        "--preset", default=None, help="report runs of this preset: paper | smoke (default: as --dataset)"
+    )
     return parser
 
 

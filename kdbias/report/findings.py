@@ -42,10 +42,9 @@ def _acc(agg: Aggregate, a: str, b: str, claim: str = ">", threshold: float = 0.
 
 def _batch(agg: Aggregate, name: str) -> str:
     method = agg.method(name)
-    batch, epochs = method.get("global_batch_size"), method.get("epochs")
-    if batch is None and epochs is None:
-        return f"{label(name)}: batch and epochs not recorded"
-    return f"{label(name)}: batch {batch}, {epochs} epochs"
+    if not method:
+        return f"{label(name)}: *pending*"
+    return f"{label(name)}: batch {method.get('global_batch_size')}, {method.get('epochs')} epochs"
 
 
 def findings(agg: Aggregate) -> list[str]:
@@ -57,13 +56,15 @@ def findings(agg: Aggregate) -> list[str]:
         f"{_batch(agg, 'exp3')}; {_batch(agg, BASELINE)}): {_acc(agg, 'exp3', BASELINE, '>=', GAIN)}",
     ]
     for control in controls_of("exp3"):
-        lines.append(f"EXP-3 ≥ +3 pp vs its matched control {label(control)} (same batch and step count): "
-                     f"{_acc(agg, 'exp3', control, '>=', GAIN)}")
+        lines.append(
+            f"EXP-3 ≥ +3 pp vs its matched control {label(control)} (same batch and step count): "
+            f"{_acc(agg, 'exp3', control, '>=', GAIN)}"
+        )
     lines += [
         f"EXP-3 > EXP-1 (test acc): {_acc(agg, 'exp3', 'exp1')}",
         f"EXP-3 > EXP-2 (test acc): {_acc(agg, 'exp3', 'exp2')}",
     ]
-    expected = {"exp1": ("<", "more local"), "exp2": ("<", "more local"), "exp3": (">", "more global")}
+    expected = {"exp1": ("<", "more locally"), "exp2": ("<", "more locally"), "exp3": (">", "more globally")}
     for name, (claim, words) in expected.items():
         delta = agg.attention_delta(name, BASELINE)
         lines.append(
@@ -72,13 +73,17 @@ def findings(agg: Aggregate) -> list[str]:
         )
     for high, low in (("exp1", "exp2"), ("exp2", "exp3")):
         delta = agg.delta(high, low, "hessian_trace")
-        lines.append(f"Hessian trace {label(high)} > {label(low)} (sharper; an ordering is stated only where the "
-                     f"paired CI excludes 0): {verdict_text(delta, '>', spec='.4g')}")
+        lines.append(
+            f"Hessian trace {label(high)} > {label(low)} (sharper; an ordering is stated only where the "
+            f"paired CI excludes 0): {verdict_text(delta, '>', spec='.4g')}"
+        )
     for name in distilled():
         teacher = _cka_teacher(agg, name)
         delta = agg.delta(name, BASELINE, f"cka.{name}.contrast")
-        lines.append(f"{label(name)}'s CKA diagonal contrast vs {teacher} is above its control (the Baseline vs "
-                     f"the same teacher): {verdict_text(delta, '>', digits=3)}")
+        lines.append(
+            f"{label(name)}'s CKA diagonal contrast vs {teacher} is above its control (the Baseline vs "
+            f"the same teacher): {verdict_text(delta, '>', digits=3)}"
+        )
         if any(name == e.name and e.module == "CKADistillModule" for e in registry.EXPERIMENTS.values()):
             lines.append(_untrained_line(agg, name, teacher))
     return lines
@@ -93,8 +98,9 @@ def _cka_teacher(agg: Aggregate, name: str) -> str:
 
 
 def _untrained_line(agg: Aggregate, name: str, teacher: str) -> str:
-    statement = (f"{label(name)}'s untrained-cell CKA contrast vs {teacher} (trained layer pairs held out) is "
-                 "above its control")
+    statement = (
+        f"{label(name)}'s untrained-cell CKA contrast vs {teacher} (trained layer pairs held out) is above its control"
+    )
     if agg.has(BASELINE) and not agg.by_seed(BASELINE, f"cka.{name}.untrained_contrast"):
         return f"{statement}: **inconclusive** (the control's untrained contrast on the same cells is not available)"
     return f"{statement}: {verdict_text(agg.delta(name, BASELINE, f'cka.{name}.untrained_contrast'), '>', digits=3)}"

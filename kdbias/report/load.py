@@ -38,8 +38,14 @@ class ReportWarning(UserWarning):
 
 FRACTIONS = ("val_acc", "best_val_acc", "test_acc_last", "teacher_acc")
 NON_NEGATIVE = (
-    "epochs_completed", "best_epoch", "train_time_s", "analytics_time_s", "gen_gap_loss", "hessian_trace_stderr",
-    "hessian_trace_probes", "hessian_top_eig_residual",
+    "epochs_completed",
+    "best_epoch",
+    "train_time_s",
+    "analytics_time_s",
+    "gen_gap_loss",
+    "hessian_trace_stderr",
+    "hessian_trace_probes",
+    "hessian_top_eig_residual",
 )
 NUMBERS = ("hessian_trace", "hessian_top_eig")
 CKA_FIGURES = ("diag", "off_diag", "contrast", "trained", "untrained_contrast", "untrained_diag")
@@ -173,8 +179,9 @@ def load_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
                 warnings.warn(f"skipping {path}: {reason}", ReportWarning, stacklevel=2)
                 continue
             if dropped:
-                warnings.warn(f"{path}: dropped {', '.join(dropped)}; the rest of the run is used",
-                              ReportWarning, stacklevel=2)
+                warnings.warn(
+                    f"{path}: dropped {', '.join(dropped)}; the rest of the run is used", ReportWarning, stacklevel=2
+                )
             run["run_dir"] = str(run_dir)
             run["version"] = run_layout.version_of(run_dir)
             found.append(run)

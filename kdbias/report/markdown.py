@@ -1,7 +1,5 @@
-"""The Markdown document: header, rules, methods, the matrix, Phases 1 and 2, key findings.
-
-Phase 3 (CKA, Hessian, attention distance) is written by :mod:`kdbias.report.analytics`.
-"""
+"""The Markdown document: header, the rules ("How to read the numbers"), then the sections of
+:mod:`kdbias.report.phases` and :mod:`kdbias.report.analytics`, and the key findings."""
 
 from __future__ import annotations
 
@@ -9,17 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdbias import registry
-from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, controls_of, label
-from kdbias.report.analytics import attention_cell, cka_section, hessian_cell, hessian_section, attention_section
-from kdbias.report.cells import PENDING, describe_method, duration, estimate, number, pct, pp, table
-from kdbias.report.findings import BASELINE, findings
-from kdbias.report.stats import finite, verdict
+from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, label
+from kdbias.report.analytics import attention_section, cka_section, hessian_section
+from kdbias.report.cells import PENDING, source_line
+from kdbias.report.findings import findings
+from kdbias.report.phases import matrix_section, methods_section, phase1_section, phase2_section
 
-__all__ = ["TEACHER_TARGETS", "render_report", "source_line"]
+__all__ = ["HOW_TO_READ", "render_report", "source_line"]
 
-TEACHER_TARGETS = {"teacher_resnet18": 0.94, "teacher_convnextv2": 0.95}  # the plan's qualification targets
-COMPARED_WITH = {"exp2": ("exp1",), "exp3": ("exp1", "exp2")}  # the plan's Phase 2 comparisons besides the baseline
 LAYERS = ", ".join(str(i) for i in PLAN_LAYERS)
 
 HOW_TO_READ = f"""**How to read the numbers.**
@@ -44,6 +39,11 @@ HOW_TO_READ = f"""**How to read the numbers.**
   configuration the newest `version_<n>` counts. Files that cannot be read, incomplete runs and runs
   whose accuracy is not a number in [0, 1] are skipped with a warning; another field that is not a
   finite number (or an accuracy outside [0, 1]) is dropped with a warning.
+- *Teacher targets*: a teacher trained once (n = 1, the checkpoint the students distil from) is compared
+  with the plan's target directly ("reached" / "not reached"); with n ≥ 2 the verdict rule applies.
+  "Teacher Acc" of a soft-KL student is the accuracy it recorded for its teacher on the test split
+  (`teacher.test_acc`), checked against the teacher run's own test accuracy in Phase 1; `k-NN` marks a
+  headless teacher's weighted k-NN accuracy.
 - *Hessian trace*: over seeds as above; a single run shows its Hutchinson estimate ± 1.96 × its standard
   error and is marked *not significant* when that interval contains 0. "Higher = sharper" is written only
   next to significant numbers.
@@ -55,18 +55,6 @@ HOW_TO_READ = f"""**How to read the numbers.**
 - `{PENDING}`: no usable run produced that number yet. No other number is ever filled in."""
 
 
-def source_line(agg: Aggregate) -> str:
-    """The provenance line written above every table."""
-    if agg.dataset is None or agg.preset is None:
-        return "Source: no completed runs — every cell is pending."
-    pair = f"{agg.dataset} / {agg.preset}"
-    if agg.dataset == "digits":
-        return f"Source: {pair} — offline smoke data, NOT a CIFAR result."
-    if agg.preset != "paper":
-        return f"Source: {pair} — reduced '{agg.preset}' preset, NOT a paper-preset result."
-    return f"Source: {pair} — the plan's paper preset."
-
-
 def _header(agg: Aggregate, runs_dir: Any, skipped: Sequence[str]) -> list[str]:
     parts = ["# Mitigating Inductive Bias Mismatch in Heterogeneous Knowledge Distillation — results\n"]
     where = f" from `{runs_dir}`" if runs_dir is not None else ""
@@ -74,189 +62,23 @@ def _header(agg: Aggregate, runs_dir: Any, skipped: Sequence[str]) -> list[str]:
     if runs_dir is not None and not Path(runs_dir).is_dir():
         parts.append(f"Note: the runs directory `{runs_dir}` does not exist; every cell is pending.\n")
     if agg.ignored:
-        parts.append("Ignored (other dataset / preset pairs; select one with `--dataset` / `--preset`): "
-                     + "; ".join(f"{d} / {p} ({n} run{'s' if n != 1 else ''})" for d, p, n in agg.ignored) + ".\n")
+        parts.append(
+            "Ignored (other dataset / preset pairs; select one with `--dataset` / `--preset`): "
+            + "; ".join(f"{d} / {p} ({n} run{'s' if n != 1 else ''})" for d, p, n in agg.ignored)
+            + ".\n"
+        )
     if agg.others:
         parts.append(f"Runs of experiments outside the registry, not tabulated: {', '.join(agg.others)}.\n")
-    left = [f"- {label(name)}: `{Path(run['run_dir']).name}` (seed {run['seed']}) — {why}"
-            for name, items in agg.left_out.items() for run, why in items]
+    left = [
+        f"- {label(name)}: `{Path(run['run_dir']).name}` (seed {run['seed']}) — {why}"
+        for name, items in agg.left_out.items()
+        for run, why in items
+    ]
     if left:
         parts.append("Runs left out (runs with another configuration are never averaged):\n\n" + "\n".join(left) + "\n")
     if skipped:
         parts.append("Files skipped or fields dropped while loading:\n\n" + "\n".join(f"- {s}" for s in skipped) + "\n")
     parts.append(HOW_TO_READ + "\n")
-    return parts
-
-
-def _methods(agg: Aggregate) -> list[str]:
-    rows = []
-    for experiment in registry.EXPERIMENTS.values():
-        name = experiment.name
-        if not agg.has(name):
-            rows.append([label(name)] + [PENDING] * 8)
-            continue
-        method = agg.method(name)
-        holdout = method.get("holdout")
-        selection = agg.newest(name).get("selection")  # type: ignore[union-attr]
-        seeds = ", ".join(str(r["seed"]) for r in agg.runs[name])
-        rows.append([
-            label(name), describe_method(method), number(method.get("ce_weight", PENDING)),
-            ", ".join(agg.teacher_names(name)) or "None", number(method.get("global_batch_size", PENDING)),
-            number(method.get("epochs", PENDING)), number(holdout if holdout is not None else PENDING),
-            selection if isinstance(selection, str) else PENDING, f"`{agg.signature[name]}` (seeds {seeds})",
-        ])
-    notes = ["", "CE weight: the weight of the cross-entropy term in each method's loss (`method.ce_weight`: "
-             "1 for CE and CKA students, 1 − α for soft KL). Batch: global batch size per optimiser step."]
-    no_holdout = [label(n) for n in agg.runs if finite(agg.method(n).get("holdout")) == 0]
-    if no_holdout:
-        notes.append(f"No held-out split (the last epoch is used, not a selected checkpoint): {', '.join(no_holdout)}.")
-    return ["## Methods (as recorded by the runs)\n", source_line(agg) + "\n",
-            table(["Experiment", "Method", "CE weight", "Teacher", "Batch", "Epochs", "Held-out images",
-                   "Checkpoint selection", "Configuration"], rows) + "\n" + "\n".join(notes) + "\n"]
-
-
-def _teacher_cell(agg: Aggregate, name: str) -> str:
-    if not agg.has(name):
-        return PENDING
-    names = agg.teacher_names(name)
-    return ", ".join(names) if names else "None"
-
-
-def _teacher_acc_cell(agg: Aggregate, name: str) -> str:
-    if not agg.has(name):
-        return PENDING
-    stat, kind = agg.teacher_acc(name)
-    if stat is None:
-        return "N/A" if not agg.teacher_names(name) else PENDING
-    return f"k-NN {pct(stat)}" if kind == "k-NN" else pct(stat)
-
-
-def _delta_cell(agg: Aggregate, name: str, reference: str) -> str:
-    return "—" if name == reference else pp(agg.delta(name, reference))
-
-
-def _matrix(agg: Aggregate) -> list[str]:
-    rows = []
-    for name in registry.STUDENTS:
-        controls = controls_of(name)
-        control = "; ".join(f"{pp(agg.delta(name, c))} vs {label(c)}" for c in controls) if controls else "—"
-        rows.append([f"**{label(name)}**", _teacher_cell(agg, name), describe_method(agg.method(name))
-                     if agg.has(name) else PENDING, _teacher_acc_cell(agg, name), pct(agg.acc(name)),
-                     _delta_cell(agg, name, BASELINE), control, attention_cell(agg, name), hessian_cell(agg, name)])
-    notes = [
-        "",
-        "Student Acc: official test split; checkpoints selected on a held-out split of the training set, never on "
-        "the test split" + _last_epoch_note(agg) + ".",
-        "Teacher Acc: for soft-KL students the teacher checkpoint's accuracy on the test split, recorded in the "
-        "student run (`teacher.test_acc`; Phase 1 checks that it equals the teacher run's own test accuracy); "
-        "`k-NN`: weighted k-NN accuracy of the frozen headless teacher's features on the test split (no classifier).",
-        "Δ: paired by seed (n = pairs). " + _batch_note(agg),
-    ]
-    return ["## Experimental Matrix\n", source_line(agg) + "\n",
-            table(["Experiment", "Teacher Architecture", "Distillation Type", "Teacher Acc", "Student Acc",
-                   "Δ vs Baseline", "Δ vs matched control", "Inductive Bias (Attn Dist)", "Gen. Gap (Hessian Trace)"],
-                  rows) + "\n" + "\n".join(notes) + "\n"]
-
-
-def _last_epoch_note(agg: Aggregate) -> str:
-    names = [label(n) for n in agg.runs if finite(agg.method(n).get("holdout")) == 0]
-    return f"; runs without a held-out split (`method.holdout` = 0) use their last epoch: {', '.join(names)}" \
-        if names else ""
-
-
-def _batch_note(agg: Aggregate) -> str:
-    notes = []
-    for name in registry.STUDENTS:
-        for control in controls_of(name):
-            notes.append(f"{label(name)} vs Baseline is the plan's comparison but differs in batch and optimiser step "
-                         f"count ({_batch(agg, name)}; {_batch(agg, BASELINE)}); {label(control)} is its matched "
-                         f"control ({_batch(agg, control)}).")
-    return " ".join(notes)
-
-
-def _batch(agg: Aggregate, name: str) -> str:
-    method = agg.method(name)
-    if not method:
-        return f"{label(name)}: {PENDING}"
-    return f"{label(name)}: batch {number(method.get('global_batch_size'))}, {number(method.get('epochs'))} epochs"
-
-
-def _target_cell(stat: Any, target: float) -> str:
-    if stat is None:
-        return PENDING
-    if stat.n == 1:
-        side = "reached" if stat.mean > target else "not reached"
-        return f"{side} by the checkpoint used ({stat.mean * 100:.2f} % vs > {target * 100:g} %; single run, n=1)"
-    word = verdict(stat, ">", target)
-    return (f"**{word}** (mean {stat.mean * 100:.2f} %, 95 % CI [{stat.low * 100:.2f}, {stat.high * 100:.2f}] % "
-            f"vs > {target * 100:g} %, n={stat.n})")
-
-
-def _phase1(agg: Aggregate) -> list[str]:
-    parts = ["## Phase 1: Teacher Qualification\n"]
-    for name in registry.TEACHERS:
-        target = TEACHER_TARGETS.get(name)
-        acc = agg.acc(name)
-        epochs, best = agg.stat(name, "epochs_completed"), agg.stat(name, "best_epoch")
-        best_cell = estimate(best, digits=0 if best is None or best.n == 1 else 1)
-        if best is not None and epochs is not None:
-            best_cell += f" of {epochs.mean:.0f} epochs"
-        run = agg.newest(name)
-        selection = run.get("selection") if run else None
-        time = agg.stat(name, "train_time_s")
-        rows = [
-            ["Test Accuracy (the plan's \"Val Accuracy\")", pct(acc)],
-            ["Held-out Best Val Accuracy", pct(agg.stat(name, "best_val_acc"))],
-            ["Best Epoch (0-based, held-out)", best_cell],
-            ["Checkpoint selection", selection if isinstance(selection, str) else PENDING],
-            ["Training Time", PENDING if time is None else duration(time.mean) + f" (n={time.n})"],
-        ]
-        if target is not None:
-            rows.append([f"Target > {target * 100:g} %", _target_cell(acc, target)])
-        for student in (e.name for e in registry.EXPERIMENTS.values() if e.teacher == name):
-            recorded, _ = agg.teacher_acc(student)
-            rows.append([f"Recorded by the {label(student)} runs (`teacher.test_acc`)", _recorded(recorded, acc)])
-        parts += [f"### {label(name)}\n", registry.EXPERIMENTS[name].description + "\n", source_line(agg) + "\n",
-                  table(["Metric", "Value"], rows) + "\n"]
-    return parts
-
-
-def _recorded(recorded: Any, acc: Any) -> str:
-    if recorded is None:
-        return PENDING
-    cell = pct(recorded)
-    if acc is None:
-        return cell + " (no teacher run to compare with)"
-    values = set(recorded.values) | set(acc.values)
-    same = max(values) - min(values) <= 1e-6
-    return cell + (" — equals the teacher run's test accuracy (same checkpoint, same split)" if same else
-                   " — **differs** from the teacher run's test accuracy: the students used another checkpoint or split")
-
-
-def _phase2(agg: Aggregate) -> list[str]:
-    parts = ["## Phase 2: Distillation Results\n"]
-    for name in registry.STUDENTS:
-        method = agg.method(name)
-        rows = [
-            ["Method", describe_method(method) if agg.has(name) else PENDING],
-            ["CE weight", number(method.get("ce_weight", PENDING))],
-            ["Student Test Accuracy", pct(agg.acc(name))],
-            ["Held-out Best Val Accuracy", pct(agg.stat(name, "best_val_acc"))],
-        ]
-        if name != BASELINE:
-            note = " (the plan's comparison; different batch and step count)" if controls_of(name) else ""
-            rows.append([f"Δ vs Baseline{note}", pp(agg.delta(name, BASELINE))])
-        rows += [[f"Δ vs {label(c)} (matched control: same batch and step count)", pp(agg.delta(name, c))]
-                 for c in controls_of(name)]
-        rows += [[f"Δ vs {label(ref)}", pp(agg.delta(name, ref))] for ref in COMPARED_WITH.get(name, ())]
-        rows += [
-            [f"Mean Attention Distance (layers {LAYERS})", attention_cell(agg, name)],
-            ["Hessian Trace", hessian_cell(agg, name)],
-            ["Generalisation Gap (train − held-out val acc)",
-             estimate(agg.stat(name, "gen_gap_acc"), scale=100.0, unit=" pp")],
-        ]
-        parts += [f"### {registry.EXPERIMENTS[name].description}\n", source_line(agg) + "\n",
-                  table(["Metric", "Value"], rows) + "\n"]
     return parts
 
 
@@ -276,15 +98,18 @@ def render_report(
     """
     agg = aggregate(runs, dataset=dataset, preset=preset)
     parts = _header(agg, runs_dir, skipped)
-    parts += _matrix(agg)
-    parts += _methods(agg)
-    parts += _phase1(agg)
-    parts += _phase2(agg)
+    parts += matrix_section(agg)
+    parts += methods_section(agg)
+    parts += phase1_section(agg)
+    parts += phase2_section(agg)
     parts += ["## Phase 3: Analytics Summary\n"]
     parts += cka_section(agg, out_dir, source_line(agg))
     parts += hessian_section(agg, source_line(agg))
     parts += attention_section(agg, source_line(agg))
-    parts += ["## Key Findings\n", source_line(agg) + "\n",
-              "Each expectation of the plan, decided by the verdict rule above (paired by seed, 95 % CI).\n",
-              "\n".join(f"{i}. {line}" for i, line in enumerate(findings(agg), start=1)) + "\n"]
+    parts += [
+        "## Key Findings\n",
+        source_line(agg) + "\n",
+        "Each expectation of the plan, decided by the verdict rule above (paired by seed, 95 % CI).\n",
+        "\n".join(f"{i}. {line}" for i, line in enumerate(findings(agg), start=1)) + "\n",
+    ]
     return "\n".join(parts)

@@ -1,15 +1,85 @@
 """Fake run directories for the report, run_all and notebook tests (no training); a
 uniquely named module, since `from conftest import ...` depends on which conftest is first
-on sys.path when several test folders have one."""
+on sys.path when several test folders have one.
+
+:func:`write_run` writes what a finished run leaves: ``config.yaml``, ``hparams.yaml``, an
+optional ``last.ckpt`` and, when ``complete``, a ``summary.json`` shaped like the runner's
+(``status``, ``test_acc``, ``method``, ``config_signature``, ``teacher``, ...), with the
+method of the experiment's registry entry unless the test overrides it.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from kdbias import registry
+
+TEACHER_NETWORKS = {
+    "teacher_resnet18": ("resnet18_cifar", "ResNet"),
+    "teacher_convnextv2": ("convnextv2_tiny_cifar", "ConvNeXt"),
+}
+HEADLESS = {"name": "vit_small_patch14_dinov2", "family": "ViT", "source": "hub"}
+PAIRS = [[3, 3], [6, 6], [9, 9], [11, 11]]
+
+
+def default_method(experiment: str) -> dict[str, Any]:
+    """The ``method`` a run of ``experiment`` records (smoke-sized numbers)."""
+    spec = registry.get(experiment)
+    batch = 512 if "student_b512" in spec.pieces else 128
+    arch = TEACHER_NETWORKS.get(experiment, ("deit_tiny_p4",))[0]
+    method: dict[str, Any] = {
+        "loss": "ce",
+        "ce_weight": 1.0,
+        "arch": arch,
+        "batch_size": batch,
+        "global_batch_size": batch,
+        "epochs": 3,
+        "holdout": 144,
+        "precision": "32-true",
+    }
+    if spec.module == "KLDistillModule":
+        method.update(loss="soft_kl", ce_weight=0.5, temperature=4.0, alpha=0.5, distill_token=None)
+    if spec.module == "CKADistillModule":
+        method.update(
+            loss="cka",
+            lambda_cka=0.5,
+            lambda_tok=0.5,
+            layer_pairs=PAIRS,
+            cka_representation="image",
+            teacher_image_size=224,
+        )
+    return method
+
+
+def default_teacher(runs_dir: Path, experiment: str) -> dict[str, Any] | None:
+    spec = registry.get(experiment)
+    if spec.teacher is not None:
+        name, family = TEACHER_NETWORKS[spec.teacher]
+        return {
+            "name": name,
+            "family": family,
+            "source": str(runs_dir / spec.teacher / "version_0" / "checkpoints" / "best.ckpt"),
+        }
+    if spec.module == "CKADistillModule":
+        return dict(HEADLESS)
+    return None
+
+
+def _png(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, np.eye(4) * 0.8 + 0.1, cmap="magma")
 
 
 def write_run(
@@ -21,21 +91,33 @@ def write_run(
     preset: str = "smoke",
     complete: bool = True,
     last_ckpt: bool = True,
-    model: str = "deit_tiny_p4",
     scalars: dict[str, list[tuple[int, float]]] | None = None,
     heatmap: bool = False,
+    raw: bytes | str | None = None,
     **summary: Any,
 ) -> Path:
-    """``<runs_dir>/<experiment>/version_<n>`` with hparams.yaml, optional last.ckpt,
-    summary.json (when ``complete``), TensorBoard scalars and a CKA heatmap PNG."""
-    root = Path(runs_dir) / experiment
+    """``<runs_dir>/<experiment>/version_<n>`` of a (finished) run.
+
+    ``summary`` overrides the written ``summary.json`` keys; ``method`` is merged into the
+    experiment's default method and, unless given, ``config_signature`` is a hash of the
+    method (so runs with another τ get another signature). ``val_acc`` alone also sets
+    ``test_acc``; ``teacher_acc`` of a soft-KL student also sets ``teacher.test_acc``.
+    ``heatmap``: a PNG per ``cka`` entry. ``raw``: written verbatim as ``summary.json``.
+    """
+    runs_dir = Path(runs_dir)
+    root = runs_dir / experiment
     if version is None:
         version = len(list(root.glob("version_*"))) if root.is_dir() else 0
     run_dir = root / f"version_{version}"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    config = dict(experiment=experiment, seed=seed, dataset=dataset, preset=preset, model=model,
-                  smoke=preset == "smoke")
-    (run_dir / "hparams.yaml").write_text(yaml.safe_dump({"config": config, "seed": seed}))
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump({"seed_everything": seed, "preset": preset, "data": {"dataset": dataset}})
+    )
+    (run_dir / "hparams.yaml").write_text(
+        yaml.safe_dump(
+            {"config": {"experiment": experiment, "seed": seed, "dataset": dataset, "preset": preset}, "seed": seed}
+        )
+    )
     if last_ckpt:
         (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"fake")
     if scalars:
@@ -46,23 +128,51 @@ def write_run(
             for step, value in points:
                 writer.add_scalar(tag, value, step)
         writer.close()
+    if raw is not None:
+        data = raw.encode("utf-8") if isinstance(raw, str) else raw
+        (run_dir / "summary.json").write_bytes(data)
+        return run_dir
+    if not complete:
+        return run_dir
+    spec = registry.EXPERIMENTS.get(experiment)
+    override = summary.pop("method", {})
+    method = {**(default_method(experiment) if spec else {}), **override} if isinstance(override, dict) else override
+    full: dict[str, Any] = dict(
+        experiment=experiment,
+        dataset=dataset,
+        preset=preset,
+        seed=seed,
+        status="complete",
+        epochs_completed=3,
+        best_epoch=2,
+        train_time_s=60.0,
+        teacher_acc=None,
+        label=spec.label if spec else experiment,
+        role=spec.role if spec else "student",
+        control_of=spec.control_of if spec else None,
+        method=method,
+        config_signature=hashlib.sha256(json.dumps(method, sort_keys=True).encode()).hexdigest()[:16],
+        teacher=default_teacher(runs_dir, experiment) if spec else None,
+        selected_checkpoint="checkpoints/best.ckpt",
+        selection="best held-out val/acc",
+    )
+    full.update(summary)
+    if "val_acc" in summary and "test_acc" not in summary:
+        full["test_acc"] = summary["val_acc"]
+    full.setdefault("best_val_acc", full.get("val_acc"))
+    if (
+        spec is not None
+        and spec.teacher is not None
+        and full.get("teacher_acc") is not None
+        and isinstance(full.get("teacher"), dict)
+    ):
+        full["teacher"] = {**full["teacher"], "test_acc": full["teacher_acc"]}
     if heatmap:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        path = run_dir / "analytics" / "cka_heatmaps" / "epoch_2.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        plt.imsave(path, np.eye(4) * 0.8 + 0.1, cmap="magma")
-        summary.setdefault("cka_heatmap", "analytics/cka_heatmaps/epoch_2.png")
-    if complete:
-        full = dict(experiment=experiment, dataset=dataset, preset=preset, seed=seed, epochs_completed=3,
-                    best_epoch=2, train_time_s=60.0, teacher_acc=None)
-        full.update(summary)
-        full.setdefault("best_val_acc", full.get("val_acc"))
-        (run_dir / "summary.json").write_text(json.dumps(full, indent=2))
+        for key, entry in (full.get("cka") or {}).items():
+            rel = f"analytics/cka_heatmaps/{key}/epoch_2.png"
+            _png(run_dir / rel)
+            entry.setdefault("heatmap", rel)
+    (run_dir / "summary.json").write_text(json.dumps(full, indent=2))
     return run_dir
 
 
@@ -74,6 +184,21 @@ def attention(px: float, layers: int = 12, heads: int = 3) -> dict[str, Any]:
     }
 
 
+def cka_entry(contrast: float, teacher: str, trained: float | None = None, untrained: float | None = None) -> dict:
+    """One ``cka[key]`` entry: ``diag`` = 0.5 + contrast, ``off_diag`` = 0.5."""
+    entry: dict[str, Any] = {
+        "diag": 0.5 + contrast,
+        "off_diag": 0.5,
+        "contrast": contrast,
+        "teacher": teacher,
+        "source": "fixture",
+        "trained_pairs": None,
+    }
+    if trained is not None:
+        entry.update(trained=trained, untrained_contrast=untrained, trained_pairs=PAIRS)
+    return entry
+
+
 @pytest.fixture
 def make_run():
     return write_run
@@ -81,30 +206,53 @@ def make_run():
 
 @pytest.fixture
 def full_matrix(tmp_path: Path) -> Path:
-    """A realistic complete smoke matrix (two student seeds), with scalars and heatmaps."""
+    """A realistic complete smoke matrix (three student seeds), with scalars and heatmaps."""
     return write_full_matrix(tmp_path / "runs")
 
 
-def write_full_matrix(runs: Path) -> Path:
-    """Teachers (seed 0) and four students for seeds 0 and 1, every analytics key filled."""
+def write_full_matrix(runs: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
+    """Teachers (seed 0) and every student of the registry for ``seeds``, every analytics key filled."""
 
     def curve(final: float) -> dict[str, list[tuple[int, float]]]:
-        return {"val/acc": [(s, final * (s + 1) / 3) for s in range(3)],
-                "train/loss": [(s, 2.3 - 0.5 * s) for s in range(3)]}
+        return {
+            "val/acc": [(s, final * (s + 1) / 3) for s in range(3)],
+            "train/loss": [(s, 2.3 - 0.5 * s) for s in range(3)],
+        }
 
-    write_run(runs, "teacher_resnet18", model="resnet18_cifar", val_acc=0.95, scalars=curve(0.95))
-    write_run(runs, "teacher_convnextv2", model="convnextv2_tiny_cifar", val_acc=0.96, scalars=curve(0.96))
-    accs = {"baseline": (0.80, 0.82), "exp1": (0.79, 0.80), "exp2": (0.83, 0.84), "exp3": (0.85, 0.86)}
-    px = {"baseline": 9.0, "exp1": 6.0, "exp2": 10.0, "exp3": 13.0}
-    trace = {"baseline": 80.0, "exp1": 120.0, "exp2": 90.0, "exp3": 60.0}
+    write_run(runs, "teacher_resnet18", test_acc=0.95, val_acc=0.94, scalars=curve(0.95))
+    write_run(runs, "teacher_convnextv2", test_acc=0.96, val_acc=0.95, scalars=curve(0.96))
+    accs = {"baseline": 0.80, "baseline_b512": 0.79, "exp1": 0.79, "exp2": 0.83, "exp3": 0.86}
+    px = {"baseline": 9.0, "baseline_b512": 9.0, "exp1": 6.0, "exp2": 10.0, "exp3": 13.0}
+    trace = {"baseline": 80.0, "baseline_b512": 85.0, "exp1": 120.0, "exp2": 90.0, "exp3": 60.0}
     teacher = {"exp1": 0.95, "exp2": 0.96, "exp3": 0.70}
-    for seed in (0, 1):
-        for name in ("baseline", "exp1", "exp2", "exp3"):
-            extra: dict[str, Any] = dict(attention(px[name] + seed * 0.1))
-            if name != "baseline":
-                extra.update(cka_diag_alignment={"exp1": 0.3, "exp2": 0.5, "exp3": 0.8}[name] + seed * 0.01,
-                             cka_diag_contrast=0.1, teacher_acc=teacher[name])
-            write_run(runs, name, seed=seed, val_acc=accs[name][seed], scalars=curve(accs[name][seed]),
-                      heatmap=name != "baseline", hessian_trace=trace[name] + seed, hessian_top_eig=trace[name] / 10,
-                      gen_gap_acc=0.05, gen_gap_loss=0.2, **extra)
+    names = {"exp1": "resnet18_cifar", "exp2": "convnextv2_tiny_cifar", "exp3": HEADLESS["name"]}
+    jitter = {0: 0.0, 1: 0.004, 2: -0.002}
+    for seed in seeds:
+        j = jitter.get(seed, 0.001 * seed)
+        for name in registry.STUDENTS:
+            extra: dict[str, Any] = dict(attention(px[name] + 10 * j))
+            if name == "baseline":
+                extra["cka"] = {
+                    k: cka_entry(0.02 + j, names[k], *((0.6, 0.01 + j) if k == "exp3" else ())) for k in names
+                }
+            elif name in names:
+                extra["cka"] = {name: cka_entry(0.1 + j, names[name], *((0.9, 0.05 + j) if name == "exp3" else ()))}
+                extra["teacher_acc"] = teacher[name]
+            write_run(
+                runs,
+                name,
+                seed=seed,
+                val_acc=accs[name] + j,
+                test_acc=accs[name] + j + 0.001,
+                scalars=curve(accs[name] + j),
+                heatmap=True,
+                hessian_trace=trace[name] + 100 * j,
+                hessian_trace_stderr=5.0,
+                hessian_trace_probes=16,
+                hessian_top_eig=trace[name] / 10,
+                hessian_top_eig_residual=0.01,
+                gen_gap_acc=0.05,
+                gen_gap_loss=0.2,
+                **extra,
+            )
     return runs

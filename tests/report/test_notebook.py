@@ -27,7 +27,8 @@ def _cells(notebook):
 def test_ipynb_matches_py_source():
     py, ipynb = jupytext.read(NOTEBOOK_PY), jupytext.read(NOTEBOOK_IPYNB)
     assert _cells(py) == _cells(ipynb), (
-        "notebooks/analysis.ipynb is out of date: run `jupytext --to ipynb notebooks/analysis.py`")
+        "notebooks/analysis.ipynb is out of date: run `jupytext --to ipynb notebooks/analysis.py`"
+    )
 
 
 @pytest.fixture
@@ -35,10 +36,15 @@ def kernel_name(tmp_path, monkeypatch):
     """A kernelspec in tmp_path that runs this interpreter (the venv), found via JUPYTER_PATH."""
     spec_dir = tmp_path / "jupyter" / "kernels" / "kdbias-test"
     spec_dir.mkdir(parents=True)
-    (spec_dir / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "kdbias test", "language": "python",
-    }))
+    (spec_dir / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "display_name": "kdbias test",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return "kdbias-test"
@@ -46,8 +52,9 @@ def kernel_name(tmp_path, monkeypatch):
 
 def _execute(kernel_name: str):
     notebook = jupytext.read(NOTEBOOK_PY)
-    client = nbclient.NotebookClient(notebook, kernel_name=kernel_name, timeout=300,
-                                     resources={"metadata": {"path": str(NOTEBOOK_PY.parent)}})
+    client = nbclient.NotebookClient(
+        notebook, kernel_name=kernel_name, timeout=300, resources={"metadata": {"path": str(NOTEBOOK_PY.parent)}}
+    )
     client.execute()
     outputs = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
     text = "".join(out.get("text", "") for out in outputs if out.get("output_type") == "stream")
@@ -56,13 +63,19 @@ def _execute(kernel_name: str):
 
 
 def test_notebook_executes_on_runs(full_matrix, kernel_name, monkeypatch):
-    (full_matrix / "exp2" / "version_0" / "analytics" / "cka_heatmaps" / "epoch_2.png").unlink()  # a gap
+    (full_matrix / "exp2" / "version_0" / "analytics" / "cka_heatmaps" / "exp2" / "epoch_2.png").unlink()  # a gap
     monkeypatch.setenv("KDBIAS_RUNS_DIR", str(full_matrix))
     text, images = _execute(kernel_name)
-    assert "10 completed run(s)" in text and "Source: digits / smoke" in text
-    assert "EXP-2 > EXP-1: yes" in text
-    assert "skipped" not in text
-    assert images == 4  # learning curves, attention distance, CKA heatmaps, Hessian
+    assert "17 completed run(s)" in text and "Source: digits / smoke" in text
+    assert "EXP-2 > EXP-1 (test acc): yes (Δ = +4.00 pp, 95 % CI" in text
+    assert "EXP-3 ≥ +3 pp vs its matched control Baseline (b512) (same batch and step count): yes" in text
+    assert "skipped" not in text and "left out" not in text
+    assert images == 4  # learning curves, attention distance, CKA heatmaps with controls, Hessian
+
+
+def test_notebook_links_nothing_outside_the_repository():
+    text = NOTEBOOK_PY.read_text() + NOTEBOOK_IPYNB.read_text()
+    assert "../shared" not in text and "http" not in text and "seed/" not in text
 
 
 def test_notebook_executes_without_runs(tmp_path, kernel_name, monkeypatch):
@@ -78,8 +91,15 @@ def test_notebook_executes_without_runs(tmp_path, kernel_name, monkeypatch):
 def test_smoke_matrix_end_to_end(tmp_path):
     """The real smoke matrix: every cell filled; a second call trains nothing."""
     runs, out = tmp_path / "runs", tmp_path / "RESULTS.md"
-    command = [sys.executable, str(ROOT / "experiments" / "run_all.py"), "--smoke", "--runs-dir", str(runs),
-               "--out", str(out)]
+    command = [
+        sys.executable,
+        str(ROOT / "experiments" / "run_all.py"),
+        "--smoke",
+        "--runs-dir",
+        str(runs),
+        "--out",
+        str(out),
+    ]
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=tmp_path)
     elapsed = time.perf_counter() - start
