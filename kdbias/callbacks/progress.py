@@ -13,10 +13,10 @@ __all__ = ["EpochLineProgress", "format_duration"]
 
 
 def format_duration(seconds: float) -> str:
-    """``"42 s"``, ``"3.5 min"`` or ``"2.10 h"``."""
+    """``"42.0 s"``, ``"3.5 min"`` or ``"2.10 h"``."""
     seconds = max(0.0, seconds)
     if seconds < 120:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.1f} s"
     if seconds < 7200:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.2f} h"

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kdbias.callbacks.progress import format_duration as duration
 from kdbias.report.aggregate import Aggregate
 from kdbias.report.stats import Estimate, finite, verdict
 
@@ -123,16 +124,6 @@ def describe_method(method: dict[str, Any]) -> str:
         tok = finite(method.get("lambda_tok"))
         return f"{'CKA + token' if tok is None or tok > 0 else 'CKA'} ({', '.join(parts)})"
     return PENDING if loss is None else str(loss)
-
-
-def duration(seconds: float) -> str:
-    """``"90.0 s"``, ``"12.5 min"`` or ``"1.50 h"``."""
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
 
 
 def href(run: dict[str, Any], rel: Any, out_dir: str | Path | None) -> str | None:
