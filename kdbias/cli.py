@@ -41,6 +41,7 @@ from kdbias import registry
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.experiment import Analytics, check_trainer_settings
 from kdbias.models import PretrainedWeightsError
+from kdbias.runner import Finished
 from kdbias.runs import CheckpointError
 
 __all__ = ["INPUT_ERRORS", "KDBiasCLI", "expand_smoke", "main", "one_line"]
@@ -183,9 +184,13 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     prog = f"{name}.py"
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen teacher
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
     try:
         cli = KDBiasCLI(registry.get(name), configs_dir, args)
         return cli.run.train(cli)
+    except Finished as done:
+        print(f"{prog}: {done.run_dir} is finished (complete summary.json); nothing to train.", flush=True)
+        return None
     except INPUT_ERRORS as error:
         if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
             raise
