@@ -125,3 +125,76 @@ def teacher_checkpoint(folder: Path, datamodule: Any, arch: str = "resnet18_cifa
     )
     trainer.fit(teacher, datamodule=datamodule)
     return Path(folder) / "last.ckpt"
+
+
+# --------------------------------------------------------------------------- injected callbacks
+# Callbacks a test adds to a command-line run with LightningCLI's syntax, e.g.
+# ``--trainer.callbacks+=helpers.CrashAt --trainer.callbacks.epoch=1 --trainer.callbacks.batch=1``
+# (``trainer.callbacks`` is run-local: ``--resume`` without them is not a configuration change).
+
+from lightning.pytorch.callbacks import Callback  # noqa: E402
+
+
+class SimulatedCrash(RuntimeError):
+    """What :class:`CrashAt` raises: a bug in the middle of training (not an input error)."""
+
+
+class CrashAt(Callback):
+    """Raise :class:`SimulatedCrash` at the start of training batch ``batch`` of epoch ``epoch``."""
+
+    def __init__(self, epoch: int = 1, batch: int = 0) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            raise SimulatedCrash(f"simulated crash at epoch {self.epoch}, batch {self.batch}")
+
+
+class StallAt(Callback):
+    """At training batch ``batch`` of epoch ``epoch``: write ``flag`` (a file) and sleep for
+    ``seconds``, so that a test can SIGKILL the process at a known point."""
+
+    def __init__(self, flag: str, epoch: int = 1, batch: int = 1, seconds: float = 600.0) -> None:
+        self.flag, self.epoch, self.batch, self.seconds = flag, epoch, batch, seconds
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            import time
+
+            Path(self.flag).write_text(f"{trainer.current_epoch} {batch_idx} {trainer.global_step}\n")
+            time.sleep(self.seconds)
+
+
+class RecordBatches(Callback):
+    """Write the labels of every training batch this fit sees to ``path`` (JSON: a list of
+    ``[epoch, batch_idx, labels]``), rewritten after each batch."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.seen: list[Any] = []
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        labels = batch[1]
+        labels = labels.argmax(-1) if labels.ndim == 2 else labels
+        self.seen.append([trainer.current_epoch, batch_idx, [int(v) for v in labels]])
+        Path(self.path).write_text(json.dumps(self.seen))
+
+
+class ConstantHeadAt(Callback):
+    """After the last training batch of epoch ``epoch`` (before that epoch's validation),
+    make the student predict class ``label`` for every image (head weights 0, bias
+    one-hot): that epoch's ``val/acc`` drops to the class's share of the held-out split."""
+
+    def __init__(self, epoch: int, label: int = 0) -> None:
+        self.epoch, self.label = epoch, label
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        import torch
+
+        if trainer.current_epoch != self.epoch or batch_idx != trainer.num_training_batches - 1:
+            return
+        head = pl_module.model.get_classifier()
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(-10.0)
+            head.bias[self.label] = 10.0

@@ -106,6 +106,10 @@ class AnalyticsCallback(Callback):
     def _key_items(self) -> dict[str, Any]:
         return {}
 
+    def describe(self) -> str:
+        """Short name for progress lines: the class, plus what tells instances apart."""
+        return type(self).__name__
+
     @override
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -213,7 +217,7 @@ class AnalyticsCallback(Callback):
         """Measure on rank 0, log, and record when (on every rank). A line on stdout marks
         the start and the end of each measurement (they can take minutes at paper scale)."""
         if trainer.is_global_zero:
-            name = self.state_key
+            name = self.describe()
             print(f"[analytics] epoch {trainer.current_epoch}: {name} ...", flush=True)
             start = time.perf_counter()
             metrics = self.measure(trainer, pl_module)  # ends in host reads: the time is complete

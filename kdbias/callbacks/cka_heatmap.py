@@ -119,6 +119,9 @@ class CKAHeatmapCallback(AnalyticsCallback):
     def _key_items(self) -> dict[str, Any]:
         return {"key": self.key, "teacher_blocks": self.teacher_blocks, "student_blocks": self.student_blocks}
 
+    def describe(self) -> str:
+        return f"{type(self).__name__}[{self.key}]"
+
     def teacher(self, pl_module: L.LightningModule) -> FrozenTeacher:
         """The teacher compared with: the control, else the module's own."""
         return self.control if self.control is not None else pl_module.teacher

@@ -45,9 +45,9 @@ def main(out: Path) -> None:
     torch.set_num_threads(1)
     L.seed_everything(0)
     dm = CIFARDataModule("digits", batch_size=BATCH, val_batch_size=60, train_subset=N_TRAIN, seed=0)
-    teacher = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", model_kwargs=TINY)
-    module = KLDistillModule(student="deit_tiny_p4", teacher=teacher, num_classes=10, dataset="digits",
-                             model_kwargs=TINY, lr=1e-3, warmup_epochs=0.0)
+    teacher = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", arch_kwargs=TINY)
+    module = KLDistillModule(arch="deit_tiny_p4", teacher=teacher, num_classes=10, dataset="digits",
+                             arch_kwargs=TINY, lr=1e-3, warmup_epochs=0.0)
     trainer = L.Trainer(
         accelerator="cpu", devices=DEVICES, strategy="ddp", max_epochs=EPOCHS, num_sanity_val_steps=0,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

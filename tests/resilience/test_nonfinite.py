@@ -1,5 +1,5 @@
-"""A NaN loss component stops the fit, names the step and the component, and keeps the
-last finite checkpoint."""
+"""A NaN loss component stops the fit, names the training batch and the component, and
+keeps the last finite checkpoint."""
 
 from __future__ import annotations
 
@@ -8,28 +8,34 @@ import math
 import lightning as L
 import pytest
 import torch
+from helpers import TINY_VIT
 from lightning.pytorch.callbacks import ModelCheckpoint
+from resilience_helpers import cli_error, smoke_args, versions
 
 from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
 from kdbias.data import CIFARDataModule
-from kdbias.modules import KLDistillModule, TeacherModule
+from kdbias.modules import KLDistillModule, Optimization, TeacherModule
 
-TINY_VIT = dict(depth=1, embed_dim=48, num_heads=3)
-BATCHES, NAN_FROM = 3, 4  # NaN teacher logits from global step 4: epoch 1, batch 1
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+BATCHES, NAN_FROM = 3, 4  # NaN teacher logits from training batch 4: epoch 1, batch 1
 
 
 @pytest.mark.parametrize("check_every", [1, 50], ids=["checked-every-step", "checked-at-epoch-end"])
 def test_nan_teacher_logits_stop_the_fit_and_keep_the_finite_checkpoint(tmp_path, check_every):
     L.seed_everything(0)
-    teacher = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", model_kwargs=TINY_VIT)
-    module = KLDistillModule(student="deit_tiny_p4", teacher=teacher, num_classes=10, dataset="digits",
-                             model_kwargs=TINY_VIT, lr=1e-3, warmup_epochs=0.0)
+    optim = Optimization(lr=1e-3, warmup_epochs=0.0)
+    teacher = TeacherModule("deit_tiny_p4", num_classes=10, dataset="digits", arch_kwargs=TINY_VIT, optim=optim)
+    module = KLDistillModule(arch="deit_tiny_p4", teacher=teacher, num_classes=10, dataset="digits",
+                             arch_kwargs=TINY_VIT, optim=optim)
+    network = module.teacher.network
+    forward = network.forward
 
-    def nan_from_step(images):
-        logits = TeacherModule.forward(teacher, images)
+    def nan_from_batch(images):
+        logits = forward(images)
         return logits + math.nan if module.trainer.training and module.trainer.global_step >= NAN_FROM else logits
 
-    teacher.forward = nan_from_step
+    network.forward = nan_from_batch
     checkpoints = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = L.Trainer(accelerator="cpu", max_epochs=3, limit_train_batches=BATCHES, limit_val_batches=1,
                         logger=False, enable_progress_bar=False, enable_model_summary=False,
@@ -38,9 +44,9 @@ def test_nan_teacher_logits_stop_the_fit_and_keep_the_finite_checkpoint(tmp_path
         trainer.fit(module, datamodule=CIFARDataModule("digits", batch_size=8))
 
     message = str(info.value)
-    assert f"at global step {NAN_FROM} (epoch 1)" in message
+    assert f"at training batch {NAN_FROM} (epoch 1)" in message
     assert "loss component 'kd'" in message and "'ce'" not in message  # the CE stayed finite
-    assert f"last finite checkpoint is kept at {tmp_path / 'last.ckpt'}" in message
+    assert f"The last finite checkpoint is kept at {tmp_path / 'last.ckpt'}" in message
     assert "--resume" in message
 
     last = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
@@ -48,3 +54,16 @@ def test_nan_teacher_logits_stop_the_fit_and_keep_the_finite_checkpoint(tmp_path
     assert all(torch.isfinite(value).all() for value in last["state_dict"].values() if value.is_floating_point())
     # stopped at once (every step), or at the validation that would run on the NaN weights
     assert trainer.global_step == (NAN_FROM + 1 if check_every == 1 else 2 * BATCHES)
+
+
+@pytest.mark.xfail(strict=True, reason="library defect: through the command line a NonFiniteLossError is a "
+                   "traceback (it is not in kdbias.cli.INPUT_ERRORS), and before the first checkpoint its "
+                   "message still says 'then continue with --resume' although the run folder is removed")
+def test_nan_loss_through_the_command_line_is_one_line(tmp_path, capsys):
+    """``--model.optim.lr 1e30`` makes the loss non-finite in the first epoch (batch 2)."""
+    runs = tmp_path / "runs"
+    line = cli_error("baseline", smoke_args("baseline", runs, "--model.optim.lr", "1e30", "--model.optim.warmup_epochs",
+                                            "0", "--trainer.log_every_n_steps", "1"), capsys)
+    assert "Non-finite total loss at training batch 2 (epoch 0)" in line
+    assert versions(runs, "baseline") == []
+    assert "--resume" not in line  # nothing to resume: no checkpoint, no folder

@@ -1,87 +1,56 @@
-"""In-process crash and ``--resume``: the resumed epochs equal those of an uninterrupted run.
+"""In-process crash and ``--resume``: the resumed epoch equals that of an uninterrupted run.
 
 This is the strict form of the resume contract (optimiser, schedule, epoch, callbacks'
 state, data order, augmentation stream and RNG all restored): every training loss of the
-resumed epoch matches the uninterrupted run bit for bit (same process, one thread).
+resumed epoch matches the uninterrupted run bit for bit (same process, one thread), with a
+high drop-path rate so that a replayed random stream would show.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 
 import pytest
-import torch
-from resilience_helpers import TINY, read_scalars
+from helpers import TINY_VIT, SimulatedCrash, run_experiment
+from resilience_helpers import crash_at, load, read_scalars, versions
 
-import kdbias.experiment as experiment
-from kdbias.callbacks.summary import SummaryCallback
-from kdbias.recipes import BASELINE
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 BATCHES = 3  # per epoch; 2 epochs
+ARGS = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", str(BATCHES), "--trainer.log_every_n_steps", "1",
+        "--model.arch_kwargs", json.dumps({**TINY_VIT, "drop_path_rate": 0.5})]
 
 
-class SimulatedCrash(RuntimeError):
-    pass
+def test_resumed_epoch_matches_the_uninterrupted_run(tmp_path, capsys):
+    reference = run_experiment("baseline", tmp_path / "a", *ARGS)
 
-
-
-
-def _crashing(epoch: int, batch: int):
-    from lightning.pytorch.callbacks import Callback
-
-    class Crash(Callback):
-        def on_train_batch_start(self, trainer, pl_module, batch_, batch_idx):
-            if trainer.current_epoch == epoch and batch_idx == batch:
-                raise SimulatedCrash(f"crash at epoch {epoch}, batch {batch}")
-
-    return dataclasses.replace(
-        BASELINE, build_callbacks=lambda config, dm: [*BASELINE.build_callbacks(config, dm), Crash()]
-    )
-
-
-def test_resumed_epoch_matches_uninterrupted_run(tmp_path, monkeypatch):
-    summaries: list[SummaryCallback] = []
-    datamodules = []
-
-    class RecordingSummary(SummaryCallback):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            summaries.append(self)
-
-    def recording_datamodule(config):
-        datamodules.append(build(config))
-        return datamodules[-1]
-
-    build = experiment.build_datamodule
-    monkeypatch.setattr(experiment, "SummaryCallback", RecordingSummary)
-    monkeypatch.setattr(experiment, "build_datamodule", recording_datamodule)
-    args = [*TINY, "--epochs", "2", "--limit-train-batches", str(BATCHES), "--drop-path", "0.5"]
-
-    reference = BASELINE.run([*args, "--runs-dir", str(tmp_path / "a")])
-
-    crashed = _crashing(epoch=1, batch=1)
     with pytest.raises(SimulatedCrash):
-        crashed.run([*args, "--runs-dir", str(tmp_path / "b")])
+        run_experiment("baseline", tmp_path / "b", *ARGS, *crash_at(epoch=1, batch=1))
     run_dir = tmp_path / "b" / "baseline" / "version_0"
-    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved = load(run_dir / "checkpoints" / "last.ckpt")
     assert saved["epoch"] == 0 and saved["global_step"] == BATCHES
     assert {"torch", "numpy", "python"} <= set(saved["callbacks"]["RNGStateCallback"])
     assert saved["CIFARDataModule"]["aug_step"] == BATCHES and "shuffle_rng" in saved["CIFARDataModule"]
     elapsed_epoch0 = saved["callbacks"]["SummaryCallback[baseline]"]["elapsed_s"]
 
-    resumed = BASELINE.run([*args, "--runs-dir", str(tmp_path / "b"), "--resume"])
-    assert resumed == run_dir
-    assert not (tmp_path / "b" / "baseline" / "version_1").exists()
+    capsys.readouterr()
+    assert run_experiment("baseline", tmp_path / "b", *ARGS, "--resume") == run_dir
+    assert f"Resuming {run_dir} from {run_dir / 'checkpoints' / 'last.ckpt'}" in capsys.readouterr().out
+    assert versions(tmp_path / "b", "baseline") == ["version_0"]
 
-    # callbacks' and datamodule's state came back from the checkpoint
-    assert summaries[-1].elapsed_before_s == pytest.approx(elapsed_epoch0)
-    assert summaries[-1].best_epoch is not None
-    assert datamodules[-1]._aug_step == 2 * BATCHES  # continued from BATCHES, not restarted at 0
+    # callbacks' and datamodule's state came back from the checkpoint and continued
+    final = load(run_dir / "checkpoints" / "last.ckpt")
+    assert final["CIFARDataModule"]["aug_step"] == 2 * BATCHES  # continued from BATCHES, not restarted at 0
+    summary_state = final["callbacks"]["SummaryCallback[baseline]"]
+    assert summary_state["elapsed_s"] > elapsed_epoch0 and summary_state["best_epoch"] is not None
+    assert final["global_step"] == 2 * BATCHES
 
-    # every resumed step equals the uninterrupted run (last event per step wins)
+    # every resumed step equals the uninterrupted run (the last event per step wins)
     expected = dict(read_scalars(reference, "train/loss"))
     got = dict(read_scalars(run_dir, "train/loss"))
     assert sorted(got) == sorted(expected) == list(range(2 * BATCHES))
     assert [got[s] for s in range(BATCHES, 2 * BATCHES)] == [expected[s] for s in range(BATCHES, 2 * BATCHES)]
     assert read_scalars(run_dir, "val/acc") == read_scalars(reference, "val/acc")
     assert [s for s, _ in read_scalars(run_dir, "val/acc")] == [BATCHES - 1, 2 * BATCHES - 1]
+    a, b = json.loads((reference / "summary.json").read_text()), json.loads((run_dir / "summary.json").read_text())
+    assert (a["test_acc"], a["best_val_acc"], a["best_epoch"]) == (b["test_acc"], b["best_val_acc"], b["best_epoch"])

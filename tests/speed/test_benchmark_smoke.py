@@ -1,161 +1,165 @@
-"""kdbias.benchmark: its arithmetic, its FLOP counts, and its JSON on a configuration of seconds."""
+"""The benchmark tooling on a configuration of seconds: matrix, overrides, builders, JSON, table."""
 
 import json
-import math
+import re
+import sys
+from pathlib import Path
 
 import pytest
-import torch
-import torch.nn.functional as F
+from speed_helpers import ROOT, spec_of
 
-from kdbias import benchmark as bench
-from kdbias.benchmark import BenchConfig, count_flops, median_ratio, overhead_summary, step_time
+from experiments.benchmark import __main__ as bench
+from experiments.benchmark import table
+from experiments.benchmark.experiment import (
+    TINY_KWARGS,
+    build,
+    cli_args,
+    matrix,
+    run_overrides,
+    select_runs,
+)
+from kdbias import registry
 
-
-# -- arithmetic -------------------------------------------------------------------------------
-def test_step_time_is_median_or_window_mean():
-    assert step_time([0.1, 0.5, 0.2]) == pytest.approx(0.2)
-    assert step_time([0.1, 0.5, 0.3], windowed=True) == pytest.approx(0.3)
-    with pytest.raises(ValueError, match="no timed steps"):
-        step_time([])
-
-
-def test_median_ratio_pairs_rounds():
-    # round 2 is slow for both sides: pairing cancels it; the median drops the odd round
-    assert median_ratio([1.1, 2.2, 1.5], [1.0, 2.0, 1.0]) == pytest.approx(1.1)
-    with pytest.raises(ValueError):
-        median_ratio([1.0], [1.0, 2.0])
+RUNS = ["teacher_resnet18", "teacher_convnextv2", "baseline", "exp1", "exp2", "exp3_224", "exp3_112"]
 
 
-def test_overhead_summary_figures():
-    out = overhead_summary([0.11, 0.30, 0.12], [0.10, 0.25, 0.10], batch_size=32,
-                           lightning_cpu_s=[0.2, 0.2, 0.3], plain_cpu_s=[0.2, 0.1, 0.3])
-    assert out["lightning_ms_per_step"] == pytest.approx(120.0)
-    assert out["plain_ms_per_step"] == pytest.approx(100.0)
-    assert out["lightning_images_per_s"] == pytest.approx(32 / 0.12)
-    assert out["plain_images_per_s"] == pytest.approx(320.0)
-    assert out["round_ratios"] == pytest.approx([1.1, 1.2, 1.2])
-    assert out["lightning_overhead_ratio"] == pytest.approx(1.2)
-    assert out["round_ratios_cpu_time"] == pytest.approx([1.0, 2.0, 1.0])
-    assert out["lightning_overhead_ratio_cpu_time"] == pytest.approx(1.0)
-    assert overhead_summary([0.1], [0.1], 8)["lightning_overhead_ratio_cpu_time"] is None
-
-
-def test_step_clock_counts_only_the_timed_window():
-    clock = bench.StepClock(warmup=2, steps=3, device="cpu")
-    for _ in range(clock.total_steps + 2):  # ticks past the window are ignored
-        clock.tick()
-    assert len(clock.stamps) == 4 and len(clock.intervals()) == 3
-
-
-def test_parse_runs_expands_aliases_and_rejects_unknown():
-    assert bench.parse_runs("baseline,exp3") == ["baseline", "exp3_224", "exp3_112"]
-    assert bench.parse_runs("all") == list(bench.RUNS)
+def test_matrix_comes_from_the_registry():
+    specs = matrix()
+    assert [s.name for s in specs] == RUNS
+    assert {s.experiment for s in specs} == {e.name for e in registry.EXPERIMENTS.values() if e.control_of is None}
+    assert [(s.name, s.teacher_image_size) for s in specs if s.experiment == "exp3"] == [
+        ("exp3_224", 224),
+        ("exp3_112", 112),
+    ]
+    assert [s.name for s in select_runs("baseline,exp3")] == ["baseline", "exp3_224", "exp3_112"]
     with pytest.raises(ValueError, match="unknown run"):
-        bench.parse_runs("exp9")
+        select_runs("exp9")
 
 
-# -- FLOPs ---------------------------------------------------------------------------------------------
-def test_count_flops_linear_forward_and_backward_closed_form():
-    layer = torch.nn.Linear(8, 16, bias=False)
-    x = torch.randn(4, 8, requires_grad=True)
-    assert count_flops(lambda: layer(x)) == 2 * 4 * 8 * 16
-    assert count_flops(lambda: layer(x).sum().backward()) == 3 * 2 * 4 * 8 * 16  # fwd + grad_x + grad_w
-
-
-def test_count_flops_sees_cpu_flash_attention():
-    q = torch.randn(2, 3, 65, 64)
-    # two batched matmuls: Q K^T and A V
-    assert count_flops(lambda: F.scaled_dot_product_attention(q, q, q)) == 2 * (2 * 2 * 3 * 65 * 65 * 64)
-
-
-def test_paper_settings_follow_the_recipes():
-    assert bench.paper_settings(bench.RUNS["exp3_224"])["batch_size"] == 512
-    assert bench.paper_settings(bench.RUNS["baseline"])["batch_size"] == 1024
-    assert bench.paper_settings(bench.RUNS["teacher_resnet18"])["optimizer"] == "sgd"
-    cfg = BenchConfig(device="cpu", smoke=True).resolve()
-    assert cfg.batch_for(bench.RUNS["exp3_224"]) == 16 and cfg.threads == 1 and cfg.sync_check is False
-
-
-# -- the whole benchmark, tiny ---------------------------------------------------------------------------
-TOP_LEVEL = {
-    "schema_version", "tool", "date", "complete", "machine", "config", "data_source",
-    "lightning_overhead_ratio", "lightning_overhead_ratio_cpu_time", "data_speedup_vs_torchvision", "matmul_bf16_tflops", "data", "dinov2",
-    "runs", "wall_s",
-}
-RUN_KEYS = {
-    "run", "recipe", "model", "teacher", "teacher_image_size", "batch_size", "paper_batch_size", "optimizer",
-    "mix", "precision", "compile", "flops_per_image", "teacher_flops_per_image", "student_flops_per_image",
-    "lightning_ms_per_step", "plain_ms_per_step", "lightning_images_per_s", "plain_images_per_s",
-    "lightning_overhead_ratio", "round_ratios", "lightning_overhead_ratio_cpu_time", "round_ratios_cpu_time",
-    "step_times_ms", "achieved_tflops", "mfu",
-    "host_sync_calls", "cuda_sync_ops_per_step", "status", "wall_s",
-}
-
-
-def test_tiny_benchmark_writes_the_json_schema(tmp_path):
-    path = tmp_path / "bench.json"
-    cfg = BenchConfig(
-        runs=["baseline", "exp3_112"], device="cpu", tiny=True, threads=1, batch_size=4, warmup=1, steps=2, rounds=2,
-        data="digits", data_batch=16, data_batches=2, data_reps=2, dinov2_reps=1, flop_batch=2,
-        json_path=str(path),
+def test_overrides_and_their_command_line(dry_plan, tmp_path):
+    teachers = {"teacher_resnet18": tmp_path / "t.ckpt"}
+    o = run_overrides(spec_of("exp1"), dry_plan, 7, teachers=teachers)
+    assert o["analytics.enabled"] is False and o["trainer.max_steps"] == 7 and o["model.compile"] is False
+    assert o["model.teacher"] == str(tmp_path / "t.ckpt") and o["model.arch_kwargs"] == TINY_KWARGS["deit_tiny_p4"]
+    exp3 = run_overrides(spec_of("exp3_112"), dry_plan, 3, compile=True)
+    assert exp3["model.teacher_image_size"] == 112 and exp3["model.teacher_pretrained"] is None
+    assert exp3["model.compile"] is True and exp3["model.layer_pairs"] == [[0, 0], [1, 1]]
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        run_overrides(spec_of("exp2"), dry_plan, 3)
+    args = cli_args(
+        {
+            "trainer.max_steps": 5,
+            "model.teacher": None,
+            "model.arch_kwargs": {"depth": 2},
+            "data.dataset": "digits",
+            "analytics.enabled": False,
+        }
     )
-    lines = []
-    result = bench.run_benchmark(cfg, log=lines.append)
+    assert args == [
+        "--trainer.max_steps",
+        "5",
+        "--model.teacher",
+        "null",
+        "--model.arch_kwargs",
+        '{"depth": 2}',
+        "--data.dataset",
+        "digits",
+        "--analytics.enabled",
+        "false",
+    ]
+
+
+def test_the_real_trainer_comes_from_kdbias_cli(dry_plan):
+    built = build(spec_of("baseline"), dry_plan, run_overrides(spec_of("baseline"), dry_plan, 5))
+    names = {type(c).__name__ for c in built.trainer.callbacks}
+    assert built.built_by == "KDBiasCLI"
+    assert {"ModelCheckpoint", "SummaryCallback", "LearningRateMonitor", "NonFiniteGuard", "RNGStateCallback"} <= names
+    assert built.trainer.max_steps == 5 and built.datamodule.dataset == "digits"
+    assert len(built.module.model.blocks) == 2  # the tiny override reached the module
+
+
+def test_without_jsonargparse_the_trainer_is_built_from_the_same_files(dry_plan, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jsonargparse", None)  # import jsonargparse -> ImportError
+    monkeypatch.delitem(sys.modules, "kdbias.cli", raising=False)
+    built = build(spec_of("exp3_224"), dry_plan, run_overrides(spec_of("exp3_224"), dry_plan, 4))
+    assert built.built_by.startswith("preset files + run_callbacks")
+    names = {type(c).__name__ for c in built.trainer.callbacks}
+    assert {"ModelCheckpoint", "SummaryCallback", "NonFiniteGuard", "RNGStateCallback"} <= names
+    assert built.module.hparams.teacher_image_size == 224 and built.trainer.max_steps == 4
+    assert built.module.optim.lr == pytest.approx(1e-3)  # smoke/student.yaml over student.yaml
+    assert str(built.trainer.precision) == "32-true" and built.datamodule.batch_size == 4
+
+
+def test_benchmark_smoke_writes_the_json(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    result = bench.main(["--dry-run", "--stages", "eager", "--runs", "baseline,exp3_112", "--json", str(path)])
     saved = json.loads(path.read_text())
     assert saved == json.loads(json.dumps(result, default=str))
-    assert TOP_LEVEL <= set(saved)
-    assert saved["schema_version"] == bench.SCHEMA_VERSION and saved["complete"] is True
-    assert {"device", "cpu", "gpu", "torch", "threads"} <= set(saved["machine"])
-    assert saved["machine"]["gpu"] is None and saved["matmul_bf16_tflops"] is None
-    assert saved["data_source"].startswith("digits")
-    assert saved["data_speedup_vs_torchvision"] == pytest.approx(saved["data"]["speedup"])
-    assert saved["data"]["kdbias_images_per_s"] > 0 and saved["data"]["torchvision_images_per_s"] > 0
-
-    rows = {row["run"]: row for row in saved["runs"]}
-    assert list(rows) == ["baseline", "exp3_112"]
-    for row in rows.values():
-        assert RUN_KEYS <= set(row), RUN_KEYS - set(row)
-        assert row["status"] == "ok"
-        assert len(row["round_ratios"]) == len(row["round_ratios_cpu_time"]) == 2
-        assert row["lightning_overhead_ratio_cpu_time"] > 0
-        assert len(row["step_times_ms"]["lightning"]) == len(row["step_times_ms"]["plain"]) == 2 * 2
-        assert row["lightning_overhead_ratio"] == pytest.approx(sorted(row["round_ratios"])[0] / 2
-                                                                 + sorted(row["round_ratios"])[1] / 2)
-        assert row["lightning_images_per_s"] == pytest.approx(4 / (row["lightning_ms_per_step"] / 1e3))
-        assert row["flops_per_image"] == pytest.approx(row["student_flops_per_image"] + row["teacher_flops_per_image"])
-        assert row["mfu"] is None and row["host_sync_calls"] == {}
-    assert rows["baseline"]["teacher_flops_per_image"] == 0
-    assert rows["exp3_112"]["teacher_flops_per_image"] > 0
-    assert rows["exp3_112"]["teacher_image_size"] == 112
-    ratios = [r["lightning_overhead_ratio"] for r in rows.values()]
-    assert saved["lightning_overhead_ratio"] == pytest.approx(sum(ratios) / 2)  # median of two
-    d = saved["dinov2"]
-    assert d["224"]["flops_per_image"] > 3 * d["112"]["flops_per_image"]  # 4x the tokens, at least 4x FLOPs
-    assert d["flop_ratio_224_vs_112"] == pytest.approx(d["224"]["flops_per_image"] / d["112"]["flops_per_image"])
-    assert "lightning_overhead_ratio" in lines[-1] or "data_speedup" in lines[-1]
-
-
-def test_time_budget_skips_remaining_runs(tmp_path):
-    cfg = BenchConfig(runs=["baseline"], device="cpu", tiny=True, batch_size=4, warmup=1, steps=1, rounds=1,
-                      data_bench=False, dinov2=False, sync_check=False, time_budget_s=0.0)
-    result = bench.run_benchmark(cfg, log=lambda _: None)
-    assert result["runs"] == [{"run": "baseline", "status": "skipped: time budget"}]
-    assert result["lightning_overhead_ratio"] is None
+    assert set(table.TOP_LEVEL) <= set(saved)
+    assert saved["mode"] == "dry-run" and saved["device"]["type"] == "cpu"
+    assert saved["stages"]["eager"]["status"] == "complete" and saved["complete"] is False  # train, compile not run
+    rows = {r["run"]: r for r in saved["runs"]}
+    assert list(rows) == RUNS  # a row per run of the matrix, measured or not
+    for name in ("baseline", "exp3_112"):
+        r = rows[name]
+        assert set(table.ROW_KEYS) <= set(r) and r["status"] == "ok", r["status"]
+        assert r["images_per_s"] > 0 and r["batch_size"] == 4 and r["built_by"] == "KDBiasCLI"
+        assert r["images_per_s"] == pytest.approx(4 / (r["ms_per_step"] / 1e3))
+        assert r["tflops"] == pytest.approx(r["gflop_per_image"] * r["images_per_s"] / 1e3)
+        assert r["host_reads_per_step"] == 0, r["host_read_calls"]
+        for key in table.GPU_ONLY:
+            assert r[key] is None, key
+    assert rows["baseline"]["teacher_flop_share"] == 0
+    assert 0 < rows["exp3_112"]["teacher_flop_share"] < 1
+    assert rows["exp1"]["status"] is None and rows["exp1"]["images_per_s"] is None
+    tiny = saved["overhead"]["tiny"]
+    assert saved["lightning_overhead_ms_per_step"] == tiny["overhead_ms_per_step"]
+    assert tiny["rounds"] == 3 and tiny["overhead_ms_per_step_cpu"] is not None
+    assert saved["lightning_overhead_ratio_plan_model"] == saved["overhead"]["plan_model"]["ratio"]
+    data = saved["data_path"]
+    assert set(data["by_workers"]) == {"0", str(data["default_workers"])}
+    assert saved["data_speedup_vs_torchvision"] == data["by_workers"][str(data["default_workers"])]["speedup"]
+    d = saved["dinov2_224_vs_112"]
+    assert d["224"]["gflop_per_image"] > 3 * d["112"]["gflop_per_image"]  # 4x the tokens
+    assert d["flop_ratio_224_vs_112"] == pytest.approx(d["224"]["gflop_per_image"] / d["112"]["gflop_per_image"])
+    printed = table.format_table(saved)
+    assert "exp3_112" in printed and "Lightning overhead" in printed and "data path, 0 workers" in printed
 
 
-def test_train_check_reports_memory_and_loss_trend(tmp_path):
-    path = tmp_path / "train.json"
-    cfg = BenchConfig(runs=["baseline"], device="cpu", tiny=True, threads=1, batch_size=16, json_path=str(path))
-    out = bench.train_check("baseline", 4.0, cfg, warmup_steps=1, log=lambda _: None)
-    assert json.loads(path.read_text()) == out
-    assert out["steps"] >= 2 and out["finite"]
-    assert out["max_memory_gib"] is None  # CPU
-    assert math.isfinite(out["loss_first"]) and math.isfinite(out["loss_last"])
+def test_time_budget_skips_what_it_cannot_start(tmp_path):
+    path = tmp_path / "bench.json"
+    result = bench.main(
+        ["--dry-run", "--stages", "compile", "--runs", "baseline", "--budget-s", "0", "--json", str(path)]
+    )
+    assert table.row(result, "baseline")["status_compiled"] == "skipped: time budget"
+    assert result["stages"]["compile"]["status"] == "complete"
 
 
-def test_cli_parses_the_documented_flags():
-    args = vars(bench.build_parser().parse_args(
-        ["--smoke", "--json", "x.json", "--no-compile", "--runs", "baseline,exp1", "--time-budget", "60"]))
-    assert args["smoke"] and args["json_path"] == "x.json" and args["compile"] is False
-    assert args["runs"] == "baseline,exp1" and args["time_budget_s"] == 60.0
-    assert bench.build_parser().parse_args(["--compile"]).compile is True
+def test_table_records_stages_atomically(tmp_path):
+    path = tmp_path / "r.json"
+    table.save(path, table.skeleton([("baseline", "baseline", None)]))
+    assert (
+        table.main(["--json", str(path), "--record-stage", "eager", "--rc", "124", "--wall", "170", "--limit", "170"])
+        == 0
+    )
+    saved = table.load(path)
+    assert saved["stages"]["eager"] == {"rc": 124, "wall_s": 170.0, "limit_s": 170.0, "timed_out": True}
+    assert not list(tmp_path.glob(".r.json.*"))  # no temporary file left behind
+    assert "baseline" in table.format_table(saved)
+
+
+def test_cli_help_and_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.build_parser().parse_args(["--help"])
+    assert exit_info.value.code == 0
+    assert "--dry-run" in capsys.readouterr().out
+    args = bench.build_parser().parse_args(["--smoke", "--json", "x.json", "--stages", "eager,compile"])
+    assert args.dry_run and args.json_path == "x.json" and args.stages == "eager,compile"
+
+
+def test_the_library_does_not_import_the_tooling():
+    pattern = re.compile(r"^\s*(from|import)\s+experiments\b", re.MULTILINE)
+    offenders = [str(p) for p in (ROOT / "kdbias").rglob("*.py") if pattern.search(p.read_text(encoding="utf-8"))]
+    assert offenders == []
+    assert not (ROOT / "kdbias" / "benchmark.py").exists()
+    assert Path(bench.__file__).parent == ROOT / "experiments" / "benchmark"
