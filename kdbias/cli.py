@@ -23,6 +23,7 @@ The run itself (fit, test, summary) is :mod:`kdbias.runner`.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
@@ -38,6 +39,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdbias import registry
+from kdbias.callbacks import NonFiniteLossError
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.experiment import Analytics, check_trainer_settings
 from kdbias.models import PretrainedWeightsError
@@ -58,6 +60,7 @@ INPUT_ERRORS: tuple[type[BaseException], ...] = (
     PretrainedWeightsError,
     CheckpointError,
     MisconfigurationException,
+    NonFiniteLossError,
 )
 SMOKE_FLAG = "--smoke"
 
@@ -146,9 +149,9 @@ class KDBiasCLI(LightningCLI):
         )
         parser.add_argument(
             "--allow_changed",
-            type=list[str],
-            default=[],
-            help="with --resume: configuration keys that may differ (only trainer.max_epochs)",
+            type=str | list[str],
+            default="",
+            help="with --resume: comma-separated configuration keys that may differ (only trainer.max_epochs)",
         )
         parser.add_class_arguments(Analytics, "analytics")
         parser.link_arguments("data.dataset", "model.dataset")
@@ -182,6 +185,7 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     (``None`` when ``--resume`` found the run finished)."""
     args = list(sys.argv[1:] if argv is None else argv)
     prog = f"{name}.py"
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen teacher
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning

@@ -120,7 +120,9 @@ class Run:
         print(f"Resuming {previous} from {checkpoint}")
 
     def _check_changes(self, previous: Path, cli: Any) -> None:
-        allowed = set(self.config.allow_changed or [])
+        given = self.config.allow_changed or ""
+        keys = given if isinstance(given, list) else str(given).split(",")
+        allowed = {key.strip() for key in keys if key.strip()}
         unsafe = sorted(allowed - set(RESUME_SAFE_CHANGES))
         if unsafe:
             raise ValueError(f"--allow_changed accepts only {', '.join(RESUME_SAFE_CHANGES)}, got {', '.join(unsafe)}")

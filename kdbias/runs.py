@@ -121,6 +121,10 @@ def discard_if_unstarted(run_dir: str | Path) -> bool:
     if any((run_dir / CHECKPOINT_DIR).glob("*.ckpt")):
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
+    try:
+        run_dir.parent.rmdir()  # the experiment's folder, if this was its only run
+    except OSError:
+        pass
     return True
 
 
@@ -257,9 +261,16 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # UnpicklingError (a blocked global), EOF, zip and OS errors
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+        text = str(error)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        reason = lines[0] if lines else type(error).__name__
+        if "Unsupported global" in text or "GLOBAL" in text:
             reason = "it holds Python objects other than tensors and plain containers (refused: no code is run)"
+        elif "weights_only" in text or "Weights only load failed" in text:
+            detail = next((line for line in lines if "Unpickling" in line or "invalid load key" in line), "")
+            reason = (
+                f"not a readable torch checkpoint (truncated or another kind of file){': ' + detail if detail else ''}"
+            )
         raise CheckpointError(
             f"cannot load checkpoint {path}: {reason}. Use a complete checkpoint written by kdbias "
             "(checkpoints/last.ckpt or best.ckpt of a run), or re-run the experiment that writes it."

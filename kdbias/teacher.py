@@ -85,6 +85,12 @@ class FrozenTeacher(nn.Module):
         network whose class is not ``family`` (e.g. ``"ResNet"``) when one is asked for.
         """
         path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"teacher checkpoint not found: {path}. Train a teacher first (python experiments/teacher_resnet18.py "
+                "or teacher_convnextv2.py; --smoke offline) or name the checkpoints/best.ckpt of an existing teacher "
+                "run with --model.teacher PATH."
+            )
         checkpoint = load_checkpoint(path)
         hparams = checkpoint.get("hyper_parameters")
         state = checkpoint.get("state_dict")

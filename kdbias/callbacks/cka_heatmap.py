@@ -10,7 +10,12 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from kdbias.analytics.cka_matrix import MinibatchCKA, diagonal_alignment, diagonal_contrast_split
+from kdbias.analytics.cka_matrix import (
+    MinibatchCKA,
+    depth_matched_cells,
+    diagonal_alignment,
+    diagonal_contrast_split,
+)
 from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.models import block_outputs, check_block_indices, num_blocks
 from kdbias.runs import atomic_write_json
@@ -193,8 +198,11 @@ class CKAHeatmapCallback(AnalyticsCallback):
             if s in s_blocks and t in t_blocks
         ]
         if pairs:
-            split = diagonal_contrast_split(matrix, pairs)
-            out.update(trained=split["trained"], untrained_contrast=split["untrained_contrast"])
+            out["trained"] = float(torch.stack([matrix[s, t] for s, t in pairs]).double().mean())
+            diagonal = set(depth_matched_cells(*matrix.shape))
+            # Every depth-matched cell trained: no emergent alignment left to measure.
+            untrained = None if diagonal <= set(pairs) else diagonal_contrast_split(matrix, pairs)["untrained_contrast"]
+            out["untrained_contrast"] = untrained
         return out
 
     @override
@@ -237,7 +245,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
             "trained_pairs": self.pairs(pl_module),
             "heatmap": rel.as_posix() if self.log_dir is not None else None,
         }
-        metrics = {f"cka/{self.key}/{name}": value for name, value in figures.items()}
+        metrics = {f"cka/{self.key}/{name}": value for name, value in figures.items() if value is not None}
         if self.control is None:
             metrics.update({"cka/diag_alignment": figures["diag"], "cka/diag_contrast": figures["contrast"]})
         return metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -44,12 +45,18 @@ class NonFiniteGuard(Callback):
         self._bad_components: torch.Tensor | None = None
         self._batch: torch.Tensor | None = None  # device counter: the batch being checked
 
-    def _reset(self, device: torch.device, names: list[str], start: int) -> None:
+    def _reset(self, device: torch.device, names: list[str]) -> None:
         """Allocate the device state once (the only host-to-device copies this callback makes)."""
         self._names = names
         self._first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
         self._bad_components = torch.zeros(len(names), dtype=torch.bool, device=device)
-        self._batch = torch.full((), start, dtype=torch.long, device=device)
+
+    @override
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._batch is None:  # once per fit: the batch counter starts at this batch's step
+            self._batch = torch.full((), trainer.global_step, dtype=torch.long, device=pl_module.device)
 
     @override
     def on_train_batch_end(
@@ -60,7 +67,7 @@ class NonFiniteGuard(Callback):
             return
         names = sorted(losses)
         if self._first_bad_step is None or names != self._names:
-            self._reset(pl_module.device, names, trainer.global_step)
+            self._reset(pl_module.device, names)
         bad = torch.stack([~torch.isfinite(losses[name].detach().float()).all() for name in names])
         newly = bad.any() & (self._first_bad_step < 0)
         self._first_bad_step = torch.where(newly, self._batch, self._first_bad_step)
@@ -99,14 +106,15 @@ class NonFiniteGuard(Callback):
         step = -packed[0]
         parts = [name for name, bad in zip(self._names, packed[1:]) if bad]
         named = ", ".join("total loss" if p == "loss" else f"loss component {p!r}" for p in parts)
-        checkpoint = None
-        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.last_model_path:
-            checkpoint = trainer.checkpoint_callback.last_model_path
-        kept = (
-            f"The last finite checkpoint is kept at {checkpoint}." if checkpoint else "No checkpoint was written yet."
-        )
+        saved = [c.last_model_path or c.best_model_path for c in trainer.checkpoint_callbacks]
+        saved = [path for path in saved if path and Path(path).is_file()]
+        checkpoint = max(saved, key=lambda path: Path(path).stat().st_mtime) if saved else None
+        if checkpoint:
+            kept, then = f"The last finite checkpoint is kept at {checkpoint}.", "then continue with --resume"
+        else:
+            kept, then = "No checkpoint was written yet.", "then start the run again"
         raise NonFiniteLossError(
             f"Non-finite {named} at training batch {step} (epoch {trainer.current_epoch}). {kept} "
             "Lower the learning rate, check the inputs and the teacher, or train in fp32 "
-            "(--trainer.precision 32-true); then continue with --resume."
+            f"(--trainer.precision 32-true); {then}."
         )

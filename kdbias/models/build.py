@@ -61,9 +61,23 @@ def _from_hub(model_id: str, **kwargs) -> nn.Module:
         ) from error
 
 
+def _read_weights(path: Path) -> dict:
+    """The state dict in ``path``, read with ``weights_only=True``; ``PretrainedWeightsError``
+    naming the file when it cannot be read or holds anything but tensors (no code runs)."""
+    try:
+        return load_state_dict(str(path), weights_only=True)
+    except Exception as error:  # zip, pickle, safetensors and weights_only refusals alike
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        blocked = "Unsupported global" in str(error) or "GLOBAL" in str(error)
+        reason = "it holds Python objects, not only tensors (refused: no code is run)" if blocked else first
+        raise PretrainedWeightsError(
+            f"cannot read weights file {path}: {reason}. Pass a .safetensors or .pth state dict of plain tensors."
+        ) from None
+
+
 def _mismatches(model: nn.Module, path: Path, state_filter: StateFilter | None) -> list[str]:
     """Keys of ``path`` (after timm's filter) that do not fit ``model``, classifier excluded."""
-    state = load_state_dict(str(path), weights_only=True)
+    state = _read_weights(path)
     if state_filter is not None:
         try:
             state = state_filter(state, model)
@@ -98,6 +112,7 @@ def _from_file(model_id: str, path: Path, state_filter: StateFilter | None, **kw
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
+    _read_weights(path)  # refuse an unreadable or unsafe file before timm sees it
     overlay = dict(file=str(path))
     try:
         model = timm.create_model(model_id, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)

@@ -220,6 +220,10 @@ class ClassifierModule(L.LightningModule):
         (``--allow_changed trainer.max_epochs``) stretches the cosine to the new end."""
         total = max(1, int(self.trainer.estimated_stepping_batches))
         for config in self.trainer.lr_scheduler_configs:
-            for fn in getattr(config.scheduler, "lr_lambdas", []):
-                if hasattr(fn, "retarget"):
-                    fn.retarget(total, self.optim.warmup_epochs, self.trainer.max_epochs or 1)
+            scheduler = config.scheduler
+            fns = getattr(scheduler, "lr_lambdas", [])
+            if not all(hasattr(fn, "retarget") for fn in fns):
+                continue
+            for fn, group, base in zip(fns, scheduler.optimizer.param_groups, scheduler.base_lrs):
+                fn.retarget(total, self.optim.warmup_epochs, self.trainer.max_epochs or 1)
+                group["lr"] = base * fn(scheduler.last_epoch)  # the next step already follows the new end

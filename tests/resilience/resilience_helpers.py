@@ -81,8 +81,11 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int, str]]:
     for path in sorted(Path(folder).rglob("*")):
         if path.is_file():
             stat = path.stat()
-            out[path.relative_to(folder).as_posix()] = (stat.st_size, stat.st_mtime_ns,
-                                                        hashlib.sha256(path.read_bytes()).hexdigest())
+            out[path.relative_to(folder).as_posix()] = (
+                stat.st_size,
+                stat.st_mtime_ns,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+            )
     return out
 
 
@@ -91,8 +94,16 @@ def temporary_files(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).rglob("*") if p.name.endswith(".tmp"))
 
 
-def place_run(runs_dir: Path, experiment: str, checkpoint: Callable[[Path], Any], *, seed: int = 0,
-              dataset: str = "digits", preset: str = "smoke", version: int = 0) -> Path:
+def place_run(
+    runs_dir: Path,
+    experiment: str,
+    checkpoint: Callable[[Path], Any],
+    *,
+    seed: int = 0,
+    dataset: str = "digits",
+    preset: str = "smoke",
+    version: int = 0,
+) -> Path:
     """A complete-looking run folder ``<runs_dir>/<experiment>/version_<n>``: ``config.yaml``
     (seed, dataset, preset), ``summary.json`` (complete, selecting ``checkpoints/best.ckpt``)
     and ``checkpoint(path)`` writing ``checkpoints/best.ckpt``. Returns the checkpoint path."""
@@ -100,8 +111,15 @@ def place_run(runs_dir: Path, experiment: str, checkpoint: Callable[[Path], Any]
     (run_dir / "checkpoints").mkdir(parents=True)
     config = {"seed_everything": seed, "preset": preset, "data": {"dataset": dataset}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
-    summary = {"experiment": experiment, "dataset": dataset, "preset": preset, "seed": seed, "status": "complete",
-               "selected_checkpoint": "checkpoints/best.ckpt", "test_acc": 0.5}
+    summary = {
+        "experiment": experiment,
+        "dataset": dataset,
+        "preset": preset,
+        "seed": seed,
+        "status": "complete",
+        "selected_checkpoint": "checkpoints/best.ckpt",
+        "test_acc": 0.5,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
     path = run_dir / "checkpoints" / "best.ckpt"
     checkpoint(path)
@@ -152,12 +170,22 @@ def write_payload(path: Path, kind: str, marker: Path) -> Path:
     if kind == "object":
         torch.save(CodeOnLoad(marker), path)
     elif kind == "in-hyper_parameters":
-        torch.save({
-            "epoch": 0, "global_step": 1, "pytorch-lightning_version": "2.6.0", "loops": {},
-            "state_dict": {"model.fc.weight": torch.zeros(10, 16)},
-            "hyper_parameters": {"arch": "resnet18_cifar", "dataset": "digits", "num_classes": 10,
-                                 "arch_kwargs": CodeOnLoad(marker)},
-        }, path)
+        torch.save(
+            {
+                "epoch": 0,
+                "global_step": 1,
+                "pytorch-lightning_version": "2.6.0",
+                "loops": {},
+                "state_dict": {"model.fc.weight": torch.zeros(10, 16)},
+                "hyper_parameters": {
+                    "arch": "resnet18_cifar",
+                    "dataset": "digits",
+                    "num_classes": 10,
+                    "arch_kwargs": CodeOnLoad(marker),
+                },
+            },
+            path,
+        )
     else:
         raise ValueError(kind)
     return path
@@ -201,8 +229,11 @@ def fd_path(fd: int) -> str:
 
 def crash_at(epoch: int, batch: int = 0) -> list[str]:
     """Command-line arguments that add :class:`helpers.CrashAt` to a run."""
-    return ["--trainer.callbacks+=helpers.CrashAt", f"--trainer.callbacks.epoch={epoch}",
-            f"--trainer.callbacks.batch={batch}"]
+    return [
+        "--trainer.callbacks+=helpers.CrashAt",
+        f"--trainer.callbacks.epoch={epoch}",
+        f"--trainer.callbacks.batch={batch}",
+    ]
 
 
 def interrupted_run(name: str, runs_dir: Path, *extra: str, epochs: int = 3, crash_epoch: int = 2) -> Path:

@@ -29,8 +29,6 @@ def test_unknown_architecture_lists_the_valid_ones(tmp_path, capsys):
     assert versions(tmp_path, "baseline") == []
 
 
-@pytest.mark.xfail(strict=True, reason="library defect: a missing --model.teacher file gives only "
-                   "'checkpoint not found: PATH', without the fix (train the teacher / name another checkpoint)")
 def test_teacher_checkpoint_missing_names_the_fix(tmp_path, capsys):
     missing = tmp_path / "nope" / "best.ckpt"
     line = cli_error("exp1", smoke_args("exp1", tmp_path, "--model.teacher", str(missing)), capsys)
@@ -103,8 +101,14 @@ def test_layer_index_beyond_the_depth(tmp_path, capsys):
 @pytest.mark.subprocess
 def test_exp1_script_without_teacher_run_names_the_command_that_makes_one(tmp_path):
     """The real script: exit status 2, one error line on stderr, no traceback, no folder."""
-    done = subprocess.run(script("exp1") + ["--smoke", "--runs_dir", str(tmp_path)], cwd=REPO, env=script_env(),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        script("exp1") + ["--smoke", "--runs_dir", str(tmp_path)],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     lines = error_lines(done.stderr, "exp1")

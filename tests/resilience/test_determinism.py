@@ -19,8 +19,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def _first_epoch(runs_dir, seed: int) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    run_dir = run_experiment("baseline", runs_dir, "--seed_everything", str(seed), "--trainer.limit_train_batches", "3",
-                             "--trainer.log_every_n_steps", "1")
+    run_dir = run_experiment(
+        "baseline",
+        runs_dir,
+        "--seed_everything",
+        str(seed),
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.log_every_n_steps",
+        "1",
+    )
     return read_scalars(run_dir, "train/loss"), read_scalars(run_dir, "val/acc") + read_scalars(run_dir, "val/loss")
 
 
@@ -48,8 +56,14 @@ def test_students_at_one_seed_share_initial_weights_and_data_order(tmp_path, run
     init, batches = {}, {}
     for name in STUDENTS:
         record = tmp_path / f"{name}.json"
-        run_dir = run_experiment(name, runs, "--trainer.limit_train_batches", "2", "--trainer.callbacks+=helpers.RecordBatches",
-                                 f"--trainer.callbacks.path={record}")
+        run_dir = run_experiment(
+            name,
+            runs,
+            "--trainer.limit_train_batches",
+            "2",
+            "--trainer.callbacks+=helpers.RecordBatches",
+            f"--trainer.callbacks.path={record}",
+        )
         init[name] = json.loads((run_dir / "summary.json").read_text())["student_init_sha256"]
         batches[name] = [labels for _, _, labels in json.loads(record.read_text())]
     assert len(set(init.values())) == 1 and len(next(iter(init.values()))) == 64, init

@@ -24,14 +24,27 @@ EPOCHS, BATCHES = 3, 6
 @pytest.mark.subprocess
 def test_sigkill_in_epoch_1_then_resume_completes_the_same_run(tmp_path):
     runs = tmp_path / "runs"
-    args = smoke_args("baseline", runs, "--trainer.max_epochs", str(EPOCHS), "--trainer.limit_train_batches",
-                      str(BATCHES), "--trainer.log_every_n_steps", "1")
+    args = smoke_args(
+        "baseline",
+        runs,
+        "--trainer.max_epochs",
+        str(EPOCHS),
+        "--trainer.limit_train_batches",
+        str(BATCHES),
+        "--trainer.log_every_n_steps",
+        "1",
+    )
     flag, log = tmp_path / "stalled", tmp_path / "killed.log"
-    stall = ["--trainer.callbacks+=helpers.StallAt", f"--trainer.callbacks.flag={flag}",
-             "--trainer.callbacks.epoch=1", "--trainer.callbacks.batch=1"]
+    stall = [
+        "--trainer.callbacks+=helpers.StallAt",
+        f"--trainer.callbacks.flag={flag}",
+        "--trainer.callbacks.epoch=1",
+        "--trainer.callbacks.batch=1",
+    ]
     with log.open("w") as out:
-        proc = subprocess.Popen(script("baseline") + args + stall, cwd=REPO, env=script_env(), stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            script("baseline") + args + stall, cwd=REPO, env=script_env(), stdout=out, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + 300
             while not flag.exists():
@@ -54,8 +67,14 @@ def test_sigkill_in_epoch_1_then_resume_completes_the_same_run(tmp_path):
     assert elapsed_epoch0 > 0
     assert not (run_dir / "summary.json").exists()
 
-    resumed = subprocess.run(script("baseline") + args + ["--resume"], cwd=REPO, env=script_env(),
-                             capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run(
+        script("baseline") + args + ["--resume"],
+        cwd=REPO,
+        env=script_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert f"Resuming {run_dir} from {last}" in resumed.stdout
 

@@ -17,8 +17,16 @@ from resilience_helpers import crash_at, load, read_scalars, versions
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 BATCHES = 3  # per epoch; 2 epochs
-ARGS = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", str(BATCHES), "--trainer.log_every_n_steps", "1",
-        "--model.arch_kwargs", json.dumps({**TINY_VIT, "drop_path_rate": 0.5})]
+ARGS = [
+    "--trainer.max_epochs",
+    "2",
+    "--trainer.limit_train_batches",
+    str(BATCHES),
+    "--trainer.log_every_n_steps",
+    "1",
+    "--model.arch_kwargs",
+    json.dumps({**TINY_VIT, "drop_path_rate": 0.5}),
+]
 
 
 def test_resumed_epoch_matches_the_uninterrupted_run(tmp_path, capsys):

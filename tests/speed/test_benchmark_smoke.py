@@ -12,11 +12,13 @@ from experiments.benchmark import __main__ as bench
 from experiments.benchmark import table
 from experiments.benchmark.experiment import (
     TINY_KWARGS,
+    Plan,
     build,
     cli_args,
     matrix,
     run_overrides,
     select_runs,
+    teacher_checkpoint,
 )
 from kdbias import registry
 
@@ -43,7 +45,7 @@ def test_overrides_and_their_command_line(dry_plan, tmp_path):
     assert o["model.teacher"] == str(tmp_path / "t.ckpt") and o["model.arch_kwargs"] == TINY_KWARGS["deit_tiny_p4"]
     exp3 = run_overrides(spec_of("exp3_112"), dry_plan, 3, compile=True)
     assert exp3["model.teacher_image_size"] == 112 and exp3["model.teacher_pretrained"] is None
-    assert exp3["model.compile"] is True and exp3["model.layer_pairs"] == [[0, 0], [1, 1]]
+    assert exp3["model.compile"] == "aot_eager" and exp3["model.layer_pairs"] == [[0, 0], [1, 1]]
     with pytest.raises(ValueError, match="needs a checkpoint"):
         run_overrides(spec_of("exp2"), dry_plan, 3)
     args = cli_args(
@@ -76,6 +78,33 @@ def test_the_real_trainer_comes_from_kdbias_cli(dry_plan):
     assert {"ModelCheckpoint", "SummaryCallback", "LearningRateMonitor", "NonFiniteGuard", "RNGStateCallback"} <= names
     assert built.trainer.max_steps == 5 and built.datamodule.dataset == "digits"
     assert len(built.module.model.blocks) == 2  # the tiny override reached the module
+
+
+def test_every_run_builds_on_the_paper_preset(tmp_path):
+    # what the GPU run builds (paper preset: bf16-mixed, per-GPU batches), tiny networks, no fit
+    plan = Plan.make(False, tmp_path / "runs")
+    plan.tiny = True
+    folder = tmp_path / "teachers"
+    teachers = {name: teacher_checkpoint(name, plan, folder) for name in ("teacher_resnet18", "teacher_convnextv2")}
+    batches = {}
+    for spec in matrix():
+        overrides = run_overrides(spec, plan, 5, compile=spec.name == "exp3_224", teachers=teachers)
+        built = build(spec, plan, overrides)
+        assert built.built_by == "KDBiasCLI" and built.trainer.max_steps == 5
+        assert str(built.trainer.precision) == "bf16-mixed" and built.datamodule.dataset == plan.dataset
+        batches[spec.name] = built.datamodule.batch_size
+        if spec.experiment == "exp3":
+            assert built.module.hparams.teacher_image_size == spec.teacher_image_size
+            assert built.module.teacher.source == "random"
+    assert batches == {
+        "teacher_resnet18": 128,
+        "teacher_convnextv2": 128,
+        "baseline": 1024,
+        "exp1": 1024,
+        "exp2": 1024,
+        "exp3_224": 512,
+        "exp3_112": 512,
+    }
 
 
 def test_without_jsonargparse_the_trainer_is_built_from_the_same_files(dry_plan, monkeypatch):

@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback
 from speed_helpers import PerStepReads, real_trainer
 
 from experiments.benchmark.experiment import fit
-from experiments.benchmark.measure import CudaSyncCounter, HostReadCounter, compile_backend
+from experiments.benchmark.measure import CudaSyncCounter, HostReadCounter
 from kdbias.data import CIFARDataModule
 from kdbias.modules import TeacherModule
 
@@ -91,29 +91,3 @@ def test_channels_last_cnn_matches_contiguous_copy():
 
 def test_vit_stays_in_default_memory_format():
     assert not tiny_deit().channels_last
-
-
-# -- torch.compile ---------------------------------------------------------------------------------------
-def _compiled_vs_eager(backend=None):
-    torch._dynamo.reset()
-    try:
-        with compile_backend(backend):
-            eager = tiny_deit().eval()
-            compiled = tiny_deit(compile=True).eval()
-            assert set(compiled.state_dict()) == set(eager.state_dict())  # compiled in place: same keys
-            compiled.load_state_dict(eager.state_dict())
-            x = torch.randn(4, 3, 32, 32)
-            with torch.no_grad():
-                expected, got = eager(x), compiled(x)
-        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    finally:
-        torch._dynamo.reset()
-
-
-def test_compile_wiring_matches_eager_logits():
-    _compiled_vs_eager("aot_eager")  # same wiring, no C++ toolchain, seconds
-
-
-@pytest.mark.slow  # inductor's C++ code generation takes over a minute on 2 CPU cores
-def test_compile_inductor_matches_eager_logits():
-    _compiled_vs_eager()

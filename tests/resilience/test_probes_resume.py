@@ -1,0 +1,228 @@
+"""``--resume``: a finished run is left alone, a broken ``last.ckpt`` falls back to
+``best.ckpt``, a changed configuration is refused (except more epochs, which stretch the
+schedule to the new end).
+
+The SIGKILL of a real script is ``test_resume_kill.py``; the bitwise equality of a resumed
+epoch with an uninterrupted one is ``test_resume_state.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from helpers import TINY_VIT, run_experiment
+from resilience_helpers import cli_error, interrupted_run, load, read_scalars, smoke_args, snapshot, versions
+
+from kdbias.modules.schedule import WarmupCosine
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory) -> tuple:
+    """A baseline run planned for 3 epochs that crashed in epoch 2 (read-only here)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("crashed") / "runs"
+        return root, interrupted_run("baseline", root, epochs=EPOCHS)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_resume_of_a_finished_run_trains_nothing(tmp_path, capsys, baseline_run):
+    root = tmp_path / "runs"
+    run_dir = root / "baseline" / baseline_run.name
+    shutil.copytree(baseline_run, run_dir)
+    before = snapshot(root)
+    capsys.readouterr()
+    try:
+        result = run_experiment("baseline", root, "--resume")
+    except SystemExit as stop:
+        assert stop.code in (0, None)
+        result = None
+    out = capsys.readouterr().out
+    assert result is None
+    assert any("finished" in line.lower() and str(run_dir) in line for line in out.splitlines()), out
+    assert snapshot(root) == before and versions(root, "baseline") == [baseline_run.name]
+
+
+BROKEN = {
+    "garbage": lambda raw: b"garbage, not a checkpoint\n" * 8,
+    "truncated": lambda raw: raw[: len(raw) // 2],
+    "empty": lambda raw: b"",
+}
+
+
+@pytest.mark.parametrize("kind", list(BROKEN))
+def test_resume_with_broken_last_ckpt_uses_best_ckpt(tmp_path, capsys, kind):
+    root = tmp_path / "runs"
+    run_dir = interrupted_run("baseline", root, epochs=EPOCHS)
+    last, best = run_dir / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "best.ckpt"
+    last.write_bytes(BROKEN[kind](last.read_bytes()))
+    capsys.readouterr()
+    assert run_experiment("baseline", root, "--trainer.max_epochs", str(EPOCHS), "--resume") == run_dir
+    out = capsys.readouterr().out
+    warnings = [line for line in out.splitlines() if line.startswith("--resume: warning:") and str(last) in line]
+    assert warnings, out
+    assert f"Resuming {run_dir} from {best}" in out
+    assert versions(root, "baseline") == ["version_0"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["epochs_completed"] == EPOCHS
+    assert load(last)["epoch"] == EPOCHS - 1
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "garbage",
+        "truncated",
+        "empty",
+    ],
+)
+def test_broken_checkpoint_warning_does_not_call_it_a_payload(tmp_path, kind, baseline_run):
+    """The warning for a damaged file says it is damaged, not that it holds code."""
+    from kdbias.runs import CheckpointError, load_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    path.write_bytes(BROKEN[kind]((baseline_run / "checkpoints" / "last.ckpt").read_bytes()))
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    assert str(path) in str(error.value) and "Python objects" not in str(error.value)
+
+
+CHANGES = {
+    "optim.lr": (["--model.optim.lr", "0.1"], "model.optim.lr: 0.001 -> 0.1"),
+    "arch_kwargs": (["--model.arch_kwargs", json.dumps({**TINY_VIT, "depth": 3})], "model.arch_kwargs.depth: 2 -> 3"),
+    "batch_size": (["--data.batch_size", "8"], "data.batch_size: 16 -> 8"),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_resume_with_changed_configuration_is_refused(capsys, crashed, change):
+    root, run_dir = crashed
+    before = snapshot(root)
+    extra, listed = CHANGES[change]
+    line = cli_error(
+        "baseline", smoke_args("baseline", root, "--trainer.max_epochs", str(EPOCHS), "--resume", *extra), capsys
+    )
+    assert listed in line and str(run_dir) in line and "--allow_changed trainer.max_epochs" in line
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("spelling", ["plain", "list"])
+def test_resume_with_fewer_epochs_than_trained_is_refused(capsys, crashed, spelling):
+    root, run_dir = crashed
+    before = snapshot(root)
+    allow = "trainer.max_epochs" if spelling == "plain" else "[trainer.max_epochs]"
+    line = cli_error(
+        "baseline",
+        smoke_args("baseline", root, "--trainer.max_epochs", "1", "--resume", "--allow_changed", allow),
+        capsys,
+    )
+    assert "trainer.max_epochs 1 is below the 2 epochs" in line
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("spelling", ["plain", "list"])
+def test_allow_changed_learning_rate_is_refused(capsys, crashed, spelling):
+    root, _ = crashed
+    before = snapshot(root)
+    allow = "model.optim.lr" if spelling == "plain" else "[model.optim.lr]"
+    line = cli_error(
+        "baseline",
+        smoke_args(
+            "baseline",
+            root,
+            "--trainer.max_epochs",
+            str(EPOCHS),
+            "--resume",
+            "--allow_changed",
+            allow,
+            "--model.optim.lr",
+            "0.1",
+        ),
+        capsys,
+    )
+    assert "--allow_changed accepts only trainer.max_epochs, got model.optim.lr" in line
+    assert snapshot(root) == before
+
+
+BATCHES, LR, FLOOR = 8, 1e-3, 0.1
+
+
+@pytest.fixture(scope="module")
+def stretched(tmp_path_factory) -> tuple:
+    """Planned for 3 epochs (warm-up 1 epoch, floor 0.1), crashed in epoch 2, resumed with
+    ``--trainer.max_epochs 4 --allow_changed [trainer.max_epochs]``: the run folder, the
+    logged learning rate per step, the final ``last.ckpt``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("stretched") / "runs"
+        schedule = [
+            "--model.optim.warmup_epochs",
+            "1",
+            "--model.optim.min_lr_ratio",
+            str(FLOOR),
+            "--trainer.log_every_n_steps",
+            "1",
+            "--trainer.limit_train_batches",
+            str(BATCHES),
+        ]
+        run_dir = interrupted_run("baseline", root, *schedule, epochs=EPOCHS)
+        resumed = run_experiment(
+            "baseline",
+            root,
+            *schedule,
+            "--trainer.max_epochs",
+            "4",
+            "--resume",
+            "--allow_changed",
+            "[trainer.max_epochs]",
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed == run_dir and versions(root, "baseline") == ["version_0"]
+    logged = dict(read_scalars(run_dir, "lr-AdamW/pg1"))  # the last event of a step wins
+    return run_dir, logged, load(run_dir / "checkpoints" / "last.ckpt")
+
+
+def test_resume_with_more_epochs_stretches_the_schedule(stretched):
+    """4 epochs in the same folder; epochs 0-1 followed the 3-epoch cosine, epochs 2-3 the one
+    stretched to 4 epochs, which reaches its floor at the new last step, not the old one."""
+    run_dir, logged, final = stretched
+    total = 4 * BATCHES
+    assert json.loads((run_dir / "summary.json").read_text())["epochs_completed"] == 4
+    assert (final["epoch"], final["global_step"]) == (3, total)
+    fn_state = final["lr_schedulers"][0]["lr_lambdas"][0]
+    assert fn_state["total_steps"] == total and fn_state["warmup_steps"] == BATCHES
+    assert final["lr_schedulers"][0]["last_epoch"] == total
+    assert [g["lr"] for g in final["optimizer_states"][0]["param_groups"]] == [pytest.approx(LR * FLOOR)] * 2
+
+    assert sorted(logged) == list(range(total))
+    old, new = WarmupCosine(BATCHES, 3 * BATCHES, FLOOR), WarmupCosine(BATCHES, total, FLOOR)
+    first_resumed = 2 * BATCHES  # checked by the next test
+    wrong = [
+        (step, logged[step])
+        for step in range(total)
+        if step != first_resumed
+        and logged[step] != pytest.approx(LR * (old if step < first_resumed else new)(step), rel=1e-5)
+    ]
+    assert wrong == []
+    assert logged[3 * BATCHES - 1] > LR * (FLOOR + 0.1)  # the old last step is far from the floor
+    assert new(total) == pytest.approx(FLOOR) and logged[total - 1] < LR * (FLOOR + 0.01)
+
+
+def test_first_resumed_step_uses_the_stretched_schedule(stretched):
+    _, logged, _ = stretched
+    new = WarmupCosine(BATCHES, 4 * BATCHES, FLOOR)
+    assert logged[2 * BATCHES] == pytest.approx(LR * new(2 * BATCHES), rel=1e-5)
