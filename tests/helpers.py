@@ -36,6 +36,27 @@ FAST = [
     "--analytics.enabled",
     "false",
 ]
+# Every analytics callback on, on a handful of images.
+TINY_ANALYTICS = [
+    "--analytics.enabled",
+    "true",
+    "--analytics.attn_images",
+    "8",
+    "--analytics.hessian_images",
+    "8",
+    "--analytics.hessian_max_iter",
+    "2",
+    "--analytics.cka_batches",
+    "1",
+    "--analytics.cka_batch_size",
+    "8",
+    "--analytics.gen_gap_images",
+    "16",
+    "--analytics.knn_train",
+    "32",
+    "--analytics.knn_test",
+    "16",
+]
 TINY_ARGS = {
     "teacher_resnet18": ["--model.arch_kwargs", json.dumps(TINY_RESNET)],
     "teacher_convnextv2": ["--model.arch_kwargs", json.dumps({"depths": [1, 1, 1, 1], "dims": [16, 16, 16, 16]})],

@@ -13,7 +13,8 @@ import sys
 
 import pytest
 import yaml
-from helpers import TINY_ARGS
+from helpers import FAST, TINY_ARGS
+from helpers import TINY_ANALYTICS as ANALYTICS
 from resilience_helpers import REPO, load, read_scalars, script, script_env
 
 from kdbias.runs import latest_complete_run
@@ -61,28 +62,6 @@ def test_ddp_shards_steps_and_reduced_metrics(tmp_path):
     assert not any(r["teacher_in_state_dict"] for r in ranks)
 
 
-ANALYTICS = [
-    "--analytics.enabled",
-    "true",
-    "--analytics.attn_images",
-    "8",
-    "--analytics.hessian_images",
-    "8",
-    "--analytics.hessian_max_iter",
-    "2",
-    "--analytics.cka_batches",
-    "1",
-    "--analytics.cka_batch_size",
-    "8",
-    "--analytics.gen_gap_images",
-    "16",
-    "--analytics.knn_train",
-    "32",
-    "--analytics.knn_test",
-    "16",
-]
-
-
 def test_exp3_cli_ddp_with_analytics_writes_one_run_from_rank_0(tmp_path):
     runs = tmp_path / "runs"
     args = [
@@ -95,14 +74,7 @@ def test_exp3_cli_ddp_with_analytics_writes_one_run_from_rank_0(tmp_path):
         "ddp",
         "--trainer.accelerator",
         "cpu",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.limit_train_batches",
-        "2",
-        "--trainer.limit_val_batches",
-        "1",
-        "--trainer.limit_test_batches",
-        "1",
+        *FAST,
         "--data.batch_size",
         "8",
         *TINY_ARGS["exp3"],

@@ -10,6 +10,7 @@ import urllib.error
 
 import pytest
 from helpers import CONFIGS, run_experiment
+from helpers import TINY_ANALYTICS as ANALYTICS
 from resilience_helpers import cli_error, smoke_args, versions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -112,24 +113,6 @@ def test_explicit_teacher_of_another_family_is_accepted(tmp_path, baseline_run):
     assert summary["status"] == "complete"
     assert summary["teacher"]["name"] == "deit_tiny_p4" and summary["teacher"]["family"] == "VisionTransformer"
     assert summary["teacher"]["source"] == str(best)
-
-
-ANALYTICS = [
-    "--analytics.enabled",
-    "true",
-    "--analytics.attn_images",
-    "8",
-    "--analytics.hessian_images",
-    "8",
-    "--analytics.hessian_max_iter",
-    "2",
-    "--analytics.cka_batches",
-    "1",
-    "--analytics.cka_batch_size",
-    "8",
-    "--analytics.gen_gap_images",
-    "16",
-]
 
 
 def test_cka_pairs_on_every_diagonal_cell_refused_before_training_or_summarised(tmp_path):
