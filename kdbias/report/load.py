@@ -42,12 +42,11 @@ NON_NEGATIVE = (
     "best_epoch",
     "train_time_s",
     "analytics_time_s",
-    "gen_gap_loss",
     "hessian_trace_stderr",
     "hessian_trace_probes",
     "hessian_top_eig_residual",
 )
-NUMBERS = ("hessian_trace", "hessian_top_eig")
+NUMBERS = ("hessian_trace", "hessian_top_eig", "gen_gap_loss")  # any sign: val loss - train loss may be < 0
 CKA_FIGURES = ("diag", "off_diag", "contrast", "trained", "untrained_contrast", "untrained_diag")
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,16 @@ def test_bad_fields_are_dropped_and_the_run_kept(damaged):
     exp3_table = text[text.index("### EXP-3") :]
     assert "| Held-out Best Val Accuracy | *pending* |" in exp3_table  # best_val_acc defaulted to the bad 5.0
     assert "| Student Test Accuracy | 70.00 % (n=1) |" in exp3_table
+
+
+def test_signed_figures_keep_their_sign(tmp_path):
+    """A held-out loss below the training loss (negative ``gen_gap_loss``) and a negative trace
+    estimate (Hutchinson on an indefinite Hessian) are measurements, not damage."""
+    write_run(tmp_path, "baseline", gen_gap_loss=-0.02, hessian_trace=-3.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ReportWarning)
+        (run,) = load_runs(tmp_path)
+    assert run["gen_gap_loss"] == -0.02 and run["hessian_trace"] == -3.0
 
 
 def test_val_acc_of_five_never_prints_as_500_percent(tmp_path):
