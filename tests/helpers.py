@@ -116,16 +116,43 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / "summary.json").read_text())
 
 
-def scalar_tags(run_dir: Path) -> set[str]:
-    """Every TensorBoard scalar tag in ``run_dir``'s event files."""
+def _accumulators(run_dir: Path):
+    """One loaded TensorBoard reader per events file of ``run_dir``, oldest file first."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    tags: set[str] = set()
-    for events in Path(run_dir).glob("events.out.tfevents.*"):
-        accumulator = EventAccumulator(str(events))
+    for path in sorted(Path(run_dir).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
+        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0, "images": 0})
         accumulator.Reload()
-        tags |= set(accumulator.Tags()["scalars"])
-    return tags
+        yield accumulator
+
+
+def read_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """Every ``(step, value)`` event of ``tag`` in every events file of ``run_dir``, in file order
+    (a step logged twice, e.g. by a resumed run, appears twice)."""
+    return scalars(run_dir).get(tag, [])
+
+
+def scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` of every scalar in ``run_dir``'s events files, in file order."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for accumulator in _accumulators(run_dir):
+        for tag in accumulator.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in accumulator.Scalars(tag))
+    return out
+
+
+def images(run_dir: Path) -> dict[str, list]:
+    """``{tag: [image events]}`` of ``run_dir``'s events files."""
+    out: dict[str, list] = {}
+    for accumulator in _accumulators(run_dir):
+        for tag in accumulator.Tags()["images"]:
+            out.setdefault(tag, []).extend(accumulator.Images(tag))
+    return out
+
+
+def scalar_tags(run_dir: Path) -> set[str]:
+    """Every TensorBoard scalar tag in ``run_dir``'s events files."""
+    return set(scalars(run_dir))
 
 
 def teacher_checkpoint(folder: Path, datamodule: Any, arch: str = "resnet18_cifar", **kwargs: Any) -> Path:

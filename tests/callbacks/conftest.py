@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from helpers import DIGITS, TINY_RESNET, TINY_VIT
+from helpers import DIGITS, TINY_RESNET, TINY_VIT, images, scalars
 from helpers import OPTIM as _OPTIM
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -88,24 +88,6 @@ def _fit(module, callbacks, root: Path, max_epochs: int = 1, datamodule=None, se
     return trainer
 
 
-def _event_accumulator(log_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
-    acc.Reload()
-    return acc
-
-
-def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
-    acc = _event_accumulator(log_dir)
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def _images(log_dir) -> dict[str, list]:
-    acc = _event_accumulator(log_dir)
-    return {tag: acc.Images(tag) for tag in acc.Tags()["images"]}
-
-
 @pytest.fixture
 def kit():
     """Helpers for the callback tests, as one namespace."""
@@ -116,8 +98,8 @@ def kit():
         ModeProbe=ModeProbe,
         datamodule=_datamodule,
         fit=_fit,
-        scalars=_scalars,
-        images=_images,
+        scalars=scalars,
+        images=images,
     )
 
 

@@ -101,3 +101,24 @@ def test_unreachable_hub_asks_for_a_local_file(monkeypatch):
     message = str(info.value)
     assert "deit_tiny_patch16_224" in message
     assert "hub" in message and 'pretrained="/path/to/model.safetensors"' in message
+
+
+def test_offline_hub_error_names_the_argument_and_the_random_option():
+    """Offline (HF_HUB_OFFLINE=1, set for the suite) the hub fails at once; the error says which
+    argument to change and that None means random weights."""
+    from kdbias import CKADistillModule, TeacherModule
+    from kdbias.models import PretrainedWeightsError
+
+    with pytest.raises(PretrainedWeightsError) as teacher:
+        CKADistillModule(
+            "deit_tiny_p4",
+            teacher_pretrained="hub",
+            teacher_image_size=56,
+            teacher_kwargs={"depth": 1},
+            layer_pairs=[(0, 0)],
+            dataset="digits",
+        )
+    assert 'teacher_pretrained="/path/to/model.safetensors"' in str(teacher.value)
+    assert "teacher_pretrained=None" in str(teacher.value) and "--model.teacher_pretrained" in str(teacher.value)
+    with pytest.raises(PretrainedWeightsError, match="pretrained=None for random weights"):
+        TeacherModule("convnextv2_tiny_cifar", pretrained="hub", dataset="digits")

@@ -126,19 +126,6 @@ def place_run(
     return path
 
 
-def read_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """Every ``(step, value)`` event of ``tag`` in every events file of ``run_dir``, in file order."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = []
-    for path in sorted(Path(run_dir).glob("events.out.tfevents.*"), key=lambda p: p.stat().st_mtime_ns):
-        accumulator = EventAccumulator(str(path), size_guidance={"scalars": 0})
-        accumulator.Reload()
-        if tag in accumulator.Tags()["scalars"]:
-            events += [(e.step, e.value) for e in accumulator.Scalars(tag)]
-    return events
-
-
 def load(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 import yaml
-from helpers import FAST, TINY_ARGS
+from helpers import FAST, TINY_ARGS, read_scalars
 from helpers import TINY_ANALYTICS as ANALYTICS
-from resilience_helpers import REPO, load, read_scalars, script, script_env
+from resilience_helpers import REPO, load, script, script_env
 
 from kdbias.runs import latest_complete_run
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_experiment
-from resilience_helpers import read_scalars
+from helpers import read_scalars, run_experiment
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -12,8 +12,8 @@ import json
 import shutil
 
 import pytest
-from helpers import TINY_VIT, run_experiment
-from resilience_helpers import cli_error, interrupted_run, load, read_scalars, smoke_args, snapshot, versions
+from helpers import TINY_VIT, read_scalars, run_experiment
+from resilience_helpers import cli_error, interrupted_run, load, smoke_args, snapshot, versions
 
 from kdbias.modules.schedule import WarmupCosine
 

@@ -16,7 +16,8 @@ import subprocess
 import time
 
 import pytest
-from resilience_helpers import REPO, load, read_scalars, script, script_env, smoke_args, versions
+from helpers import read_scalars
+from resilience_helpers import REPO, load, script, script_env, smoke_args, versions
 
 EPOCHS, BATCHES = 3, 6
 

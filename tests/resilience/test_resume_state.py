@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import TINY_VIT, SimulatedCrash, run_experiment
-from resilience_helpers import crash_at, load, read_scalars, versions
+from helpers import TINY_VIT, SimulatedCrash, read_scalars, run_experiment
+from resilience_helpers import crash_at, load, versions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
