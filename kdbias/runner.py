@@ -365,3 +365,4 @@ def _log_hparams(trainer: L.Trainer, module: L.LightningModule, datamodule: Any,
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             logger.log_hyperparams(params, metrics)
+            logger.finalize("success")  # flush now: the writer's own flush is up to 2 minutes away
