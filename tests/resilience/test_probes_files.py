@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import run_experiment
+from helpers import read_scalars, run_experiment
 from resilience_helpers import (
     PAYLOADS,
     HalfWrite,
@@ -32,7 +32,6 @@ from resilience_helpers import (
     interrupted_run,
     load,
     place_run,
-    read_scalars,
     smoke_args,
     snapshot,
     temporary_files,
