@@ -74,12 +74,16 @@ class Run:
         self.run_dir: Path | None = None
         self.ckpt_path: Path | None = None
         self.teacher_family: str | None = None
+        self.config_text = ""  # the resolved configuration as YAML, dumped once (what config.yaml holds)
+        self.config_data: dict[str, Any] = {}
 
     # -- before instantiation -----------------------------------------------------------
     @classmethod
     def prepare(cls, cli: Any) -> Run:
         run = cls(cli.experiment, cli.config, cli.configs_dir)
         run._resolve_teacher()
+        run.config_text = cli.parser.dump(cli.config, skip_none=False)
+        run.config_data = yaml.safe_load(run.config_text) or {}
         if cli.config.resume:
             run._plan_resume(cli)
         return run
@@ -110,7 +114,7 @@ class Run:
         if checkpoint is None:
             print(f"--resume: no loadable checkpoint in {previous}; it is kept, and a new run starts.")
             return
-        self._check_changes(previous, cli)
+        self._check_changes(previous)
         if checkpoint.name != runs.LAST_CKPT:
             print(
                 f"--resume: warning: {previous / runs.CHECKPOINT_DIR / runs.LAST_CKPT} is missing or broken; "
@@ -119,7 +123,7 @@ class Run:
         self.run_dir, self.ckpt_path = previous, checkpoint
         print(f"Resuming {previous} from {checkpoint}")
 
-    def _check_changes(self, previous: Path, cli: Any) -> None:
+    def _check_changes(self, previous: Path) -> None:
         given = self.config.allow_changed or ""
         keys = given if isinstance(given, list) else str(given).split(",")
         allowed = {key.strip() for key in keys if key.strip()}
@@ -127,7 +131,7 @@ class Run:
         if unsafe:
             raise ValueError(f"--allow_changed accepts only {', '.join(RESUME_SAFE_CHANGES)}, got {', '.join(unsafe)}")
         saved = runs.read_config(previous)
-        changes = config_changes(saved, config_dict(cli))
+        changes = config_changes(saved, self.config_data)
         refused = {k: v for k, v in changes.items() if k not in allowed}
         if refused:
             listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())
@@ -163,7 +167,7 @@ class Run:
         try:
             trainer = self._trainer(cli, config, module, datamodule)
             if leader:
-                runs.atomic_write_text(self.run_dir / runs.CONFIG_FILE, cli.parser.dump(self.config, skip_none=False))
+                runs.atomic_write_text(self.run_dir / runs.CONFIG_FILE, self.config_text)
         except BaseException:
             if leader and self.ckpt_path is None:
                 runs.discard_if_unstarted(self.run_dir)
@@ -247,7 +251,7 @@ class Run:
             "role": self.experiment.role,
             "control_of": self.experiment.control_of,
             "method": method,
-            "config_signature": config_signature(config_dict(cli)),
+            "config_signature": config_signature(self.config_data),
             "teacher": None
             if teacher is None
             else {"name": teacher.name, "family": teacher.family, "source": teacher.source},
@@ -306,11 +310,6 @@ class Run:
     def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str | None) -> dict[str, float]:
         results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
         return {k: float(v) for k, v in (results[0] if results else {}).items()}
-
-
-def config_dict(cli: Any) -> dict[str, Any]:
-    """The parsed configuration as plain YAML data (what ``config.yaml`` holds)."""
-    return yaml.safe_load(cli.parser.dump(cli.config, skip_none=False)) or {}
 
 
 def config_signature(config: dict[str, Any]) -> str:

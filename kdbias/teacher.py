@@ -32,7 +32,7 @@ from kdbias.models import (
     PretrainedWeightsError,
     block_outputs,
     build_model,
-    forward_features_and_blocks,
+    compiled,
     model_input_stats,
 )
 from kdbias.models.input_adapter import InputAdapter
@@ -183,9 +183,8 @@ class FrozenTeacher(nn.Module):
     def compile(self, backend: bool | str = True) -> None:  # type: ignore[override]
         """``torch.compile`` the forward paths (logits/embedding and block taps); ``backend``:
         ``True`` for the default (inductor) or a backend name."""
-        options = {} if backend is True else {"backend": backend}
-        self._forward_fn = torch.compile(self._forward, **options)
-        self._blocks_fn = torch.compile(self._blocks, **options)
+        self._forward_fn = compiled(self._forward, backend)
+        self._blocks_fn = compiled(self._blocks, backend)
 
     # -- outputs -----------------------------------------------------------------------
     def adapt(self, images: Tensor) -> Tensor:
@@ -223,11 +222,6 @@ class FrozenTeacher(nn.Module):
         """Outputs of blocks ``indices`` (0-based): ViT patch tokens ``[B, N, D]`` or CNN maps
         ``[B, C, H, W]`` (see :mod:`kdbias.models.taps`)."""
         return self._blocks_fn(images, indices)
-
-    @torch.no_grad()
-    def logits_and_blocks(self, images: Tensor, indices: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
-        """One forward pass: the output and the block outputs."""
-        return forward_features_and_blocks(self.network, self.adapt(images), list(indices))
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, source={self.source!r}, frozen"

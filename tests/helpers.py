@@ -155,20 +155,32 @@ def scalar_tags(run_dir: Path) -> set[str]:
     return set(scalars(run_dir))
 
 
-def teacher_checkpoint(folder: Path, datamodule: Any, arch: str = "resnet18_cifar", **kwargs: Any) -> Path:
-    """A TeacherModule checkpoint (one training step on digits) written to ``folder/last.ckpt``."""
+def quiet_trainer(**kwargs: Any):
+    """A CPU ``Trainer`` without logger, progress bar, model summary or checkpoints (unless given)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    teacher = tiny_teacher(arch, **kwargs)
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
+    settings = dict(
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    settings.update(kwargs)
+    if settings.get("callbacks"):
+        settings.pop("enable_checkpointing")  # a ModelCheckpoint among them needs checkpointing on
+    return L.Trainer(**settings)
+
+
+def teacher_checkpoint(folder: Path, datamodule: Any, arch: str = "resnet18_cifar", **kwargs: Any) -> Path:
+    """A TeacherModule checkpoint (one training step on digits) written to ``folder/last.ckpt``."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    teacher = tiny_teacher(arch, **kwargs)
+    trainer = quiet_trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
         callbacks=[ModelCheckpoint(dirpath=folder, filename="last")],
     )
     trainer.fit(teacher, datamodule=datamodule)

@@ -1,6 +1,6 @@
 """Models of the experiment matrix (``build_model``) and taps on their blocks and attention."""
 
-from kdbias.models.build import MODEL_NAMES, PretrainedWeightsError, build_model, model_input_stats
+from kdbias.models.build import MODEL_NAMES, PretrainedWeightsError, build_model, compiled, model_input_stats
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.models.taps import (
     attention_maps,
@@ -24,6 +24,7 @@ __all__ = [
     "block_outputs",
     "build_model",
     "check_block_indices",
+    "compiled",
     "forward_features_and_blocks",
     "is_vit",
     "materialized_attention",

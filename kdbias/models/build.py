@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import timm
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import trunc_normal_
 from timm.models import load_state_dict
@@ -206,6 +207,14 @@ def _check_timm_name(name: str) -> None:
         )
 
 
+def compiled(fn: Callable, compile: bool | str) -> Callable:
+    """``fn`` under ``torch.compile`` when ``compile`` is true (a string names the backend,
+    e.g. ``"inductor"``, or the cheap ``"eager"``/``"aot_eager"`` for tests), else ``fn``."""
+    if compile is False or compile is None:
+        return fn
+    return torch.compile(fn) if compile is True else torch.compile(fn, backend=compile)
+
+
 def build_model(name: str, num_classes: int = 10, pretrained: Pretrained = None, **kw) -> nn.Module:
     """Build model ``name``: one of ``MODEL_NAMES`` (the plan's CIFAR variants) or any timm
     model name, e.g. ``build_model("vit_small_patch16_224", img_size=32, patch_size=4)``.
@@ -246,4 +255,4 @@ def model_input_stats(name: str, pretrained: Pretrained = None) -> tuple[tuple[f
     return tuple(cfg.mean), tuple(cfg.std)
 
 
-__all__ = ["MODEL_NAMES", "PretrainedWeightsError", "build_model", "model_input_stats"]
+__all__ = ["MODEL_NAMES", "PretrainedWeightsError", "build_model", "compiled", "model_input_stats"]

@@ -13,24 +13,16 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdbias.data import dataset_stats
-from kdbias.models import build_model, is_vit, model_input_stats
+from kdbias.models import build_model, compiled, is_vit, model_input_stats
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules.optim import Optimization, build_optimizer
 
-__all__ = ["ClassifierModule", "compiled", "hard_labels", "state_sha256"]
+__all__ = ["ClassifierModule", "hard_labels", "state_sha256"]
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:
     """Class indices ``[B]`` from int labels ``[B]`` or mixed (CutMix/MixUp) targets ``[B, C]``."""
     return targets.argmax(dim=-1) if targets.ndim == 2 else targets
-
-
-def compiled(fn: Any, compile: bool | str) -> Any:
-    """``fn`` under ``torch.compile`` when ``compile`` is true (a string names the backend,
-    e.g. ``"inductor"``, or the cheap ``"eager"``/``"aot_eager"`` for tests), else ``fn``."""
-    if compile is False or compile is None:
-        return fn
-    return torch.compile(fn) if compile is True else torch.compile(fn, backend=compile)
 
 
 def state_sha256(module: nn.Module) -> str:

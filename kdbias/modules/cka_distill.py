@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
-from kdbias.models import check_block_indices, forward_features_and_blocks
-from kdbias.modules.base import compiled
+from kdbias.models import check_block_indices, compiled, forward_features_and_blocks
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.optim import Optimization
 from kdbias.teacher import FrozenTeacher

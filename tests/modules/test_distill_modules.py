@@ -4,7 +4,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import DIGITS, OPTIM, TINY_VIT, cka_module, kl_module, teacher_checkpoint, tiny_teacher
+from helpers import DIGITS, OPTIM, TINY_VIT, cka_module, kl_module, quiet_trainer, teacher_checkpoint, tiny_teacher
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdbias.data import IMAGENET_MEAN, IMAGENET_STD, dataset_stats
@@ -141,16 +141,8 @@ def test_fit_trains_only_the_student_and_keeps_teacher_in_eval(factory, digits_d
     module = factory()
     teacher_before = {k: v.clone() for k, v in module.teacher.network.state_dict().items()}
     student_before = {k: v.clone() for k, v in module.model.state_dict().items()}
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        num_sanity_val_steps=1,
-        default_root_dir=tmp_path,
+    trainer = quiet_trainer(
+        max_epochs=2, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=1, default_root_dir=tmp_path
     )
     trainer.fit(module, datamodule=digits_dm)
     for k, v in module.teacher.network.state_dict().items():
@@ -173,15 +165,8 @@ def test_fit_trains_only_the_student_and_keeps_teacher_in_eval(factory, digits_d
 def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
     module = factory()
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last")
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        callbacks=[checkpoint],
-        num_sanity_val_steps=0,
+    trainer = quiet_trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, callbacks=[checkpoint], num_sanity_val_steps=0
     )
     if isinstance(module, KLDistillModule):  # a checkpoint names its teacher by path: give it one
         module = kl_module(str(teacher_checkpoint(tmp_path / "teacher", digits_dm)))
@@ -196,16 +181,8 @@ def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
 
 def test_kl_fit_logs_components_and_teacher_accuracy(digits_dm):
     module = kl_module()
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        limit_test_batches=1,
-        accelerator="cpu",
-        log_every_n_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
+    trainer = quiet_trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, log_every_n_steps=1
     )
     trainer.fit(module, datamodule=digits_dm)
     for tag in ("train/loss", "train/loss_ce", "train/loss_kd", "val/acc", "val/teacher_acc"):
@@ -257,7 +234,7 @@ def test_a_student_without_teacher_evaluates_but_does_not_train(digits_dm):
     images, _ = fixed_batch(digits_dm, 4)
     assert module(images).shape == (4, 10)
     with pytest.raises(ValueError, match="no teacher"):
-        L.Trainer(max_epochs=1, accelerator="cpu", logger=False).fit(module, datamodule=digits_dm)
+        quiet_trainer(max_epochs=1).fit(module, datamodule=digits_dm)
 
 
 def test_teacher_checkpoint_of_the_wrong_family_is_refused(tmp_path, digits_dm):
