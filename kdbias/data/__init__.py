@@ -1,6 +1,6 @@
 """Data: CIFAR-10 / CIFAR-100 / offline digits, and batched on-device augmentation."""
 
-from kdbias.data.augment import cutmix, mixup, normalize, random_crop, random_hflip, to_soft_targets
+from kdbias.data.augment import cutmix, mixup, normalize, random_crop, random_crop_flip, random_hflip, to_soft_targets
 from kdbias.data.cifar import CorruptDatasetError, DatasetNotFoundError, download_cifar, load_cifar
 from kdbias.data.datamodule import CIFARDataModule
 from kdbias.data.datasets import (
@@ -28,6 +28,7 @@ __all__ = [
     "mixup",
     "normalize",
     "random_crop",
+    "random_crop_flip",
     "random_hflip",
     "to_soft_targets",
 ]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["random_crop", "random_hflip", "cutmix", "mixup", "normalize", "to_soft_targets"]
+__all__ = ["random_crop", "random_crop_flip", "random_hflip", "cutmix", "mixup", "normalize", "to_soft_targets"]
 
 
 def _check_images(images: Tensor) -> None:
@@ -81,6 +81,44 @@ def random_hflip(images: Tensor, p: float = 0.5, generator: torch.Generator | No
     _check_images(images)
     flip = torch.rand(images.shape[0], device=images.device, generator=generator) < p
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+def random_crop_flip(
+    images: Tensor, padding: int = 4, flip_p: float = 0.5, generator: torch.Generator | None = None
+) -> Tensor:
+    """``random_crop`` and ``random_hflip`` in one gather: the flip reverses the crop's columns.
+
+    Same result as ``random_hflip(random_crop(images, padding), flip_p)`` for the same
+    offsets and flip decisions (drawn here in one stream: offsets ``[2, B]`` first, then the
+    flip draws ``[B]``), at one pass over the batch instead of four.
+
+    Args:
+        images: ``[B, C, H, W]``, any dtype (uint8 or float). Pass unnormalised images so
+            the zero padding is black.
+        padding: pixels of zero padding per side, >= 0.
+        flip_p: probability that an image is mirrored left-right; 0 never flips.
+        generator: on ``images.device``, or ``None``.
+
+    Returns:
+        ``[B, C, H, W]``, same dtype and device: ``out[b, :, y, x] = images[b, :, y + dy_b,
+        x' + dx_b]`` where in range (else 0), with ``x' = W - 1 - x`` for mirrored images.
+    """
+    _check_images(images)
+    b, c, h, w = images.shape
+    dev = images.device
+    padded = torch.nn.functional.pad(images, (padding, padding, padding, padding)) if padding > 0 else images
+    hp, wp = h + 2 * padding, w + 2 * padding
+    off = torch.randint(0, 2 * padding + 1, (2, b), device=dev, generator=generator)
+    xs = torch.arange(w, device=dev)
+    if flip_p > 0:
+        flip = torch.rand(b, device=dev, generator=generator) < flip_p
+        xs = torch.where(flip[:, None], (w - 1) - xs, xs)  # [B, W] source columns, mirrored or not
+    else:
+        xs = xs.expand(b, w)
+    rows = off[0, :, None] + torch.arange(h, device=dev)  # [B, H] rows of the padded image
+    cols = off[1, :, None] + xs  # [B, W]
+    flat = (rows[:, :, None] * wp + cols[:, None, :]).view(b, 1, h * w)
+    return padded.reshape(b, c, hp * wp).gather(2, flat.expand(b, c, h * w)).view(b, c, h, w)
 
 
 def to_soft_targets(targets: Tensor, num_classes: int) -> Tensor:
@@ -185,17 +223,21 @@ def normalize(images: Tensor, mean: Sequence[float] | Tensor, std: Sequence[floa
         ``[B, C, H, W]`` float32 (or the input's float dtype).
     """
     _check_images(images)
-    x = images.float().div_(255.0) if not images.is_floating_point() else images
-    m, s = _stats_on(tuple(map(float, mean)), tuple(map(float, std)), x.dtype, x.device)
-    return (x - m) / s
+    unit = 255.0 if not images.is_floating_point() else 1.0
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    scale, shift = _affine_on(tuple(map(float, mean)), tuple(map(float, std)), unit, dtype, images.device)
+    # One multiply-add pass: x * (1 / (unit * std)) - mean / std, in place on the float copy.
+    x = images.to(dtype, copy=True)
+    return x.mul_(scale).add_(shift)
 
 
 @functools.lru_cache(maxsize=32)
-def _stats_on(
-    mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype, device: torch.device
+def _affine_on(
+    mean: tuple[float, ...], std: tuple[float, ...], unit: float, dtype: torch.dtype, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    """``[1, C, 1, 1]`` mean and std on ``device``, made once: a host-to-device copy per
-    batch would block (synchronise) the CUDA stream on every training step."""
-    m = torch.tensor(mean, dtype=dtype).view(1, -1, 1, 1).to(device)
-    s = torch.tensor(std, dtype=dtype).view(1, -1, 1, 1).to(device)
-    return m, s
+    """``[1, C, 1, 1]`` scale ``1 / (unit * std)`` and shift ``-mean / std`` on ``device``, made
+    once (in float64, then cast): a host-to-device copy per batch would block (synchronise)
+    the CUDA stream on every training step."""
+    m = torch.tensor(mean, dtype=torch.float64).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float64).view(1, -1, 1, 1)
+    return (1.0 / (unit * s)).to(dtype).to(device), (-m / s).to(dtype).to(device)

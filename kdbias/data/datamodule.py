@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from kdbias.data.augment import cutmix, mixup, normalize, random_crop, random_hflip
+from kdbias.data.augment import cutmix, mixup, normalize, random_crop_flip
 from kdbias.data.cifar import download_cifar, load_cifar
 from kdbias.data.datasets import DATASETS, load_digits_split
 from kdbias.data.sampling import TensorBatchDataset, collate_batch, fixed_indices, stratified_indices, stream_seed
@@ -70,7 +70,9 @@ class CIFARDataModule(pl.LightningDataModule):
         batch_size: training batch size per process, >= 1.
         val_batch_size: evaluation (val / test / predict) batch size, >= 1 (default
             ``batch_size``).
-        num_workers: ``DataLoader`` worker processes, >= 0.
+        num_workers: kept for configuration compatibility, >= 0; the loaders always run in
+            the main process, since a batch of the in-memory uint8 tensors is one indexing op
+            (measured: worker processes only add the inter-process transfer and slow it down).
         augment: random crop + flip in training.
         mix: ``None``, ``"cutmix"`` or ``"mixup"``.
         mix_alpha: Beta(alpha, alpha) parameter of the mix, > 0; default 1.0 (CutMix) /
@@ -248,9 +250,8 @@ class CIFARDataModule(pl.LightningDataModule):
             drop_last=self.drop_last if train else False,
             generator=self._shuffle_generator if train else None,
             collate_fn=collate_batch,
-            num_workers=self.num_workers,
+            num_workers=0,  # in-memory batches: one indexing op each; a worker would only add a transfer
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -332,9 +333,7 @@ class CIFARDataModule(pl.LightningDataModule):
         self._aug_step += 1
         x = images
         if self.augment:
-            x = random_crop(x, CROP_PADDING, generator=gen)
-            if self.hflip:
-                x = random_hflip(x, generator=gen)
+            x = random_crop_flip(x, CROP_PADDING, flip_p=0.5 if self.hflip else 0.0, generator=gen)
         if not x.is_floating_point():
             x = x.float().div_(255.0)
         y = labels

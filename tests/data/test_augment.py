@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from kdbias.data import cutmix, mixup, normalize, random_crop, random_hflip, to_soft_targets
+from kdbias.data import cutmix, mixup, normalize, random_crop, random_crop_flip, random_hflip, to_soft_targets
 from kdbias.data.augment import _sample_beta
 
 
@@ -50,6 +50,30 @@ def test_random_crop_reaches_every_shift():
 def test_random_crop_padding_zero_is_identity():
     images = torch.rand(4, 3, 8, 8)
     assert torch.equal(random_crop(images, 0, gen(0)), images)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
+@pytest.mark.parametrize("flip_p", [0.0, 0.5, 1.0])
+def test_random_crop_flip_is_a_shift_then_a_mirror(dtype, flip_p):
+    images = torch.randint(1, 256, (64, 3, 12, 10), generator=gen(0)).to(dtype)
+    out = random_crop_flip(images, padding=4, flip_p=flip_p, generator=gen(1))
+    # The same draws, replayed: offsets [2, B] in 0..2p, then (if flipping) one uniform per image.
+    g = gen(1)
+    off = torch.randint(0, 9, (2, 64), generator=g) - 4
+    flip = torch.rand(64, generator=g) < flip_p if flip_p > 0 else torch.zeros(64, dtype=torch.bool)
+    assert out.shape == images.shape and out.dtype == dtype
+    for b in range(64):
+        ref = shifted(images[b], int(off[0, b]), int(off[1, b]))
+        if flip[b]:
+            ref = torch.flip(ref, [-1])
+        assert torch.equal(out[b], ref), b
+    if flip_p == 0.5:
+        assert 10 < int(flip.sum()) < 54
+
+
+def test_random_crop_flip_padding_zero_no_flip_is_identity():
+    images = torch.rand(4, 3, 8, 8)
+    assert torch.equal(random_crop_flip(images, 0, 0.0, gen(0)), images)
 
 
 def test_random_hflip_mirrors_or_keeps_each_image():
