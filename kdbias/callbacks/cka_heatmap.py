@@ -26,22 +26,39 @@ __all__ = ["CKAHeatmapCallback", "HEATMAP_DIR", "plot_cka_heatmap"]
 HEATMAP_DIR = Path("analytics") / "cka_heatmaps"
 
 
-def plot_cka_heatmap(matrix, student_blocks: Sequence[int], teacher_blocks: Sequence[int], title: str = ""):
+#: Largest grid whose cells carry their CKA value as text (beyond it the numbers are unreadable).
+ANNOTATE_MAX_CELLS = 144
+
+
+def plot_cka_heatmap(
+    matrix,
+    student_blocks: Sequence[int],
+    teacher_blocks: Sequence[int],
+    title: str = "",
+    trained_cells: Sequence[Sequence[int]] = (),
+    mark_diagonal: bool = True,
+):
     """Seaborn heatmap of a ``[student, teacher]`` CKA matrix; returns a matplotlib ``Figure``.
 
     Rows: student blocks (first at the bottom, so the depth diagonal rises to the right);
-    columns: teacher blocks. Colour scale fixed to [0, 1] so epochs and runs compare.
-    The figure is drawn on an Agg canvas without pyplot: no GUI backend, no global figure
-    registry (nothing to leak, nothing switched in a notebook); it is freed with its last
-    reference.
+    columns: teacher blocks. Colour scale fixed to [0, 1] so epochs and runs compare. Cells
+    carry their value (8 pt) up to :data:`ANNOTATE_MAX_CELLS` cells, none beyond. Marked:
+    the depth-matched cells (``mark_diagonal``; :func:`~kdbias.analytics.cka_matrix.depth_matched_cells`,
+    dashed white-on-black outline) and ``trained_cells`` (cyan solid outline; ``(row, col)``
+    positions in the matrix, e.g. the cells a CKA loss trains); a note under the axes says
+    which is which. The figure is drawn on an Agg canvas without pyplot: no GUI backend,
+    no global figure registry; it is freed with its last reference.
     """
     import seaborn as sns
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     m = torch.as_tensor(matrix).detach().double().cpu().numpy()
     rows, cols = len(student_blocks), len(teacher_blocks)
-    fig = Figure(figsize=(2.5 + 0.45 * cols, 1.6 + 0.4 * rows), dpi=100, layout="constrained")
+    annotate = rows * cols <= ANNOTATE_MAX_CELLS
+    cell = 0.55 if annotate else 0.35
+    fig = Figure(figsize=(3.2 + cell * cols, 2.4 + cell * rows), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     sns.heatmap(
@@ -51,17 +68,31 @@ def plot_cka_heatmap(matrix, student_blocks: Sequence[int], teacher_blocks: Sequ
         vmax=1.0,
         cmap="magma",
         square=False,
-        annot=rows * cols <= 400,
+        annot=annotate,
         fmt=".2f",
-        annot_kws={"fontsize": 6},
+        annot_kws={"fontsize": 8},
         xticklabels=list(teacher_blocks),
         yticklabels=list(student_blocks)[::-1],
         cbar_kws={"label": "linear CKA"},
     )
-    ax.set_xlabel("teacher block")
+
+    def outline(r: int, c: int, **style: Any) -> None:  # row r counted from the bottom
+        ax.add_patch(Rectangle((c, rows - 1 - r), 1, 1, fill=False, **style))
+
+    notes = []
+    if mark_diagonal and rows >= 2 and cols >= 2:
+        for r, c in depth_matched_cells(rows, cols):
+            outline(r, c, edgecolor="black", linewidth=2.0)  # under the dashes: visible on light cells too
+            outline(r, c, edgecolor="white", linewidth=1.2, linestyle="--")
+        notes.append("dashed: depth-matched cells")
+    for r, c in trained_cells:
+        outline(int(r), int(c), edgecolor="cyan", linewidth=2.2)
+    if len(trained_cells):
+        notes.append("solid cyan: cells the loss trains")
+    ax.set_xlabel("teacher block" + (f"\n({'; '.join(notes)})" if notes else ""))
     ax.set_ylabel("student block")
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
     return fig
 
 
@@ -126,6 +157,16 @@ class CKAHeatmapCallback(AnalyticsCallback):
 
     def describe(self) -> str:
         return f"{type(self).__name__}[{self.key}]"
+
+    def comparison(self, teacher: FrozenTeacher) -> str:
+        """What the heatmap compares, for its title: this run's student against its own
+        teacher, or (a control) against the teacher of experiment ``key``."""
+        if self.control is None:
+            return f"student vs its own teacher {teacher.name}"
+        from kdbias.registry import EXPERIMENTS
+
+        other = EXPERIMENTS[self.key].label if self.key in EXPERIMENTS else self.key
+        return f"student vs the {other} teacher {teacher.name} (control, measurement only)"
 
     def teacher(self, pl_module: L.LightningModule) -> FrozenTeacher:
         """The teacher compared with: the control, else the module's own."""
@@ -213,11 +254,17 @@ class CKAHeatmapCallback(AnalyticsCallback):
         teacher = self.teacher(pl_module)
         epoch = trainer.current_epoch
         rel = HEATMAP_DIR / self.key / f"epoch_{epoch}.png"
+        trained = [
+            (s_blocks.index(s), t_blocks.index(t))
+            for s, t in self.pairs(pl_module) or []
+            if s in s_blocks and t in t_blocks
+        ]
         fig = plot_cka_heatmap(
             matrix,
             s_blocks,
             t_blocks,
-            title=f"student vs {teacher.name} ({self.key}), epoch {epoch}: contrast {figures['contrast']:.3f}",
+            title=f"{self.comparison(teacher)}, epoch {epoch}\ncontrast (diagonal - off-diagonal) {figures['contrast']:.3f}",
+            trained_cells=trained,
         )
         if self.log_dir is not None:
             path = Path(self.log_dir) / rel
