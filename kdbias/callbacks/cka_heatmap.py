@@ -263,7 +263,8 @@ class CKAHeatmapCallback(AnalyticsCallback):
             matrix,
             s_blocks,
             t_blocks,
-            title=f"{self.comparison(teacher)}, epoch {epoch}\ncontrast (diagonal - off-diagonal) {figures['contrast']:.3f}",
+            title=f"{self.comparison(teacher)}, epoch {epoch}\n"
+            f"contrast (diagonal - off-diagonal) {figures['contrast']:.3f}",
             trained_cells=trained,
         )
         if self.log_dir is not None:
