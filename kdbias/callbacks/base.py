@@ -230,6 +230,18 @@ class AnalyticsCallback(Callback):
         self.measured_epoch = trainer.current_epoch
         self.measured_step = trainer.global_step
 
+    def measurements_left(self, trainer: L.Trainer) -> int:
+        """Measurements still to come in this fit after the epoch now ending (for the time
+        left in progress lines): the due epochs among the remaining ones; override for
+        measurements at other times."""
+        first, total = trainer.current_epoch + 1, trainer.max_epochs or 0
+        return sum(1 for epoch in range(first, total) if (epoch + 1) % self.every_n_epochs == 0)
+
+    @property
+    def mean_duration_s(self) -> float | None:
+        """Mean wall-clock seconds of this session's measurements; ``None`` before the first."""
+        return self.elapsed_s / self.num_measurements if self.num_measurements else None
+
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Compute (global rank 0 only); update ``self.last``; return scalars to log. Override."""
         raise NotImplementedError

@@ -149,6 +149,12 @@ class HessianCallback(AnalyticsCallback):
         }
 
     @override
+    def measurements_left(self, trainer: L.Trainer) -> int:
+        # plus the measurement at the end of training when the last epoch is not due
+        last_due = bool(trainer.max_epochs) and trainer.max_epochs % self.every_n_epochs == 0
+        return super().measurements_left(trainer) + (0 if last_due else 1)
+
+    @override
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The final weights, measured once even if the last epoch was not due.
         if self.measured_step != trainer.global_step:

@@ -63,6 +63,10 @@ class TeacherKNNCallback(AnalyticsCallback):
         return not trainer.sanity_checking and self.measured_step is None
 
     @override
+    def measurements_left(self, trainer: L.Trainer) -> int:
+        return 0 if self.measured_step is not None else 1
+
+    @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.due(trainer):  # any validation end will do: the teacher does not change
             self.run_measurement(trainer, pl_module)
