@@ -24,8 +24,11 @@
 #
 # `RUNS_DIR` is the environment variable `KDBIAS_RUNS_DIR`, else `../runs` (next to
 # `notebooks/`), else `runs`. Any subset of runs may be present: a plot whose inputs are
-# missing is skipped with a note. `jupytext --to ipynb notebooks/analysis.py` regenerates
-# `analysis.ipynb` from this file (the source of truth).
+# missing is skipped with a note. Every figure is also saved as a PNG in `FIG_DIR`
+# (`KDBIAS_FIG_DIR`, else `figures/` in the working directory, next to `RESULTS.md`), so
+# `python notebooks/analysis.py` writes them without a display and prints where.
+# `jupytext --to ipynb notebooks/analysis.py` regenerates `analysis.ipynb` from this file
+# (the source of truth).
 
 # %%
 import os
@@ -69,13 +72,31 @@ def _default_runs_dir() -> Path:
 
 
 RUNS_DIR = _default_runs_dir()
+FIG_DIR = Path(os.environ.get("KDBIAS_FIG_DIR") or "figures")
+#: Okabe & Ito's colour-blind-safe palette (yellow last: it is faint on white).
+OKABE_ITO = ["#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def save(fig, name: str) -> None:
+    """Save ``fig`` as ``FIG_DIR/<name>.png`` (and show it in a notebook)."""
+    FIG_DIR.mkdir(parents=True, exist_ok=True)
+    path = FIG_DIR / f"{name}.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    print(f"saved {path}")
+    plt.show()
+    plt.close(fig)
+
+
 DATASET = os.environ.get("KDBIAS_DATASET") or None  # optional: force a dataset / preset pair
 PRESET = os.environ.get("KDBIAS_PRESET") or None
 
 runs = load_runs(RUNS_DIR)
 agg = aggregate(runs, dataset=DATASET, preset=PRESET)
 ORDER = [name for name in registry.EXPERIMENTS if agg.has(name)]
-PALETTE = dict(zip(registry.EXPERIMENTS, sns.color_palette("colorblind", len(registry.EXPERIMENTS))))
+# One colour (and marker) per experiment present, distinct up to eight experiments.
+PALETTE = {name: OKABE_ITO[i % len(OKABE_ITO)] for i, name in enumerate(ORDER)}
+MARKER = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(ORDER)}
 print(f"RUNS_DIR = {RUNS_DIR.resolve()}: {len(runs)} completed run(s)")
 print(source_line(agg))
 for dataset, preset, count in agg.ignored:
@@ -105,36 +126,51 @@ for line in findings(agg):
 # %% [markdown]
 # ## Learning curves
 #
-# `val/acc` (held-out split) and `train/loss` from TensorBoard, one line per run (seed).
+# Per run (seed), over epochs — runs of different batch sizes take different numbers of
+# steps per epoch, so steps would not compare: `val/acc` (held-out split) at the end of
+# each epoch, and the mean logged `train/loss` of each epoch. Epochs come from the `epoch`
+# value Lightning logs with every scalar.
+
 
 # %%
+def by_epoch(run_dir, tag):
+    """``[(epoch (1-based), mean of tag over the epoch's logged points)]`` from TensorBoard."""
+    epoch_at = dict(read_scalars(run_dir, "epoch"))
+    sums = {}
+    for step, value in read_scalars(run_dir, tag):
+        if step in epoch_at:
+            total, count = sums.get(int(epoch_at[step]), (0.0, 0))
+            sums[int(epoch_at[step])] = (total + value, count + 1)
+    return [(epoch + 1, total / count) for epoch, (total, count) in sorted(sums.items())]
+
+
 curves = {
-    name: [
-        (read_scalars(run["run_dir"], "val/acc"), read_scalars(run["run_dir"], "train/loss")) for run in agg.runs[name]
-    ]
+    name: [(by_epoch(run["run_dir"], "val/acc"), by_epoch(run["run_dir"], "train/loss")) for run in agg.runs[name]]
     for name in ORDER
 }
 if not any(acc or loss for runs_of in curves.values() for acc, loss in runs_of):
     print("Learning curves skipped: no val/acc or train/loss scalars found.")
 else:
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
     for name, runs_of in curves.items():
         for i, (acc, loss) in enumerate(runs_of):
+            style = dict(color=PALETTE[name], marker=MARKER[name], markersize=4, alpha=0.85)
             name_once = label(name) if i == 0 else None
             if acc:
-                steps, values = zip(*acc)
-                ax_acc.plot(steps, np.asarray(values) * 100, color=PALETTE[name], label=name_once, alpha=0.85)
+                epochs, values = zip(*acc)
+                ax_acc.plot(epochs, np.asarray(values) * 100, label=name_once, **style)
             if loss:
-                steps, values = zip(*loss)
-                ax_loss.plot(steps, values, color=PALETTE[name], label=name_once, alpha=0.85)
-    ax_acc.set(xlabel="step", ylabel="held-out val acc (%)", title="Held-out validation accuracy")
-    ax_loss.set(xlabel="step", ylabel="train loss", title="Training loss")
+                epochs, values = zip(*loss)
+                ax_loss.plot(epochs, values, label=name_once, **style)
+    ax_acc.set(xlabel="epoch", ylabel="held-out val acc (%)", title="Held-out validation accuracy per epoch")
+    ax_loss.set(xlabel="epoch", ylabel="train loss (epoch mean)", title="Training loss per epoch")
     for ax in (ax_acc, ax_loss):
+        ax.xaxis.get_major_locator().set_params(integer=True)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
-    fig.suptitle(source_line(agg), fontsize="small")
+    fig.suptitle(f"Learning curves of every run (one line per seed) — {source_line(agg)}", fontsize="small")
     fig.tight_layout()
-    plt.show()
+    save(fig, "learning_curves")
 
 # %% [markdown]
 # ## Mean attention distance per head
@@ -158,19 +194,27 @@ else:
                 ax.scatter(np.full(len(values), int(layer) + offset), values, s=14, color=PALETTE[name], alpha=0.7)
         layers = sorted({int(layer) for run in agg.runs[name] for layer in (run.get("attn_dist") or {})})
         means = [agg.stat(name, f"attn_dist.{layer}").mean for layer in layers]
-        ax.plot([layer + offset for layer in layers], means, "-", color=PALETTE[name], label=label(name), linewidth=1.5)
+        ax.plot(
+            [layer + offset for layer in layers],
+            means,
+            "-",
+            color=PALETTE[name],
+            marker=MARKER[name],
+            label=label(name),
+            linewidth=1.5,
+        )
     for layer in PLAN_LAYERS:
         ax.axvline(layer, color="grey", linestyle=":", linewidth=1)
+    ax.margins(y=0.08)  # the axis spans the data's range (distances differ by fractions of a pixel)
     ax.set(
         xlabel="layer (0-based)",
         ylabel="mean attention distance (px)",
-        title="Mean attention distance per head",
-        ylim=(0, None),
+        title="Mean attention distance per head, each student (dots: heads and seeds; line: mean)",
     )
     ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(source_line(agg), fontsize="small")
     fig.tight_layout()
-    plt.show()
+    save(fig, "attention_distance")
 
 # %% [markdown]
 # ## CKA heatmaps
@@ -208,10 +252,15 @@ else:
             ax.imshow(mpimg.imread(path))
             contrast = entry.get("contrast")
             extra = "" if contrast is None else f"\ncontrast {contrast:.3f}"
-            ax.set_title(f"{who} vs {entry.get('teacher')} (seed {run['seed']}){extra}", fontsize="small")
-    fig.suptitle(source_line(agg), fontsize="small")
+            ax.set_title(
+                f"{who} (seed {run['seed']})\nvs the {label(key)} teacher {entry.get('teacher')}{extra}",
+                fontsize="small",
+            )
+    fig.suptitle(
+        f"CKA: each distilled student (top) and the Baseline control (bottom) — {source_line(agg)}", fontsize="small"
+    )
     fig.tight_layout()
-    plt.show()
+    save(fig, "cka_heatmaps")
 
 # %% [markdown]
 # ## Hessian curvature
@@ -238,9 +287,14 @@ if not bars:
 else:
     fig, ax = plt.subplots(figsize=(8, 4))
     for i, (name, mean, error, significant) in enumerate(bars):
-        ax.bar(i, mean, yerr=error, capsize=4, color=PALETTE[name], hatch=None if significant else "//")
+        ax.bar(i, mean, yerr=error, capsize=4, color=PALETTE.get(name, "grey"), hatch=None if significant else "//")
     ax.set_xticks(range(len(bars)), [label(name) for name, *_ in bars])
-    ax.set(title="Hessian trace (95 % interval)", ylabel="trace")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set(
+        title="Hessian trace of the student's CE at the end of training (95 % interval)",
+        ylabel="trace",
+        xlabel="student",
+    )
     fig.suptitle(source_line(agg), fontsize="small")
     fig.tight_layout()
-    plt.show()
+    save(fig, "hessian_trace")

@@ -217,6 +217,7 @@ def write_full_matrix(runs: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
         return {
             "val/acc": [(s, final * (s + 1) / 3) for s in range(3)],
             "train/loss": [(s, 2.3 - 0.5 * s) for s in range(3)],
+            "epoch": [(s, float(s)) for s in range(3)],  # Lightning logs the epoch with every scalar
         }
 
     write_run(runs, "teacher_resnet18", test_acc=0.95, val_acc=0.94, scalars=curve(0.95))
