@@ -5,6 +5,7 @@ from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.callbacks.cka_heatmap import CKAHeatmapCallback
 from kdbias.callbacks.generalisation import GeneralisationGapCallback
 from kdbias.callbacks.hessian import HessianCallback
+from kdbias.callbacks.metrics_csv import EpochMetricsCSV
 from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
 from kdbias.callbacks.progress import EpochLineProgress
 from kdbias.callbacks.rng import RNGStateCallback
@@ -16,6 +17,7 @@ __all__ = [
     "AttentionDistanceCallback",
     "CKAHeatmapCallback",
     "EpochLineProgress",
+    "EpochMetricsCSV",
     "GeneralisationGapCallback",
     "HessianCallback",
     "NonFiniteGuard",
