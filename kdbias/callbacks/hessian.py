@@ -18,13 +18,14 @@ from kdbias.analytics.hessian import (
     hessian_trace_estimate,
 )
 from kdbias.callbacks.base import AnalyticsCallback, eval_mode
+from kdbias.models import unwrap_model
 
 __all__ = ["HessianCallback", "student_ce_loss_fn"]
 
 
 def _eager(model: nn.Module) -> nn.Module:
     """The module under a ``torch.compile`` wrapper: compiled graphs have no double backward."""
-    return getattr(model, "_orig_mod", model)
+    return unwrap_model(model)
 
 
 def student_ce_loss_fn(pl_module: L.LightningModule, images: Tensor, labels: Tensor, batch_size: int):
