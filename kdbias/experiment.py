@@ -41,6 +41,8 @@ __all__ = [
     "Analytics",
     "RESUME_SAFE_CHANGES",
     "RUN_LOCAL_KEYS",
+    "allowed_changes",
+    "check_run_flags",
     "check_trainer_settings",
     "config_changes",
     "flatten",
@@ -51,6 +53,7 @@ __all__ = [
 #: change is never an error on ``--resume`` and they are left out of a run's signature.
 RUN_LOCAL_KEYS = (
     "resume",
+    "smoke",
     "allow_changed",
     "runs_dir",
     "data.num_workers",
@@ -231,6 +234,37 @@ def check_trainer_settings(trainer: Mapping[str, Any]) -> None:
     _range("trainer.accumulate_grad_batches", accumulate, isinstance(accumulate, int) and accumulate >= 1, ">= 1")
     clip = trainer.get("gradient_clip_val")
     _range("trainer.gradient_clip_val", clip, clip is None or (isinstance(clip, numbers.Real) and clip >= 0), ">= 0")
+    every = trainer.get("check_val_every_n_epoch", 1)
+    _range(
+        "trainer.check_val_every_n_epoch",
+        every,
+        every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1),
+        "None or an integer >= 1",
+    )
+    interval = trainer.get("val_check_interval")
+    _range(
+        "trainer.val_check_interval",
+        interval,
+        interval is None or (_limit_ok(interval, False) and not isinstance(interval, bool)),
+        "None, an integer >= 1 (batches) or a fraction in (0, 1]",
+    )
+
+
+def allowed_changes(given: Any) -> set[str]:
+    """``--allow_changed`` as a set of keys (comma-separated or a list); ``ValueError`` for a
+    key outside :data:`RESUME_SAFE_CHANGES`."""
+    keys = given if isinstance(given, (list, tuple)) else str(given or "").split(",")
+    allowed = {key.strip() for key in keys if key.strip()}
+    unsafe = sorted(allowed - set(RESUME_SAFE_CHANGES))
+    if unsafe:
+        raise ValueError(f"--allow_changed accepts only {', '.join(RESUME_SAFE_CHANGES)}, got {', '.join(unsafe)}")
+    return allowed
+
+
+def check_run_flags(resume: bool, allow_changed: Any) -> None:
+    """``--allow_changed`` only with ``--resume`` (and only safe keys)."""
+    if allowed_changes(allow_changed) and not resume:
+        raise ValueError("--allow_changed applies to --resume only; add --resume, or drop --allow_changed.")
 
 
 # --------------------------------------------------------------------------- configurations

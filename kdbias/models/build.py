@@ -258,7 +258,8 @@ def check_compile(compile: bool | str | None) -> None:
     backends = torch.compiler.list_backends(exclude_tags=())
     if not isinstance(compile, str) or compile not in backends:
         raise ValueError(
-            f"compile must be true, false or an installed torch.compile backend ({', '.join(backends)}), got {compile!r}"
+            f"compile must be true, false or an installed torch.compile backend ({', '.join(backends)}), "
+            f"got {compile!r}"
         )
 
 

@@ -18,7 +18,6 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.utils import unwrap_model
 from torch import Tensor, nn
 
-
 _unwrap = unwrap_model  # the module under a ``torch.compile`` wrapper (hooks and timm methods live there)
 
 

@@ -110,6 +110,11 @@ class ClassifierModule(L.LightningModule):
         check_compile(arguments.get("compile"))
         Optimization.of(arguments.get("optim"))
 
+    def method_record(self) -> dict[str, Any]:
+        """The training method as the run's summary records it: ``loss`` (``"ce"``,
+        ``"soft_kl"``, ``"cka"``), ``ce_weight`` and the method's own hyperparameters."""
+        return {"loss": "ce", "ce_weight": 1.0}
+
     @property
     def model(self) -> nn.Module:
         """The student network (``student.model``): what is exported and analysed."""

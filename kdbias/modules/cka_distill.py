@@ -119,6 +119,11 @@ class CKADistillModule(DistillationModule):
             self._taps_fn = compiled(self._student_taps, compile)
             self.set_teacher(frozen.compiled(compile))
 
+    def method_record(self) -> dict[str, Any]:
+        hp = self.hparams
+        keys = ("lambda_cka", "lambda_tok", "layer_pairs", "cka_representation", "teacher_image_size")
+        return {"loss": "cka", "ce_weight": 1.0, **{k: hp[k] for k in keys if k in hp}}
+
     @property
     def projectors(self) -> nn.ModuleList:
         """The token projectors ``D_s -> D_t``, one per layer pair (``student.projectors``)."""

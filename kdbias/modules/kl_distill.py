@@ -84,6 +84,16 @@ class KLDistillModule(DistillationModule):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
 
+    def method_record(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "loss": "soft_kl",
+            "ce_weight": 1.0 - hp.alpha,
+            "temperature": hp.temperature,
+            "alpha": hp.alpha,
+            "distill_token": hp.distill_token,
+        }
+
     def build_network(self, name: str, num_classes: int, pretrained: str | None, kwargs: dict[str, Any]) -> nn.Module:
         network = super().build_network(name, num_classes, pretrained, kwargs)
         return network if self._distill_token is None else _with_distillation_token(network)
