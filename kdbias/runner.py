@@ -128,6 +128,7 @@ def check_config(experiment: registry.Experiment, config: Namespace) -> Analytic
     if isinstance(teacher, Mapping) and "init_args" in teacher:  # a spec: its arch stands for the shape checks
         model = {**model, "teacher": None}
     experiment.module_class.check_arguments(**model)
+    experiment.module_class.check_batch_size(config.data.batch_size, **model)
     return Analytics(**_plain(config.analytics))
 
 

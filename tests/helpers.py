@@ -258,3 +258,10 @@ class ConstantHeadAt(Callback):
             head.weight.zero_()
             head.bias.fill_(-10.0)
             head.bias[self.label] = 10.0
+
+
+class RaisesOnTrainStart(Callback):
+    """A callback with a bug: ``TypeError`` in ``on_train_start`` (the error policy's tests)."""
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        raise TypeError("broken callback")

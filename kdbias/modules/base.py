@@ -110,6 +110,10 @@ class ClassifierModule(L.LightningModule):
         check_compile(arguments.get("compile"))
         Optimization.of(arguments.get("optim"))
 
+    @classmethod
+    def check_batch_size(cls, batch_size: int, **arguments: Any) -> None:
+        """``InputError`` when the per-device batch cannot train this method (any batch can here)."""
+
     def method_record(self) -> dict[str, Any]:
         """The training method as the run's summary records it: ``loss`` (``"ce"``,
         ``"soft_kl"``, ``"cka"``), ``ce_weight`` and the method's own hyperparameters."""

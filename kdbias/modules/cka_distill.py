@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from kdbias.errors import InputError
 from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
 from kdbias.models import check_block_indices, compiled, forward_features_and_blocks, meta_model, patch_size_of
 from kdbias.modules.distill_base import DistillationModule
@@ -153,13 +154,21 @@ class CKADistillModule(DistillationModule):
         """Fail before training when the per-device batch is too small for the CKA estimator."""
         super().setup(stage)
         batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
-        if stage != "fit" or batch is None or self.hparams.cka_representation != "image":
-            return  # token CKA has batch * grid^2 samples
-        needed, estimator = (4, "unbiased (debiased HSIC)") if self.hparams.unbiased_cka else (2, "biased")
-        if batch < needed:
-            raise ValueError(
+        if stage == "fit" and batch is not None:
+            self.check_batch_size(batch, **self.hparams)
+
+    @classmethod
+    def check_batch_size(cls, batch_size: int, **arguments: Any) -> None:
+        """``InputError`` when ``batch_size`` images per device per step are too few for the CKA
+        estimator (token CKA has ``batch * grid^2`` samples and is never too small)."""
+        if arguments.get("cka_representation", "image") != "image":
+            return
+        unbiased = arguments.get("unbiased_cka", False)
+        needed, estimator = (4, "unbiased (debiased HSIC)") if unbiased else (2, "biased")
+        if batch_size < needed:
+            raise InputError(
                 f"CKA over images with the {estimator} estimator needs at least {needed} images per device per "
-                f"step, but the batch is {batch}. Raise --data.batch_size, or use --model.unbiased_cka false / "
+                f"step, but the batch is {batch_size}. Raise --data.batch_size, or use --model.unbiased_cka false / "
                 "--model.cka_representation token."
             )
 
