@@ -49,9 +49,9 @@ from kdbias import registry, runner
 from kdbias.config_files import check_class_paths
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
-from kdbias.experiment import Analytics
+from kdbias.experiment import ANALYTICS_CALLBACKS
 
-__all__ = ["KDBiasCLI", "expand_smoke", "main", "one_line", "preset_config"]
+__all__ = ["KDBiasCLI", "add_analytics_arguments", "expand_smoke", "main", "one_line", "preset_config"]
 
 SMOKE_FLAG = "--smoke"
 _SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
@@ -186,7 +186,7 @@ class KDBiasCLI(LightningCLI):
         """The module, the DataModule and the analytics first (what a user changes), then the Trainer."""
         parser.add_lightning_class_args(self.experiment.module_class, "model")
         parser.add_lightning_class_args(CIFARDataModule, "data")
-        parser.add_class_arguments(Analytics, "analytics")
+        add_analytics_arguments(parser)
         parser.add_lightning_class_args(self.trainer_class, "trainer")
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -218,6 +218,20 @@ class KDBiasCLI(LightningCLI):
             return runner.control_teacher(other, plan, preset_config(other, plan.configs_dir, plan.preset).model)
 
         return runner.build_trainer(plan, self.trainer_class, config, self.model, self.datamodule, control)
+
+
+def add_analytics_arguments(parser: LightningArgumentParser) -> None:
+    """``--analytics.enabled``, ``--analytics.cka_against`` and one group per analytics callback
+    (``--analytics.hessian.num_images`` ...): the callbacks' own arguments, defaults and help."""
+    parser.add_argument("--analytics.enabled", type=bool, default=True, help="run the Phase-3 analytics at all")
+    parser.add_argument(
+        "--analytics.cka_against",
+        type=list[str],
+        default=[],
+        help="experiments whose teachers the student is also measured against (CKA controls, measurement only)",
+    )
+    for key, (cls, fixed) in ANALYTICS_CALLBACKS.items():
+        parser.add_class_arguments(cls, f"analytics.{key}", instantiate=False, skip=set(fixed))
 
 
 def preset_config(experiment: registry.Experiment, configs_dir: str | Path, preset: str = "paper") -> Namespace:

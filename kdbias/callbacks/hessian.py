@@ -81,10 +81,10 @@ class HessianCallback(AnalyticsCallback):
 
     def __init__(
         self,
-        every_n_epochs: int = 50,
-        num_images: int = 2048,
+        every_n_epochs: int = 100,
+        num_images: int = 512,
         batch_size: int = 256,
-        max_iter: int = 100,
+        max_iter: int = 50,
         tol: float = 1e-3,
         seed: int = 0,
         subset_seed: int = 0,

@@ -41,7 +41,8 @@ def test_help_lists_every_level_and_abbreviations_are_refused():
         "--trainer.max_epochs",
         "--trainer.gradient_clip_val",
         "--trainer.accumulate_grad_batches",
-        "--analytics.cka_every",
+        "--analytics.cka.every_n_epochs",
+        "--analytics.hessian.num_images",
     ):
         assert flag in out, flag
     assert "default: 4.0" in out  # the preset's (the plan's) tau
