@@ -77,7 +77,7 @@ class TeacherKNNCallback(AnalyticsCallback):
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         with (
             torch.inference_mode(),
-            eval_mode(pl_module),
+            eval_mode(pl_module, pl_module.teacher),  # the teacher lies outside the module tree
             trainer.precision_plugin.forward_context(),
         ):
             train_feats, train_labels = self.features(trainer, pl_module, "train")
