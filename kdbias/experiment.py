@@ -186,7 +186,7 @@ def analytics_callbacks(
     module: L.LightningModule,
     experiment: str,
     has_validation: bool,
-    control: Callable[[str], tuple[FrozenTeacher, list[tuple[int, int]] | None]],
+    control: Callable[[str], tuple[FrozenTeacher, list[tuple[int, int]] | None]] | None = None,
 ) -> list[Callback]:
     """Analytics for the module's role: every run gets the generalisation gap (when there is a
     held-out split); ViT students the attention distance and the Hessian; a student with a
@@ -208,6 +208,8 @@ def analytics_callbacks(
     for key in settings.cka_against:
         if key == experiment or not is_vit(module.model):
             continue
+        if control is None:
+            raise ValueError(f"analytics.cka_against {key}: pass control=... (the teacher of each named experiment)")
         control_teacher, trained_pairs = control(key)
         out.append(settings.callback("cka", teacher=control_teacher, key=key, trained_pairs=trained_pairs))
     return out
