@@ -34,6 +34,7 @@ from kdbias.models import (
     PretrainedWeightsError,
     block_outputs,
     build_model,
+    check_arch_kwargs,
     compiled,
     model_input_stats,
     unwrap_model,
@@ -121,6 +122,10 @@ class FrozenTeacher(nn.Module):
                 "Use a teacher trained on the same dataset."
             )
         name = hparams["arch"]
+        try:
+            check_arch_kwargs(name, hparams.get("arch_kwargs"))
+        except ValueError as error:
+            raise CheckpointError(f"teacher checkpoint {path}: {error}") from None
         with torch.random.fork_rng(devices=[]):  # building must not consume the caller's random stream
             network = build_model(name, num_classes=num_classes, pretrained=None, **(hparams.get("arch_kwargs") or {}))
         if family is not None and _family(network) != family:

@@ -19,6 +19,7 @@ that position and patch embeddings are resized to the model's grid.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -263,6 +264,30 @@ def check_compile(compile: bool | str | None) -> None:
         )
 
 
+#: timm factory arguments that read files or configurations: never taken from ``arch_kwargs``.
+_FILE_ARGUMENTS = frozenset(
+    {"checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "cache_dir"}
+)
+
+_NOT_SHAPE = frozenset({"self", "args", "kwargs", "num_classes", "device", "dtype"})
+
+
+def check_arch_kwargs(name: str, kwargs: dict | None) -> None:
+    """``ValueError`` unless every key of ``kwargs`` is a shape/regularisation argument of
+    ``name``'s network class (e.g. ``depth``, ``img_size``, ``drop_path_rate``); arguments
+    that make timm read a file (``checkpoint_path``, ``pretrained_cfg_overlay``, ...) never are."""
+    if not kwargs:
+        return
+    network = unwrap_model(meta_model(name))
+    allowed = set(inspect.signature(type(network)).parameters) - _FILE_ARGUMENTS - _NOT_SHAPE
+    refused = sorted(set(kwargs) - allowed)
+    if refused:
+        raise ValueError(
+            f"arch_kwargs {', '.join(refused)} are not arguments of {type(network).__name__} ({name}); valid: "
+            f"{', '.join(sorted(allowed))}. Weights come only from pretrained= or a checkpoint's state_dict."
+        )
+
+
 def meta_model(name: str, num_classes: int = 10, **kw) -> nn.Module:
     """Architecture ``name`` on the meta device: its depth, widths and patch size, without
     memory, weights or downloads (checks before a run builds anything)."""
@@ -326,6 +351,7 @@ __all__ = [
     "MODEL_NAMES",
     "PretrainedWeightsError",
     "build_model",
+    "check_arch_kwargs",
     "check_compile",
     "compiled",
     "meta_model",

@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdbias.data import dataset_stats
-from kdbias.models import build_model, check_compile, compiled, is_vit, model_input_stats
+from kdbias.models import build_model, check_arch_kwargs, check_compile, compiled, is_vit, model_input_stats
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules.optim import Optimization, build_optimizer
 
@@ -73,7 +73,9 @@ class ClassifierModule(L.LightningModule):
         compile: bool | str,
     ) -> None:
         super().__init__()
-        ClassifierModule.check_arguments(num_classes=num_classes, arch=arch, optim=optim, compile=compile)
+        ClassifierModule.check_arguments(
+            num_classes=num_classes, arch=arch, arch_kwargs=arch_kwargs, optim=optim, compile=compile
+        )
         self.optim = Optimization.of(optim)
         self.arch = arch
         self.num_classes = num_classes
@@ -107,6 +109,7 @@ class ClassifierModule(L.LightningModule):
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         if "arch" in arguments:
             model_input_stats(arguments["arch"])  # ValueError naming the valid models
+            check_arch_kwargs(arguments["arch"], dict(arguments.get("arch_kwargs") or {}))
         check_compile(arguments.get("compile"))
         Optimization.of(arguments.get("optim"))
 
