@@ -188,3 +188,22 @@ def test_bug_in_a_user_callback_keeps_its_traceback(tmp_path):
     with pytest.raises(TypeError, match="broken callback"):
         run_experiment("baseline_b512", tmp_path / "runs", "--trainer.callbacks+=helpers.RaisesOnTrainStart")
     assert versions(tmp_path / "runs", "baseline_b512") == []
+
+
+def test_teacher_given_as_a_typed_spec(runs_with_teacher):
+    """``--model.teacher`` as ``class_path``/``init_args``: ``path: auto`` is resolved like the
+    shorthand, and the run records the spec with the checkpoint it found."""
+    spec = {"class_path": "kdbias.teacher.CheckpointTeacher", "init_args": {"path": "auto", "family": "ResNet"}}
+    run_dir = run_experiment("exp1", runs_with_teacher, "--model.teacher", json.dumps(spec))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    found = str(next((runs_with_teacher / "teacher_resnet18").glob("version_*/checkpoints/best.ckpt")))
+    assert summary["status"] == "complete" and summary["teacher"]["source"] == found
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["teacher"]
+    assert saved["class_path"] == "kdbias.teacher.CheckpointTeacher" and saved["init_args"]["path"] == found
+    hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
+    assert hparams["teacher"] == {
+        "class_path": "kdbias.teacher.CheckpointTeacher",
+        "init_args": spec["init_args"] | {"path": found},
+    }
