@@ -2,67 +2,59 @@
 
 ``python experiments/exp1.py [--smoke] [--resume] [--config FILE] [--model.temperature 2] ...``
 
-- Every argument of the LightningModule (``--model.*``), the DataModule (``--data.*``) and
-  the Trainer (``--trainer.*``) is settable; ``--help`` lists them with the preset's values;
-  ``--print_config`` prints YAML that ``--config`` reruns identically.
+- Every argument of the LightningModule (``--model.*``), the DataModule (``--data.*``), the
+  analytics (``--analytics.*``) and the Trainer (``--trainer.*``) is settable; ``--help``
+  lists them in that order with the preset's values; ``--print_config`` prints YAML that
+  ``--config`` reruns identically. An unknown option gets the closest valid names.
 - Presets: the paper preset (the research plan's values) is the default configuration;
   ``--smoke`` (exactly that spelling) applies the offline CPU preset on top, at its place in
   the command line (later arguments win). The files: :meth:`kdbias.registry.Experiment.config_files`.
+  Jsonargparse merges them: the one preset merger, also used for the CKA controls and the
+  benchmark (:func:`preset_config`).
 - ``data.dataset`` is named once and reaches the module (``model.dataset``,
   ``model.num_classes``); ``seed_everything`` seeds the data order too (``data.seed``).
 - ``model.teacher: auto`` (EXP-1/2) is the selected checkpoint of the newest complete
-  teacher run on the same dataset and preset (:func:`kdbias.runs.teacher_checkpoint`).
+  teacher run on the same dataset and preset (:func:`kdbias.runs.teacher_checkpoint`); a
+  teacher is also given as a spec (``class_path: kdbias.teacher.CheckpointTeacher`` ...).
 - ``--resume`` continues the newest unfinished run with the same seed, dataset and
   preset from its newest loadable checkpoint, after comparing its saved configuration with
   this one; ``--allow_changed trainer.max_epochs`` accepts more epochs. A finished run is
   reported as finished and nothing is trained.
-- Bad input ends in one line on stderr and exit status 2 (``KDBIAS_TRACEBACK=1``: traceback).
+- A ``class_path`` in a ``--config`` file is imported only when it lies under ``kdbias.`` or
+  ``lightning.pytorch.``, or when the same class path is written on the command line.
+- Bad input ends in one line on stderr and exit status 2 (``KDBIAS_TRACEBACK=1``: traceback);
+  an exception from library code during fit or test shows its traceback (exit status 1).
 
-The run itself (fit, test, summary) is :mod:`kdbias.runner`.
+A run's life, step by step, is :mod:`kdbias.runner`.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
-import pickle
+import re
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from jsonargparse import ActionConfigFile
-from lightning.fabric.utilities.exceptions import MisconfigurationException
+from jsonargparse import Namespace
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from kdbias import registry
-from kdbias.callbacks import NonFiniteLossError
+from kdbias import registry, runner
+from kdbias.config_files import check_class_paths
 from kdbias.data import DATASETS, CIFARDataModule
-from kdbias.experiment import Analytics, check_trainer_settings
-from kdbias.models import PretrainedWeightsError
-from kdbias.runner import Finished
-from kdbias.runs import CheckpointError
+from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
+from kdbias.experiment import ANALYTICS_CALLBACKS
 
-__all__ = ["INPUT_ERRORS", "KDBiasCLI", "expand_smoke", "main", "one_line"]
+__all__ = ["KDBiasCLI", "add_analytics_arguments", "expand_smoke", "main", "one_line", "preset_config"]
 
-#: Errors caused by the command line or the files it names (not bugs): one line, exit 2.
-INPUT_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    TypeError,
-    KeyError,
-    OSError,
-    EOFError,
-    pickle.UnpicklingError,
-    yaml.YAMLError,
-    PretrainedWeightsError,
-    CheckpointError,
-    MisconfigurationException,
-    NonFiniteLossError,
-)
 SMOKE_FLAG = "--smoke"
+_SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
 
 
 def one_line(message: object) -> str:
@@ -84,37 +76,66 @@ def expand_smoke(argv: Sequence[str], files: Sequence[Path]) -> list[str]:
 
 
 class _Parser(LightningArgumentParser):
-    """``LightningArgumentParser`` whose errors are one line and exit status 2."""
+    """``LightningArgumentParser`` whose errors are one line with the closest valid option
+    names and exit status 2, and whose help shows no Sphinx markup."""
 
     def error(self, message: str, ex: Exception | None = None):  # type: ignore[override]
         if not self.exit_on_error:
             return super().error(message, ex)
-        sys.stderr.write(f"{self.prog}: error: {one_line(message)} (options: {self.prog} --help)\n")
+        hint = self._suggestions(message)
+        sys.stderr.write(f"{self.prog}: error: {one_line(message)}{hint} (options: {self.prog} --help)\n")
         self.exit(2)
+
+    def _suggestions(self, message: str) -> str:
+        if "nrecognized" not in message and "not expected" not in message.lower():
+            return ""
+        known = sorted({s for action in self._actions for s in action.option_strings if s.startswith("--")})
+        hints = []
+        for given in dict.fromkeys(re.findall(r"--[\w.\-]+", message)):
+            if given in known:
+                continue
+            close = difflib.get_close_matches(given.split("=")[0], known, n=3, cutoff=0.75)
+            if close:
+                hints.append(f"{given}: did you mean {' or '.join(close)}?")
+        return f"; {'; '.join(hints)}" if hints else ""
+
+    def format_help(self) -> str:
+        return _SPHINX.sub(r"\1", super().format_help()).replace("``", "")
 
 
 class KDBiasCLI(LightningCLI):
     """``LightningCLI`` for one experiment of :mod:`kdbias.registry`.
 
-    Parses and instantiates the module, the DataModule and the Trainer (run directory,
-    logger, callbacks, atomic checkpoints; see :mod:`kdbias.runner`) without running them:
-    :func:`main` then calls :meth:`kdbias.runner.Run.train`.
+    Hooks: :meth:`before_instantiate_classes` checks every value and plans the run
+    (:func:`kdbias.runner.plan_run`: teacher, resume) before anything is built;
+    :meth:`instantiate_trainer` builds the Trainer into the claimed run directory
+    (:func:`kdbias.runner.build_trainer`). Nothing runs: :func:`main` calls
+    :func:`kdbias.runner.train`. ``parse_only=True`` stops after parsing (``self.config``
+    is the merged configuration; nothing is checked, resolved or built).
     """
 
-    def __init__(self, experiment: registry.Experiment, configs_dir: str | Path, args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        experiment: registry.Experiment,
+        configs_dir: str | Path,
+        args: Sequence[str],
+        parse_only: bool = False,
+    ) -> None:
         self.experiment = experiment
         self.configs_dir = Path(configs_dir)
+        self.parse_only = parse_only
+        self.plan: runner.RunPlan | None = None
         paper = experiment.config_files(self.configs_dir, "paper")
         missing = [str(p) for p in paper if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"preset files missing: {', '.join(missing)}; run from a complete checkout.")
         smoke = experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
-        self.run = None
-        listed = ", ".join(p.relative_to(self.configs_dir).as_posix() for p in smoke)
+        args = expand_smoke(args, smoke)
+        check_class_paths(args)
         description = (
-            f"{experiment.description}\n\nPresets: the paper preset is the default configuration. "
-            f"{SMOKE_FLAG} (exactly that spelling) applies the offline CPU preset at its place in the command "
-            f"line: {listed} (under experiments/configs/). --resume continues an unfinished run."
+            f"{experiment.description}\n\nPresets: the paper preset is the default configuration; {SMOKE_FLAG} "
+            "applies the offline CPU preset. Options: run, module (--model.*), data (--data.*), analytics "
+            "(--analytics.*), then Lightning's Trainer (--trainer.*)."
         )
         super().__init__(
             model_class=experiment.module_class,
@@ -123,25 +144,26 @@ class KDBiasCLI(LightningCLI):
             seed_everything_default=0,
             run=False,
             auto_configure_optimizers=False,
-            args=expand_smoke(args, smoke),
+            parser_class=_Parser,
+            args=args,
             parser_kwargs={
                 "default_config_files": [str(p) for p in paper],
                 "allow_abbrev": False,
                 "prog": f"{experiment.name}.py",
                 "description": description,
                 "parser_mode": "yaml",
+                "dump_header": [f"kdbias experiment {experiment.name}"],
             },
         )
 
-    def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
-        kwargs.setdefault("dump_header", [f"kdbias experiment {self.experiment.name}"])
-        parser = _Parser(**kwargs)
-        parser.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML configuration file (repeatable)")
-        return parser
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--preset", type=str, default="paper", help="name of the preset (set by the preset files)")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="root of <runs_dir>/<experiment>/version_<n>/")
+    def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        super().add_default_arguments_to_parser(parser)
+        listed = ", ".join(p.relative_to(self.configs_dir).as_posix() for p in self._smoke_files())
+        parser.add_argument(
+            SMOKE_FLAG,
+            action="store_true",
+            help=f"the offline CPU preset, applied at its place in the command line ({listed}); exact spelling",
+        )
         parser.add_argument(
             "--resume",
             action="store_true",
@@ -153,19 +175,72 @@ class KDBiasCLI(LightningCLI):
             default="",
             help="with --resume: comma-separated configuration keys that may differ (only trainer.max_epochs)",
         )
-        parser.add_class_arguments(Analytics, "analytics")
+        parser.add_argument("--preset", type=str, default="paper", help="name of the preset (set by the preset files)")
+        parser.add_argument("--runs_dir", type=str, default="runs", help="root of <runs_dir>/<experiment>/version_<n>/")
+
+    def _smoke_files(self) -> list[Path]:
+        paper = self.experiment.config_files(self.configs_dir, "paper")
+        return self.experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
+
+    def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """The module, the DataModule and the analytics first (what a user changes), then the Trainer."""
+        parser.add_lightning_class_args(self.experiment.module_class, "model")
+        parser.add_lightning_class_args(CIFARDataModule, "data")
+        add_analytics_arguments(parser)
+        parser.add_lightning_class_args(self.trainer_class, "trainer")
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.dataset", "model.dataset")
         parser.link_arguments("data.dataset", "model.num_classes", compute_fn=_num_classes)
         parser.link_arguments("seed_everything", "data.seed", compute_fn=_seed)
 
     def before_instantiate_classes(self) -> None:
-        from kdbias.runner import Run
+        if self.parse_only:
+            return
+        dump = lambda config: self.parser.dump(config, skip_none=False)  # noqa: E731
+        self.plan = runner.plan_run(self.experiment, self.config, dump, self.configs_dir)
 
-        check_trainer_settings(self.config.trainer)
-        self.run = Run.prepare(self)
+    def instantiate_classes(self) -> None:
+        if self.parse_only:
+            return
+        self.config_init = self.parser.instantiate_classes(self.config)
+        self.datamodule = self.config_init["data"]
+        self.model = self.config_init["model"]
+        self.trainer = self.instantiate_trainer()
 
-    def instantiate_trainer(self, **kwargs: Any):
-        return self.run.instantiate_trainer(self)
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        assert self.plan is not None
+        config = {**dict(self.config_init["trainer"]), **kwargs}
+        plan = self.plan
+
+        def control(key: str):
+            other = registry.get(key)
+            return runner.control_teacher(other, plan, preset_config(other, plan.configs_dir, plan.preset).model)
+
+        return runner.build_trainer(plan, self.trainer_class, config, self.model, self.datamodule, control)
+
+
+def add_analytics_arguments(parser: LightningArgumentParser) -> None:
+    """``--analytics.enabled``, ``--analytics.cka_against`` and one group per analytics callback
+    (``--analytics.hessian.num_images`` ...): the callbacks' own arguments, defaults and help."""
+    parser.add_argument("--analytics.enabled", type=bool, default=True, help="run the Phase-3 analytics at all")
+    parser.add_argument(
+        "--analytics.cka_against",
+        type=list[str],
+        default=[],
+        help="experiments whose teachers the student is also measured against (CKA controls, measurement only)",
+    )
+    for key, (cls, fixed) in ANALYTICS_CALLBACKS.items():
+        parser.add_class_arguments(cls, f"analytics.{key}", instantiate=False, skip=set(fixed))
+
+
+def preset_config(experiment: registry.Experiment, configs_dir: str | Path, preset: str = "paper") -> Namespace:
+    """``experiment``'s merged preset configuration, parsed by the command line's own parser
+    (nothing checked, resolved or built)."""
+    args = [SMOKE_FLAG] if preset == "smoke" else []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return KDBiasCLI(experiment, configs_dir, args, parse_only=True).config
 
 
 def _num_classes(dataset: str) -> int:
@@ -180,9 +255,22 @@ def _seed(seed: Any) -> int:
     return seed
 
 
+def _input_error(prog: str, error: BaseException) -> SystemExit:
+    if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
+        raise error
+    if rank_zero_only.rank == 0:
+        kind = "" if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: "
+        print(f"{prog}: error: {kind}{one_line(error)}", file=sys.stderr, flush=True)
+    return SystemExit(2)
+
+
 def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
-    """Entry point of ``experiments/<name>.py``: parse, train, test; return the run directory
-    (``None`` when ``--resume`` found the run finished)."""
+    """Entry point of ``experiments/<name>.py``: parse and check, plan, build, then train and
+    test; return the run directory (``None`` when ``--resume`` found the run finished).
+
+    Input errors (:data:`kdbias.errors.SETUP_INPUT_ERRORS` until training starts,
+    :data:`kdbias.errors.FIT_INPUT_ERRORS` after) end in one line and exit status 2; any other
+    exception propagates with its traceback (exit status 1)."""
     args = list(sys.argv[1:] if argv is None else argv)
     prog = f"{name}.py"
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
@@ -191,14 +279,14 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
     try:
         cli = KDBiasCLI(registry.get(name), configs_dir, args)
-        return cli.run.train(cli)
-    except Finished as done:
+        assert cli.plan is not None
+        runner.prepare_data(cli.plan, cli.datamodule)
+    except runner.Finished as done:
         print(f"{prog}: {done.run_dir} is finished (complete summary.json); nothing to train.", flush=True)
         return None
-    except INPUT_ERRORS as error:
-        if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
-            raise
-        if rank_zero_only.rank == 0:
-            kind = "" if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: "
-            print(f"{prog}: error: {kind}{one_line(error)}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    except SETUP_INPUT_ERRORS as error:
+        raise _input_error(prog, error) from None
+    try:
+        return runner.train(cli.plan, cli.trainer, cli.model, cli.datamodule)
+    except FIT_INPUT_ERRORS as error:
+        raise _input_error(prog, error) from None

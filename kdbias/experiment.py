@@ -3,7 +3,8 @@
 :mod:`kdbias.cli` parses the configuration; this module turns its run-level parts into
 Lightning objects and checks what Lightning would accept silently:
 
-- :class:`Analytics`: the Phase-3 settings of a run (``analytics:`` in the presets);
+- :class:`Analytics`: the Phase-3 settings of a run (``analytics:`` in the presets), one
+  section per callback under the callback's own argument names (:data:`ANALYTICS_CALLBACKS`);
 - :func:`run_callbacks`: checkpointing (``last.ckpt`` every epoch, ``best.ckpt`` by the
   held-out ``val/acc``), the summary, the learning-rate monitor, the non-finite guard, the
   RNG state, progress lines, and the analytics for the module's role;
@@ -13,9 +14,10 @@ Lightning objects and checks what Lightning would accept silently:
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,13 @@ from kdbias.runs import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
 from kdbias.teacher import FrozenTeacher
 
 __all__ = [
+    "ANALYTICS_CALLBACKS",
     "Analytics",
+    "analytics_callbacks",
     "RESUME_SAFE_CHANGES",
     "RUN_LOCAL_KEYS",
+    "allowed_changes",
+    "check_run_flags",
     "check_trainer_settings",
     "config_changes",
     "flatten",
@@ -51,6 +57,7 @@ __all__ = [
 #: change is never an error on ``--resume`` and they are left out of a run's signature.
 RUN_LOCAL_KEYS = (
     "resume",
+    "smoke",
     "allow_changed",
     "runs_dir",
     "data.num_workers",
@@ -70,48 +77,63 @@ RUN_LOCAL_KEYS = (
 RESUME_SAFE_CHANGES = ("trainer.max_epochs",)
 
 
+#: ``analytics.<key>`` -> the callback it configures, and the arguments the run sets itself
+#: (never configured): each section's keys are exactly the callback's own arguments.
+ANALYTICS_CALLBACKS: dict[str, tuple[type[Callback], tuple[str, ...]]] = {
+    "attention": (AttentionDistanceCallback, ()),
+    "hessian": (HessianCallback, ()),
+    "cka": (CKAHeatmapCallback, ("teacher", "key", "trained_pairs")),
+    "generalisation": (GeneralisationGapCallback, ()),
+    "knn": (TeacherKNNCallback, ()),
+}
+
+
 @dataclass(frozen=True)
 class Analytics:
     """Phase-3 analytics of a run, measured off the hot path on fixed images.
 
-    Every ``*_every`` counts epochs; ``*_images`` count fixed images (held-out split for
-    attention and CKA, unaugmented training images for the Hessian and the generalisation
-    gap). See :mod:`kdbias.callbacks` for what each measures.
+    Each section holds arguments of one callback, under that callback's own names; what is
+    not given is the callback's default, which is the research plan's protocol (the paper
+    preset names nothing else). ``Analytics()`` is what a paper run measures.
 
     Args:
         enabled: run the analytics at all.
-        attn_every, attn_images: mean attention distance (ViT students).
-        hessian_every, hessian_images, hessian_max_iter: Hessian trace (Hutchinson probes)
-            and top eigenvalue (power iterations) of the student's CE; also at fit end.
-        cka_every, cka_batches, cka_batch_size: CKA heatmaps, student blocks x teacher blocks.
         cka_against: experiments whose teachers the student is also measured against, as
             controls (measurement only), e.g. ``["exp1", "exp2", "exp3"]`` for the baseline.
-        gen_gap_every, gen_gap_images: train-minus-held-out accuracy in eval mode.
-        knn_train, knn_test: images of the weighted k-NN probe of a headless teacher.
+        attention: :class:`~kdbias.callbacks.AttentionDistanceCallback` arguments (ViT students).
+        hessian: :class:`~kdbias.callbacks.HessianCallback` arguments (ViT students).
+        cka: :class:`~kdbias.callbacks.CKAHeatmapCallback` arguments (students with a teacher,
+            and the ``cka_against`` controls).
+        generalisation: :class:`~kdbias.callbacks.GeneralisationGapCallback` arguments.
+        knn: :class:`~kdbias.callbacks.TeacherKNNCallback` arguments (a headless teacher).
     """
 
-    enabled: bool
-    attn_every: int
-    attn_images: int
-    hessian_every: int
-    hessian_images: int
-    hessian_max_iter: int
-    cka_every: int
-    cka_batches: int
-    cka_batch_size: int
-    gen_gap_every: int
-    gen_gap_images: int
-    knn_train: int
-    knn_test: int
+    enabled: bool = True
     cka_against: tuple[str, ...] = ()
+    attention: Mapping[str, Any] = field(default_factory=dict)
+    hessian: Mapping[str, Any] = field(default_factory=dict)
+    cka: Mapping[str, Any] = field(default_factory=dict)
+    generalisation: Mapping[str, Any] = field(default_factory=dict)
+    knn: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
-                raise ValueError(f"analytics.{field.name} must be >= 1, got {value}")
-        if self.cka_batch_size < 4:
-            raise ValueError(f"analytics.cka_batch_size must be >= 4 (unbiased HSIC), got {self.cka_batch_size}")
+        object.__setattr__(self, "cka_against", tuple(self.cka_against or ()))
+        for key, (cls, fixed) in ANALYTICS_CALLBACKS.items():
+            given = dict(getattr(self, key) or {})
+            unknown = sorted(set(given) - set(inspect.signature(cls).parameters) | (set(given) & set(fixed)))
+            if unknown:
+                raise ValueError(f"analytics.{key}: {cls.__name__} has no argument {', '.join(unknown)}")
+            try:
+                cls(**given)  # the callback checks its own arguments (nothing is measured)
+            except ValueError as error:
+                raise ValueError(f"analytics.{key}: {error}") from None
+            object.__setattr__(self, key, given)
+        if int(self.cka.get("batch_size", 4)) < 4:
+            raise ValueError(f"analytics.cka.batch_size must be >= 4 (unbiased HSIC), got {self.cka['batch_size']}")
+
+    def callback(self, key: str, **fixed: Any) -> Callback:
+        """The callback of section ``key`` with its settings (and the run's ``fixed`` arguments)."""
+        return ANALYTICS_CALLBACKS[key][0](**{**self.__dict__[key], **fixed})
 
 
 def run_callbacks(
@@ -164,7 +186,7 @@ def analytics_callbacks(
     module: L.LightningModule,
     experiment: str,
     has_validation: bool,
-    control: Callable[[str], tuple[FrozenTeacher, list[tuple[int, int]] | None]],
+    control: Callable[[str], tuple[FrozenTeacher, list[tuple[int, int]] | None]] | None = None,
 ) -> list[Callback]:
     """Analytics for the module's role: every run gets the generalisation gap (when there is a
     held-out split); ViT students the attention distance and the Hessian; a student with a
@@ -174,21 +196,22 @@ def analytics_callbacks(
         return []
     out: list[Callback] = []
     if has_validation:
-        out.append(GeneralisationGapCallback(settings.gen_gap_every, settings.gen_gap_images))
+        out.append(settings.callback("generalisation"))
     if is_vit(module.model):
-        out.append(AttentionDistanceCallback(settings.attn_every, settings.attn_images))
-        out.append(HessianCallback(settings.hessian_every, settings.hessian_images, max_iter=settings.hessian_max_iter))
-    cka = dict(every_n_epochs=settings.cka_every, num_batches=settings.cka_batches, batch_size=settings.cka_batch_size)
-    teacher = getattr(module, "teacher", None)
+        out.append(settings.callback("attention"))
+        out.append(settings.callback("hessian"))
+    teacher = module.teacher
     if teacher is not None and is_vit(module.model):
-        out.append(CKAHeatmapCallback(key=experiment, **cka))
+        out.append(settings.callback("cka", key=experiment))
     if teacher is not None and not teacher.has_head:
-        out.append(TeacherKNNCallback(num_train=settings.knn_train, num_val=settings.knn_test))
+        out.append(settings.callback("knn"))
     for key in settings.cka_against:
         if key == experiment or not is_vit(module.model):
             continue
+        if control is None:
+            raise ValueError(f"analytics.cka_against {key}: pass control=... (the teacher of each named experiment)")
         control_teacher, trained_pairs = control(key)
-        out.append(CKAHeatmapCallback(teacher=control_teacher, key=key, trained_pairs=trained_pairs, **cka))
+        out.append(settings.callback("cka", teacher=control_teacher, key=key, trained_pairs=trained_pairs))
     return out
 
 
@@ -231,6 +254,37 @@ def check_trainer_settings(trainer: Mapping[str, Any]) -> None:
     _range("trainer.accumulate_grad_batches", accumulate, isinstance(accumulate, int) and accumulate >= 1, ">= 1")
     clip = trainer.get("gradient_clip_val")
     _range("trainer.gradient_clip_val", clip, clip is None or (isinstance(clip, numbers.Real) and clip >= 0), ">= 0")
+    every = trainer.get("check_val_every_n_epoch", 1)
+    _range(
+        "trainer.check_val_every_n_epoch",
+        every,
+        every is None or (isinstance(every, int) and not isinstance(every, bool) and every >= 1),
+        "None or an integer >= 1",
+    )
+    interval = trainer.get("val_check_interval")
+    _range(
+        "trainer.val_check_interval",
+        interval,
+        interval is None or (_limit_ok(interval, False) and not isinstance(interval, bool)),
+        "None, an integer >= 1 (batches) or a fraction in (0, 1]",
+    )
+
+
+def allowed_changes(given: Any) -> set[str]:
+    """``--allow_changed`` as a set of keys (comma-separated or a list); ``ValueError`` for a
+    key outside :data:`RESUME_SAFE_CHANGES`."""
+    keys = given if isinstance(given, (list, tuple)) else str(given or "").split(",")
+    allowed = {key.strip() for key in keys if key.strip()}
+    unsafe = sorted(allowed - set(RESUME_SAFE_CHANGES))
+    if unsafe:
+        raise ValueError(f"--allow_changed accepts only {', '.join(RESUME_SAFE_CHANGES)}, got {', '.join(unsafe)}")
+    return allowed
+
+
+def check_run_flags(resume: bool, allow_changed: Any) -> None:
+    """``--allow_changed`` only with ``--resume`` (and only safe keys)."""
+    if allowed_changes(allow_changed) and not resume:
+        raise ValueError("--allow_changed applies to --resume only; add --resume, or drop --allow_changed.")
 
 
 # --------------------------------------------------------------------------- configurations

@@ -6,16 +6,18 @@ and :attr:`FrozenTeacher.network` (the timm module, for block counts). Every met
 dataset-normalised images ``[B, 3, H, W]`` (what :class:`kdbias.CIFARDataModule` yields) and
 applies the teacher's own statistics and resolution first.
 
-A ``FrozenTeacher`` is a registered submodule of its LightningModule, so ``.to()``, device
-placement and the model summary see it, but it is frozen for good:
+A ``FrozenTeacher`` is a plain component, not a submodule of its LightningModule
+(:class:`~kdbias.modules.DistillationModule` holds it outside the module tree), so nothing
+that walks the student's modules sees it: not ``state_dict`` (student checkpoints hold the
+student only; the teacher is rebuilt from its source), not the optimiser, not DDP (no
+gradient bucket, no buffer broadcast), not ``train()``. It is frozen for good: every
+parameter has ``requires_grad=False``, it is in eval mode from construction, its outputs
+are computed under ``torch.no_grad``, and it follows its inputs' device and floating dtype.
 
-- every parameter has ``requires_grad=False``: no optimiser, no DDP gradient bucket;
-- :meth:`train` is a no-op: Lightning's ``model.train()`` after each validation keeps it
-  in eval mode (no dropout, BatchNorm running statistics);
-- it is never saved in, nor expected from, the parent's ``state_dict``: student
-  checkpoints hold the student only, and the teacher is rebuilt from its source;
-- its outputs are computed under ``torch.no_grad`` (plain tensors, usable in the
-  student's loss).
+How a run names its teacher (``--model.teacher``) is a *spec*: :class:`CheckpointTeacher`
+(a TeacherModule checkpoint, or ``"auto"``) or :class:`PretrainedTeacher` (an architecture
+and its weights); :func:`teacher_spec` turns the shorthands (``auto``, a path, a config
+mapping) into one.
 """
 
 from __future__ import annotations
@@ -32,20 +34,29 @@ from kdbias.models import (
     PretrainedWeightsError,
     block_outputs,
     build_model,
+    check_arch_kwargs,
     compiled,
     model_input_stats,
+    unwrap_model,
 )
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.runs import CheckpointError, load_checkpoint
 
-__all__ = ["FrozenTeacher", "RANDOM_TEACHER_SEED"]
+__all__ = [
+    "CheckpointTeacher",
+    "FrozenTeacher",
+    "PretrainedTeacher",
+    "RANDOM_TEACHER_SEED",
+    "TeacherSpec",
+    "teacher_spec",
+]
 
 #: Seed of a randomly initialised teacher (offline smoke runs): the same network in every run.
 RANDOM_TEACHER_SEED = 0
 
 
 def _family(network: nn.Module) -> str:
-    return type(getattr(network, "_orig_mod", network)).__name__
+    return type(unwrap_model(network)).__name__
 
 
 class FrozenTeacher(nn.Module):
@@ -57,20 +68,23 @@ class FrozenTeacher(nn.Module):
         name: architecture name (``kdbias.models.build_model`` name or timm name).
         source: where the weights came from: a checkpoint path, ``"hub"``, a weights file,
             or ``"random"``.
+        compile: ``torch.compile`` the forward paths (logits/embedding, block taps): ``True``
+            (inductor) or a backend name; see :meth:`compiled`.
     """
 
-    def __init__(self, network: nn.Module, adapter: InputAdapter, name: str, source: str) -> None:
+    def __init__(
+        self, network: nn.Module, adapter: InputAdapter, name: str, source: str, compile: bool | str = False
+    ) -> None:
         super().__init__()
         self.network = network
         self.adapter = adapter
         self.name = name
         self.source = source
+        self.backend = compile
         self.requires_grad_(False)
-        super().train(False)
-        self._blocks_fn = self._blocks
-        self._forward_fn = self._forward
-        self.register_state_dict_post_hook(_drop_own_keys)
-        self.register_load_state_dict_pre_hook(_fill_own_keys)
+        self.eval()
+        self._forward_fn = compiled(self._forward, compile)
+        self._blocks_fn = compiled(self._blocks, compile)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -108,6 +122,10 @@ class FrozenTeacher(nn.Module):
                 "Use a teacher trained on the same dataset."
             )
         name = hparams["arch"]
+        try:
+            check_arch_kwargs(name, hparams.get("arch_kwargs"))
+        except ValueError as error:
+            raise CheckpointError(f"teacher checkpoint {path}: {error}") from None
         with torch.random.fork_rng(devices=[]):  # building must not consume the caller's random stream
             network = build_model(name, num_classes=num_classes, pretrained=None, **(hparams.get("arch_kwargs") or {}))
         if family is not None and _family(network) != family:
@@ -115,7 +133,8 @@ class FrozenTeacher(nn.Module):
                 f"teacher checkpoint {path} holds a {_family(network)} ({name}); this experiment distils from a "
                 f"{family}. Pass a {family} teacher, or name the teacher you mean explicitly with --model.teacher."
             )
-        weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+        prefix = "student.model." if any(k.startswith("student.model.") for k in state) else "model."  # or before 0.2
+        weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         try:
             network.load_state_dict(weights)
         except RuntimeError as error:
@@ -160,10 +179,11 @@ class FrozenTeacher(nn.Module):
         source = "random" if pretrained is None else str(pretrained)
         return cls(network, _adapter(name, dataset, image_size), name, source)
 
-    # -- what a frozen module does --------------------------------------------------------
-    def train(self, mode: bool = True) -> FrozenTeacher:
-        """Always eval: a frozen teacher has no training mode."""
-        return super().train(False)
+    def compiled(self, backend: bool | str) -> FrozenTeacher:
+        """This teacher (the same network, frozen) with its forward paths under ``torch.compile``."""
+        if backend in (False, None) or backend == self.backend:
+            return self
+        return FrozenTeacher(self.network, self.adapter, self.name, self.source, compile=backend)
 
     @property
     def family(self) -> str:
@@ -173,22 +193,21 @@ class FrozenTeacher(nn.Module):
     @property
     def num_classes(self) -> int:
         """Classes of the head; 0 for a headless network."""
-        inner = getattr(self.network, "_orig_mod", self.network)
+        inner = unwrap_model(self.network)
         return int(getattr(inner, "num_classes", 0) or 0)
 
     @property
     def has_head(self) -> bool:
         return self.num_classes > 0
 
-    def compile(self, backend: bool | str = True) -> None:  # type: ignore[override]
-        """``torch.compile`` the forward paths (logits/embedding and block taps); ``backend``:
-        ``True`` for the default (inductor) or a backend name."""
-        self._forward_fn = compiled(self._forward, backend)
-        self._blocks_fn = compiled(self._blocks, backend)
-
     # -- outputs -----------------------------------------------------------------------
     def adapt(self, images: Tensor) -> Tensor:
-        """Dataset-normalised ``[B, 3, H, W]`` -> the network's input ``[B, 3, S, S]``."""
+        """Dataset-normalised ``[B, 3, H, W]`` -> the network's input ``[B, 3, S, S]``; the teacher
+        first moves to the images' device (and floating dtype) when it is elsewhere."""
+        weight = next(self.network.parameters(), None)
+        if weight is not None and (weight.device != images.device or weight.dtype != images.dtype):
+            dtype = images.dtype if images.is_floating_point() else weight.dtype
+            self.to(device=images.device, dtype=dtype)
         return self.adapter(images)
 
     def _forward(self, images: Tensor) -> Tensor:
@@ -236,17 +255,103 @@ def _adapter(name: str, dataset: str, image_size: int | None = None) -> InputAda
     return InputAdapter(data_mean, data_std, *(stats or (None, None)), image_size)
 
 
-def _drop_own_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
-    """State-dict post hook: the teacher is never part of a saved state."""
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        del state_dict[key]
+# --------------------------------------------------------------------------- specs
 
 
-def _fill_own_keys(module: nn.Module, state_dict: dict, prefix: str, *args: Any) -> None:
-    """Load pre hook: a saved state never holds the teacher, so keep its current tensors."""
-    for name, sub in module.named_modules():
-        own = dict(sub._parameters)
-        own.update({k: v for k, v in sub._buffers.items() if k not in sub._non_persistent_buffers_set})
-        for key, tensor in own.items():
-            if tensor is not None:
-                state_dict.setdefault(f"{prefix}{name}.{key}" if name else f"{prefix}{key}", tensor)
+class TeacherSpec:
+    """How a run names its teacher: typed configuration (``class_path``/``init_args`` on the
+    command line and in YAML) that :meth:`build` turns into a :class:`FrozenTeacher`."""
+
+    def build(self, dataset: str, num_classes: int, compile: bool | str = False) -> FrozenTeacher:
+        raise NotImplementedError
+
+    def as_config(self) -> dict[str, Any]:
+        """``{"class_path": ..., "init_args": {...}}``: plain values (hyperparameters, YAML)."""
+        return {"class_path": f"{type(self).__module__}.{type(self).__name__}", "init_args": dict(vars(self))}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and vars(other) == vars(self)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+class CheckpointTeacher(TeacherSpec):
+    """The network of a :class:`~kdbias.modules.TeacherModule` checkpoint.
+
+    Args:
+        path: the checkpoint (read with ``weights_only=True``), or ``"auto"``: the selected
+            checkpoint of the newest complete run of the experiment's teacher (resolved by the
+            command line, :func:`kdbias.runs.teacher_checkpoint`).
+        family: the network class it must have (``"ResNet"``, ``"ConvNeXt"``), or ``None``.
+    """
+
+    def __init__(self, path: str = "auto", family: str | None = None) -> None:
+        self.path = str(path)
+        self.family = family
+
+    def build(self, dataset: str, num_classes: int, compile: bool | str = False) -> FrozenTeacher:
+        if self.path == "auto":
+            raise ValueError(
+                "teacher 'auto' is resolved by the experiment scripts (the selected checkpoint of the teacher run); "
+                "pass the path of a TeacherModule checkpoint."
+            )
+        return FrozenTeacher.from_checkpoint(self.path, dataset, num_classes, family=self.family).compiled(compile)
+
+
+class PretrainedTeacher(TeacherSpec):
+    """A network from :func:`~kdbias.models.build_model` with pretrained weights.
+
+    Args:
+        arch: kdbias model name (``dinov2_vits14``) or timm name.
+        weights: ``"hub"``, a local weights file, or ``None`` (random, seeded: smoke runs only).
+        image_size: the side the teacher sees (images resized on the device); ``None``: as given.
+        arch_kwargs: extra :func:`~kdbias.models.build_model` arguments.
+    """
+
+    def __init__(
+        self,
+        arch: str = "dinov2_vits14",
+        weights: str | None = "hub",
+        image_size: int | None = None,
+        arch_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if image_size is not None and image_size < 1:
+            raise ValueError(f"teacher image_size must be >= 1, got {image_size}")
+        self.arch, self.weights, self.image_size = arch, weights, image_size
+        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs else None
+
+    def build(self, dataset: str, num_classes: int = 0, compile: bool | str = False) -> FrozenTeacher:
+        teacher = FrozenTeacher.from_pretrained(
+            self.arch, self.weights, dataset, self.image_size, self.arch_kwargs, num_classes=0
+        )
+        return teacher.compiled(compile)
+
+
+#: The spec classes a configuration may name (``class_path``); nothing else is imported.
+SPEC_CLASSES: dict[str, type[TeacherSpec]] = {
+    f"{cls.__module__}.{cls.__name__}": cls for cls in (CheckpointTeacher, PretrainedTeacher)
+}
+
+
+def teacher_spec(value: Any) -> TeacherSpec | FrozenTeacher | None:
+    """A spec from its shorthands: ``None``; a :class:`TeacherSpec` or :class:`FrozenTeacher`
+    as is; ``"auto"`` or a path -> :class:`CheckpointTeacher`; a ``{"class_path", "init_args"}``
+    mapping naming one of :data:`SPEC_CLASSES` (short names accepted); a trained
+    :class:`~kdbias.modules.TeacherModule` -> its frozen network."""
+    if value is None or isinstance(value, (TeacherSpec, FrozenTeacher)):
+        return value
+    if isinstance(value, (str, Path)):
+        return CheckpointTeacher(str(value))
+    if isinstance(value, dict) and "class_path" in value:
+        name = str(value["class_path"])
+        cls = SPEC_CLASSES.get(name) or next((c for c in SPEC_CLASSES.values() if c.__name__ == name), None)
+        if cls is None:
+            raise ValueError(f"unknown teacher class_path {name!r}; valid: {', '.join(SPEC_CLASSES)}")
+        return cls(**dict(value.get("init_args") or {}))
+    if hasattr(value, "model") and hasattr(value, "input_adapter") and hasattr(value, "arch"):
+        return FrozenTeacher.from_module(value)
+    raise TypeError(
+        "teacher must be a checkpoint path, 'auto', a CheckpointTeacher/PretrainedTeacher spec, a FrozenTeacher or a "
+        f"TeacherModule, got {type(value).__name__}"
+    )

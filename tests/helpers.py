@@ -40,21 +40,21 @@ FAST = [
 TINY_ANALYTICS = [
     "--analytics.enabled",
     "true",
-    "--analytics.attn_images",
+    "--analytics.attention.num_images",
     "8",
-    "--analytics.hessian_images",
+    "--analytics.hessian.num_images",
     "8",
-    "--analytics.hessian_max_iter",
+    "--analytics.hessian.max_iter",
     "2",
-    "--analytics.cka_batches",
+    "--analytics.cka.num_batches",
     "1",
-    "--analytics.cka_batch_size",
+    "--analytics.cka.batch_size",
     "8",
-    "--analytics.gen_gap_images",
+    "--analytics.generalisation.num_images",
     "16",
-    "--analytics.knn_train",
+    "--analytics.knn.num_train",
     "32",
-    "--analytics.knn_test",
+    "--analytics.knn.num_test",
     "16",
 ]
 TINY_ARGS = {
@@ -258,3 +258,10 @@ class ConstantHeadAt(Callback):
             head.weight.zero_()
             head.bias.fill_(-10.0)
             head.bias[self.label] = 10.0
+
+
+class RaisesOnTrainStart(Callback):
+    """A callback with a bug: ``TypeError`` in ``on_train_start`` (the error policy's tests)."""
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        raise TypeError("broken callback")

@@ -7,9 +7,8 @@ networks at another batch) and splits EXP-3 into its two teacher resolutions, gi
 :func:`build` parses the experiment's preset plus overrides with
 :class:`kdbias.cli.KDBiasCLI` and returns its module, DataModule and Trainer (run directory,
 logger, checkpoints, summary, LR monitor, non-finite guard, RNG state, progress) without
-fitting. Where ``jsonargparse`` (LightningCLI's parser) is not installed, the same objects are
-built from the same YAML files and :func:`kdbias.experiment.run_callbacks`, and ``built_by``
-says so. Benchmarks run offline on random weights: teachers named ``auto`` get a
+fitting: the same path as ``experiments/<name>.py``. Presets are read through the same
+parser (:func:`kdbias.cli.preset_config`). Benchmarks run offline on random weights: teachers named ``auto`` get a
 random-weight checkpoint of the teacher's architecture (:func:`teacher_checkpoint`).
 """
 
@@ -17,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 import math
@@ -26,7 +26,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 
 from kdbias import registry
 from kdbias.data import DATASETS, CIFARDataModule
@@ -149,19 +148,16 @@ class Plan:
 
 
 # -- presets ------------------------------------------------------------------------------------------
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+@functools.cache
+def _parsed(experiment: str, preset: str, configs_dir: str) -> dict[str, Any]:
+    from kdbias import cli
+
+    return cli.preset_config(registry.get(experiment), configs_dir, preset).as_dict()
 
 
 def preset_config(experiment: str, preset: str = "paper", configs_dir: Path = CONFIGS_DIR) -> dict[str, Any]:
-    """The experiment's preset YAML files merged in order (later files win)."""
-    merged: dict[str, Any] = {}
-    for path in registry.get(experiment).config_files(configs_dir, preset):
-        merged = _merge(merged, yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    return merged
+    """The experiment's preset as the command line parses it (:func:`kdbias.cli.preset_config`)."""
+    return copy.deepcopy(_parsed(experiment, preset, str(configs_dir)))
 
 
 def preset_model(experiment: str, preset: str = "paper", configs_dir: Path = CONFIGS_DIR) -> dict[str, Any]:
@@ -169,13 +165,8 @@ def preset_model(experiment: str, preset: str = "paper", configs_dir: Path = CON
 
 
 def architecture(experiment: str, preset: str = "paper") -> str:
-    """The network an experiment trains (its module's default when no preset names one)."""
-    arch = preset_model(experiment, preset).get("arch")
-    if arch is None:
-        import inspect
-
-        arch = inspect.signature(registry.get(experiment).module_class.__init__).parameters["arch"].default
-    return str(arch)
+    """The network an experiment trains (its preset's, or its module's default)."""
+    return str(preset_model(experiment, preset)["arch"])
 
 
 # -- overrides -------------------------------------------------------------------------------------------
@@ -242,68 +233,11 @@ def build(spec: RunSpec, plan: Plan, overrides: dict[str, Any]) -> Built:
     """The experiment's module, DataModule and real Trainer (see the module docstring)."""
     plan.runs_dir.mkdir(parents=True, exist_ok=True)
     args = (["--smoke"] if plan.preset == "smoke" else []) + ["--runs_dir", str(plan.runs_dir)] + cli_args(overrides)
+    from kdbias.cli import KDBiasCLI
+
     with quiet(), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            from kdbias.cli import KDBiasCLI
-        except ImportError as error:  # jsonargparse missing: same files, same callbacks
-            return _build_from_files(spec, plan, overrides, f"preset files + run_callbacks ({error})")
         cli = KDBiasCLI(registry.get(spec.experiment), plan.configs_dir, args)
     return Built(cli.model, cli.datamodule, cli.trainer, int(cli.config.seed_everything), "KDBiasCLI")
-
-
-def _build_from_files(spec: RunSpec, plan: Plan, overrides: dict[str, Any], built_by: str) -> Built:
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from kdbias import runs
-    from kdbias.experiment import Analytics, run_callbacks
-
-    config = copy.deepcopy(preset_config(spec.experiment, plan.preset, plan.configs_dir))
-    for key, value in overrides.items():
-        *parents, last = key.split(".")
-        node = config
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    seed = int(config.get("seed_everything", 0))
-    L.seed_everything(seed, verbose=False)
-    data = dict(config.get("data") or {}, seed=seed)
-    datamodule = CIFARDataModule(**data)
-    model = dict(config.get("model") or {}, dataset=datamodule.dataset, num_classes=datamodule.num_classes)
-    module = registry.get(spec.experiment).module_class(**model)
-    trainer_config = dict(config.get("trainer") or {})
-    run_dir = runs.claim_run_dir(plan.runs_dir, spec.experiment)
-
-    def no_control(key: str) -> Any:
-        raise ValueError(f"analytics.cka_against {key}: not available without LightningCLI")
-
-    callbacks = run_callbacks(
-        module=module,
-        run_dir=run_dir,
-        experiment=spec.experiment,
-        dataset=datamodule.dataset,
-        preset=str(config.get("preset", plan.preset)),
-        seed=seed,
-        analytics=Analytics(**config["analytics"]),
-        has_validation=datamodule.has_validation,
-        progress_lines=not trainer_config.get("enable_progress_bar"),
-        log_every_n_steps=trainer_config.get("log_every_n_steps") or 50,
-        control=no_control,
-        summary_extra={},
-    )
-    if not datamodule.has_validation:
-        trainer_config["limit_val_batches"] = 0
-    logger = TensorBoardLogger(
-        save_dir=str(plan.runs_dir), name=spec.experiment, version=run_dir.name, default_hp_metric=False
-    )
-    with quiet():
-        trainer = L.Trainer(
-            **trainer_config,
-            logger=logger,
-            callbacks=callbacks,
-            plugins=[runs.AtomicCheckpointIO()],
-            default_root_dir=str(run_dir),
-        )
-    return Built(module, datamodule, trainer, seed, built_by)
 
 
 def teacher_checkpoint(experiment: str, plan: Plan, folder: Path) -> Path:
@@ -341,7 +275,7 @@ def enlarge_train_split(datamodule: CIFARDataModule, images: int) -> None:
 
 
 def fit(built: Built, plan: Plan) -> None:
-    """``trainer.fit`` as :meth:`kdbias.runner.Run.train` starts it (seed, TF32), quietly."""
+    """``trainer.fit`` as :func:`kdbias.runner.train` starts it (seed, TF32), quietly."""
     L.seed_everything(built.seed, workers=True, verbose=False)
     if plan.cuda:
         torch.set_float32_matmul_precision("high")

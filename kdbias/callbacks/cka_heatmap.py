@@ -221,7 +221,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
         acc = MinibatchCKA(len(s_blocks), len(t_blocks))
         n = len(self.subset("val")[1])
         usable = min(self.num_batches, n // self.batch_size) * self.batch_size
-        with eval_mode(pl_module), trainer.precision_plugin.forward_context():
+        with eval_mode(pl_module, teacher), trainer.precision_plugin.forward_context():
             for _, (images, _) in zip(
                 range(0, usable, self.batch_size), self.chunks("val", self.batch_size, pl_module.device)
             ):

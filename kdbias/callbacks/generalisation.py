@@ -32,7 +32,7 @@ class GeneralisationGapCallback(AnalyticsCallback):
     measure_without_validation = False  # the gap needs the epoch's val metrics
 
     def __init__(
-        self, every_n_epochs: int = 1, num_images: int = 2048, batch_size: int = 256, subset_seed: int = 0
+        self, every_n_epochs: int = 5, num_images: int = 2048, batch_size: int = 256, subset_seed: int = 0
     ) -> None:
         super().__init__(every_n_epochs, subset_seed)
         if num_images < 1 or batch_size < 1:

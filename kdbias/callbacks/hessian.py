@@ -18,13 +18,14 @@ from kdbias.analytics.hessian import (
     hessian_trace_estimate,
 )
 from kdbias.callbacks.base import AnalyticsCallback, eval_mode
+from kdbias.models import unwrap_model
 
 __all__ = ["HessianCallback", "student_ce_loss_fn"]
 
 
 def _eager(model: nn.Module) -> nn.Module:
     """The module under a ``torch.compile`` wrapper: compiled graphs have no double backward."""
-    return getattr(model, "_orig_mod", model)
+    return unwrap_model(model)
 
 
 def student_ce_loss_fn(pl_module: L.LightningModule, images: Tensor, labels: Tensor, batch_size: int):
@@ -80,10 +81,10 @@ class HessianCallback(AnalyticsCallback):
 
     def __init__(
         self,
-        every_n_epochs: int = 50,
-        num_images: int = 2048,
+        every_n_epochs: int = 100,
+        num_images: int = 512,
         batch_size: int = 256,
-        max_iter: int = 100,
+        max_iter: int = 50,
         tol: float = 1e-3,
         seed: int = 0,
         subset_seed: int = 0,

@@ -21,7 +21,7 @@ class TeacherKNNCallback(AnalyticsCallback):
     Fills the research plan's Teacher Acc cell for a teacher with no classification head
     (CKADistillModule's DINOv2). Features: ``pl_module.teacher.embedding(x)`` (the
     :class:`~kdbias.teacher.FrozenTeacher`'s pooled features) for ``num_train`` fixed
-    training images and ``num_val`` fixed images of the official *test* split (the split
+    training images and ``num_test`` fixed images of the official *test* split (the split
     the other Teacher Acc figures come from; seeded subsets, unaugmented), under
     inference mode, eval mode; :func:`~kdbias.analytics.knn.knn_accuracy` with ``k`` and
     ``temperature``. The teacher is frozen, so it is measured once: at the first validation
@@ -34,21 +34,21 @@ class TeacherKNNCallback(AnalyticsCallback):
     def __init__(
         self,
         num_train: int = 5000,
-        num_val: int = 1000,
+        num_test: int = 1000,
         k: int = 20,
         temperature: float = 0.07,
         batch_size: int = 256,
         subset_seed: int = 0,
     ) -> None:
         super().__init__(every_n_epochs=1, subset_seed=subset_seed)
-        if min(num_train, num_val, k, batch_size) < 1 or temperature <= 0:
-            raise ValueError("num_train, num_val, k and batch_size must be >= 1 and temperature > 0")
-        self.num_train, self.num_val, self.k = int(num_train), int(num_val), int(k)
+        if min(num_train, num_test, k, batch_size) < 1 or temperature <= 0:
+            raise ValueError("num_train, num_test, k and batch_size must be >= 1 and temperature > 0")
+        self.num_train, self.num_test, self.k = int(num_train), int(num_test), int(k)
         self.temperature, self.batch_size = float(temperature), int(batch_size)
-        self.subsets = {"train": ("train", self.num_train), "test": ("test", self.num_val)}
+        self.subsets = {"train": ("train", self.num_train), "test": ("test", self.num_test)}
 
     def _key_items(self) -> dict[str, Any]:
-        return {"num_train": self.num_train, "num_val": self.num_val, "k": self.k}
+        return {"num_train": self.num_train, "num_val": self.num_test, "k": self.k}  # key kept: saved states
 
     @override
     def check_module(self, pl_module: L.LightningModule) -> None:
@@ -81,7 +81,7 @@ class TeacherKNNCallback(AnalyticsCallback):
     def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> float:
         with (
             torch.inference_mode(),
-            eval_mode(pl_module),
+            eval_mode(pl_module, pl_module.teacher),  # the teacher lies outside the module tree
             trainer.precision_plugin.forward_context(),
         ):
             train_feats, train_labels = self.features(trainer, pl_module, "train")

@@ -1,6 +1,16 @@
 """Models of the experiment matrix (``build_model``) and taps on their blocks and attention."""
 
-from kdbias.models.build import MODEL_NAMES, PretrainedWeightsError, build_model, compiled, model_input_stats
+from kdbias.models.build import (
+    MODEL_NAMES,
+    PretrainedWeightsError,
+    build_model,
+    check_arch_kwargs,
+    check_compile,
+    compiled,
+    meta_model,
+    model_input_stats,
+    unwrap_model,
+)
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.models.taps import (
     attention_maps,
@@ -23,13 +33,17 @@ __all__ = [
     "block_modules",
     "block_outputs",
     "build_model",
+    "check_arch_kwargs",
     "check_block_indices",
+    "check_compile",
     "compiled",
     "forward_features_and_blocks",
     "is_vit",
     "materialized_attention",
+    "meta_model",
     "model_input_stats",
     "num_blocks",
     "num_prefix_tokens_of",
     "patch_size_of",
+    "unwrap_model",
 ]

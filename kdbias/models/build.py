@@ -19,6 +19,7 @@ that position and patch embeddings are resized to the model's grid.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -27,9 +28,10 @@ import timm
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import trunc_normal_
-from timm.models import load_state_dict
+from timm.models import generate_default_cfgs, load_state_dict, register_model
 from timm.models.convnext import checkpoint_filter_fn as _convnext_filter
 from timm.models.vision_transformer import checkpoint_filter_fn as _vit_filter
+from timm.utils import unwrap_model
 from torch import nn
 
 Pretrained = str | Path | None
@@ -179,32 +181,118 @@ def _dinov2_vits14(num_classes: int, pretrained: Pretrained, img_size: int = 224
     return _create("vit_small_patch14_dinov2.lvd142m", pretrained, _vit_filter, num_classes=0, img_size=img_size, **kw)
 
 
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "resnet18_cifar": _resnet18_cifar,
-    "convnextv2_tiny_cifar": _convnextv2_tiny_cifar,
-    "deit_tiny_p4": partial(_deit_p4, "deit_tiny_patch16_224"),
-    "deit_small_p4": partial(_deit_p4, "deit_small_patch16_224"),
-    "dinov2_vits14": _dinov2_vits14,
-}
+def _weights(pretrained: bool, overlay: dict | None) -> Pretrained:
+    """timm's ``pretrained``/``pretrained_cfg_overlay`` as kdbias's: None, ``"hub"`` or a file path."""
+    if not pretrained:
+        return None
+    return (overlay or {}).get("file") or "hub"
 
-_IMAGENET_STATS = (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
-_INPUT_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
-    "resnet18_cifar": None,
-    "convnextv2_tiny_cifar": _IMAGENET_STATS,
-    "deit_tiny_p4": None,
-    "deit_small_p4": None,
-    "dinov2_vits14": _IMAGENET_STATS,
-}
 
-MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+def _cfg(mean: tuple[float, ...] | None, std: tuple[float, ...] | None) -> dict:
+    """A kdbias model's pretrained config: its input statistics (None: the dataset's own)."""
+    return {"mean": mean, "std": std, "input_size": (3, 32, 32), "num_classes": 10}
+
+
+_IMAGENET = (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+#: Read by timm's ``register_model`` (this module's ``default_cfgs``): ``timm.models.get_pretrained_cfg(name)``.
+default_cfgs = generate_default_cfgs(
+    {
+        "resnet18_cifar": _cfg(None, None),
+        "convnextv2_tiny_cifar": _cfg(*_IMAGENET),
+        "deit_tiny_p4": _cfg(None, None),
+        "deit_small_p4": _cfg(None, None),
+        "dinov2_vits14": {**_cfg(*_IMAGENET), "input_size": (3, 224, 224), "num_classes": 0},
+    }
+)
+
+
+# timm entry points: ``timm.create_model("resnet18_cifar", num_classes=10)`` once kdbias is imported.
+# ``pretrained=True`` means the hub, or the file in ``pretrained_cfg_overlay={"file": ...}``.
+@register_model
+def resnet18_cifar(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kw) -> nn.Module:
+    kw.pop("pretrained_cfg", None), kw.pop("cache_dir", None)
+    return _resnet18_cifar(kw.pop("num_classes", 10), _weights(pretrained, pretrained_cfg_overlay), **kw)
+
+
+@register_model
+def convnextv2_tiny_cifar(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kw) -> nn.Module:
+    kw.pop("pretrained_cfg", None), kw.pop("cache_dir", None)
+    return _convnextv2_tiny_cifar(kw.pop("num_classes", 10), _weights(pretrained, pretrained_cfg_overlay), **kw)
+
+
+@register_model
+def deit_tiny_p4(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kw) -> nn.Module:
+    kw.pop("pretrained_cfg", None), kw.pop("cache_dir", None)
+    weights = _weights(pretrained, pretrained_cfg_overlay)
+    return _deit_p4("deit_tiny_patch16_224", kw.pop("num_classes", 10), weights, **kw)
+
+
+@register_model
+def deit_small_p4(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kw) -> nn.Module:
+    kw.pop("pretrained_cfg", None), kw.pop("cache_dir", None)
+    weights = _weights(pretrained, pretrained_cfg_overlay)
+    return _deit_p4("deit_small_patch16_224", kw.pop("num_classes", 10), weights, **kw)
+
+
+@register_model
+def dinov2_vits14(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kw) -> nn.Module:
+    kw.pop("pretrained_cfg", None), kw.pop("cache_dir", None)
+    return _dinov2_vits14(kw.pop("num_classes", 0), _weights(pretrained, pretrained_cfg_overlay), **kw)
+
+
+MODEL_NAMES: tuple[str, ...] = tuple(default_cfgs)
 
 
 def _check_timm_name(name: str) -> None:
-    if name not in _BUILDERS and not timm.is_model(name):
+    if not timm.is_model(name):
         raise ValueError(
             f"unknown model '{name}': neither a kdbias model ({', '.join(MODEL_NAMES)}) nor a timm model name "
             "(see timm.list_models())"
         )
+
+
+def check_compile(compile: bool | str | None) -> None:
+    """``ValueError`` unless ``compile`` is ``False``/``None``/``True`` or an installed backend
+    (``torch.compiler.list_backends``)."""
+    if compile in (False, None, True):
+        return
+    backends = torch.compiler.list_backends(exclude_tags=())
+    if not isinstance(compile, str) or compile not in backends:
+        raise ValueError(
+            f"compile must be true, false or an installed torch.compile backend ({', '.join(backends)}), "
+            f"got {compile!r}"
+        )
+
+
+#: timm factory arguments that read files or configurations: never taken from ``arch_kwargs``.
+_FILE_ARGUMENTS = frozenset(
+    {"checkpoint_path", "pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict", "cache_dir"}
+)
+
+_NOT_SHAPE = frozenset({"self", "args", "kwargs", "num_classes", "device", "dtype"})
+
+
+def check_arch_kwargs(name: str, kwargs: dict | None) -> None:
+    """``ValueError`` unless every key of ``kwargs`` is a shape/regularisation argument of
+    ``name``'s network class (e.g. ``depth``, ``img_size``, ``drop_path_rate``); arguments
+    that make timm read a file (``checkpoint_path``, ``pretrained_cfg_overlay``, ...) never are."""
+    if not kwargs:
+        return
+    network = unwrap_model(meta_model(name))
+    allowed = set(inspect.signature(type(network)).parameters) - _FILE_ARGUMENTS - _NOT_SHAPE
+    refused = sorted(set(kwargs) - allowed)
+    if refused:
+        raise ValueError(
+            f"arch_kwargs {', '.join(refused)} are not arguments of {type(network).__name__} ({name}); valid: "
+            f"{', '.join(sorted(allowed))}. Weights come only from pretrained= or a checkpoint's state_dict."
+        )
+
+
+def meta_model(name: str, num_classes: int = 10, **kw) -> nn.Module:
+    """Architecture ``name`` on the meta device: its depth, widths and patch size, without
+    memory, weights or downloads (checks before a run builds anything)."""
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        return build_model(name, num_classes=num_classes, pretrained=None, **kw)
 
 
 def compiled(fn: Callable, compile: bool | str) -> Callable:
@@ -226,8 +314,11 @@ def build_model(name: str, num_classes: int = 10, pretrained: Pretrained = None,
     ``num_classes``.
     """
     _check_timm_name(name)
-    if name in _BUILDERS:
-        return _BUILDERS[name](num_classes, pretrained, **kw)
+    if name in MODEL_NAMES:  # registered above; timm passes the weights back as kdbias's ``pretrained``
+        file = None if pretrained in (None, "hub") else {"file": str(pretrained)}
+        return timm.create_model(
+            name, pretrained=pretrained is not None, pretrained_cfg_overlay=file, num_classes=num_classes, **kw
+        )
     arch = name.split(".")[0]
     state_filter = None  # timm's own filters adapt position embeddings and stems to kw
     if timm.models.is_model_in_modules(arch, ["vision_transformer"]):
@@ -245,8 +336,9 @@ def model_input_stats(name: str, pretrained: Pretrained = None) -> tuple[tuple[f
     with pretrained weights, and the dataset's own when it is trained from scratch.
     """
     _check_timm_name(name)
-    if name in _INPUT_STATS:
-        return _INPUT_STATS[name]
+    if name in MODEL_NAMES:
+        cfg = timm.models.get_pretrained_cfg(name)
+        return None if cfg.mean is None else (tuple(cfg.mean), tuple(cfg.std))
     if pretrained is None:
         return None
     cfg = timm.models.get_pretrained_cfg(name)
@@ -255,4 +347,14 @@ def model_input_stats(name: str, pretrained: Pretrained = None) -> tuple[tuple[f
     return tuple(cfg.mean), tuple(cfg.std)
 
 
-__all__ = ["MODEL_NAMES", "PretrainedWeightsError", "build_model", "compiled", "model_input_stats"]
+__all__ = [
+    "MODEL_NAMES",
+    "PretrainedWeightsError",
+    "build_model",
+    "check_arch_kwargs",
+    "check_compile",
+    "compiled",
+    "meta_model",
+    "model_input_stats",
+    "unwrap_model",
+]

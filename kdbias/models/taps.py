@@ -15,12 +15,10 @@ from contextlib import contextmanager
 from timm.models.convnext import ConvNeXt
 from timm.models.resnet import ResNet
 from timm.models.vision_transformer import VisionTransformer
+from timm.utils import unwrap_model
 from torch import Tensor, nn
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The module under a ``torch.compile`` wrapper (hooks and timm methods live there)."""
-    return getattr(model, "_orig_mod", model)
+_unwrap = unwrap_model  # the module under a ``torch.compile`` wrapper (hooks and timm methods live there)
 
 
 def is_vit(model: nn.Module) -> bool:

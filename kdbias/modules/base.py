@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdbias.data import dataset_stats
-from kdbias.models import build_model, compiled, is_vit, model_input_stats
+from kdbias.models import build_model, check_arch_kwargs, check_compile, compiled, is_vit, model_input_stats
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules.optim import Optimization, build_optimizer
 
@@ -49,9 +49,13 @@ class ClassifierModule(L.LightningModule):
     its initial weights depend on that seed only, never on what was built before it (a
     teacher, projectors, callbacks). ``student_init_sha256`` records them.
 
-    **What callbacks use:** ``model`` (the student network), :meth:`student_input`,
-    ``teacher`` (a :class:`~kdbias.teacher.FrozenTeacher`, or ``None``), ``last_losses``
-    (the latest step's detached loss components).
+    **What callbacks use:** ``model`` (the student network, ``student.model``),
+    :meth:`student_input`, ``teacher`` (a :class:`~kdbias.teacher.FrozenTeacher`, or
+    ``None``), ``last_losses`` (the latest step's detached loss components).
+
+    **What is saved:** ``student`` (an ``nn.ModuleDict``: the network, plus subclasses'
+    trainable heads) is the one trainable submodule, so the optimiser, DDP and checkpoints
+    see exactly it; the teacher is never part of the module tree.
 
     Logged: ``train/loss``, ``train/loss_<part>`` per loss component (on logging steps),
     ``train/acc`` (against the dominant class of mixed targets), ``val/loss``, ``val/acc``
@@ -69,15 +73,18 @@ class ClassifierModule(L.LightningModule):
         compile: bool | str,
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        ClassifierModule.check_arguments(
+            num_classes=num_classes, arch=arch, arch_kwargs=arch_kwargs, optim=optim, compile=compile
+        )
         self.optim = Optimization.of(optim)
         self.arch = arch
         self.num_classes = num_classes
-        self.teacher = None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch.initial_seed())
-            self.model = self.build_network(arch, num_classes, pretrained, dict(arch_kwargs or {}))
+            network = self.build_network(arch, num_classes, pretrained, dict(arch_kwargs or {}))
+        #: The trainable part: what the optimiser, DDP and checkpoints see (``student.model``,
+        #: and in subclasses extra heads such as ``student.projectors``).
+        self.student = nn.ModuleDict({"model": network})
         self.student_init_sha256 = state_sha256(self.model)
         data_mean, data_std = dataset_stats(dataset)
         self.data_mean, self.data_std = data_mean, data_std
@@ -92,6 +99,38 @@ class ClassifierModule(L.LightningModule):
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self._student_fn = compiled(self._student_logits, compile)
+
+    @classmethod
+    def check_arguments(cls, **arguments: Any) -> None:
+        """``ValueError`` for a value this module would refuse, from its constructor's arguments
+        alone (nothing is built or downloaded): what the command line checks before any work."""
+        num_classes = arguments.get("num_classes", 1)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if "arch" in arguments:
+            model_input_stats(arguments["arch"])  # ValueError naming the valid models
+            check_arch_kwargs(arguments["arch"], dict(arguments.get("arch_kwargs") or {}))
+        check_compile(arguments.get("compile"))
+        Optimization.of(arguments.get("optim"))
+
+    @classmethod
+    def check_batch_size(cls, batch_size: int, **arguments: Any) -> None:
+        """``InputError`` when the per-device batch cannot train this method (any batch can here)."""
+
+    def method_record(self) -> dict[str, Any]:
+        """The training method as the run's summary records it: ``loss`` (``"ce"``,
+        ``"soft_kl"``, ``"cka"``), ``ce_weight`` and the method's own hyperparameters."""
+        return {"loss": "ce", "ce_weight": 1.0}
+
+    @property
+    def model(self) -> nn.Module:
+        """The student network (``student.model``): what is exported and analysed."""
+        return self.student["model"]
+
+    @property
+    def teacher(self) -> Any:
+        """The frozen teacher (:class:`~kdbias.teacher.FrozenTeacher`); ``None`` without one."""
+        return None
 
     def build_network(self, name: str, num_classes: int, pretrained: str | None, kwargs: dict[str, Any]) -> nn.Module:
         """The student network (called once, under the seeded RNG fork); subclasses may wrap it."""
@@ -194,8 +233,16 @@ class ClassifierModule(L.LightningModule):
 
     # -- optimisation ---------------------------------------------------------------
     def trainable_modules(self) -> list[nn.Module]:
-        """Modules whose parameters the optimiser updates (the student; extra heads in subclasses)."""
-        return [self.model]
+        """Modules whose parameters the optimiser updates: the children of ``student``."""
+        return list(self.student.values())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the student moved under ``student`` (keys ``model.*``,
+        ``projectors.*``) load too."""
+        state = checkpoint.get("state_dict") or {}
+        legacy = [k for k in state if k.split(".")[0] in ("model", "projectors")]
+        for key in legacy:
+            state[f"student.{key}"] = state.pop(key)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, schedule = build_optimizer(

@@ -8,11 +8,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from kdbias.errors import InputError
 from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
-from kdbias.models import check_block_indices, compiled, forward_features_and_blocks
+from kdbias.models import check_block_indices, compiled, forward_features_and_blocks, meta_model, patch_size_of
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.optim import Optimization
-from kdbias.teacher import FrozenTeacher
+from kdbias.teacher import PretrainedTeacher
 
 __all__ = ["CKADistillModule"]
 
@@ -40,8 +41,9 @@ class CKADistillModule(DistillationModule):
 
     Args:
         arch: the student network: kdbias model name or any timm ViT name (its block taps need a ViT).
-        teacher: architecture of the frozen teacher (``dinov2_vits14`` or a timm ViT name),
-            or a ready :class:`~kdbias.teacher.FrozenTeacher`.
+        teacher: architecture of the frozen teacher (``dinov2_vits14`` or a timm ViT name;
+            built with the ``teacher_*`` arguments), a :class:`~kdbias.teacher.PretrainedTeacher`
+            spec (its fields then replace them), or a ready :class:`~kdbias.teacher.FrozenTeacher`.
         teacher_pretrained: ``"hub"``, a local weights path, or ``None`` (random init, seeded:
             offline smoke runs only; logged as such).
         teacher_image_size: the teacher's input side; images are resized on the device
@@ -61,7 +63,7 @@ class CKADistillModule(DistillationModule):
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
-        teacher: str = "dinov2_vits14",
+        teacher: str | PretrainedTeacher = "dinov2_vits14",
         teacher_pretrained: str | None = "hub",
         teacher_image_size: int = 224,
         teacher_kwargs: dict[str, Any] | None = None,
@@ -77,22 +79,29 @@ class CKADistillModule(DistillationModule):
         optim: Optimization = Optimization(),
         compile: bool | str = False,
     ) -> None:
-        if cka_representation not in ("image", "token"):
-            raise ValueError(f"cka_representation must be 'image' or 'token', got {cka_representation!r}")
-        if lambda_cka < 0 or lambda_tok < 0:
-            raise ValueError(f"lambda_cka and lambda_tok must be >= 0, got {lambda_cka} and {lambda_tok}")
-        if teacher_image_size < 1:
-            raise ValueError(f"teacher_image_size must be >= 1, got {teacher_image_size}")
-        pairs = [(int(s), int(t)) for s, t in layer_pairs]
-        if not pairs:
-            raise ValueError("layer_pairs is empty: name at least one (student_block, teacher_block) pair.")
-        frozen = (
-            teacher
-            if isinstance(teacher, FrozenTeacher)
-            else FrozenTeacher.from_pretrained(teacher, teacher_pretrained, dataset, teacher_image_size, teacher_kwargs)
+        CKADistillModule.check_arguments(
+            cka_representation=cka_representation,
+            lambda_cka=lambda_cka,
+            lambda_tok=lambda_tok,
+            teacher_image_size=teacher_image_size,
+            layer_pairs=layer_pairs,
         )
+        pairs = [(int(s), int(t)) for s, t in layer_pairs]
+        spec = (
+            PretrainedTeacher(teacher, teacher_pretrained, teacher_image_size, teacher_kwargs)
+            if isinstance(teacher, str)
+            else teacher
+        )
+        frozen = spec.build(dataset) if isinstance(spec, PretrainedTeacher) else spec
         super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
-        self.save_hyperparameters(ignore=["teacher"] if isinstance(teacher, FrozenTeacher) else None)
+        self.save_hyperparameters(ignore=["teacher"] if not isinstance(teacher, str) else None)
+        if isinstance(spec, PretrainedTeacher):  # the spec's fields are the teacher_* hyperparameters
+            self.hparams.update(
+                teacher=spec.arch,
+                teacher_pretrained=spec.weights,
+                teacher_image_size=spec.image_size,
+                teacher_kwargs=spec.arch_kwargs,
+            )
         self.hparams["layer_pairs"] = [list(p) for p in pairs]
         self.plain_hparams()
         if frozen.source == "random":
@@ -103,27 +112,63 @@ class CKADistillModule(DistillationModule):
         self.grid = min(self.model.patch_embed.grid_size[0], frozen.network.patch_embed.grid_size[0])
         with torch.random.fork_rng(devices=[]):  # projectors, like the student, depend on the seed only
             torch.manual_seed(torch.initial_seed() + 1)
-            self.projectors = nn.ModuleList(nn.Linear(self.model.embed_dim, frozen.network.embed_dim) for _ in pairs)
+            width = frozen.network.embed_dim
+            self.student["projectors"] = nn.ModuleList(nn.Linear(self.model.embed_dim, width) for _ in pairs)
         self._taps_fn = self._student_taps
         if compile not in (False, None):  # the training forward with its block taps, and the teacher
             self._student_fn = compiled(self._student_logits, compile)
             self._taps_fn = compiled(self._student_taps, compile)
-            frozen.compile(compile)
+            self.set_teacher(frozen.compiled(compile))
 
-    def trainable_modules(self) -> list[nn.Module]:
-        return [self.model, self.projectors]
+    def method_record(self) -> dict[str, Any]:
+        hp = self.hparams
+        keys = ("lambda_cka", "lambda_tok", "layer_pairs", "cka_representation", "teacher_image_size")
+        return {"loss": "cka", "ce_weight": 1.0, **{k: hp[k] for k in keys if k in hp}}
+
+    @property
+    def projectors(self) -> nn.ModuleList:
+        """The token projectors ``D_s -> D_t``, one per layer pair (``student.projectors``)."""
+        return self.student["projectors"]
+
+    @classmethod
+    def check_arguments(cls, **arguments: Any) -> None:
+        """Also the layer indices and the teacher's input size, on meta-device networks (no
+        weights built or fetched) when ``arch`` and ``teacher`` are given."""
+        super().check_arguments(**arguments)
+        representation = arguments.get("cka_representation", "image")
+        lambda_cka, lambda_tok = arguments.get("lambda_cka", 0.0), arguments.get("lambda_tok", 0.0)
+        size = arguments.get("teacher_image_size", 1)
+        if representation not in ("image", "token"):
+            raise ValueError(f"cka_representation must be 'image' or 'token', got {representation!r}")
+        if lambda_cka < 0 or lambda_tok < 0:
+            raise ValueError(f"lambda_cka and lambda_tok must be >= 0, got {lambda_cka} and {lambda_tok}")
+        if size is not None and size < 1:
+            raise ValueError(f"teacher_image_size must be >= 1, got {size}")
+        pairs = [tuple(p) for p in arguments.get("layer_pairs", [(0, 0)])]
+        if not pairs:
+            raise ValueError("layer_pairs is empty: name at least one (student_block, teacher_block) pair.")
+        if isinstance(arguments.get("arch"), str) and isinstance(arguments.get("teacher"), str):
+            _check_shapes(arguments, pairs)
 
     def setup(self, stage: str) -> None:
         """Fail before training when the per-device batch is too small for the CKA estimator."""
         super().setup(stage)
         batch = getattr(getattr(self.trainer, "datamodule", None), "batch_size", None)
-        if stage != "fit" or batch is None or self.hparams.cka_representation != "image":
-            return  # token CKA has batch * grid^2 samples
-        needed, estimator = (4, "unbiased (debiased HSIC)") if self.hparams.unbiased_cka else (2, "biased")
-        if batch < needed:
-            raise ValueError(
+        if stage == "fit" and batch is not None:
+            self.check_batch_size(batch, **self.hparams)
+
+    @classmethod
+    def check_batch_size(cls, batch_size: int, **arguments: Any) -> None:
+        """``InputError`` when ``batch_size`` images per device per step are too few for the CKA
+        estimator (token CKA has ``batch * grid^2`` samples and is never too small)."""
+        if arguments.get("cka_representation", "image") != "image":
+            return
+        unbiased = arguments.get("unbiased_cka", False)
+        needed, estimator = (4, "unbiased (debiased HSIC)") if unbiased else (2, "biased")
+        if batch_size < needed:
+            raise InputError(
                 f"CKA over images with the {estimator} estimator needs at least {needed} images per device per "
-                f"step, but the batch is {batch}. Raise --data.batch_size, or use --model.unbiased_cka false / "
+                f"step, but the batch is {batch_size}. Raise --data.batch_size, or use --model.unbiased_cka false / "
                 "--model.cka_representation token."
             )
 
@@ -154,3 +199,22 @@ class CKADistillModule(DistillationModule):
         l_tok = torch.stack(tok_terms).mean()
         loss = ce + self.hparams.lambda_cka * l_cka + self.hparams.lambda_tok * l_tok
         return {"loss": loss, "ce": ce, "cka": l_cka, "tok": l_tok}, logits
+
+
+def _check_shapes(arguments: dict[str, Any], pairs: list[tuple[int, int]]) -> None:
+    """Layer indices in range and a teacher input side its patch grid tiles, on meta networks."""
+    student = meta_model(arguments["arch"], **dict(arguments.get("arch_kwargs") or {}))
+    kwargs = dict(arguments.get("teacher_kwargs") or {})
+    size = arguments.get("teacher_image_size")
+    if size is not None:
+        kwargs["img_size"] = size
+    teacher = meta_model(arguments["teacher"], num_classes=0, **kwargs)
+    check_block_indices(student, [s for s, _ in pairs])
+    check_block_indices(teacher, [t for _, t in pairs])
+    patch = patch_size_of(teacher)
+    if size is not None and size % patch:
+        below, above = size - size % patch, size - size % patch + patch
+        raise ValueError(
+            f"teacher_image_size {size} is not a multiple of {arguments['teacher']}'s patch size {patch}: its grid "
+            f"would drop {size % patch} px of every image. Use {below or patch} or {above}."
+        )

@@ -11,10 +11,9 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdbias.losses import hard_distillation_loss, soft_kl_loss
-from kdbias.modules.base import ClassifierModule
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.optim import Optimization
-from kdbias.teacher import FrozenTeacher
+from kdbias.teacher import CheckpointTeacher, PretrainedTeacher, TeacherSpec, teacher_spec
 
 __all__ = ["KLDistillModule"]
 
@@ -26,8 +25,11 @@ class KLDistillModule(DistillationModule):
 
     Args:
         arch: the student network: kdbias model name (``deit_tiny_p4``, ...) or any timm model name.
-        teacher: path of a :class:`~kdbias.modules.TeacherModule` checkpoint (read with
-            ``weights_only=True``), a :class:`~kdbias.teacher.FrozenTeacher`, or ``None``
+        teacher: a spec, :class:`~kdbias.teacher.CheckpointTeacher` (a TeacherModule
+            checkpoint, read with ``weights_only=True``) or :class:`~kdbias.teacher.PretrainedTeacher`
+            (given as ``class_path``/``init_args`` on the command line); the shorthand of a
+            checkpoint path (or ``auto``, which the experiment scripts resolve); a ready
+            :class:`~kdbias.teacher.FrozenTeacher` or trained TeacherModule; or ``None``
             (evaluation only; see :class:`~kdbias.modules.distill_base.DistillationModule`).
         temperature: tau > 0 of the soft targets; the KD term is scaled by tau^2 (batchmean).
         alpha: weight of the KD term in [0, 1]; ``1 - alpha`` weighs the CE against the
@@ -48,7 +50,7 @@ class KLDistillModule(DistillationModule):
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
-        teacher: str | None = None,
+        teacher: str | CheckpointTeacher | PretrainedTeacher | None = None,
         temperature: float = 4.0,
         alpha: float = 0.5,
         distill_token: str | None = None,
@@ -59,21 +61,38 @@ class KLDistillModule(DistillationModule):
         optim: Optimization = Optimization(),
         compile: bool | str = False,
     ) -> None:
-        if distill_token not in DISTILL_TOKENS:
-            raise ValueError(f"distill_token must be one of {DISTILL_TOKENS}, got {distill_token!r}")
+        KLDistillModule.check_arguments(distill_token=distill_token, alpha=alpha, temperature=temperature)
+        self._distill_token = distill_token
+        spec = teacher_spec(teacher)
+        frozen = spec.build(dataset, num_classes) if isinstance(spec, TeacherSpec) else spec
+        super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile)
+        self.save_hyperparameters(ignore=["teacher"])
+        self.hparams["teacher"] = _teacher_hparam(teacher, spec)
+        self.plain_hparams()
+        self.teacher_val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.teacher_test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+
+    @classmethod
+    def check_arguments(cls, **arguments: Any) -> None:
+        super().check_arguments(**arguments)
+        token, alpha = arguments.get("distill_token"), arguments.get("alpha", 0.5)
+        temperature = arguments.get("temperature", 1.0)
+        if token not in DISTILL_TOKENS:
+            raise ValueError(f"distill_token must be one of {DISTILL_TOKENS}, got {token!r}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self._distill_token = distill_token
-        super().__init__(
-            arch, _teacher(teacher, dataset, num_classes), num_classes, dataset, pretrained, arch_kwargs, optim, compile
-        )
-        self.save_hyperparameters(ignore=["teacher"])
-        self.hparams["teacher"] = str(teacher) if isinstance(teacher, (str, Path)) else None
-        self.plain_hparams()
-        self.teacher_val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
-        self.teacher_test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+
+    def method_record(self) -> dict[str, Any]:
+        hp = self.hparams
+        return {
+            "loss": "soft_kl",
+            "ce_weight": 1.0 - hp.alpha,
+            "temperature": hp.temperature,
+            "alpha": hp.alpha,
+            "distill_token": hp.distill_token,
+        }
 
     def build_network(self, name: str, num_classes: int, pretrained: str | None, kwargs: dict[str, Any]) -> nn.Module:
         network = super().build_network(name, num_classes, pretrained, kwargs)
@@ -112,22 +131,11 @@ class KLDistillModule(DistillationModule):
         self._teacher_accuracy(batch, "test", self.teacher_test_acc)
 
 
-def _teacher(teacher: Any, dataset: str, num_classes: int) -> FrozenTeacher | None:
-    """A :class:`FrozenTeacher` from a checkpoint path or a teacher module; ``None`` stays ``None``."""
-    if teacher is None or isinstance(teacher, FrozenTeacher):
-        return teacher
-    if isinstance(teacher, (str, Path)):
-        if str(teacher) == "auto":
-            raise ValueError(
-                "teacher='auto' is resolved by the experiment scripts (the selected checkpoint of the teacher run); "
-                "pass the path of a TeacherModule checkpoint."
-            )
-        return FrozenTeacher.from_checkpoint(teacher, dataset=dataset, num_classes=num_classes)
-    if isinstance(teacher, ClassifierModule):
-        return FrozenTeacher.from_module(teacher)
-    raise TypeError(
-        f"teacher must be a checkpoint path, a FrozenTeacher or a TeacherModule, got {type(teacher).__name__}"
-    )
+def _teacher_hparam(given: Any, spec: Any) -> str | dict[str, Any] | None:
+    """The teacher as a plain hyperparameter: the path given, a spec's config, else ``None``."""
+    if isinstance(given, (str, Path)):
+        return str(given)
+    return spec.as_config() if isinstance(spec, TeacherSpec) else None
 
 
 def _with_distillation_token(vit: nn.Module) -> nn.Module:

@@ -307,14 +307,18 @@ def test_trace_estimate_single_probe_has_nan_stderr(tiny_mlp):
 
 
 @pytest.mark.parametrize(("max_iter", "tol", "seed"), [(1, 0.0, 0), (7, 0.0, 1), (1000, 1e-2, 0), (50, 1e9, 3)])
-def test_trace_estimate_same_probes_and_stopping_as_hessian_trace(max_iter, tol, seed, monkeypatch):
-    loss_fn, params = _quadratic(_spd(20))
+def test_hessian_trace_is_the_mean_of_its_probes_on_the_exact_hessian(max_iter, tol, seed, monkeypatch):
+    """``hessian_trace`` against the exact Hessian: the mean of ``z^T A z`` over the probes it
+    draws, with ``A`` written out (one Hessian-vector product per probe; ``tol=0``: ``max_iter``)."""
+    a = _spd(20)
+    loss_fn, params = _quadratic(a)
     calls = _count_hvps(monkeypatch)
-    est = hessian_trace_estimate(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
-    assert est.num_probes == len(calls)
-    assert hessian_trace(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed) == est.trace
-    if tol == 0.0:
-        assert est.num_probes == max_iter
+    trace = hessian_trace(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
+    probes = len(calls)
+    assert probes >= 1 and (probes == max_iter if tol == 0.0 else probes <= max_iter)
+    reference = _rademacher_probe_values(a.numpy(), params, probes, seed).mean()
+    assert trace == pytest.approx(reference, rel=1e-12)
+    assert hessian_trace_estimate(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed).num_probes == probes
 
 
 @pytest.mark.parametrize("steps", [1, 2, 5])
@@ -362,15 +366,17 @@ def test_eigen_estimate_converges_on_mlp(tiny_mlp):
 
 
 @pytest.mark.parametrize(("max_iter", "tol", "seed"), [(1, 0.0, 0), (6, 0.0, 2), (1000, 1e-6, 0), (50, 1e9, 3)])
-def test_eigen_estimate_same_iteration_as_hessian_top_eigenvalue(max_iter, tol, seed, monkeypatch):
-    loss_fn, params = _quadratic(_spd(20))
+def test_hessian_top_eigenvalue_is_power_iteration_on_the_exact_hessian(max_iter, tol, seed, monkeypatch):
+    """``hessian_top_eigenvalue`` against a written-out power iteration on the exact Hessian
+    ``A`` from the same start, for as many steps as it took (one product per step)."""
+    a = _spd(20)
+    loss_fn, params = _quadratic(a)
     calls = _count_hvps(monkeypatch)
-    est = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
-    # The residual reuses the last product: one Hessian-vector product per iteration.
-    assert est.num_iterations == len(calls)
-    assert hessian_top_eigenvalue(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed) == est.eigenvalue
-    if tol == 0.0:
-        assert est.num_iterations == max_iter
+    eigenvalue = hessian_top_eigenvalue(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
+    steps = len(calls)
+    assert steps >= 1 and (steps == max_iter if tol == 0.0 else steps <= max_iter)
+    reference, _ = _power_iteration(a.numpy(), params, steps, seed)
+    assert eigenvalue == pytest.approx(reference, rel=1e-10)
 
 
 def test_eigen_estimate_zero_hessian_is_exact():

@@ -46,7 +46,7 @@ class ModeProbe(Callback):
     def _make(self, hook):
         def record(trainer, pl_module):
             modes = {f"student.{n}": m.training for n, m in pl_module.named_modules()}
-            teacher = getattr(pl_module, "_teacher", None)
+            teacher = pl_module.teacher  # outside the module tree: listed on its own
             if teacher is not None:
                 modes.update({f"teacher.{n}": m.training for n, m in teacher.named_modules()})
             self.records.append((hook, modes))

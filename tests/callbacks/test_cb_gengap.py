@@ -13,7 +13,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*in eval mode at the start of t
 def test_generalisation_gap_in_fit(kit, tiny_vit_module, tmp_path):
     module = tiny_vit_module()
     module.model.blocks[1].eval()  # odd state that must survive
-    cb = GeneralisationGapCallback(num_images=40, batch_size=16)
+    cb = GeneralisationGapCallback(every_n_epochs=1, num_images=40, batch_size=16)
     before, after = kit.ModeProbe(("on_validation_end",)), kit.ModeProbe(("on_validation_end",))
     # CutMix in training: the train side must still see plain, unaugmented images
     dm = kit.datamodule(mix="cutmix")
@@ -57,7 +57,7 @@ def test_generalisation_gap_in_fit(kit, tiny_vit_module, tmp_path):
 
 
 def test_no_gap_without_validation(kit, tiny_vit_module, tmp_path):
-    cb = GeneralisationGapCallback(num_images=8, batch_size=8)
+    cb = GeneralisationGapCallback(every_n_epochs=1, num_images=8, batch_size=8)
     kit.fit(tiny_vit_module(), [cb], tmp_path, max_epochs=1, check_val_every_n_epoch=2)
     assert cb.num_measurements == 0
     assert cb.summary_items() == {"gen_gap_acc": None, "gen_gap_loss": None}

@@ -27,7 +27,7 @@ def _cka_module(kit):
 
 def test_teacher_knn_measured_once(kit, tmp_path):
     module = _cka_module(kit)
-    cb = TeacherKNNCallback(num_train=60, num_val=30, k=5, batch_size=25)
+    cb = TeacherKNNCallback(num_train=60, num_test=30, k=5, batch_size=25)
     before, after = kit.ModeProbe(("on_validation_end",)), kit.ModeProbe(("on_validation_end",))
     trainer = kit.fit(module, [SummaryCallback("exp3", "digits", "test", 0), before, cb, after], tmp_path, max_epochs=2)
 

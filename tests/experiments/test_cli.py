@@ -41,10 +41,16 @@ def test_help_lists_every_level_and_abbreviations_are_refused():
         "--trainer.max_epochs",
         "--trainer.gradient_clip_val",
         "--trainer.accumulate_grad_batches",
-        "--analytics.cka_every",
+        "--analytics.cka.every_n_epochs",
+        "--analytics.hessian.num_images",
     ):
         assert flag in out, flag
     assert "default: 4.0" in out  # the preset's (the plan's) tau
+    options = out[out.index("options:") :]
+    flags = ("--smoke", "--resume", "--model.alpha", "--data.batch_size", "--analytics.hessian.num_images")
+    first = {flag: options.index(f"  {flag} ") for flag in flags}
+    assert max(first.values()) < options.index("  --trainer.max_epochs"), first  # what a user changes comes first
+    assert ":class:" not in out and ":func:" not in out and "``" not in out  # no Sphinx markup
     bad = subprocess.run([sys.executable, script, "--smok"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "--smok" in bad.stderr

@@ -146,4 +146,5 @@ def test_whole_smoke_matrix_with_two_seeds(tmp_path):
     }
     assert len(hashes) == 1
     text = out.read_text()
-    assert "±" in text and "n=2" in text and "inconclusive" in text.lower() or "yes" in text
+    assert "±" in text and "n=2" in text
+    assert "inconclusive" in text.lower() or "yes" in text  # each paired comparison is decided or says it is not

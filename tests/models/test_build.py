@@ -93,3 +93,23 @@ def test_unknown_name_lists_known_names():
     assert all(name in str(info.value) for name in MODEL_NAMES)
     with pytest.raises(ValueError):
         model_input_stats("vit_huge_p2")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_kdbias_models_are_registered_with_timm(name):
+    """``timm.create_model`` builds the plan's variants (``import kdbias`` registers them), and
+    their input statistics live in timm's pretrained config."""
+    import timm
+
+    import kdbias  # noqa: F401
+
+    assert timm.is_model(name)
+    kwargs = {"img_size": 56, "depth": 1} if name == "dinov2_vits14" else {}
+    model = timm.create_model(name, num_classes=10, **kwargs)
+    reference = build_model(name, num_classes=10, **kwargs)
+    assert type(model) is type(reference) and model.state_dict().keys() == reference.state_dict().keys()
+    cfg = timm.models.get_pretrained_cfg(name)
+    imagenet = name in ("convnextv2_tiny_cifar", "dinov2_vits14")
+    assert (cfg.mean == tuple(IMAGENET_DEFAULT_MEAN)) if imagenet else cfg.mean is None
+    if name == "resnet18_cifar":
+        assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, torch.nn.Identity)  # the CIFAR stem

@@ -3,6 +3,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from helpers import DIGITS, OPTIM
 
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules import Optimization, TeacherModule
@@ -139,3 +140,23 @@ def test_hparams_are_plain_values_that_reload():
     assert module.hparams["optim"] == Optimization("sgd", lr=0.1).as_dict()
     assert yaml.safe_load(yaml.safe_dump(dict(module.hparams))) == dict(module.hparams)
     assert TeacherModule(**module.hparams).optim == module.optim
+
+
+def test_checkpoint_with_the_keys_before_the_student_submodule_still_loads(tmp_path):
+    """Checkpoints written when the network was ``model.*`` (now ``student.model.*``) reload,
+    as a module and as a frozen teacher."""
+    from kdbias.teacher import FrozenTeacher
+
+    torch.manual_seed(0)
+    module = TeacherModule("resnet18_cifar", arch_kwargs=dict(TINY_RESNET), optim=OPTIM, **DIGITS)
+    old = {k.removeprefix("student."): v for k, v in module.state_dict().items()}
+    assert "model.fc.weight" in old and not any(k.startswith("student.") for k in old)
+    path = tmp_path / "old.ckpt"
+    torch.save(
+        {"state_dict": old, "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": L.__version__}, path
+    )
+    loaded = TeacherModule.load_from_checkpoint(path)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    frozen = FrozenTeacher.from_checkpoint(path, "digits", 10)
+    torch.testing.assert_close(frozen.network.fc.weight, module.model.fc.weight)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from kdbias import registry
+
 jupytext = pytest.importorskip("jupytext")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -95,7 +97,7 @@ def test_smoke_matrix_end_to_end(tmp_path):
         sys.executable,
         str(ROOT / "experiments" / "run_all.py"),
         "--smoke",
-        "--runs-dir",
+        "--runs_dir",
         str(runs),
         "--out",
         str(out),
@@ -108,6 +110,7 @@ def test_smoke_matrix_end_to_end(tmp_path):
     assert not [line for line in cells if "pending" in line], text
     versions = sorted(str(p) for p in runs.glob("*/version_*"))
     second = subprocess.run(command, check=True, cwd=tmp_path, capture_output=True, text=True)
-    assert "6 completed, 0 to train" in second.stdout
+    matrix = len(registry.TEACHERS) + 2 * len(registry.STUDENTS)  # the smoke default: two seeds per student
+    assert f"{matrix} runs in the matrix, {matrix} complete, 0 to train" in second.stdout, second.stdout
     assert sorted(str(p) for p in runs.glob("*/version_*")) == versions
     print(f"smoke matrix: {elapsed:.0f} s")

@@ -64,6 +64,22 @@ def test_teacher_checkpoint_for_another_dataset(tmp_path, capsys):
         FrozenTeacher.from_checkpoint(path, "digits", 10)
 
 
+@pytest.mark.parametrize("key", ["checkpoint_path", "pretrained_cfg_overlay", "pretrained_cfg"])
+def test_teacher_checkpoint_arch_kwargs_that_load_files_are_refused(tmp_path, capsys, key):
+    """A checkpoint's ``arch_kwargs`` may only shape the network: a key that makes timm read a
+    file is refused in one line before any network is built (the named file is never read)."""
+    teacher = TeacherModule("deit_tiny_p4", dataset="digits", arch_kwargs=TINY_VIT)
+    hparams = dict(teacher.hparams)
+    elsewhere = str(tmp_path / "never_read.pth")
+    hparams["arch_kwargs"] = {**TINY_VIT, key: elsewhere if key == "checkpoint_path" else {"file": elsewhere}}
+    path = tmp_path / "teacher.ckpt"
+    torch.save({"state_dict": teacher.state_dict(), "hyper_parameters": hparams}, path)
+    line = cli_error("exp1", smoke_args("exp1", tmp_path, "--model.teacher", str(path)), capsys)
+    assert f"teacher checkpoint {path}: arch_kwargs {key} are not arguments of VisionTransformer" in line
+    with pytest.raises(CheckpointError, match=key):
+        FrozenTeacher.from_checkpoint(path, "digits", 10)
+
+
 def test_student_checkpoint_as_teacher_is_refused(tmp_path, capsys):
     """A distilled student's checkpoint is not a teacher (the KL student of an exp1 run)."""
     from helpers import kl_module

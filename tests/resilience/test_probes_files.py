@@ -208,10 +208,10 @@ def test_last_ckpt_is_final_epoch_best_ckpt_is_best_val_acc(tmp_path):
 
     last, best = load(run_dir / "checkpoints" / "last.ckpt"), load(run_dir / "checkpoints" / "best.ckpt")
     assert (last["epoch"], last["global_step"]) == (2, 3 * batches)
-    bias = last["state_dict"]["model.head.bias"]
+    bias = last["state_dict"]["student.model.head.bias"]
     assert int(bias.argmax()) == 3 and float(bias.max()) == 10.0  # the final (spoiled) state
     assert best["epoch"] == best_epoch and best["global_step"] == (best_epoch + 1) * batches
-    assert float(best["state_dict"]["model.head.bias"].max()) != 10.0
+    assert float(best["state_dict"]["student.model.head.bias"].max()) != 10.0
     monitor = next(v for k, v in best["callbacks"].items() if "val/acc" in k)
     assert float(monitor["best_model_score"]) == pytest.approx(max(val))
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -50,6 +50,36 @@ BAD_FLAGS = {
         "unknown dataset 'nope'; valid: cifar10, cifar100, digits",
     ),
     "accelerator=gpu": ("baseline", ["--trainer.accelerator", "gpu"], "gpu"),
+    "check_val_every_n_epoch=0": (
+        "baseline",
+        ["--trainer.check_val_every_n_epoch", "0"],
+        "trainer.check_val_every_n_epoch must be None or an integer >= 1, got 0",
+    ),
+    "val_check_interval=0": ("baseline", ["--trainer.val_check_interval", "0"], "trainer.val_check_interval must be"),
+    "compile=no_such_backend": (
+        "baseline",
+        ["--model.compile", "no_such_backend"],
+        "compile must be true, false or an installed torch.compile backend",
+    ),
+    "allow_changed-without-resume": (
+        "baseline",
+        ["--allow_changed", "trainer.max_epochs"],
+        "--allow_changed applies to --resume only",
+    ),
+    "allow_changed-nothing-to-resume": (
+        "baseline",
+        ["--resume", "--allow_changed", "trainer.max_epochs"],
+        "there is no run of baseline seed 0 on digits (smoke preset)",
+    ),
+    "teacher_image_size=50": ("exp3", ["--model.teacher_image_size", "50"], "is not a multiple of dinov2_vits14's"),
+    "teacher-layer=9": ("exp3", ["--model.layer_pairs", "[[0, 9]]"], "block index 9 is out of range"),
+    "student-layer=5": ("exp3", ["--model.layer_pairs", "[[5, 0]]"], "block index 5 is out of range"),
+    "alpha=2-before-teacher-lookup": ("exp1-no-teacher", ["--model.alpha", "2"], "alpha must lie in [0, 1], got 2"),
+    "typo-gets-a-suggestion": (
+        "baseline",
+        ["--model.optim.lrr", "0.1"],
+        "--model.optim.lrr: did you mean --model.optim.lr ",
+    ),
     "unbiased-cka-batch=3": (
         "exp3",
         ["--data.batch_size", "3", "--model.unbiased_cka", "true"],
@@ -62,6 +92,7 @@ BAD_FLAGS = {
 def test_bad_flag_is_one_line_exit_2_and_no_folder(request, tmp_path, capsys, case):
     name, extra, expected = BAD_FLAGS[case]
     runs = request.getfixturevalue("runs_with_teacher") if name == "exp1" else tmp_path / "runs"
+    name = name.removesuffix("-no-teacher")  # no teacher run: the value is refused before the lookup
     line = cli_error(name, smoke_args(name, runs, *extra), capsys)
     assert expected in line, line
     assert versions(runs, name) == []
@@ -136,3 +167,43 @@ def test_cka_pairs_on_every_diagonal_cell_refused_before_training_or_summarised(
         entry = summary["cka"]["exp3"]
         assert summary["status"] == "complete" and entry["untrained_contrast"] is None
         assert isinstance(entry["trained"], float) and isinstance(entry["contrast"], float)
+
+
+def test_config_file_class_path_outside_kdbias_is_not_imported(tmp_path, capsys):
+    """A ``--config`` file naming ``class_path: this.Nothing`` is refused before anything is
+    imported (``this`` would print the Zen of Python on import)."""
+    import sys
+
+    config = tmp_path / "c.yaml"
+    config.write_text("trainer:\n  callbacks:\n    - class_path: this.Nothing\n")
+    sys.modules.pop("this", None)
+    line = cli_error("baseline", smoke_args("baseline", tmp_path / "runs", "--config", str(config)), capsys)
+    assert "names class_path 'this.Nothing'" in line and "not imported" in line
+    assert "this" not in sys.modules
+
+
+def test_bug_in_a_user_callback_keeps_its_traceback(tmp_path):
+    """A ``TypeError`` raised by a callback during fit is a bug, not input: it propagates
+    (traceback, exit status 1 from the interpreter), and no folder is left."""
+    with pytest.raises(TypeError, match="broken callback"):
+        run_experiment("baseline_b512", tmp_path / "runs", "--trainer.callbacks+=helpers.RaisesOnTrainStart")
+    assert versions(tmp_path / "runs", "baseline_b512") == []
+
+
+def test_teacher_given_as_a_typed_spec(runs_with_teacher):
+    """``--model.teacher`` as ``class_path``/``init_args``: ``path: auto`` is resolved like the
+    shorthand, and the run records the spec with the checkpoint it found."""
+    spec = {"class_path": "kdbias.teacher.CheckpointTeacher", "init_args": {"path": "auto", "family": "ResNet"}}
+    run_dir = run_experiment("exp1", runs_with_teacher, "--model.teacher", json.dumps(spec))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    found = str(next((runs_with_teacher / "teacher_resnet18").glob("version_*/checkpoints/best.ckpt")))
+    assert summary["status"] == "complete" and summary["teacher"]["source"] == found
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["teacher"]
+    assert saved["class_path"] == "kdbias.teacher.CheckpointTeacher" and saved["init_args"]["path"] == found
+    hparams = yaml.safe_load((run_dir / "hparams.yaml").read_text())
+    assert hparams["teacher"] == {
+        "class_path": "kdbias.teacher.CheckpointTeacher",
+        "init_args": spec["init_args"] | {"path": found},
+    }

@@ -2,7 +2,6 @@
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -105,18 +104,6 @@ def test_every_run_builds_on_the_paper_preset(tmp_path):
         "exp3_224": 512,
         "exp3_112": 512,
     }
-
-
-def test_without_jsonargparse_the_trainer_is_built_from_the_same_files(dry_plan, monkeypatch):
-    monkeypatch.setitem(sys.modules, "jsonargparse", None)  # import jsonargparse -> ImportError
-    monkeypatch.delitem(sys.modules, "kdbias.cli", raising=False)
-    built = build(spec_of("exp3_224"), dry_plan, run_overrides(spec_of("exp3_224"), dry_plan, 4))
-    assert built.built_by.startswith("preset files + run_callbacks")
-    names = {type(c).__name__ for c in built.trainer.callbacks}
-    assert {"ModelCheckpoint", "SummaryCallback", "NonFiniteGuard", "RNGStateCallback"} <= names
-    assert built.module.hparams.teacher_image_size == 224 and built.trainer.max_steps == 4
-    assert built.module.optim.lr == pytest.approx(1e-3)  # smoke/student.yaml over student.yaml
-    assert str(built.trainer.precision) == "32-true" and built.datamodule.batch_size == 4
 
 
 def test_benchmark_smoke_writes_the_json(tmp_path, capsys):
