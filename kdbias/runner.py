@@ -99,9 +99,14 @@ class Run:
         return f"{self.experiment.name} seed {self.seed} on {self.dataset} ({self.preset} preset)"
 
     def _plan_resume(self, cli: Any) -> None:
-        previous = runs.resumable_run(self.runs_dir, self.experiment.name, self.seed, self.dataset, self.preset)
+        with warnings.catch_warnings(record=True) as ignored:  # a run ignored says why (kdbias.runs.RunsWarning)
+            warnings.simplefilter("always", runs.RunsWarning)
+            previous = runs.resumable_run(self.runs_dir, self.experiment.name, self.seed, self.dataset, self.preset)
+            key = (self.runs_dir, self.experiment.name, self.seed, self.dataset, self.preset)
+            done = None if previous else runs.latest_complete_run(*key, config=self.config_data)
+        for warning in ignored:
+            print(f"--resume: warning: {warning.message}")
         if previous is None:
-            done = runs.latest_complete_run(self.runs_dir, self.experiment.name, self.seed, self.dataset, self.preset)
             if done is not None:
                 raise Finished(done)
             print(f"--resume: no unfinished run of {self._describe()} under {self.runs_dir}; starting a new run.")
@@ -115,6 +120,8 @@ class Run:
             print(f"--resume: no loadable checkpoint in {previous}; it is kept, and a new run starts.")
             return
         self._check_changes(previous)
+        if _rank_zero():
+            runs.hold_lock(previous)  # RunningElsewhere (one line) when another process trains it
         if checkpoint.name != runs.LAST_CKPT:
             print(
                 f"--resume: warning: {previous / runs.CHECKPOINT_DIR / runs.LAST_CKPT} is missing or broken; "
@@ -161,7 +168,7 @@ class Run:
         leader = _rank_zero()
         if self.run_dir is None:
             fallback = Path(os.environ.get(ENV_RUN_DIR, self.runs_dir / self.experiment.name / "version_pending"))
-            self.run_dir = runs.claim_run_dir(self.runs_dir, self.experiment.name) if leader else fallback
+            self.run_dir = runs.claim_run_dir(self.runs_dir, self.experiment.name, lock=True) if leader else fallback
         if leader:
             os.environ[ENV_RUN_DIR] = str(self.run_dir)
         try:
@@ -269,6 +276,7 @@ class Run:
         except BaseException:
             if _rank_zero() and self.ckpt_path is None:
                 runs.discard_if_unstarted(self.run_dir)
+            runs.release_lock(self.run_dir)
             raise
         if trainer.interrupted:
             raise KeyboardInterrupt
@@ -304,6 +312,7 @@ class Run:
                 f"tensorboard --logdir {self.runs_dir})",
                 flush=True,
             )
+        runs.release_lock(self.run_dir)
         return self.run_dir
 
     @staticmethod
