@@ -55,7 +55,8 @@ def _slurm_state(record: dict[str, Any]) -> str | None:
         import submitit
 
         job = submitit.SlurmJob(folder=record["folder"], job_id=str(record["job_id"]))
-        return str(job.state)
+        state = str(job.state)
+        return None if state == "UNKNOWN" else state  # no sacct answer: the record's word
     except Exception:
         return None
 

@@ -177,6 +177,7 @@ def submit_matrix(
             folder=str(folder / str(job.job_id)),
             log=log,
             dependency=dependency or "",
+            command=" ".join([f"experiments/{run.experiment}.py", *job_argv(run, settings)]),
             submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
     if wait or not cluster:
