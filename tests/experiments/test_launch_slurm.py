@@ -10,7 +10,6 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 
 import pytest
 from helpers import EXPERIMENTS
