@@ -219,8 +219,11 @@ def estimate_seconds(plan: Sequence[PlannedRun], runs_dir: str | Path, smoke: bo
     """
     todo = [run for run in plan if run.action in ("run", "resume")]
     per_epoch: dict[str, list[float]] = {}
-    for name in sorted({run.experiment for run in plan}):
-        for run_dir, _, summary in runs.matching_runs(runs_dir, name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", runs.RunsWarning)  # the plan has reported them
+        found = {name: runs.matching_runs(runs_dir, name) for name in sorted({run.experiment for run in plan})}
+    for name, matched in found.items():
+        for run_dir, _, summary in matched:
             if runs.is_complete(summary) and isinstance(summary.get("train_time_s"), (int, float)):
                 epochs = runs.config_value(runs.read_config(run_dir), "trainer.max_epochs") or 1
                 per_epoch.setdefault(name, []).append(float(summary["train_time_s"]) / max(1, epochs))

@@ -43,7 +43,7 @@ def write_record(runs_dir: str | Path, launcher: str, slug: str, **fields: Any) 
 def read_record(runs_dir: str | Path, launcher: str, slug: str) -> dict[str, Any] | None:
     path = jobs_dir(runs_dir, launcher) / f"{slug}.json"
     try:
-        data = json.loads(runs.read_regular(path, runs.files.MAX_SUMMARY_BYTES).decode("utf-8"))
+        data = json.loads(runs.read_regular(path, runs.MAX_SUMMARY_BYTES).decode("utf-8"))
     except Exception:  # a missing or broken record is no record
         return None
     return data if isinstance(data, dict) else None

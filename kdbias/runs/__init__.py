@@ -42,6 +42,8 @@ from kdbias.runs.checkpoints import (
 from kdbias.runs.files import (
     CONFIG_FILE,
     HPARAMS_FILE,
+    MAX_CONFIG_BYTES,
+    MAX_SUMMARY_BYTES,
     SUMMARY_FILE,
     RunsWarning,
     atomic_write_bytes,
@@ -86,6 +88,8 @@ __all__ = [
     "JOBS_DIR",
     "LAST_CKPT",
     "LOCK_FILE",
+    "MAX_CONFIG_BYTES",
+    "MAX_SUMMARY_BYTES",
     "RunCheckpoint",
     "RunLock",
     "RunningElsewhere",

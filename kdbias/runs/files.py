@@ -33,6 +33,7 @@ __all__ = [
     "MAX_SUMMARY_BYTES",
     "RunsWarning",
     "SUMMARY_FILE",
+    "UnreadableFile",
     "TEMP_GLOB",
     "atomic_write_bytes",
     "atomic_write_json",
@@ -60,6 +61,10 @@ _UMASK_LOCK = threading.Lock()
 
 class RunsWarning(UserWarning):
     """A file under ``runs/`` was ignored; the message names it and says why."""
+
+
+class UnreadableFile(ValueError):
+    """A file the readers refuse to read (not a regular file, over its size cap)."""
 
 
 def _umask() -> int:
@@ -143,25 +148,30 @@ def read_regular(path: str | Path, limit: int) -> bytes:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError("not a regular file (a FIFO, device or folder); refused without reading")
+            raise UnreadableFile("is not a regular file (a FIFO, device or folder); refused without reading")
         if info.st_size > limit:
-            raise ValueError(f"{info.st_size} bytes, over the {limit}-byte limit of this file")
+            raise UnreadableFile(f"is {info.st_size} bytes, over the {limit}-byte limit of this file")
         with os.fdopen(fd, "rb", closefd=False) as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:
-            raise ValueError(f"over the {limit}-byte limit of this file")
+            raise UnreadableFile(f"is over the {limit}-byte limit of this file")
         return data
     finally:
         os.close(fd)
 
 
 def _reason(error: BaseException) -> str:
+    """Why a file was not read, as the rest of a sentence starting with the file's name."""
     text = " ".join(str(error).split())[:200]
+    if isinstance(error, UnreadableFile):
+        return text
     if isinstance(error, RecursionError):
-        return "nested too deeply to parse (RecursionError)"
+        return "is nested too deeply to parse (RecursionError)"
     if isinstance(error, yaml.YAMLError) and "tag" in text:
         return f"holds a YAML tag, which plain YAML refuses ({text})"
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return (
+        f"cannot be parsed ({type(error).__name__}: {text})" if text else f"cannot be parsed ({type(error).__name__})"
+    )
 
 
 def read_summary_checked(run_dir: str | Path) -> tuple[dict[str, Any] | None, str]:
@@ -183,7 +193,7 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
     :class:`RunsWarning` names an unreadable file)."""
     data, why = read_summary_checked(run_dir)
     if why:
-        warnings.warn(f"ignoring {Path(run_dir) / SUMMARY_FILE}: {why}", RunsWarning, stacklevel=2)
+        warnings.warn(f"ignoring {Path(run_dir) / SUMMARY_FILE}: it {why}", RunsWarning, stacklevel=2)
     return data
 
 
@@ -207,5 +217,5 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     missing or unreadable (a :class:`RunsWarning` names an unreadable file)."""
     data, why = read_config_checked(run_dir)
     if why:
-        warnings.warn(f"ignoring {Path(run_dir) / CONFIG_FILE}: {why}", RunsWarning, stacklevel=2)
+        warnings.warn(f"ignoring {Path(run_dir) / CONFIG_FILE}: it {why}", RunsWarning, stacklevel=2)
     return data or {}
