@@ -10,7 +10,8 @@ not ``mkstemp``'s 0600, so a lab group can read each other's runs.
 Readers (:func:`read_regular`, :func:`read_summary`, :func:`read_config`) open only regular
 files (a FIFO or a device named ``summary.json`` is refused without blocking), read at most
 a size cap, and turn any exception from parsing (``RecursionError`` on deeply nested JSON,
-YAML tags, bad UTF-8, ...) into a :class:`RunsWarning` naming the file and the cause.
+YAML tags, bad UTF-8, ...) into ``None`` and a reason (``read_*_checked``); the lookups
+(:mod:`kdbias.runs.lookup`) turn that into a :class:`RunsWarning` naming the file and why.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import os
 import stat
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -189,12 +189,9 @@ def read_summary_checked(run_dir: str | Path) -> tuple[dict[str, Any] | None, st
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """``summary.json`` of ``run_dir`` as a dict; ``None`` when missing or unreadable (a
-    :class:`RunsWarning` names an unreadable file)."""
-    data, why = read_summary_checked(run_dir)
-    if why:
-        warnings.warn(f"ignoring {Path(run_dir) / SUMMARY_FILE}: it {why}", RunsWarning, stacklevel=2)
-    return data
+    """``summary.json`` of ``run_dir`` as a dict; ``None`` when missing or unreadable (why:
+    :func:`read_summary_checked`). Never raises, never blocks."""
+    return read_summary_checked(run_dir)[0]
 
 
 def read_config_checked(run_dir: str | Path) -> tuple[dict[str, Any] | None, str]:
@@ -214,8 +211,5 @@ def read_config_checked(run_dir: str | Path) -> tuple[dict[str, Any] | None, str
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """The resolved configuration a run was started with (``config.yaml``); ``{}`` when
-    missing or unreadable (a :class:`RunsWarning` names an unreadable file)."""
-    data, why = read_config_checked(run_dir)
-    if why:
-        warnings.warn(f"ignoring {Path(run_dir) / CONFIG_FILE}: it {why}", RunsWarning, stacklevel=2)
-    return data or {}
+    missing or unreadable (why: :func:`read_config_checked`)."""
+    return read_config_checked(run_dir)[0] or {}
