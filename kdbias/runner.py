@@ -37,7 +37,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from kdbias import registry, runs
 from kdbias.callbacks import SummaryCallback
-from kdbias.experiment import RESUME_SAFE_CHANGES, config_changes, run_callbacks, signature_config
+from kdbias.experiment import RESUME_SAFE_CHANGES, run_callbacks, signature_config
 from kdbias.teacher import FrozenTeacher
 
 __all__ = ["ENV_RUN_DIR", "Finished", "Run"]
@@ -138,7 +138,7 @@ class Run:
         if unsafe:
             raise ValueError(f"--allow_changed accepts only {', '.join(RESUME_SAFE_CHANGES)}, got {', '.join(unsafe)}")
         saved = runs.read_config(previous)
-        changes = config_changes(saved, self.config_data)
+        changes = runs.config_differences(saved, self.config_data)  # a moved teacher path is the same teacher
         refused = {k: v for k, v in changes.items() if k not in allowed}
         if refused:
             listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())

@@ -93,6 +93,11 @@ class RunCheckpoint(ModelCheckpoint):
     another folder's file.
     """
 
+    @property
+    def state_key(self) -> str:
+        """Lightning's key of ``ModelCheckpoint`` (so checkpoints written before resume alike)."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         saved = state_dict.get("dirpath")
         if not saved or self.dirpath is None or Path(saved) == Path(self.dirpath):

@@ -67,3 +67,17 @@ def test_a_moved_run_without_its_best_checkpoint_is_refused(tmp_path, capsys):
     line = cli_error("baseline", smoke_args("baseline", new, "--trainer.max_epochs", "2", "--resume"), capsys)
     assert f"the run was moved from {old / 'baseline' / source.name}" in line and "best.ckpt is not in" in line
     assert not (moved / "summary.json").exists()
+
+
+def test_a_moved_student_resumes_with_its_moved_teacher(tmp_path, runs_with_teacher):
+    """exp1's config.yaml names its teacher by absolute path: after moving the whole runs folder,
+    the same teacher (same run, new place) is not a configuration change."""
+    old, new = runs_with_teacher, tmp_path / "elsewhere" / "runs"
+    source = interrupted_run("exp1", old, epochs=2, crash_epoch=1)
+    teacher_before = runs.read_config(source)["model"]["teacher"]
+    assert teacher_before.startswith(str(old))
+    shutil.move(str(old), str(new))
+    moved = new / "exp1" / source.name
+    assert run_experiment("exp1", new, "--trainer.max_epochs", "2", "--resume") == moved
+    summary = read_summary(moved)
+    assert summary["status"] == "complete" and summary["teacher"]["source"].startswith(str(new))
