@@ -1,91 +1,41 @@
 """Run the whole experiment matrix in dependency order, then write the report.
 
-    python experiments/run_all.py [--smoke] [--seeds N] [--runs_dir runs] [--out RESULTS.md] [--dry-run]
-                                  [-- EXTRA ARGS FOR EVERY SCRIPT]
+    python experiments/run_all.py [--smoke] [--seeds N] [--runs_dir runs] [--out RESULTS.md]
+        [--dry-run | --status] [--only NAME ...] [--launcher local|slurm] [--parallel N]
+        [SLURM: --partition P --account A --time MIN --gpus_per_run G --nodes N --cpus_per_task C --mem_gb M]
+        [-- EXTRA ARGS FOR EVERY SCRIPT]
 
 Order (from :mod:`kdbias.registry`): the teachers once (seed 0), then for each seed
-0..N-1 every student (baseline, its EXP-3-matched control, exp1, exp2, exp3), seed-major,
-so a partial matrix already holds complete paired comparisons. Each run is skipped when
-a complete run (same experiment, seed, dataset, preset) exists, continued with
-``--resume`` when an unfinished one with a checkpoint exists, and otherwise started.
-Every run is its own subprocess (``sys.executable experiments/<name>.py ...``): a crash
-or OOM in one is isolated; the first failure stops the matrix with the command that
-re-runs it. The report (:mod:`kdbias.report`) is written at the end, also after a failure.
+0..N-1 every student, seed-major, so a partial matrix already holds complete paired
+comparisons. A run is skipped when a complete run of the same experiment, seed, dataset,
+preset and configuration exists (runs of another configuration are listed, not counted),
+continued with ``--resume`` when an unfinished one exists, left alone while another
+process trains it (its folder is locked), and otherwise started. The launchers
+(:mod:`kdbias.launch`): ``local`` (default) runs each as its own subprocess, ``--parallel N``
+at a time, one GPU set each, stopping at the first failure; ``slurm`` submits one job per
+run through submitit, students after their teachers (``afterok``), requeued jobs
+resuming. The report (:mod:`kdbias.report`) is written at the end, also after a failure.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import signal
-import subprocess
 import sys
-import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
-from kdbias import registry, runs
+from kdbias import runs
+from kdbias.callbacks.progress import format_duration
+from kdbias.launch import estimate_seconds, plan_matrix, status_lines
+from kdbias.launch.local import run_local
+from kdbias.launch.plan import PlannedRun  # noqa: F401  (the planned-run type, for callers)
+from kdbias.launch.slurm import SlurmSettings, job_plan, submit_matrix
 from kdbias.report import write_report
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
 DEFAULT_SEEDS = {"paper": 3, "smoke": 2}
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    """One run of the matrix and what to do about it: ``"skip"`` (``run_dir`` = the complete
-    run), ``"resume"`` (``run_dir`` = the unfinished run) or ``"run"``; ``argv`` are the
-    arguments of ``experiments/<experiment>.py``."""
-
-    experiment: str
-    seed: int
-    action: str
-    run_dir: Path | None
-    argv: tuple[str, ...]
-
-    def command(self, experiments_dir: str | Path = EXPERIMENTS_DIR, python: str = sys.executable) -> list[str]:
-        return [python, str(Path(experiments_dir) / f"{self.experiment}.py"), *self.argv]
-
-    def describe(self) -> str:
-        where = f" ({self.run_dir})" if self.run_dir is not None else ""
-        return f"{self.action:<6} {self.experiment} seed {self.seed}{where}"
-
-
-def plan_matrix(
-    runs_dir: str | Path,
-    seeds: int,
-    smoke: bool = False,
-    dataset: str | None = None,
-    teacher_seed: int = 0,
-    extra_args: Sequence[str] = (),
-) -> list[PlannedRun]:
-    """The matrix in dependency order with the action each run needs (a pure function of the
-    files under ``runs_dir``)."""
-    if seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    preset = "smoke" if smoke else "paper"
-    resolved = dataset or ("digits" if smoke else "cifar10")
-    order = [(name, teacher_seed) for name in registry.TEACHERS]
-    order += [(name, seed) for seed in range(seeds) for name in registry.STUDENTS]
-    plan = []
-    for name, seed in order:
-        argv = ["--smoke"] if smoke else []
-        argv += ["--seed_everything", str(seed), "--runs_dir", str(runs_dir)]
-        if dataset is not None:
-            argv += ["--data.dataset", dataset]
-        argv += list(extra_args)
-        done = runs.latest_complete_run(runs_dir, name, seed, resolved, preset)
-        if done is not None:
-            plan.append(PlannedRun(name, seed, "skip", done, tuple(argv)))
-            continue
-        unfinished = runs.resumable_run(runs_dir, name, seed, resolved, preset)
-        if unfinished is not None:
-            plan.append(PlannedRun(name, seed, "resume", unfinished, (*argv, "--resume")))
-        else:
-            plan.append(PlannedRun(name, seed, "run", None, tuple(argv)))
-    return plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,70 +58,187 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset", default=None, help="data.dataset of every run (default: digits smoke, else cifar10)"
     )
-    parser.add_argument("--dry-run", action="store_true", help="print what would be skipped, resumed and run")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="plan only these experiments")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (and SLURM's job plan), run nothing")
+    parser.add_argument("--status", action="store_true", help="state of every run of the matrix, then exit")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the runs train")
+    parser.add_argument("--parallel", type=int, default=1, help="local: runs side by side (one GPU set each)")
+    parser.add_argument("--gpus_per_run", type=int, default=None, help="GPUs of each run (default: local 1, slurm 1)")
+    slurm = parser.add_argument_group("SLURM (--launcher slurm; pip install 'kdbias[cluster]')")
+    defaults = SlurmSettings()
+    slurm.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's)")
+    slurm.add_argument("--account", default=None, help="SLURM account (default: the user's)")
+    slurm.add_argument("--time", type=int, default=defaults.time_min, help="time limit of each job, minutes")
+    slurm.add_argument("--nodes", type=int, default=defaults.nodes, help="nodes of each run (DDP across them)")
+    slurm.add_argument("--cpus_per_task", type=int, default=defaults.cpus_per_task, help="CPUs per task (per GPU)")
+    slurm.add_argument("--mem_gb", type=int, default=defaults.mem_gb, help="memory per node, GB")
+    slurm.add_argument(
+        "--signal_delay_s", type=int, default=defaults.signal_delay_s, help="USR2 this long before the limit"
+    )
+    slurm.add_argument("--max_requeues", type=int, default=defaults.max_requeues, help="requeues per job at most")
+    slurm.add_argument(
+        "--executor", choices=("slurm", "local", "debug"), default="slurm", help="submitit executor (local/debug: here)"
+    )
+    slurm.add_argument("--wait", action="store_true", help="wait for the jobs, then write the report")
     parser.add_argument("extra", nargs="*", help="after --: arguments passed to every script")
     return parser
 
 
-def _exit_reason(code: int) -> str:
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"was terminated by {name}" + (" (killed; out of memory?)" if -code == signal.SIGKILL else "")
-    return f"exited with code {code}"
+def _check(args: argparse.Namespace) -> None:
+    for name in ("parallel", "time", "nodes", "cpus_per_task", "mem_gb", "max_requeues"):
+        if getattr(args, name) < 1 and not (name == "max_requeues" and getattr(args, name) == 0):
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.gpus_per_run is not None and args.gpus_per_run < 0:
+        raise ValueError(f"--gpus_per_run must be >= 0, got {args.gpus_per_run}")
+
+
+def _print_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
+    for warning in caught:
+        print(f"run_all: warning: {warning.message}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = "smoke" if args.smoke else "paper"
     seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS[preset]
+    resolved = args.dataset or ("digits" if args.smoke else "cifar10")
     try:
-        plan = plan_matrix(args.runs_dir, seeds, args.smoke, args.dataset, extra_args=args.extra)
+        _check(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", runs.RunsWarning)
+            plan = plan_matrix(args.runs_dir, seeds, args.smoke, args.dataset, extra_args=args.extra, only=args.only)
     except ValueError as error:
-        print(f"run_all.py: error: {error}", file=sys.stderr)
+        print(f"run_all.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
-    todo = [run for run in plan if run.action != "skip"]
-    print(f"run_all: {len(plan)} runs in the matrix, {len(plan) - len(todo)} complete, {len(todo)} to train")
+    _print_warnings(caught)
+    if args.status:
+        print("\n".join(status_lines(plan, args.runs_dir)))
+        return 0
+    todo = [run for run in plan if run.action in ("run", "resume")]
+    elsewhere = [run for run in plan if run.action == "running"]
+    print(
+        f"run_all: {len(plan)} runs in the matrix, {sum(r.action == 'skip' for r in plan)} complete, "
+        f"{len(elsewhere)} running elsewhere, {len(todo)} to train"
+    )
     for run in plan:
         print("  " + run.describe())
+    seconds, how = estimate_seconds(plan, args.runs_dir, args.smoke)
+    if seconds is not None and todo:
+        side = (
+            f"; about {format_duration(seconds / args.parallel)} with --parallel {args.parallel}"
+            if args.parallel > 1
+            else ""
+        )
+        print(f"run_all: estimated {format_duration(seconds)} one after another{side} ({how})")
+    elif todo:
+        print(f"run_all: no time estimate ({how})")
+    for run in elsewhere:
+        print(f"run_all: {run.experiment} seed {run.seed} is running elsewhere ({run.run_dir}): not resumed here")
+    gpus = 1 if args.gpus_per_run is None else args.gpus_per_run
+    settings = SlurmSettings(
+        partition=args.partition,
+        account=args.account,
+        time_min=args.time,
+        gpus_per_run=gpus,
+        nodes=args.nodes,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        signal_delay_s=args.signal_delay_s,
+        max_requeues=args.max_requeues,
+        executor=args.executor,
+    )
     if args.dry_run:
-        for run in todo:
-            print("would run: " + shlex.join(run.command(python="python")))
+        if args.launcher == "slurm":
+            print("\n".join(job_plan(todo, settings)))
+        else:
+            for run in todo:
+                print("would run: " + shlex.join(run.command(python="python")))
         return 0
+    if args.launcher == "slurm":
+        return _slurm(args, todo, elsewhere, settings, preset)
+    return _local(args, todo, elsewhere, gpus, preset, resolved)
+
+
+def _local(args, todo, elsewhere, gpus_per_run: int, preset: str, dataset: str) -> int:
+    import os
+    import time
+
     env = dict(os.environ)
     if args.smoke:
         env.setdefault("HF_HUB_OFFLINE", "1")  # smoke runs never wait on the network
-    failure, trained, start = None, 0, time.perf_counter()
-    for index, run in enumerate(todo, start=1):
-        command = run.command()
-        print(
-            f"\n[{index}/{len(todo)}] {run.action} {run.experiment} seed {run.seed}: {shlex.join(command)}", flush=True
+
+    def check_done(run):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", runs.RunsWarning)
+            return runs.latest_complete_run(args.runs_dir, run.experiment, run.seed, dataset, preset, config=run.config)
+
+    start = time.perf_counter()
+    try:
+        result = run_local(
+            todo,
+            args.runs_dir,
+            check_done,
+            parallel=args.parallel,
+            env=env,
+            gpus_per_run=max(1, gpus_per_run),
+            unavailable=[run.key for run in elsewhere],
         )
-        began = time.perf_counter()
-        code = subprocess.call(command, env=env)
-        took = time.perf_counter() - began
-        resolved = args.dataset or ("digits" if args.smoke else "cifar10")
-        done = runs.latest_complete_run(args.runs_dir, run.experiment, run.seed, resolved, preset)
-        if code != 0:
-            failure = f"{run.experiment} (seed {run.seed}) {_exit_reason(code)} after {took:.0f} s"
-        elif done is None:
-            failure = f"{run.experiment} (seed {run.seed}) finished without a complete summary.json"
-        else:
-            trained += 1
-            print(f"[{index}/{len(todo)}] done: {done} ({took:.0f} s)", flush=True)
-        if failure is not None:
-            print(
-                f"\nrun_all: FAILED: {failure}.\n  Re-run it alone with:  {shlex.join(run.command(python='python'))}\n"
-                "  or re-run run_all.py with the same flags: complete runs are skipped and unfinished ones resumed.",
-                file=sys.stderr,
-                flush=True,
-            )
-            break
+    except ValueError as error:
+        print(f"run_all.py: error: {error}", file=sys.stderr)
+        return 2
+    if result.failure is not None:
+        print(
+            f"\nrun_all: FAILED: {result.failure}.\n  log: {result.failed_log}\n"
+            f"  Re-run it alone with:  {shlex.join(result.failed_command)}\n"
+            "  or re-run run_all.py with the same flags: complete runs are skipped and unfinished ones resumed.",
+            file=sys.stderr,
+            flush=True,
+        )
+    for line in result.blocked:
+        print(f"run_all: not started: {line}", file=sys.stderr)
     out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
-    print(f"\nrun_all: {trained} of {len(todo)} runs trained in {time.perf_counter() - start:.0f} s; report: {out}")
-    return 1 if failure is not None else 0
+    took = time.perf_counter() - start
+    print(f"\nrun_all: {result.trained} of {len(todo)} runs trained in {took:.0f} s; report: {out}")
+    return 1 if result.failure is not None or result.blocked else 0
+
+
+def _slurm(args, todo, elsewhere, settings: SlurmSettings, preset: str) -> int:
+    try:
+        import submitit  # noqa: F401
+    except ImportError:
+        print("run_all.py: error: --launcher slurm needs submitit: pip install 'kdbias[cluster]'", file=sys.stderr)
+        return 2
+    try:
+        jobs = submit_matrix(
+            todo,
+            args.runs_dir,
+            EXPERIMENTS_DIR / "configs",
+            settings,
+            unavailable=[run.key for run in elsewhere],
+            wait=args.wait,
+        )
+    except RuntimeError as error:  # submitit: no srun / sbatch failed
+        print(f"run_all.py: error: {' '.join(str(error).split())[:500]}", file=sys.stderr)
+        return 2
+    for run in todo:
+        job = jobs.get(run.key)
+        print(
+            f"  {run.experiment} seed {run.seed}: "
+            + (f"job {job.job_id}" if job else "not submitted (needs a run that failed)")
+        )
+    if settings.executor == "slurm" and not args.wait:
+        print(
+            f"run_all: {len(jobs)} jobs submitted; follow them with `python experiments/run_all.py --status "
+            f"--runs_dir {args.runs_dir}{' --smoke' if args.smoke else ''}` and write the report once they are done "
+            f"with `python -m kdbias.report {args.runs_dir} --out {args.out}`."
+        )
+        return 0
+    out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
+    print(f"run_all: report: {out}")
+    from kdbias.launch.records import read_record
+
+    failed = [r for r in todo if (read_record(args.runs_dir, "slurm", r.slug) or {}).get("state") != "done"]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 
 from kdbias.callbacks import (
     AttentionDistanceCallback,
@@ -36,7 +36,7 @@ from kdbias.callbacks import (
     TeacherKNNCallback,
 )
 from kdbias.models import is_vit
-from kdbias.runs import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
+from kdbias.runs import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, RunCheckpoint
 from kdbias.teacher import FrozenTeacher
 
 __all__ = [
@@ -63,6 +63,7 @@ RUN_LOCAL_KEYS = (
     "data.num_workers",
     "data.pin_memory",
     "data.data_dir",
+    "data.verify_md5",
     "trainer.enable_progress_bar",
     "trainer.enable_model_summary",
     "trainer.log_every_n_steps",
@@ -158,7 +159,7 @@ def run_callbacks(
     """
     folder = run_dir / CHECKPOINT_DIR
     callbacks: list[Callback] = [
-        ModelCheckpoint(dirpath=folder, filename=Path(LAST_CKPT).stem, save_top_k=1, enable_version_counter=False),
+        RunCheckpoint(dirpath=folder, filename=Path(LAST_CKPT).stem, save_top_k=1, enable_version_counter=False),
         SummaryCallback(experiment, dataset, preset, seed, extra=summary_extra),
         LearningRateMonitor(logging_interval="step"),
         NonFiniteGuard(check_every_n_steps=log_every_n_steps),
@@ -167,7 +168,7 @@ def run_callbacks(
     if has_validation:
         callbacks.insert(
             0,
-            ModelCheckpoint(
+            RunCheckpoint(
                 dirpath=folder,
                 filename=Path(BEST_CKPT).stem,
                 monitor="val/acc",

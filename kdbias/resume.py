@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import runs
-from kdbias.experiment import RESUME_SAFE_CHANGES, allowed_changes, config_changes
+from kdbias.experiment import RESUME_SAFE_CHANGES, allowed_changes
 
 __all__ = ["ResumePlan", "plan_resume"]
 
@@ -38,7 +38,7 @@ class ResumePlan:
         (only :data:`~kdbias.experiment.RESUME_SAFE_CHANGES`), or asks for fewer epochs than done."""
         assert self.run_dir is not None
         allowed = allowed_changes(allow_changed)
-        changes = config_changes(runs.read_config(self.run_dir), config)
+        changes = runs.config_differences(runs.read_config(self.run_dir), config)  # a moved teacher is the same
         refused = {k: v for k, v in changes.items() if k not in allowed}
         if refused:
             listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in refused.items())
@@ -55,12 +55,21 @@ class ResumePlan:
                 )
 
 
-def plan_resume(runs_dir: Path, experiment: str, seed: int, dataset: str, preset: str) -> ResumePlan:
-    """What ``--resume`` does for this run (printing what it found)."""
+def plan_resume(
+    runs_dir: Path, experiment: str, seed: int, dataset: str, preset: str, config: dict[str, Any] | None = None
+) -> ResumePlan:
+    """What ``--resume`` does for this run (printing what it found); ``config``: the new
+    configuration, which a finished run must match to count as this run."""
     described = f"{experiment} seed {seed} on {dataset} ({preset} preset)"
-    previous = runs.resumable_run(runs_dir, experiment, seed, dataset, preset)
+    with warnings.catch_warnings(record=True) as ignored:  # a run ignored says why (kdbias.runs.RunsWarning)
+        warnings.simplefilter("always", runs.RunsWarning)
+        previous = runs.resumable_run(runs_dir, experiment, seed, dataset, preset)
+        done = (
+            None if previous else runs.latest_complete_run(runs_dir, experiment, seed, dataset, preset, config=config)
+        )
+    for warning in ignored:
+        print(f"--resume: warning: {warning.message}")
     if previous is None:
-        done = runs.latest_complete_run(runs_dir, experiment, seed, dataset, preset)
         if done is not None:
             return ResumePlan(finished=done)
         return ResumePlan(notes=(f"--resume: no unfinished run of {described} under {runs_dir}; starting a new run.",))

@@ -154,7 +154,7 @@ def plan_run(
     plan.config_text = dump(config)
     plan.config_data = yaml.safe_load(plan.config_text) or {}
     if config.resume:
-        found = plan_resume(plan.runs_dir, experiment.name, plan.seed, plan.dataset, plan.preset)
+        found = plan_resume(plan.runs_dir, experiment.name, plan.seed, plan.dataset, plan.preset, plan.config_data)
         if found.finished is not None:
             raise Finished(found.finished)
         if found.run_dir is None and allowed_changes(config.allow_changed):
@@ -164,6 +164,8 @@ def plan_run(
             )
         if found.run_dir is not None:
             found.check_changes(plan.config_data, config.allow_changed, config.trainer.max_epochs)
+            if _rank_zero():
+                runs.hold_lock(found.run_dir)  # RunningElsewhere (one line) when another process trains it
             plan.run_dir, plan.ckpt_path = found.run_dir, found.checkpoint
         found.announce()
     return plan
@@ -207,7 +209,7 @@ def build_trainer(
     leader = _rank_zero()
     if plan.run_dir is None:
         fallback = Path(os.environ.get(ENV_RUN_DIR, plan.runs_dir / plan.experiment.name / "version_pending"))
-        plan.run_dir = runs.claim_run_dir(plan.runs_dir, plan.experiment.name) if leader else fallback
+        plan.run_dir = runs.claim_run_dir(plan.runs_dir, plan.experiment.name, lock=True) if leader else fallback
     if leader:
         os.environ[ENV_RUN_DIR] = str(plan.run_dir)
     try:
@@ -312,6 +314,7 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         trainer.fit(module, datamodule=datamodule, ckpt_path=plan.ckpt_path, weights_only=True)
     except BaseException:
         _discard(plan)
+        runs.release_lock(plan.run_dir)
         raise
     if trainer.interrupted:
         raise KeyboardInterrupt
@@ -347,6 +350,7 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
             f"tensorboard --logdir {plan.runs_dir})",
             flush=True,
         )
+    runs.release_lock(plan.run_dir)
     return plan.run_dir
 
 

@@ -265,3 +265,19 @@ class RaisesOnTrainStart(Callback):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         raise TypeError("broken callback")
+
+
+class StallOnceAt(Callback):
+    """Like :class:`StallAt`, but only while ``flag`` does not exist yet (a resumed run passes
+    through); the flag holds the process id, for a test to signal it."""
+
+    def __init__(self, flag: str, epoch: int = 1, batch: int = 0, seconds: float = 600.0) -> None:
+        self.flag, self.epoch, self.batch, self.seconds = flag, epoch, batch, seconds
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch and not Path(self.flag).exists():
+            import os
+            import time
+
+            Path(self.flag).write_text(f"{os.getpid()}\n")
+            time.sleep(self.seconds)

@@ -16,12 +16,17 @@ file names. :func:`load_cifar` reads them with :class:`_CifarUnpickler`, whose
 stand-ins for what Python 3 writes for ``bytes`` under protocols 0-2 (``_codecs.encode``
 with latin-1 only, and ``bytes()`` with no argument); any other global is refused before
 anything is called. The loaded dict is then validated (keys, dtype, shape,
-label range, lengths); every problem is one :class:`CorruptDatasetError` naming the file
-and the fix.
+label range, lengths) and, unless ``verify_md5=False``, its image count against the
+official file's (:data:`CIFAR_COUNTS`) and its MD5 against the one torchvision publishes
+(``torchvision.datasets.CIFAR10.train_list`` / ``test_list``: documented class
+attributes); every problem is one :class:`CorruptDatasetError` naming the file and the fix.
+``verify_md5=False`` (``--data.verify_md5 false``) accepts a deliberately modified copy
+(a subset, a relabelled file): its format is still checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import pickle
 from collections.abc import Callable
@@ -39,6 +44,7 @@ __all__ = [
     "cifar_files",
     "load_cifar",
     "download_cifar",
+    "published_md5",
 ]
 
 # name -> (folder, train files, test files, label key, torchvision class name)
@@ -53,6 +59,12 @@ CIFAR_FILES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...], bytes, str]]
     "cifar100": ("cifar-100-python", ("train",), ("test",), b"fine_labels", "CIFAR100"),
 }
 
+
+#: Images in each official batch file (the count a verified file must hold).
+CIFAR_COUNTS: dict[str, dict[str, int]] = {
+    "cifar10": {**{f"data_batch_{i}": 10_000 for i in range(1, 6)}, "test_batch": 10_000},
+    "cifar100": {"train": 50_000, "test": 10_000},
+}
 
 CIFAR_PIXELS = 3 * 32 * 32  # values per image row in b"data": 1024 R, 1024 G, 1024 B
 
@@ -219,8 +231,29 @@ def _check_labels(labels: Any, num_classes: int) -> tuple[np.ndarray | None, str
     return values, ""
 
 
-def _read_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR python batch, safely unpickled and validated.
+def published_md5(name: str) -> dict[str, str]:
+    """``{file name: MD5}`` of ``name``'s batch files as torchvision publishes them
+    (``train_list`` and ``test_list`` of ``torchvision.datasets.CIFAR10`` / ``CIFAR100``)."""
+    import torchvision.datasets
+
+    cls = getattr(torchvision.datasets, _spec(name)[4])
+    return {str(file): str(md5) for file, md5 in [*cls.train_list, *cls.test_list]}
+
+
+def _verify(name: str, path: Path, raw: bytes, count: int) -> str:
+    """The problem of a batch file that is not the official one (``""`` when it is)."""
+    expected = CIFAR_COUNTS[name].get(path.name)
+    if expected is not None and count != expected:
+        return f"holds {count} images; the official {path.name} holds {expected}"
+    md5, published = hashlib.md5(raw).hexdigest(), published_md5(name).get(path.name)
+    if published is not None and md5 != published:
+        return f"its MD5 {md5} differs from torchvision's published {published} (a damaged or modified copy)"
+    return ""
+
+
+def _read_batch(name: str, path: Path, verify_md5: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR python batch, safely unpickled and validated (and verified: image count,
+    published MD5, unless ``verify_md5`` is off).
 
     Returns:
         uint8 images ``[N, 3, 32, 32]`` (0..255, channel-first) and int64 labels ``[N]``
@@ -266,15 +299,24 @@ def _read_batch(name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise fail(f"{label_key!r}: {problem}")
     if len(labels) != len(data):
         raise fail(f'{len(labels)} labels in {label_key!r} for {len(data)} images in b"data"')
+    problem = _verify(name, path, raw, len(data)) if verify_md5 else ""
+    if problem:
+        raise CorruptDatasetError(
+            path,
+            problem,
+            f"{_corrupt_fix(name, path)}; to use a deliberately modified copy, pass --data.verify_md5 false",
+        )
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def load_cifar(name: str, data_dir: str | Path, train: bool) -> tuple[Tensor, Tensor]:
+def load_cifar(name: str, data_dir: str | Path, train: bool, verify_md5: bool = True) -> tuple[Tensor, Tensor]:
     """Read one split of CIFAR-10/100 from disk; never downloads.
 
     Every file is read with a restricted unpickler (no code in a file ever runs) and
     validated: a dict with ``b"data"`` (numpy uint8 ``[N, 3072]``) and ``b"labels"``
-    (CIFAR-10) / ``b"fine_labels"`` (CIFAR-100): N ints in ``[0, num_classes)``.
+    (CIFAR-10) / ``b"fine_labels"`` (CIFAR-100): N ints in ``[0, num_classes)``. With
+    ``verify_md5`` (the default), N must be the official file's count and the file's MD5
+    torchvision's published one; ``False`` accepts a deliberately modified copy.
 
     Returns:
         ``(images, labels)``: uint8 ``[N, 3, 32, 32]`` (0..255) and int64 ``[N]``
@@ -290,7 +332,8 @@ def load_cifar(name: str, data_dir: str | Path, train: bool) -> tuple[Tensor, Te
         raise DatasetNotFoundError(_missing_message(name, data_dir, missing))
     folder, train_files, test_files, _, _ = _spec(name)
     root = Path(data_dir).expanduser().resolve() / folder
-    batches = [_read_batch(name, root / fname) for fname in (train_files if train else test_files)]
+    files = train_files if train else test_files
+    batches = [_read_batch(name, root / fname, verify_md5) for fname in files]
     images = np.concatenate([x for x, _ in batches])  # a fresh, writable, contiguous copy
     labels = np.concatenate([y for _, y in batches])
     return torch.from_numpy(images), torch.from_numpy(labels)

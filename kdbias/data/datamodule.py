@@ -89,6 +89,8 @@ class CIFARDataModule(pl.LightningDataModule):
             dataset default (5,000 for CIFAR-10/100, 144 for digits); ``0``: no
             validation split.
         split_seed: seed of the held-out selection, independent of ``seed``.
+        verify_md5: check each CIFAR batch file's image count and torchvision's published
+            MD5; ``False`` accepts a deliberately modified copy (its format is still checked).
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class CIFARDataModule(pl.LightningDataModule):
         train_subset: int | None = None,
         holdout: int | None = None,
         split_seed: int = 0,
+        verify_md5: bool = True,
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -147,6 +150,7 @@ class CIFARDataModule(pl.LightningDataModule):
         self.drop_last, self.train_subset = drop_last, train_subset
         self.holdout: int = info.num_holdout if holdout is None else int(holdout)  # resolved size
         self.split_seed = int(split_seed)
+        self.verify_md5 = bool(verify_md5)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
         # Set by setup(): uint8 [N, 3, 32, 32] images, int64 [N] labels per split, and the
         # int64 indices of the train / val images into the official training split.
@@ -225,8 +229,8 @@ class CIFARDataModule(pl.LightningDataModule):
         if self.dataset == "digits":
             tr_x, tr_y, te_x, te_y = load_digits_split(seed=0)
         else:
-            tr_x, tr_y = load_cifar(self.dataset, self.data_dir, train=True)
-            te_x, te_y = load_cifar(self.dataset, self.data_dir, train=False)
+            tr_x, tr_y = load_cifar(self.dataset, self.data_dir, train=True, verify_md5=self.verify_md5)
+            te_x, te_y = load_cifar(self.dataset, self.data_dir, train=False, verify_md5=self.verify_md5)
         if self.holdout >= len(tr_y):
             raise ValueError(
                 f"holdout={self.holdout} must be smaller than the number of training images "

@@ -37,11 +37,11 @@ def cifar10_dir(tmp_path):
 
 def test_cifar10_pixel_roundtrip(cifar10_dir):
     root, (train_x, train_y), (test_x, test_y) = cifar10_dir
-    x, y = load_cifar("cifar10", root, train=True)
+    x, y = load_cifar("cifar10", root, train=True, verify_md5=False)
     assert x.dtype == torch.uint8 and x.shape == (15, 3, 32, 32) and y.dtype == torch.int64
     np.testing.assert_array_equal(x.numpy(), train_x)
     np.testing.assert_array_equal(y.numpy(), train_y)
-    x, y = load_cifar("cifar10", root, train=False)
+    x, y = load_cifar("cifar10", root, train=False, verify_md5=False)
     np.testing.assert_array_equal(x.numpy(), test_x)
     np.testing.assert_array_equal(y.numpy(), test_y)
     # One pixel by hand: green channel (offset 1024), row 5, column 7.
@@ -55,10 +55,10 @@ def test_cifar100_fine_labels(tmp_path):
     train, test = fake_split(rng, 6, 100), fake_split(rng, 4, 100)
     write_batch(tmp_path / "cifar-100-python" / "train", *train, b"fine_labels")
     write_batch(tmp_path / "cifar-100-python" / "test", *test, b"fine_labels")
-    x, y = load_cifar("cifar100", tmp_path, train=True)
+    x, y = load_cifar("cifar100", tmp_path, train=True, verify_md5=False)
     np.testing.assert_array_equal(x.numpy(), train[0])
     np.testing.assert_array_equal(y.numpy(), train[1])
-    dm = CIFARDataModule("cifar100", data_dir=tmp_path, batch_size=2, holdout=2)
+    dm = CIFARDataModule("cifar100", data_dir=tmp_path, batch_size=2, holdout=2, verify_md5=False)
     dm.prepare_data()  # files present: no download attempted
     dm.setup("fit")
     assert dm.num_classes == 100 and (dm.num_train, dm.num_val, dm.num_test) == (4, 2, 4)
@@ -72,7 +72,7 @@ def test_datamodule_reads_cifar10_files(cifar10_dir, monkeypatch):
         raise AssertionError("download attempted although the files exist")
 
     monkeypatch.setattr(torchvision.datasets.cifar, "download_and_extract_archive", no_network)
-    dm = CIFARDataModule("cifar10", data_dir=root, batch_size=4, val_batch_size=3, holdout=5)
+    dm = CIFARDataModule("cifar10", data_dir=root, batch_size=4, val_batch_size=3, holdout=5, verify_md5=False)
     dm.prepare_data()
     dm.setup("fit")
     assert dm.train_images.shape == (10, 3, 32, 32) and dm.train_images.dtype == torch.uint8
@@ -109,9 +109,9 @@ def test_offline_download_error_names_the_fixes(tmp_path, monkeypatch, name, fil
 def test_missing_files_without_download(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
-        load_cifar("cifar10", tmp_path, train=True)
+        load_cifar("cifar10", tmp_path, train=True, verify_md5=False)
     with pytest.raises(DatasetNotFoundError, match="digits"):
-        CIFARDataModule("cifar10", data_dir=tmp_path).setup("fit")
+        CIFARDataModule("cifar10", data_dir=tmp_path, verify_md5=False).setup("fit")
 
 
 def test_download_skipped_when_present(cifar10_dir, monkeypatch):
@@ -129,11 +129,11 @@ def test_roundtrip_under_each_protocol(tmp_path, protocol):
     train = [fake_split(rng, 4, 10) for _ in range(5)]
     test = fake_split(rng, 4, 10)
     write_cifar10(tmp_path, train, test, protocol=protocol)
-    x, y = load_cifar("cifar10", tmp_path, train=True)
+    x, y = load_cifar("cifar10", tmp_path, train=True, verify_md5=False)
     assert x.shape == (20, 3, 32, 32) and x.dtype == torch.uint8 and y.dtype == torch.int64
     np.testing.assert_array_equal(x.numpy(), np.concatenate([a for a, _ in train]))
     np.testing.assert_array_equal(y.numpy(), np.concatenate([b for _, b in train]))
-    x, y = load_cifar("cifar10", tmp_path, train=False)
+    x, y = load_cifar("cifar10", tmp_path, train=False, verify_md5=False)
     np.testing.assert_array_equal(x.numpy(), test[0])
     np.testing.assert_array_equal(y.numpy(), test[1])
     assert x.is_contiguous() and x.numpy().flags.writeable
@@ -147,13 +147,13 @@ def test_python2_style_files_load(tmp_path):
     for name, (x, y) in splits.items():
         raw = write_python2_batch(folder / name, x, y, b"labels")
     assert b"cnumpy.core.multiarray\n_reconstruct" in raw and b"_codecs" not in raw
-    x, y = load_cifar("cifar10", tmp_path, train=False)
+    x, y = load_cifar("cifar10", tmp_path, train=False, verify_md5=False)
     np.testing.assert_array_equal(x.numpy(), splits["test_batch"][0])
     np.testing.assert_array_equal(y.numpy(), splits["test_batch"][1])
     # Channel-first: pixel (c, row, col) is entry c * 1024 + row * 32 + col of the row.
     rows = cifar_rows(splits["test_batch"][0])
     assert [x[3, c, 31, 2].item() for c in range(3)] == [rows[3, c * 1024 + 31 * 32 + 2] for c in range(3)]
-    x, _ = load_cifar("cifar10", tmp_path, train=True)
+    x, _ = load_cifar("cifar10", tmp_path, train=True, verify_md5=False)
     assert x.shape == (20, 3, 32, 32)
 
 
@@ -165,7 +165,7 @@ def test_empty_bytes_values_load(tmp_path):
     x, y = train[2]
     entry = {**batch_dict("b", x, y, b"labels"), b"batch_label": b"", b"filenames": [b""] * 4}
     assert b"bytes" in write_pickle(folder / "data_batch_3", entry, protocol=2).read_bytes()
-    images, _ = load_cifar("cifar10", tmp_path, train=True)
+    images, _ = load_cifar("cifar10", tmp_path, train=True, verify_md5=False)
     np.testing.assert_array_equal(images[8:12].numpy(), x)
 
 
@@ -175,7 +175,7 @@ def test_numpy_label_array_accepted(tmp_path):
     folder = write_cifar10(tmp_path, train, fake_split(rng, 4, 10))
     x, y = train[0]
     write_pickle(folder / "data_batch_1", {**batch_dict("b", x, y, b"labels"), b"labels": np.asarray(y, np.uint8)})
-    _, labels = load_cifar("cifar10", tmp_path, train=True)
+    _, labels = load_cifar("cifar10", tmp_path, train=True, verify_md5=False)
     np.testing.assert_array_equal(labels[:4].numpy(), y)
 
 
@@ -245,13 +245,13 @@ def test_corrupt_file_is_one_clear_error(tmp_path, case):
     path = folder / "data_batch_2"
     path.write_bytes(make(*train[1]))
     with pytest.raises(CorruptDatasetError) as err:
-        load_cifar("cifar10", tmp_path, train=True)
+        load_cifar("cifar10", tmp_path, train=True, verify_md5=False)
     assert isinstance(err.value, ValueError) and err.value.path == path
     msg = str(err.value)
     assert "\n" not in msg and str(path) in msg and words in msg
     assert "delete the folder" in msg and str(folder) in msg and "prepare_data()" in msg
     assert "cifar-10-python.tar.gz" in msg
-    load_cifar("cifar10", tmp_path, train=False)  # the test split is intact
+    load_cifar("cifar10", tmp_path, train=False, verify_md5=False)  # the test split is intact
 
 
 def test_cifar100_label_range_and_error(tmp_path):
@@ -260,14 +260,14 @@ def test_cifar100_label_range_and_error(tmp_path):
     write_batch(tmp_path / "cifar-100-python" / "test", x, y, b"fine_labels")
     path = write_batch(tmp_path / "cifar-100-python" / "train", x, [99, 0, 100, 5], b"fine_labels")
     with pytest.raises(CorruptDatasetError, match=r"\[0, 100\)") as err:
-        load_cifar("cifar100", tmp_path, train=True)
+        load_cifar("cifar100", tmp_path, train=True, verify_md5=False)
     assert err.value.path == path and "cifar-100-python.tar.gz" in str(err.value)
     write_batch(path, x, [99, 0, 42, 5], b"fine_labels")
-    assert load_cifar("cifar100", tmp_path, train=True)[1].tolist() == [99, 0, 42, 5]
+    assert load_cifar("cifar100", tmp_path, train=True, verify_md5=False)[1].tolist() == [99, 0, 42, 5]
     # CIFAR-10 files (b"labels") are not CIFAR-100 files (b"fine_labels").
     write_batch(path, x, y, b"labels")
     with pytest.raises(CorruptDatasetError, match="fine_labels"):
-        load_cifar("cifar100", tmp_path, train=True)
+        load_cifar("cifar100", tmp_path, train=True, verify_md5=False)
 
 
 def test_unreadable_file_is_corrupt_error(tmp_path, monkeypatch):
@@ -283,7 +283,7 @@ def test_unreadable_file_is_corrupt_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "read_bytes", failing)
     with pytest.raises(CorruptDatasetError, match="cannot be read.*Permission denied") as err:
-        load_cifar("cifar10", tmp_path, train=True)
+        load_cifar("cifar10", tmp_path, train=True, verify_md5=False)
     assert err.value.path == bad and str(bad) in str(err.value)
 
 
@@ -291,7 +291,7 @@ def test_datamodule_setup_reports_the_corrupt_file(tmp_path):
     rng = np.random.default_rng(8)
     folder = write_cifar10(tmp_path, [fake_split(rng, 4, 10) for _ in range(5)], fake_split(rng, 4, 10))
     (folder / "test_batch").write_bytes(b"\x80\x02}q")
-    dm = CIFARDataModule("cifar10", data_dir=tmp_path, batch_size=2, holdout=4)
+    dm = CIFARDataModule("cifar10", data_dir=tmp_path, batch_size=2, holdout=4, verify_md5=False)
     dm.prepare_data()  # files exist: nothing to download
     with pytest.raises(CorruptDatasetError, match="test_batch.*truncated"):
         dm.setup("fit")

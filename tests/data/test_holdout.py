@@ -33,7 +33,7 @@ def cifar10(tmp_path):
 
 
 def setup_dm(root, **kwargs):
-    dm = CIFARDataModule("cifar10", data_dir=root, batch_size=8, **kwargs)
+    dm = CIFARDataModule("cifar10", data_dir=root, batch_size=8, **kwargs, verify_md5=False)
     dm.setup("fit")
     return dm
 
@@ -76,7 +76,7 @@ def test_holdout_depends_on_split_seed_only(cifar10):
 def test_holdout_too_large_is_clear_error(cifar10):
     root = cifar10[0]
     for holdout in (None, 100, 250):  # None: the CIFAR default of 5,000
-        dm = CIFARDataModule("cifar10", data_dir=root, holdout=holdout)
+        dm = CIFARDataModule("cifar10", data_dir=root, holdout=holdout, verify_md5=False)
         with pytest.raises(ValueError, match=r"holdout=\d+ must be smaller than the number of training images \(100"):
             dm.setup("fit")
     assert setup_dm(root, holdout=99).num_train == 1

@@ -84,7 +84,7 @@ def plant(folder, train, make, placement, marker, protocol=2):
 
 def assert_refused(root, path, marker, forbidden):
     with pytest.raises(CorruptDatasetError) as err:
-        load_cifar("cifar10", root, train=True)
+        load_cifar("cifar10", root, train=True, verify_md5=False)
     msg = str(err.value)
     assert str(path) in msg and err.value.path == path
     assert "forbidden global" in msg and forbidden in msg
@@ -138,7 +138,7 @@ def test_other_globals_refused(cifar10, func, args, forbidden):
         folder / "data_batch_2", {**batch_dict("data_batch_2", x, y, b"labels"), b"x": Payload(func, *args)}
     )
     with pytest.raises(CorruptDatasetError, match="data_batch_2") as err:
-        load_cifar("cifar10", root, train=True)
+        load_cifar("cifar10", root, train=True, verify_md5=False)
     assert forbidden in str(err.value) and err.value.path == path
 
 
@@ -146,7 +146,7 @@ def test_datamodule_setup_refuses_payload(cifar10, tmp_path):
     root, folder, train = cifar10
     marker = tmp_path / "pwned"
     plant(folder, train, os_system, "whole_file", marker)
-    dm = CIFARDataModule("cifar10", data_dir=root, batch_size=2, holdout=2)
+    dm = CIFARDataModule("cifar10", data_dir=root, batch_size=2, holdout=2, verify_md5=False)
     dm.prepare_data()  # all files present: no download, nothing read
     with pytest.raises(CorruptDatasetError, match="data_batch_2"):
         dm.setup("fit")

@@ -244,7 +244,7 @@ def test_full_disk_during_checkpoint_save_keeps_previous_checkpoints(tmp_path, c
         return handle
 
     monkeypatch.setattr(
-        kdbias.runs.os, "replace" if where == "rename" else "fdopen", replace if where == "rename" else fdopen
+        kdbias.runs.files.os, "replace" if where == "rename" else "fdopen", replace if where == "rename" else fdopen
     )
     args = smoke_args("baseline", runs, "--trainer.max_epochs", "2")
     line = cli_error("baseline", args, capsys)
@@ -310,7 +310,7 @@ def test_summary_write_failure_leaves_the_previous_summary_whole(tmp_path, capsy
                 return HalfWrite(handle)
         return handle
 
-    monkeypatch.setattr(kdbias.runs.os, "fdopen", fdopen)
+    monkeypatch.setattr(kdbias.runs.files.os, "fdopen", fdopen)
     line = cli_error("baseline", smoke_args("baseline", runs), capsys)
     monkeypatch.undo()
     assert "No space left on device" in line and writes["n"] == 2
@@ -329,7 +329,7 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path, monkeypatch):
     path = tmp_path / "summary.json"
     kdbias.runs.atomic_write_json(path, {"status": "trained"})
     real_fdopen = os.fdopen
-    monkeypatch.setattr(kdbias.runs.os, "fdopen", lambda fd, *a, **k: HalfWrite(real_fdopen(fd, *a, **k)))
+    monkeypatch.setattr(kdbias.runs.files.os, "fdopen", lambda fd, *a, **k: HalfWrite(real_fdopen(fd, *a, **k)))
     with pytest.raises(OSError) as error:
         kdbias.runs.atomic_write_json(path, {"status": "complete", "pad": "x" * 10000})
     assert error.value.errno == errno.ENOSPC

@@ -1,0 +1,244 @@
+"""The matrix as a list of runs with what each needs: skip, resume, run, or nothing while it
+is running elsewhere; dependencies from :mod:`kdbias.registry`; a time estimate.
+
+A run counts as done only when a complete run of the same experiment, seed, dataset,
+preset *and configuration* exists (:func:`kdbias.runs.config_differences`: seeds and
+run-local keys aside). The configuration a run would get is parsed from the preset and
+the arguments exactly as ``experiments/<name>.py`` parses them (nothing is built). Runs
+of another configuration are listed, never skipped-as-done.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdbias import registry, runs
+
+__all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix"]
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+#: Typical seconds of one ``--smoke`` run on a 2-core CPU (start-up and test included): the
+#: estimate when no run of the preset has finished yet.
+SMOKE_RUN_S = 45.0
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the matrix and what to do about it.
+
+    ``action``: ``"skip"`` (``run_dir`` = the complete run), ``"resume"`` (``run_dir`` = the
+    unfinished run), ``"running"`` (``run_dir`` is locked by a live process elsewhere: not
+    touched) or ``"run"``. ``argv``: arguments of ``experiments/<experiment>.py``.
+    ``needs``: keys (``experiment:seed``) of the planned runs it depends on. ``others``:
+    runs of the same experiment and seed with another configuration, ``(run_dir, {key:
+    (theirs, expected)})``.
+    """
+
+    experiment: str
+    seed: int
+    action: str
+    run_dir: Path | None
+    argv: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    others: tuple[tuple[Path, dict[str, tuple[Any, Any]]], ...] = field(default=(), compare=False)
+    config: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.experiment}:{self.seed}"
+
+    @property
+    def slug(self) -> str:
+        """File-name form of the run: ``<experiment>-seed<k>``."""
+        return f"{self.experiment}-seed{self.seed}"
+
+    def command(self, experiments_dir: str | Path = EXPERIMENTS_DIR, python: str = sys.executable) -> list[str]:
+        return [python, str(Path(experiments_dir) / f"{self.experiment}.py"), *self.argv]
+
+    def describe(self) -> str:
+        where = f" ({self.run_dir})" if self.run_dir is not None else ""
+        state = "running elsewhere" if self.action == "running" else self.action
+        lines = [f"{state:<6} {self.experiment} seed {self.seed}{where}"]
+        for run_dir, diff in self.others:
+            listed = "; ".join(f"{k}: {a!r} (preset {b!r})" for k, (a, b) in list(diff.items())[:4])
+            more = f"; +{len(diff) - 4} more" if len(diff) > 4 else ""
+            lines.append(f"         other configuration, not counted: {run_dir}: {listed}{more}")
+        return "\n  ".join(lines)
+
+
+def expected_config(experiment: str, argv: Sequence[str]) -> dict[str, Any]:
+    """The resolved configuration ``experiments/<experiment>.py ARGV`` would run with, parsed
+    by the experiment's own command line (nothing instantiated, no teacher resolved).
+    ``ValueError`` with the parser's message when the arguments are refused."""
+    import contextlib
+    import io
+
+    import yaml
+
+    from kdbias.cli import KDBiasCLI
+
+    class _ConfigOnly(KDBiasCLI):
+        def before_instantiate_classes(self) -> None:
+            pass
+
+        def instantiate_classes(self) -> None:
+            pass
+
+        def _set_seed(self) -> None:
+            pass
+
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cli = _ConfigOnly(registry.get(experiment), EXPERIMENTS_DIR / "configs", list(argv))
+            text = cli.parser.dump(cli.config, skip_none=False)
+    except SystemExit:
+        raise ValueError(f"{experiment}.py refuses the arguments: {errors.getvalue().strip()}") from None
+    return yaml.safe_load(text) or {}
+
+
+def _needs(name: str, seed: int, keys: set[str], teacher_seed: int) -> tuple[str, ...]:
+    spec = registry.get(name)
+    wanted = {*spec.depends_on, *([spec.teacher] if spec.teacher else [])}
+    out = []
+    for other in sorted(wanted):
+        other_seed = teacher_seed if registry.get(other).role == "teacher" else seed
+        if f"{other}:{other_seed}" in keys:
+            out.append(f"{other}:{other_seed}")
+    return tuple(out)
+
+
+def _with_teacher(config: dict[str, Any], name: str, runs_dir: Path, dataset: str, preset: str) -> dict[str, Any]:
+    """``config`` with ``model.teacher: auto`` resolved as the run would resolve it now."""
+    spec = registry.get(name)
+    model = config.get("model") or {}
+    if spec.teacher is None or model.get("teacher") not in (None, "auto"):
+        return config
+    try:
+        teacher = str(runs.teacher_checkpoint(runs_dir, spec.teacher, dataset, preset))
+    except FileNotFoundError:
+        return config
+    return {**config, "model": {**model, "teacher": teacher}}
+
+
+def plan_matrix(
+    runs_dir: str | Path,
+    seeds: int,
+    smoke: bool = False,
+    dataset: str | None = None,
+    teacher_seed: int = 0,
+    extra_args: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    match_config: bool = True,
+) -> list[PlannedRun]:
+    """The matrix in dependency order (teachers once, then every student seed-major) with the
+    action each run needs; a pure function of the files under ``runs_dir``.
+
+    ``only``: experiment names to plan (default: the whole registry). ``match_config``:
+    compare configurations (off: seed, dataset and preset only).
+    """
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    names = list(registry.EXPERIMENTS) if not only else list(only)
+    for name in names:
+        registry.get(name)  # ValueError naming the valid ones
+    preset = "smoke" if smoke else "paper"
+    resolved = dataset or ("digits" if smoke else "cifar10")
+    runs_dir = Path(runs_dir)
+    order = [(n, teacher_seed) for n in registry.TEACHERS if n in names]
+    order += [(n, seed) for seed in range(seeds) for n in registry.STUDENTS if n in names]
+    keys = {f"{n}:{s}" for n, s in order}
+    configs: dict[str, dict[str, Any]] = {}
+    plan = []
+    for name, seed in order:
+        argv = ["--smoke"] if smoke else []
+        argv += ["--seed_everything", str(seed), "--runs_dir", str(runs_dir)]
+        if dataset is not None:
+            argv += ["--data.dataset", dataset]
+        argv += list(extra_args)
+        config = None
+        if match_config:
+            if name not in configs:
+                configs[name] = expected_config(name, [a for a in argv if a != "--resume"])
+            config = _with_teacher({**configs[name], "seed_everything": seed}, name, runs_dir, resolved, preset)
+        plan.append(
+            _decide(name, seed, runs_dir, resolved, preset, config, argv, _needs(name, seed, keys, teacher_seed))
+        )
+    return plan
+
+
+def _decide(
+    name: str,
+    seed: int,
+    runs_dir: Path,
+    dataset: str,
+    preset: str,
+    config: dict[str, Any] | None,
+    argv: list[str],
+    needs: tuple[str, ...],
+) -> PlannedRun:
+    others, live, done, unfinished = [], None, None, None
+    for run_dir, saved, summary in runs.matching_runs(runs_dir, name, seed, dataset, preset):
+        diff = runs.config_differences(saved, config) if config is not None else {}
+        if diff:
+            others.append((run_dir, diff))
+        elif runs.is_running(run_dir):
+            live = live or run_dir
+        elif runs.is_complete(summary):
+            done = done or run_dir
+        elif runs.has_checkpoint(run_dir):
+            unfinished = unfinished or run_dir
+    common = dict(needs=needs, others=tuple(others), config=config)
+    if done is not None:
+        return PlannedRun(name, seed, "skip", done, tuple(argv), **common)
+    if live is not None:
+        return PlannedRun(name, seed, "running", live, tuple(argv), **common)
+    if unfinished is not None:
+        return PlannedRun(name, seed, "resume", unfinished, (*argv, "--resume"), **common)
+    return PlannedRun(name, seed, "run", None, tuple(argv), **common)
+
+
+def _epochs(config: dict[str, Any] | None, summary: dict[str, Any]) -> float:
+    value = runs.config_value(config or {}, "trainer.max_epochs")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else float(summary.get("epochs") or 1)
+
+
+def estimate_seconds(plan: Sequence[PlannedRun], runs_dir: str | Path, smoke: bool) -> tuple[float | None, str]:
+    """``(seconds, how)``: the time the runs still to train take one after another.
+
+    Per run: the wall time per epoch of finished runs of the same experiment (summary
+    ``train_time_s`` / trained epochs) times its epochs; an experiment with no finished run
+    takes the mean per-epoch time of the others; with none at all, the smoke preset's
+    typical run (:data:`SMOKE_RUN_S`) and no estimate for the paper preset.
+    """
+    todo = [run for run in plan if run.action in ("run", "resume")]
+    per_epoch: dict[str, list[float]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", runs.RunsWarning)  # the plan has reported them
+        found = {name: runs.matching_runs(runs_dir, name) for name in sorted({run.experiment for run in plan})}
+    for name, matched in found.items():
+        for run_dir, _, summary in matched:
+            if runs.is_complete(summary) and isinstance(summary.get("train_time_s"), (int, float)):
+                epochs = runs.config_value(runs.read_config(run_dir), "trainer.max_epochs") or 1
+                per_epoch.setdefault(name, []).append(float(summary["train_time_s"]) / max(1, epochs))
+    if not todo:
+        return 0.0, "nothing to train"
+    if not per_epoch:
+        if smoke:
+            return SMOKE_RUN_S * len(todo), f"no finished run yet: {SMOKE_RUN_S:.0f} s per smoke run on a 2-core CPU"
+        return None, "no finished run of this preset yet to estimate from"
+    pooled = [v for values in per_epoch.values() for v in values]
+    fallback = sum(pooled) / len(pooled)
+    total = 0.0
+    for run in todo:
+        values = per_epoch.get(run.experiment)
+        rate = sum(values) / len(values) if values else fallback
+        total += rate * _epochs(run.config, {})
+    measured = ", ".join(sorted(per_epoch))
+    return total, f"from the finished runs' time per epoch ({measured}; others: their mean)"

@@ -1,0 +1,127 @@
+"""The one owner of the run layout: ``<runs_dir>/<experiment>/version_<n>/``.
+
+::
+
+    runs/<experiment>/version_<n>/
+      run.lock                  held (fcntl.flock) by the live process training the run
+      events.out.tfevents.*     TensorBoard scalars, heatmaps, hparams
+      config.yaml               the resolved configuration (``--config`` reruns it)
+      hparams.yaml              the module's and datamodule's hyperparameters (plain YAML)
+      checkpoints/last.ckpt     the latest epoch, rewritten after every epoch
+      checkpoints/best.ckpt     the best epoch by the held-out ``val/acc``
+      analytics/cka_heatmaps/   heatmap PNG + JSON per measurement
+      summary.json              final figures; ``"status": "complete"`` once tested
+    runs/_jobs/                 launcher records (submitit folders, logs, job states)
+
+A version is claimed by an exclusive ``mkdir`` (two runs started together never share
+one) and locked at once (:mod:`kdbias.runs.lock`): a locked run is *running*, and no other
+process resumes it. A run that stops before its first checkpoint removes its folder; one
+killed before it could (SIGKILL) is removed by the next run's claim (:func:`sweep_torn`).
+Every file kdbias writes here goes through a temporary file in the same folder and a
+rename (:mod:`kdbias.runs.files`), with the umask's mode; temporary files of a killed write
+are removed when the folder is next locked. Checkpoints are read with
+``torch.load(weights_only=True)``: no code runs from them; their restored paths follow the
+folder when it moves (:class:`RunCheckpoint`). Readers accept only regular files under a
+size cap and survive any one bad file with a :class:`RunsWarning`.
+
+Parts: :mod:`~kdbias.runs.files`, :mod:`~kdbias.runs.lock`, :mod:`~kdbias.runs.layout`,
+:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`.
+"""
+
+from __future__ import annotations
+
+from kdbias.runs.checkpoints import (
+    BEST_CKPT,
+    LAST_CKPT,
+    AtomicCheckpointIO,
+    CheckpointError,
+    RunCheckpoint,
+    load_checkpoint,
+    newest_loadable_checkpoint,
+)
+from kdbias.runs.files import (
+    CONFIG_FILE,
+    HPARAMS_FILE,
+    MAX_CONFIG_BYTES,
+    MAX_SUMMARY_BYTES,
+    SUMMARY_FILE,
+    RunsWarning,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    file_mode,
+    read_config,
+    read_config_checked,
+    read_regular,
+    read_summary,
+    read_summary_checked,
+    remove_temp_files,
+)
+from kdbias.runs.layout import (
+    CHECKPOINT_DIR,
+    JOBS_DIR,
+    claim_run_dir,
+    discard_if_unstarted,
+    has_checkpoint,
+    run_dirs,
+    sweep_torn,
+    version_of,
+)
+from kdbias.runs.lock import LOCK_FILE, RunLock, RunningElsewhere, hold_lock, is_running, lock_owner, release_lock
+from kdbias.runs.lookup import (
+    config_differences,
+    config_value,
+    is_complete,
+    latest_complete_run,
+    matching_runs,
+    resumable_run,
+    teacher_checkpoint,
+)
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "BEST_CKPT",
+    "CHECKPOINT_DIR",
+    "CONFIG_FILE",
+    "CheckpointError",
+    "HPARAMS_FILE",
+    "JOBS_DIR",
+    "LAST_CKPT",
+    "LOCK_FILE",
+    "MAX_CONFIG_BYTES",
+    "MAX_SUMMARY_BYTES",
+    "RunCheckpoint",
+    "RunLock",
+    "RunningElsewhere",
+    "RunsWarning",
+    "SUMMARY_FILE",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "claim_run_dir",
+    "config_differences",
+    "config_value",
+    "discard_if_unstarted",
+    "file_mode",
+    "has_checkpoint",
+    "hold_lock",
+    "is_complete",
+    "is_running",
+    "latest_complete_run",
+    "load_checkpoint",
+    "lock_owner",
+    "matching_runs",
+    "newest_loadable_checkpoint",
+    "read_config",
+    "read_config_checked",
+    "read_regular",
+    "read_summary",
+    "read_summary_checked",
+    "release_lock",
+    "remove_temp_files",
+    "resumable_run",
+    "run_dirs",
+    "sweep_torn",
+    "teacher_checkpoint",
+    "version_of",
+]
