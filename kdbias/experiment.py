@@ -29,6 +29,7 @@ from kdbias.callbacks import (
     GeneralisationGapCallback,
     HessianCallback,
     NonFiniteGuard,
+    PredictionsCallback,
     RNGStateCallback,
     SummaryCallback,
     TeacherKNNCallback,
@@ -141,6 +142,7 @@ def run_callbacks(
         LearningRateMonitor(logging_interval="step"),
         NonFiniteGuard(check_every_n_steps=log_every_n_steps),
         RNGStateCallback(),
+        PredictionsCallback(),
     ]
     if has_validation:
         callbacks.insert(

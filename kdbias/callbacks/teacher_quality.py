@@ -28,7 +28,7 @@ class TeacherKNNCallback(AnalyticsCallback):
     end after the sanity check (or the first epoch end if validation does not run); the
     value is kept in the checkpoint, so a resumed run does not measure again.
 
-    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ...}`` once measured.
+    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ..., "teacher_knn_images": num_val}`` once measured.
     """
 
     def __init__(
@@ -102,4 +102,6 @@ class TeacherKNNCallback(AnalyticsCallback):
     @override
     def summary_items(self) -> dict[str, Any]:
         # Nothing until measured, so as not to blank a teacher/acc that SummaryCallback found.
-        return {"teacher_acc": self.last["teacher_acc"]} if "teacher_acc" in self.last else {}
+        if "teacher_acc" not in self.last:
+            return {}
+        return {"teacher_acc": self.last["teacher_acc"], "teacher_knn_images": self.num_val}
