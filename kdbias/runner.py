@@ -230,6 +230,7 @@ class Run:
             "epochs": trainer.max_epochs,
             "holdout": datamodule.num_val if datamodule.has_validation else 0,
             "precision": str(trainer.precision),
+            "mix": datamodule.mix,  # CutMix / Mixup of the training batches (None: none)
             **{
                 k: hp[k]
                 for k in (

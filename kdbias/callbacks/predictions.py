@@ -216,5 +216,6 @@ class PredictionsCallback(Callback):
         self._handles = []
 
     def summary_items(self) -> dict[str, Any]:
-        """``{"test_predictions": "test_predictions.npz"}`` once written (a :class:`~kdbias.schema.SummaryContributor`)."""
+        """``{"test_predictions": "test_predictions.npz"}`` once written
+        (a :class:`~kdbias.schema.SummaryContributor`)."""
         return {"test_predictions": PREDICTIONS_FILE} if self.written is not None else {}

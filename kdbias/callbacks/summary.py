@@ -32,7 +32,8 @@ class SummaryCallback(Callback):
     """Track the held-out validation accuracy per epoch and write ``<log_dir>/summary.json``.
 
     The record is :class:`kdbias.schema.Summary` (version ``schema``). Keys written at fit
-    end: ``schema`` (:data:`~kdbias.schema.SCHEMA_VERSION`), ``experiment``, ``dataset``, ``preset``, ``seed``, ``status``
+    end: ``schema`` (:data:`~kdbias.schema.SCHEMA_VERSION`), ``experiment``, ``dataset``,
+    ``preset``, ``seed``, ``status``
     (``"trained"``; the experiment runner sets ``"complete"`` once the test split is
     evaluated, see :meth:`update`), ``epochs_completed``, ``val_acc`` (last epoch, held-out
     split, fraction in [0, 1]), ``val_images`` (held-out images of the last validation
@@ -88,7 +89,13 @@ class SummaryCallback(Callback):
 
     @override
     def on_validation_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._counting += int(batch[1].shape[0])
 
@@ -98,7 +105,13 @@ class SummaryCallback(Callback):
 
     @override
     def on_test_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._counting += int(batch[1].shape[0])
 

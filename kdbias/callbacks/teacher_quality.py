@@ -28,7 +28,8 @@ class TeacherKNNCallback(AnalyticsCallback):
     end after the sanity check (or the first epoch end if validation does not run); the
     value is kept in the checkpoint, so a resumed run does not measure again.
 
-    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ..., "teacher_knn_images": num_val}`` once measured.
+    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ..., "teacher_knn_images": num_val}``
+    once measured.
     """
 
     def __init__(

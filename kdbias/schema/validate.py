@@ -1,208 +1,14 @@
-"""The ``summary.json`` record: its fields, its version, and the one validating reader.
-
-A run's summary is filled in three places: :class:`~kdbias.callbacks.SummaryCallback`
-(identity, held-out figures, times), every callback that is a :class:`SummaryContributor`
-(the analytics, through ``summary_items()``), and the runner (method, teacher, test
-figures, ``status``). :class:`Summary` lists every field; :data:`SCHEMA_VERSION` is written
-as ``schema``. :func:`read_summary_file` and :func:`validate_summary` are what the report
-reads with: a file that is not a regular file, is larger than :data:`MAX_SUMMARY_BYTES`,
-is not UTF-8 JSON (a 200,000-level nesting included) or is not an object is refused with
-the reason; every number is checked finite and in range, every string against an
-allow-list; a run whose ``method`` does not validate is refused.
-
-Backward reading: a summary without ``schema`` (written before versioning) is read as
-schema 0, with the same checks; a ``schema`` above :data:`SCHEMA_VERSION` is refused (a
-newer kdbias wrote it).
-"""
+"""Checking a summary's values: numbers finite and in range, strings from allow-lists."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
-import stat
-from pathlib import Path
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any
 
-__all__ = [
-    "MAX_SUMMARY_BYTES",
-    "SCHEMA_VERSION",
-    "CKARecord",
-    "MethodRecord",
-    "Summary",
-    "SummaryContributor",
-    "TeacherRecord",
-    "UnreadableFile",
-    "finite",
-    "read_regular_file",
-    "read_summary_file",
-    "validate_method",
-    "validate_summary",
-]
+from kdbias.schema.record import SCHEMA_VERSION, MethodRecord, Summary
 
-SCHEMA_VERSION = 1
-MAX_SUMMARY_BYTES = 4 * 1024 * 1024  # a real summary is a few kB
-
-
-class MethodRecord(TypedDict, total=False):
-    """``summary["method"]``: what the run trained (the runner fills it)."""
-
-    loss: str  # "ce" | "soft_kl" | "cka"
-    ce_weight: float  # weight of the CE term, [0, 1]
-    arch: str
-    batch_size: int
-    global_batch_size: int
-    epochs: int
-    holdout: int  # configured held-out images (0: no held-out split)
-    precision: str
-    temperature: float
-    alpha: float
-    distill_token: str | None  # None | "soft" | "hard"
-    lambda_cka: float
-    lambda_tok: float
-    layer_pairs: list[list[int]]
-    cka_representation: str  # "image" | "token"
-    teacher_image_size: int
-    augmentation: str  # e.g. "cutmix" for the CNN teachers
-
-
-class TeacherRecord(TypedDict, total=False):
-    """``summary["teacher"]``: the teacher a distilled run used."""
-
-    name: str
-    family: str
-    source: str  # checkpoint path, "hub", a weights file, or "random" (smoke only)
-    test_acc: float  # the teacher on the official test split, in the student run
-
-
-class CKARecord(TypedDict, total=False):
-    """One entry of ``summary["cka"]`` (key: the experiment whose teacher was measured)."""
-
-    diag: float
-    off_diag: float
-    contrast: float
-    trained: float
-    untrained_contrast: float
-    untrained_diag: float
-    teacher: str
-    source: str
-    heatmap: str  # path relative to the run folder
-    trained_pairs: list[list[int]] | None
-
-
-class Summary(TypedDict, total=False):
-    """``<run>/summary.json``. Accuracies are fractions in [0, 1]; times in seconds."""
-
-    schema: int
-    experiment: str
-    dataset: str
-    preset: str
-    seed: int
-    status: str  # "trained" after fit, "complete" once tested
-    label: str
-    role: str
-    control_of: str | None
-    config_signature: str
-    method: MethodRecord
-    teacher: TeacherRecord | None
-    epochs_completed: int
-    val_acc: float | None
-    best_val_acc: float | None
-    best_epoch: int | None
-    val_images: int  # held-out images of the last validation pass (SummaryCallback)
-    train_time_s: float
-    analytics_time_s: float
-    student_init_sha256: str | None
-    teacher_acc: float | None  # teacher's test accuracy, or a headless teacher's k-NN accuracy
-    teacher_knn_images: int  # test images of that k-NN probe (TeacherKNNCallback)
-    test_acc: float
-    test_loss: float
-    test_acc_last: float
-    test_images: int  # official test images of the selected checkpoint's test (SummaryCallback)
-    selected_checkpoint: str
-    selection: str
-    test_predictions: str  # per-image predictions file, relative to the run (PredictionsCallback)
-    hessian_trace: float
-    hessian_trace_stderr: float
-    hessian_trace_probes: int
-    hessian_trace_t: float  # the t quantile (probes - 1 df) of the 95 % interval
-    hessian_top_eig: float
-    hessian_top_eig_residual: float
-    hessian_top_eig_iterations: int
-    hessian_top_eig_converged: bool
-    gen_gap_acc: float
-    gen_gap_loss: float
-    attn_dist: dict[str, float]
-    attn_dist_heads: dict[str, list[float]]
-    cka: dict[str, CKARecord]
-
-
-@runtime_checkable
-class SummaryContributor(Protocol):
-    """A callback that adds fields to ``summary.json``: ``summary_items()`` returns them
-    (keys of :class:`Summary`); :class:`~kdbias.callbacks.SummaryCallback` merges them."""
-
-    def summary_items(self) -> dict[str, Any]: ...
-
-
-# --------------------------------------------------------------------------- reading
-
-
-class UnreadableFile(ValueError):
-    """A file a reader refuses; the message says why (for a warning naming the file)."""
-
-
-def read_regular_file(path: str | Path, max_bytes: int) -> bytes:
-    """The bytes of ``path`` when it is a regular file (not a symlink, FIFO, device or
-    folder) of at most ``max_bytes``; :class:`UnreadableFile` otherwise. Opened
-    non-blocking, so a FIFO never hangs the reader."""
-    path = Path(path)
-    try:
-        info = os.lstat(path)
-    except OSError as error:
-        raise UnreadableFile(f"cannot be read ({error.strerror or error})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise UnreadableFile("not a regular file")
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError as error:
-        raise UnreadableFile(f"cannot be read ({error.strerror or error})") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnreadableFile("not a regular file")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(max_bytes + 1)
-    except OSError as error:
-        raise UnreadableFile(f"cannot be read ({error.strerror or error})") from None
-    finally:
-        os.close(fd)
-    if len(data) > max_bytes:
-        raise UnreadableFile(f"larger than {max_bytes} bytes")
-    return data
-
-
-def read_summary_file(path: str | Path) -> dict[str, Any]:
-    """The JSON object in ``path`` (:func:`read_regular_file`, UTF-8, JSON);
-    :class:`UnreadableFile` naming the cause otherwise (deep nesting and huge numbers included)."""
-    raw = read_regular_file(path, MAX_SUMMARY_BYTES)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise UnreadableFile(f"not UTF-8 text (byte {error.start})") from None
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise UnreadableFile("not valid JSON (nested too deeply)") from None
-    except ValueError as error:
-        raise UnreadableFile(f"not valid JSON ({str(error)[:200]})") from None
-    if not isinstance(data, dict):
-        raise UnreadableFile(f"not a JSON object (a JSON {type(data).__name__})")
-    return data
-
-
-# --------------------------------------------------------------------------- values
+__all__ = ["finite", "validate_method", "validate_summary"]
 
 
 def finite(value: object) -> float | None:
@@ -232,7 +38,7 @@ DISTILL_TOKENS = (None, "soft", "hard")
 REPRESENTATIONS = ("image", "token")
 SELECTIONS = ("best held-out val/acc", "last epoch (no held-out split)")
 PRECISIONS = re.compile(r"^(16|32|64|bf16|transformer-engine)(-(true|mixed))?$|^(16|32|64)$")
-ROLES = ("teacher", "student", "control")
+MIXES = (None, "cutmix", "mixup")
 
 
 def validate_method(method: Any) -> tuple[MethodRecord | None, str | None]:
@@ -263,7 +69,7 @@ def validate_method(method: Any) -> tuple[MethodRecord | None, str | None]:
         ("precision", lambda v: isinstance(v, str) and PRECISIONS.match(v)),
         ("distill_token", lambda v: v in DISTILL_TOKENS),
         ("cka_representation", lambda v: v in REPRESENTATIONS),
-        ("augmentation", lambda v: isinstance(v, str) and NAME.match(v)),
+        ("mix", lambda v: v in MIXES),
         ("layer_pairs", _pairs),
     )
     for key, ok in checks:
@@ -320,7 +126,11 @@ def validate_summary(summary: dict[str, Any], experiment: str) -> tuple[Summary 
             return None, f"no valid {key} (got {str(value)[:40]!r})", []
     seed = _count(summary.get("seed"))
     if seed is None:
-        return None, f"no integer seed (got {str(summary.get('seed'))[:40]!r}): it cannot be paired with another run", []
+        return (
+            None,
+            f"no integer seed (got {str(summary.get('seed'))[:40]!r}): it cannot be paired with another run",
+            [],
+        )
     test_acc = summary.get("test_acc")
     if test_acc is not None and ((x := finite(test_acc)) is None or not 0.0 <= x <= 1.0):
         return None, f"test_acc={str(test_acc)[:40]!r} is not a number in [0, 1]: the accuracy itself is bad", []
