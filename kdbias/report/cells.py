@@ -17,6 +17,7 @@ __all__ = [
     "duration",
     "estimate",
     "md",
+    "heldout",
     "href",
     "number",
     "once",
@@ -41,7 +42,7 @@ def number(value: Any) -> str:
     return format(x, "g") if x is not None else str(value)
 
 
-_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_{}[]<>()#+!|~"} | {"\n": " ", "\r": " "})
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~"} | {"\n": " ", "\r": " "})
 
 
 def md(text: Any) -> str:
@@ -80,9 +81,14 @@ def estimate(
         return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
     text = fmt(est.mean, signed)
-    if est.half_width is not None:
-        text += f" ± {fmt(est.half_width, False)}"
     notes = [f"n={est.n}"]
+    if est.half_width is not None and est.half_width <= 1e-12 * max(1.0, abs(est.mean)) and est.test_kind is None:
+        notes.append("no spread over seeds")
+    elif est.half_width is not None:
+        half = fmt(est.half_width, False)
+        if not half.strip("0.") and est.half_width > 0:  # rounds to zero: one significant digit instead
+            half = format(est.half_width * scale, ".1g")
+        text += f" ± {half}"
     if accuracy:
         if est.test_kind is None:
             notes.append("seeds only: the test-set error was not recorded")
@@ -105,6 +111,12 @@ def pct(est: Estimate | None, full: Sequence[Any] = ()) -> str:
 def pp(est: Estimate | None, full: Sequence[Any] = ()) -> str:
     """A paired accuracy difference (fraction) in percentage points, seed and test-set error."""
     return estimate(est, scale=100.0, unit=" pp", signed=True, full=full, accuracy=True)
+
+
+def heldout(est: Estimate | None, full: Sequence[Any] = ()) -> str:
+    """A held-out (validation) accuracy over seeds, seed interval only (the held-out split
+    selects checkpoints; its sampling error is not part of any comparison)."""
+    return estimate(est, scale=100.0, unit=" %", full=full)
 
 
 def once(value: Any) -> str:

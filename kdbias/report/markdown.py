@@ -91,7 +91,7 @@ def _header(agg: Aggregate, runs_dir: Any, skipped: Sequence[str]) -> list[str]:
     if agg.others:
         parts.append(f"Runs of experiments outside the registry, not tabulated: {', '.join(agg.others)}.\n")
     left = [
-        f"- {label(name)}: {md(Path(run['run_dir']).name)} (seed {run['seed']}) — {md(why)}"
+        f"- {label(name)}: `{Path(run['run_dir']).name}` (seed {run['seed']}) — {why}"
         for name, items in agg.left_out.items()
         for run, why in items
     ]

@@ -14,6 +14,7 @@ from kdbias.report.cells import (
     describe_method,
     duration,
     estimate,
+    heldout,
     md,
     number,
     once,
@@ -252,7 +253,7 @@ def phase1_section(agg: Aggregate) -> list[str]:
         time = agg.stat(name, "train_time_s")
         rows = [
             ['Test Accuracy (the plan\'s "Val Accuracy")', pct(several) if several is not None else once(acc)],
-            ["Held-out Best Val Accuracy", pct(agg.stat(name, "best_val_acc"))],
+            ["Held-out Best Val Accuracy", heldout(agg.stat(name, "best_val_acc"))],
             ["Best Epoch (0-based, held-out)", best_cell],
             ["Checkpoint selection", selection if isinstance(selection, str) else PENDING],
             ["Training Time", PENDING if time is None else duration(time.mean) + f" (n={time.n})"],
@@ -321,7 +322,7 @@ def phase2_section(agg: Aggregate) -> list[str]:
             ["Method", describe_method(method) if agg.has(name) else PENDING],
             ["CE weight", number(method.get("ce_weight", PENDING))],
             ["Student Test Accuracy", pct(agg.acc(name), full)],
-            ["Held-out Best Val Accuracy", pct(agg.stat(name, "best_val_acc"))],
+            ["Held-out Best Val Accuracy", heldout(agg.stat(name, "best_val_acc"), agg.seed_set())],
         ]
         if name != BASELINE:
             note = " (the plan's comparison; different batch and step count)" if controls_of(name) else ""

@@ -23,6 +23,15 @@ def finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _show(value: object) -> str:
+    """``repr(value)`` for a message, at most 40 characters."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer beyond Python's digit limit
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _count(value: object) -> int | None:
     """A non-negative integer below 2**53, else ``None``."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
@@ -48,7 +57,7 @@ def validate_method(method: Any) -> tuple[MethodRecord | None, str | None]:
         return None, "method is not a JSON object"
     loss = method.get("loss")
     if loss not in LOSSES:
-        return None, f"method.loss {str(loss)[:40]!r} is not one of {LOSSES}"
+        return None, f"method.loss {_show(loss)} is not one of {LOSSES}"
     ranges = {
         "ce_weight": (0.0, 1.0),
         "alpha": (0.0, 1.0),
@@ -60,10 +69,10 @@ def validate_method(method: Any) -> tuple[MethodRecord | None, str | None]:
         if key in method and method[key] is not None:
             x = finite(method[key])
             if x is None or not low <= x <= high:
-                return None, f"method.{key}={str(method[key])[:40]!r} is not a number in [{low:g}, {high:g}]"
+                return None, f"method.{key}={_show(method[key])} is not a number in [{low:g}, {high:g}]"
     for key in ("batch_size", "global_batch_size", "epochs", "holdout", "teacher_image_size"):
         if key in method and method[key] is not None and _count(method[key]) is None:
-            return None, f"method.{key}={str(method[key])[:40]!r} is not a non-negative integer"
+            return None, f"method.{key}={_show(method[key])} is not a non-negative integer"
     checks = (
         ("arch", lambda v: isinstance(v, str) and NAME.match(v)),
         ("precision", lambda v: isinstance(v, str) and PRECISIONS.match(v)),
@@ -74,7 +83,7 @@ def validate_method(method: Any) -> tuple[MethodRecord | None, str | None]:
     )
     for key, ok in checks:
         if key in method and method[key] is not None and not ok(method[key]):
-            return None, f"method.{key}={str(method[key])[:40]!r} is not an allowed value"
+            return None, f"method.{key}={_show(method[key])} is not an allowed value"
     known = set(MethodRecord.__annotations__)
     return {k: v for k, v in method.items() if k in known}, None  # type: ignore[return-value]
 
@@ -113,27 +122,27 @@ def validate_summary(summary: dict[str, Any], experiment: str) -> tuple[Summary 
     allow-list pattern or free text that the report escapes.
     """
     if summary.get("status") != "complete":
-        return None, f"status {str(summary.get('status'))[:40]!r}, not 'complete' (the run has not been tested)", []
+        return None, f"status {_show(summary.get('status'))}, not 'complete' (the run has not been tested)", []
     version = summary.get("schema", 0)
     if _count(version) is None or version > SCHEMA_VERSION:
-        return None, f"schema {str(version)[:20]!r} is not one this kdbias reads (0..{SCHEMA_VERSION})", []
+        return None, f"schema {_show(version)} is not one this kdbias reads (0..{SCHEMA_VERSION})", []
     named = summary.get("experiment")
     if named is not None and named != experiment:
-        return None, f"its experiment {str(named)[:60]!r} is not the folder's {experiment!r}", []
+        return None, f"its experiment {_show(named)} is not the folder's {experiment!r}", []
     for key in ("dataset", "preset"):
         value = summary.get(key)
         if not isinstance(value, str) or not NAME.match(value):
-            return None, f"no valid {key} (got {str(value)[:40]!r})", []
+            return None, f"no valid {key} (got {_show(value)})", []
     seed = _count(summary.get("seed"))
     if seed is None:
         return (
             None,
-            f"no integer seed (got {str(summary.get('seed'))[:40]!r}): it cannot be paired with another run",
+            f"no integer seed (got {_show(summary.get('seed'))}): it cannot be paired with another run",
             [],
         )
     test_acc = summary.get("test_acc")
     if test_acc is not None and ((x := finite(test_acc)) is None or not 0.0 <= x <= 1.0):
-        return None, f"test_acc={str(test_acc)[:40]!r} is not a number in [0, 1]: the accuracy itself is bad", []
+        return None, f"test_acc={_show(test_acc)} is not a number in [0, 1]: the accuracy itself is bad", []
     method, why = validate_method(summary.get("method", {"loss": None}))
     if method is None and "method" in summary:
         return None, f"its recorded method does not validate ({why})", []
@@ -149,7 +158,7 @@ def validate_summary(summary: dict[str, Any], experiment: str) -> tuple[Summary 
         if ok:
             target[key] = source[key]
         else:
-            dropped.append(f"{key}={str(source[key])[:40]!r} ({why})")
+            dropped.append(f"{key}={_show(source[key])} ({why})")
 
     for key in FRACTIONS:
         x = finite(summary.get(key))
@@ -194,7 +203,7 @@ def _teacher(summary: dict[str, Any], run: dict[str, Any], dropped: list[str]) -
         if isinstance(value, str) and NAME.match(value):
             out[key] = value
         elif value is not None:
-            dropped.append(f"teacher.{key}={str(value)[:40]!r} (not a plain name)")
+            dropped.append(f"teacher.{key}={_show(value)} (not a plain name)")
     source = teacher.get("source")
     if isinstance(source, str) and len(source) <= 4096:
         out["source"] = source
@@ -202,7 +211,7 @@ def _teacher(summary: dict[str, Any], run: dict[str, Any], dropped: list[str]) -
     if x is not None and 0.0 <= x <= 1.0:
         out["test_acc"] = x
     elif teacher.get("test_acc") is not None:
-        dropped.append(f"teacher.test_acc={str(teacher['test_acc'])[:40]!r} (not a number in [0, 1])")
+        dropped.append(f"teacher.test_acc={_show(teacher['test_acc'])} (not a number in [0, 1])")
     run["teacher"] = out
 
 
@@ -215,7 +224,7 @@ def _attention(summary: dict[str, Any], run: dict[str, Any], dropped: list[str])
             if layer.isdigit() and len(layer) < 4 and x is not None and x >= 0:
                 kept[layer] = x
             else:
-                dropped.append(f"attn_dist.{layer[:20]} (not a finite distance of a numbered layer)")
+                dropped.append(f"attn_dist.{layer[:20]}={_show(value)} (not a finite distance of a numbered layer)")
         run["attn_dist"] = kept
     elif means is not None:
         dropped.append("attn_dist (not a JSON object)")
@@ -246,7 +255,7 @@ def _cka(summary: dict[str, Any], run: dict[str, Any], dropped: list[str]) -> No
             if entry.get(figure) is None:
                 continue
             if finite(entry[figure]) is None:
-                dropped.append(f"cka.{key}.{figure}={str(entry[figure])[:40]!r} (not a finite number)")
+                dropped.append(f"cka.{key}.{figure}={_show(entry[figure])} (not a finite number)")
             else:
                 kept[figure] = float(entry[figure])
         if isinstance(entry.get("teacher"), str) and NAME.match(entry["teacher"]):
