@@ -172,7 +172,7 @@ def write_run(
     if correct is None and isinstance(full.get("test_acc"), float):
         correct = first_correct(full["test_acc"])
     if teacher_correct is None and spec is not None and spec.teacher is not None and full.get("teacher_acc"):
-        teacher_correct = first_correct(full["teacher_acc"])
+        teacher_correct = first_correct(full["teacher_acc"], TEST_IMAGES if correct is None else len(correct))
     if correct is not None and correct is not False:
         write_predictions(run_dir, correct, teacher_correct, full.get("selected_checkpoint", "checkpoints/best.ckpt"))
         full.setdefault("test_images", len(correct))

@@ -77,7 +77,8 @@ def _one_cell(acc: float, n: int = TEST_IMAGES) -> str:
 def _once(acc: float, n: int = TEST_IMAGES) -> str:
     """A teacher measured once: Clopper–Pearson from scipy's binomtest."""
     ci = scipy_stats.binomtest(round(acc * n), n).proportion_ci(0.95, method="exact")
-    return f"{acc * 100:.2f} % (measured once, n=1; 95 % CI [{ci.low * 100:.2f}, {ci.high * 100:.2f}] %, Clopper–Pearson on {n} images)"
+    interval = f"95 % CI [{ci.low * 100:.2f}, {ci.high * 100:.2f}] %, Clopper–Pearson on {n} images"
+    return f"{acc * 100:.2f} % (measured once, n=1; {interval})"
 
 
 # ------------------------------------------------------------------ pairing, statistics
