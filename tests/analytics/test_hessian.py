@@ -1,5 +1,6 @@
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -388,3 +389,92 @@ def test_estimates_are_frozen_and_typed(tiny_mlp):
     with pytest.raises(dataclasses.FrozenInstanceError):
         tr.trace = 0.0
     assert all(p.grad is None for p in params)
+
+
+# --- Honest error bars: coverage at the presets' settings, Lanczos top eigenvalue -----------------
+
+
+def _preset_probes() -> dict[str, int]:
+    """``analytics.hessian_max_iter`` of the paper and smoke presets (the probe counts runs use)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+    out = {}
+    for name, path in (("paper", root / "analytics.yaml"), ("smoke", root / "smoke" / "analytics.yaml")):
+        out[name] = int(yaml.safe_load(path.read_text())["analytics"]["hessian_max_iter"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def softmax_200():
+    """Mean CE of a 10-class linear model on 64 random 20-d points: 200 parameters, exact Hessian."""
+    g = _gen(3)
+    x = torch.randn(64, 20, generator=g, dtype=DT)
+    y = torch.randint(0, 10, (64,), generator=g)
+    w = (0.3 * torch.randn(20, 10, generator=g, dtype=DT)).requires_grad_()
+
+    def loss(weight):
+        return F.cross_entropy(x @ weight, y)
+
+    exact = torch.autograd.functional.hessian(loss, w.detach()).reshape(200, 200).numpy()
+    return (lambda: loss(w)), [w], exact
+
+
+@pytest.mark.parametrize(
+    ("preset", "model"),
+    [
+        ("smoke", "tiny_mlp"),
+        ("paper", "tiny_mlp"),
+        ("smoke", "softmax_200"),
+        pytest.param("paper", "softmax_200", marks=pytest.mark.slow),  # ~30 s on a busy CPU
+    ],
+)
+def test_trace_interval_covers_the_exact_trace(preset, model, request):
+    """trace ± t(0.975, P-1) · stderr with the preset's fixed P probes (tol=0, as HessianCallback
+    runs it) contains the exact trace in >= 93 % of 200 independent starts (nominal 95 %)."""
+    from scipy import stats
+
+    loss_fn, params, exact = request.getfixturevalue(model)
+    probes = _preset_probes()[preset]
+    truth = float(np.trace(exact))
+    t = stats.t.ppf(0.975, probes - 1)
+    starts = 200
+    hits = 0
+    for seed in range(starts):
+        est = hessian_trace_estimate(loss_fn, params, max_iter=probes, tol=0.0, seed=1000 + seed)
+        assert est.num_probes == probes
+        hits += abs(est.trace - truth) <= t * est.stderr
+    print(f"coverage {preset} ({probes} probes) on {model}: {hits / starts:.1%}")
+    assert hits / starts >= 0.93, f"{preset} ({probes} probes) on {model}: coverage {hits / starts:.1%}"
+
+
+def test_lanczos_certificate_is_about_the_top_eigenvalue(softmax_200):
+    """Over 100 starts, the callback's default budget (50 steps, tol 1e-3) converges and the
+    exact largest eigenvalue lies within the residual bound of the estimate."""
+    from kdbias.analytics.lanczos import hessian_top_eigenvalue_lanczos
+
+    loss_fn, params, exact = softmax_200
+    top = float(np.linalg.eigvalsh(exact)[-1])
+    inside = 0
+    for seed in range(100):
+        est = hessian_top_eigenvalue_lanczos(loss_fn, params, max_iter=50, tol=1e-3, seed=seed)
+        assert est.converged and est.num_iterations < 50
+        assert est.eigenvalue <= top * (1 + 1e-9)  # Ritz values interlace: never above the top
+        inside += top - est.eigenvalue <= est.residual * abs(est.eigenvalue) + 1e-12
+    assert inside >= 95
+
+
+def test_lanczos_exact_on_small_and_zero_hessians(tiny_mlp):
+    from kdbias.analytics.lanczos import hessian_top_eigenvalue_lanczos
+
+    loss_fn, params, exact = tiny_mlp
+    est = hessian_top_eigenvalue_lanczos(loss_fn, params, max_iter=40, tol=0.0, seed=1)
+    assert est.eigenvalue == pytest.approx(np.linalg.eigvalsh(exact)[-1], rel=1e-9)
+    assert est.num_iterations <= 17 and est.converged  # 17 parameters: the Krylov space is exhausted
+    diag = torch.tensor([1.0, -7.0, 3.0], dtype=DT, requires_grad=True)
+    quad = hessian_top_eigenvalue_lanczos(lambda: 0.5 * (torch.tensor([1.0, -7.0, 3.0], dtype=DT) * diag**2).sum(),
+                                          [diag], max_iter=10, tol=0.0)  # fmt: skip
+    assert quad.eigenvalue == pytest.approx(3.0, rel=1e-12)  # the largest, not the largest in magnitude
+    lin = torch.randn(3, dtype=DT, requires_grad=True)
+    zero = hessian_top_eigenvalue_lanczos(lambda: lin.sum(), [lin], max_iter=4, tol=0.0)
+    assert zero.eigenvalue == 0.0 and zero.residual == 0.0 and zero.converged
