@@ -28,7 +28,7 @@ class TeacherKNNCallback(AnalyticsCallback):
     end after the sanity check (or the first epoch end if validation does not run); the
     value is kept in the checkpoint, so a resumed run does not measure again.
 
-    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ..., "teacher_knn_images": num_val}``
+    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ..., "teacher_knn_images": test images scored}``
     once measured.
     """
 
@@ -97,7 +97,7 @@ class TeacherKNNCallback(AnalyticsCallback):
     @override
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         acc = self.compute(trainer, pl_module)
-        self.last = {"teacher_acc": acc}
+        self.last = {"teacher_acc": acc, "teacher_knn_images": int(len(self.subset("test")[1]))}
         return {"teacher/knn_acc": acc}
 
     @override
@@ -105,4 +105,4 @@ class TeacherKNNCallback(AnalyticsCallback):
         # Nothing until measured, so as not to blank a teacher/acc that SummaryCallback found.
         if "teacher_acc" not in self.last:
             return {}
-        return {"teacher_acc": self.last["teacher_acc"], "teacher_knn_images": self.num_val}
+        return {"teacher_acc": self.last["teacher_acc"], "teacher_knn_images": self.last.get("teacher_knn_images")}
