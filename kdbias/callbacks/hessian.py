@@ -68,8 +68,9 @@ class HessianCallback(AnalyticsCallback):
     Trace: exactly ``max_iter`` Rademacher probes (no early stop, ``tol=0``), so its standard
     error and the 95 % interval ``trace ± t(0.975, max_iter - 1) · stderr`` are those of a
     fixed sample. Top eigenvalue: :func:`~kdbias.analytics.lanczos.hessian_top_eigenvalue_lanczos`
-    with at most ``eig_max_iter`` steps, stopped when both the Ritz value's relative change
-    and the relative residual are below ``tol``.
+    with at most ``eig_max_iter`` steps (default: ``max_iter``, the same budget of
+    Hessian-vector products), stopped when both the Ritz value's relative change and the
+    relative residual are below ``tol``; ``hessian_top_eig_converged`` says whether it was.
 
     Logs ``hessian/trace``, ``hessian/trace_stderr`` (Hutchinson standard error over the
     probes), ``hessian/top_eig`` and ``hessian/top_eig_residual`` (relative residual
@@ -91,9 +92,10 @@ class HessianCallback(AnalyticsCallback):
         tol: float = 1e-3,
         seed: int = 0,
         subset_seed: int = 0,
-        eig_max_iter: int = 50,
+        eig_max_iter: int | None = None,
     ) -> None:
         super().__init__(every_n_epochs, subset_seed)
+        eig_max_iter = max_iter if eig_max_iter is None else eig_max_iter
         if num_images < 1 or batch_size < 1 or max_iter < 2 or eig_max_iter < 2:
             raise ValueError(
                 "num_images and batch_size must be >= 1, max_iter (probes) and eig_max_iter >= 2, got "

@@ -245,6 +245,33 @@ def _rademacher_probe_values(hess, params, n, seed):
     return np.array(values)
 
 
+def _settled(prev, cur, tol):
+    """PyHessian's rule, written out: relative change of the running value below tol."""
+    return abs(cur - prev) / (abs(prev) + 1e-6) < tol
+
+
+def _written_out_stop(values, tol):
+    """Running mean of the probe values and the probe count at which the rule stops."""
+    means = np.cumsum(values) / np.arange(1, len(values) + 1)
+    for t in range(2, len(values) + 1):
+        if _settled(means[t - 2], means[t - 1], tol):
+            return means[t - 1], t
+    return means[-1], len(values)
+
+
+def _rayleigh_quotients(hess, params, steps, seed):
+    """The Rayleigh quotient of each written-out power-iteration step (same start as below)."""
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.cat([torch.randn(p.shape, generator=gen, dtype=DT).reshape(-1) for p in params]).numpy()
+    v = v / np.linalg.norm(v)
+    out = []
+    for _ in range(steps):
+        hv = hess @ v
+        out.append(v @ hv)
+        v = hv / np.linalg.norm(hv)
+    return out
+
+
 def _power_iteration(hess, params, steps, seed):
     """Written-out power iteration from the Gaussian start hessian_top_eigenvalue draws.
 
@@ -313,7 +340,11 @@ def test_trace_estimate_same_probes_and_stopping_as_hessian_trace(max_iter, tol,
     calls = _count_hvps(monkeypatch)
     est = hessian_trace_estimate(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
     assert est.num_probes == len(calls)
-    assert hessian_trace(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed) == est.trace
+    # against the exact Hessian (A) with the stopping rule written out, not against the estimator
+    values = _rademacher_probe_values(_spd(20).numpy(), params, max_iter, seed)
+    mean, stop = _written_out_stop(values, tol)
+    assert est.num_probes == stop and est.trace == pytest.approx(mean, rel=1e-10)
+    assert hessian_trace(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed) == pytest.approx(mean, rel=1e-10)
     if tol == 0.0:
         assert est.num_probes == max_iter
 
@@ -369,7 +400,12 @@ def test_eigen_estimate_same_iteration_as_hessian_top_eigenvalue(max_iter, tol, 
     est = hessian_top_eigenvalue_estimate(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
     # The residual reuses the last product: one Hessian-vector product per iteration.
     assert est.num_iterations == len(calls)
-    assert hessian_top_eigenvalue(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed) == est.eigenvalue
+    # against power iteration on the exact Hessian (A), its stopping rule written out
+    rayleigh = _rayleigh_quotients(_spd(20).numpy(), params, max_iter, seed)
+    stop = next((t for t in range(2, max_iter + 1) if _settled(rayleigh[t - 2], rayleigh[t - 1], tol)), max_iter)
+    assert est.num_iterations == stop and est.eigenvalue == pytest.approx(rayleigh[stop - 1], rel=1e-10)
+    got = hessian_top_eigenvalue(loss_fn, params, max_iter=max_iter, tol=tol, seed=seed)
+    assert got == pytest.approx(rayleigh[stop - 1], rel=1e-10)
     if tol == 0.0:
         assert est.num_iterations == max_iter
 
