@@ -31,6 +31,7 @@ from kdbias.callbacks import (
     GeneralisationGapCallback,
     HessianCallback,
     NonFiniteGuard,
+    PredictionsCallback,
     RNGStateCallback,
     SummaryCallback,
     TeacherKNNCallback,
@@ -164,6 +165,7 @@ def run_callbacks(
         LearningRateMonitor(logging_interval="step"),
         NonFiniteGuard(check_every_n_steps=log_every_n_steps),
         RNGStateCallback(),
+        PredictionsCallback(),
     ]
     if has_validation:
         callbacks.insert(

@@ -280,6 +280,7 @@ def _record(plan: RunPlan, module: L.LightningModule, datamodule: Any, trainer: 
         "epochs": trainer.max_epochs,
         "holdout": datamodule.num_val if datamodule.has_validation else 0,
         "precision": str(trainer.precision),
+        "mix": datamodule.mix,  # CutMix / Mixup of the training batches (None: none)
     }
     teacher = module.teacher
     return {

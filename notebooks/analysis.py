@@ -57,6 +57,7 @@ from kdbias.report import (
     pct,
     read_scalars,
     source_line,
+    t_ppf,
 )
 
 sns.set_theme(context="notebook", style="whitegrid")
@@ -266,8 +267,8 @@ else:
 # ## Hessian curvature
 #
 # Trace (Hutchinson) of the training-loss Hessian at the end of training: mean with the
-# 95 % Student-t interval over seeds, or for a single run ± 1.96 × its Hutchinson standard
-# error. Hatched bars are not significant (the interval contains 0).
+# 95 % Student-t interval over seeds, or for a single run ± t(0.975, probes − 1) × its
+# Hutchinson standard error. Hatched bars are not significant (the interval contains 0).
 
 # %%
 bars = []
@@ -280,7 +281,8 @@ for name in registry.STUDENTS:
         error = stat.half_width
     else:
         run = next(r for r in agg.runs[name] if r["seed"] in traces)
-        error = 1.96 * (run.get("hessian_trace_stderr") or 0.0)
+        probes = run.get("hessian_trace_probes") or 0
+        error = t_ppf(0.975, probes - 1) * (run.get("hessian_trace_stderr") or 0.0) if probes > 1 else 0.0
     bars.append((name, stat.mean, error, hessian_trace(agg, name)[1]))
 if not bars:
     print("Hessian plot skipped: no run has hessian_trace yet.")

@@ -7,6 +7,7 @@ from kdbias.callbacks.generalisation import GeneralisationGapCallback
 from kdbias.callbacks.hessian import HessianCallback
 from kdbias.callbacks.metrics_csv import EpochMetricsCSV
 from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
+from kdbias.callbacks.predictions import PredictionsCallback
 from kdbias.callbacks.progress import EpochLineProgress
 from kdbias.callbacks.rng import RNGStateCallback
 from kdbias.callbacks.summary import SummaryCallback
@@ -22,6 +23,7 @@ __all__ = [
     "HessianCallback",
     "NonFiniteGuard",
     "NonFiniteLossError",
+    "PredictionsCallback",
     "RNGStateCallback",
     "SummaryCallback",
     "TeacherKNNCallback",

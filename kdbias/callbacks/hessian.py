@@ -7,16 +7,13 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from scipy import stats as scipy_stats
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from typing_extensions import override
 
-from kdbias.analytics.hessian import (
-    EigenEstimate,
-    TraceEstimate,
-    hessian_top_eigenvalue_estimate,
-    hessian_trace_estimate,
-)
+from kdbias.analytics.hessian import TraceEstimate, hessian_trace_estimate
+from kdbias.analytics.lanczos import LanczosEstimate, hessian_top_eigenvalue_lanczos
 from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.models import unwrap_model
 
@@ -54,7 +51,7 @@ def student_ce_loss_fn(pl_module: L.LightningModule, images: Tensor, labels: Ten
 
 
 class HessianCallback(AnalyticsCallback):
-    """Hutchinson trace and power-iteration top eigenvalue of the student's CE Hessian.
+    """Hutchinson trace and Lanczos top eigenvalue of the student's CE Hessian.
 
     Loss: mean cross-entropy of the student (``pl_module.model``) over ``num_images``
     fixed, unaugmented training images (seeded subset), summed over chunks of
@@ -69,11 +66,19 @@ class HessianCallback(AnalyticsCallback):
     once more at the end of training (``on_train_end``, with the model still on its
     device), unless the last measurement was at the same global step.
 
+    Trace: exactly ``max_iter`` Rademacher probes (no early stop, ``tol=0``), so its standard
+    error and the 95 % interval ``trace ± t(0.975, max_iter - 1) · stderr`` are those of a
+    fixed sample. Top eigenvalue: :func:`~kdbias.analytics.lanczos.hessian_top_eigenvalue_lanczos`
+    with at most ``eig_max_iter`` steps (default: ``max_iter``, the same budget of
+    Hessian-vector products), stopped when both the Ritz value's relative change and the
+    relative residual are below ``tol``; ``hessian_top_eig_converged`` says whether it was.
+
     Logs ``hessian/trace``, ``hessian/trace_stderr`` (Hutchinson standard error over the
     probes), ``hessian/top_eig`` and ``hessian/top_eig_residual`` (relative residual
-    ``||Hv - lambda v|| / |lambda|`` of the power iteration); ``summary_items()``: the same as
-    ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_trace_probes``,
-    ``hessian_top_eig``, ``hessian_top_eig_residual`` (latest values).
+    ``||Hv - θv|| / |θ|`` of the Ritz pair); ``summary_items()``: ``hessian_trace``,
+    ``hessian_trace_stderr``, ``hessian_trace_probes``, ``hessian_trace_t`` (the t quantile
+    of the interval), ``hessian_top_eig``, ``hessian_top_eig_residual``,
+    ``hessian_top_eig_iterations``, ``hessian_top_eig_converged`` (latest values).
 
     Memory: the graph of the loss over all ``num_images`` is held for the double
     backward; lower ``num_images`` if it does not fit.
@@ -88,14 +93,20 @@ class HessianCallback(AnalyticsCallback):
         tol: float = 1e-3,
         seed: int = 0,
         subset_seed: int = 0,
+        eig_max_iter: int | None = None,
     ) -> None:
         super().__init__(every_n_epochs, subset_seed)
-        if num_images < 1 or batch_size < 1 or max_iter < 1:
+        eig_max_iter = max_iter if eig_max_iter is None else eig_max_iter
+        if num_images < 1 or batch_size < 1 or max_iter < 2 or eig_max_iter < 2:
             raise ValueError(
-                f"num_images, batch_size and max_iter must be >= 1, got {num_images}, {batch_size}, {max_iter}"
+                "num_images and batch_size must be >= 1, max_iter (probes) and eig_max_iter >= 2, got "
+                f"{num_images}, {batch_size}, {max_iter}, {eig_max_iter}"
             )
+        if tol < 0:
+            raise ValueError(f"tol must be >= 0, got {tol}")
         self.num_images, self.batch_size = int(num_images), int(batch_size)
         self.max_iter, self.tol, self.seed = int(max_iter), float(tol), int(seed)
+        self.eig_max_iter = int(eig_max_iter)
         self.subsets = {"train": ("train", self.num_images)}
 
     def _key_items(self) -> dict[str, Any]:
@@ -118,8 +129,8 @@ class HessianCallback(AnalyticsCallback):
     def params(self, pl_module: L.LightningModule) -> list[Tensor]:
         return [p for p in pl_module.model.parameters() if p.requires_grad]
 
-    def compute(self, pl_module: L.LightningModule) -> tuple[TraceEstimate, EigenEstimate]:
-        """Trace and top-eigenvalue estimates at the module's current weights."""
+    def compute(self, pl_module: L.LightningModule) -> tuple[TraceEstimate, LanczosEstimate]:
+        """Trace (``max_iter`` probes) and top-eigenvalue (Lanczos) estimates at the current weights."""
         with (
             torch.inference_mode(False),
             torch.enable_grad(),
@@ -127,9 +138,10 @@ class HessianCallback(AnalyticsCallback):
             sdpa_kernel(SDPBackend.MATH),
         ):
             loss_fn, params = self.loss_fn(pl_module), self.params(pl_module)
-            kw = dict(max_iter=self.max_iter, tol=self.tol, seed=self.seed)
-            trace = hessian_trace_estimate(loss_fn, params, **kw)
-            top = hessian_top_eigenvalue_estimate(loss_fn, params, **kw)
+            trace = hessian_trace_estimate(loss_fn, params, max_iter=self.max_iter, tol=0.0, seed=self.seed)
+            top = hessian_top_eigenvalue_lanczos(
+                loss_fn, params, max_iter=self.eig_max_iter, tol=self.tol, seed=self.seed
+            )
         return trace, top
 
     @override
@@ -139,8 +151,11 @@ class HessianCallback(AnalyticsCallback):
             "hessian_trace": trace.trace,
             "hessian_trace_stderr": trace.stderr,
             "hessian_trace_probes": trace.num_probes,
+            "hessian_trace_t": float(scipy_stats.t.ppf(0.975, trace.num_probes - 1)),
             "hessian_top_eig": top.eigenvalue,
             "hessian_top_eig_residual": top.residual,
+            "hessian_top_eig_iterations": top.num_iterations,
+            "hessian_top_eig_converged": top.converged,
         }
         return {
             "hessian/trace": trace.trace,
@@ -167,7 +182,10 @@ class HessianCallback(AnalyticsCallback):
             "hessian_trace",
             "hessian_trace_stderr",
             "hessian_trace_probes",
+            "hessian_trace_t",
             "hessian_top_eig",
             "hessian_top_eig_residual",
+            "hessian_top_eig_iterations",
+            "hessian_top_eig_converged",
         )
         return {key: self.last.get(key) for key in keys}

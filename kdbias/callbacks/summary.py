@@ -11,7 +11,9 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from kdbias.callbacks.base import AnalyticsCallback
 from kdbias.runs import SUMMARY_FILE, atomic_write_json
+from kdbias.schema import SCHEMA_VERSION, SummaryContributor
 
 __all__ = ["SummaryCallback", "merge_items"]
 
@@ -29,16 +31,21 @@ def merge_items(summary: dict[str, Any], items: dict[str, Any]) -> None:
 class SummaryCallback(Callback):
     """Track the held-out validation accuracy per epoch and write ``<log_dir>/summary.json``.
 
-    Keys written at fit end: ``experiment``, ``dataset``, ``preset``, ``seed``, ``status``
+    The record is :class:`kdbias.schema.Summary` (version ``schema``). Keys written at fit
+    end: ``schema`` (:data:`~kdbias.schema.SCHEMA_VERSION`), ``experiment``, ``dataset``,
+    ``preset``, ``seed``, ``status``
     (``"trained"``; the experiment runner sets ``"complete"`` once the test split is
     evaluated, see :meth:`update`), ``epochs_completed``, ``val_acc`` (last epoch, held-out
-    split, fraction in [0, 1]), ``best_val_acc``, ``best_epoch`` (0-based), ``train_time_s``
+    split, fraction in [0, 1]), ``val_images`` (held-out images of the last validation
+    pass: the count actually evaluated), ``best_val_acc``, ``best_epoch`` (0-based), ``train_time_s``
     (wall-clock seconds of ``fit``, summed over resumes, analytics included),
     ``analytics_time_s`` (the part spent in the analytics callbacks),
     ``student_init_sha256`` (the module's, when it has one), ``teacher_acc`` (the k-NN
     accuracy of a headless teacher from :class:`~kdbias.callbacks.TeacherKNNCallback`; else
-    null until the runner records the teacher's test accuracy), plus ``extra`` and what every callback with a
-    ``summary_items() -> dict`` method reports (the analytics).
+    null until the runner records the teacher's test accuracy), plus ``extra`` and what every callback that is a
+    :class:`~kdbias.schema.SummaryContributor` reports (the analytics). :meth:`update` (the runner,
+    after the test) adds ``test_images`` (images of the latest test pass) and the contributors'
+    items again (the test predictions file is written during the test).
 
     Written on global rank 0 only, atomically (a temporary file renamed). Best-epoch
     tracking and elapsed time live in ``state_dict`` so a resumed run reports the whole run.
@@ -55,6 +62,10 @@ class SummaryCallback(Callback):
         self.elapsed_before_s = 0.0
         self._fit_start: float | None = None
         self._path: Path | None = None
+        self._callbacks: list[Any] = []
+        self.val_images = 0
+        self.test_images = 0
+        self._counting = 0
         self.written: dict[str, Any] = {}
 
     @property
@@ -70,6 +81,43 @@ class SummaryCallback(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         log_dir = trainer.log_dir  # a broadcast from rank 0 under DDP: every rank must read it
         self._path = None if log_dir is None or not trainer.is_global_zero else Path(log_dir) / SUMMARY_FILE
+        self._callbacks = [c for c in trainer.callbacks if c is not self]
+
+    @override
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._counting = 0
+
+    @override
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._counting += int(batch[1].shape[0])
+
+    @override
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._counting = 0
+
+    @override
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._counting += int(batch[1].shape[0])
+
+    @override
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.test_images = self._counting * trainer.world_size
 
     @override
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -81,6 +129,7 @@ class SummaryCallback(Callback):
         if trainer.sanity_checking or "val/acc" not in trainer.callback_metrics:
             return
         acc = float(trainer.callback_metrics["val/acc"])
+        self.val_images = self._counting * trainer.world_size
         self.last_val_acc = acc
         if math.isfinite(acc) and (self.best_val_acc is None or acc > self.best_val_acc):
             self.best_val_acc, self.best_epoch = acc, trainer.current_epoch
@@ -92,7 +141,13 @@ class SummaryCallback(Callback):
         self._fit_start, self.elapsed_before_s = None, self.elapsed_s()
 
     def update(self, **items: Any) -> dict[str, Any]:
-        """Add ``items`` to the written summary and rewrite it (rank 0); returns the summary."""
+        """Add ``items``, ``test_images`` and the contributors' latest items to the written
+        summary and rewrite it (rank 0); returns the summary."""
+        for callback in self._callbacks:
+            if isinstance(callback, SummaryContributor):
+                merge_items(self.written, callback.summary_items())
+        if self.test_images:
+            self.written["test_images"] = self.test_images
         merge_items(self.written, items)
         self._write()
         return self.written
@@ -103,6 +158,7 @@ class SummaryCallback(Callback):
 
     def summary(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         summary: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
             "experiment": self.experiment,
             "dataset": self.dataset,
             "preset": self.preset,
@@ -112,6 +168,7 @@ class SummaryCallback(Callback):
             "val_acc": self.last_val_acc,
             "best_val_acc": self.best_val_acc,
             "best_epoch": self.best_epoch,
+            "val_images": self.val_images,
             "train_time_s": round(self.elapsed_s(), 3),
             "student_init_sha256": getattr(pl_module, "student_init_sha256", None),
             "teacher_acc": None,
@@ -119,9 +176,10 @@ class SummaryCallback(Callback):
         merge_items(summary, self.extra)
         analytics_s = 0.0
         for callback in trainer.callbacks:
-            if callback is not self and hasattr(callback, "summary_items"):
+            if callback is not self and isinstance(callback, SummaryContributor):
                 merge_items(summary, callback.summary_items())
-                analytics_s += getattr(callback, "elapsed_s", 0.0)
+            if isinstance(callback, AnalyticsCallback):
+                analytics_s += callback.elapsed_s
         summary["analytics_time_s"] = round(analytics_s, 3)
         return summary
 
@@ -132,6 +190,7 @@ class SummaryCallback(Callback):
             "best_epoch": self.best_epoch,
             "last_val_acc": self.last_val_acc,
             "elapsed_s": self.elapsed_s(),
+            "val_images": self.val_images,
         }
 
     @override
@@ -140,3 +199,4 @@ class SummaryCallback(Callback):
         self.best_epoch = state_dict["best_epoch"]
         self.last_val_acc = state_dict["last_val_acc"]
         self.elapsed_before_s = state_dict["elapsed_s"]
+        self.val_images = int(state_dict.get("val_images", 0))

@@ -28,7 +28,8 @@ class TeacherKNNCallback(AnalyticsCallback):
     end after the sanity check (or the first epoch end if validation does not run); the
     value is kept in the checkpoint, so a resumed run does not measure again.
 
-    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ...}`` once measured.
+    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ..., "teacher_knn_images": test images scored}``
+    once measured.
     """
 
     def __init__(
@@ -100,10 +101,12 @@ class TeacherKNNCallback(AnalyticsCallback):
     @override
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         acc = self.compute(trainer, pl_module)
-        self.last = {"teacher_acc": acc}
+        self.last = {"teacher_acc": acc, "teacher_knn_images": int(len(self.subset("test")[1]))}
         return {"teacher/knn_acc": acc}
 
     @override
     def summary_items(self) -> dict[str, Any]:
         # Nothing until measured, so as not to blank a teacher/acc that SummaryCallback found.
-        return {"teacher_acc": self.last["teacher_acc"]} if "teacher_acc" in self.last else {}
+        if "teacher_acc" not in self.last:
+            return {}
+        return {"teacher_acc": self.last["teacher_acc"], "teacher_knn_images": self.last.get("teacher_knn_images")}

@@ -11,8 +11,9 @@ the runs recorded them, Phase 1 (teachers), Phase 2 (distillation, paired Δs), 
 Modules:
 
 - :mod:`~kdbias.report.load`: reading and checking ``summary.json`` (:func:`load_runs`), TensorBoard
-  scalars (:func:`read_scalars`);
-- :mod:`~kdbias.report.stats`: Student-t intervals, paired differences, verdicts (pure functions);
+  scalars (:func:`read_scalars`), per-image test predictions;
+- :mod:`~kdbias.report.stats`: intervals over seeds and test images, paired differences, binomial
+  intervals, verdicts (pure functions, SciPy's distributions);
 - :mod:`~kdbias.report.aggregate`: which runs are reported (:func:`aggregate`, :class:`Aggregate`);
 - :mod:`~kdbias.report.findings`: the plan's expectations as verdicts (:func:`findings`);
 - :mod:`~kdbias.report.cells`, :mod:`~kdbias.report.markdown`, :mod:`~kdbias.report.analytics`: the document
@@ -31,7 +32,16 @@ from kdbias.report.cli import build_parser, main, write_report
 from kdbias.report.findings import BASELINE, attention_label, distilled, findings
 from kdbias.report.load import ReportWarning, check_summary, load_runs, read_scalars
 from kdbias.report.markdown import HOW_TO_READ, render_report, source_line
-from kdbias.report.stats import Estimate, normal_interval, paired_delta, summarize, t_ppf, verdict
+from kdbias.report.stats import (
+    Estimate,
+    accuracy_estimate,
+    binomial_interval,
+    paired_accuracy_delta,
+    paired_delta,
+    summarize,
+    t_ppf,
+    verdict,
+)
 
 __all__ = [
     "BASELINE",
@@ -40,6 +50,9 @@ __all__ = [
     "PLAN_LAYERS",
     "Aggregate",
     "Estimate",
+    "accuracy_estimate",
+    "binomial_interval",
+    "paired_accuracy_delta",
     "ReportWarning",
     "aggregate",
     "attention_label",
@@ -53,7 +66,6 @@ __all__ = [
     "label",
     "load_runs",
     "main",
-    "normal_interval",
     "paired_delta",
     "pct",
     "pp",

@@ -21,9 +21,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdbias import registry
-from kdbias.report.stats import Estimate, finite, paired_delta, summarize
+from kdbias.report.stats import (
+    Estimate,
+    accuracy_estimate,
+    accuracy_estimate_binomial,
+    binomial_interval,
+    finite,
+    paired_accuracy_delta,
+    paired_delta,
+    paired_delta_binomial,
+    summarize,
+)
 
-__all__ = ["PLAN_LAYERS", "Aggregate", "aggregate", "controls_of", "label", "value_at"]
+__all__ = ["PLAN_LAYERS", "Aggregate", "Once", "aggregate", "controls_of", "label", "value_at"]
 
 PLAN_LAYERS: tuple[int, ...] = (3, 6, 9, 11)  # the plan's attention-distance layers
 NO_SIGNATURE = "(no config_signature)"
@@ -58,6 +68,39 @@ def _signature(run: dict[str, Any]) -> str:
         return signature
     method = json.dumps(run.get("method"), sort_keys=True, default=str)
     return f"{NO_SIGNATURE}; method {hashlib.sha256(method.encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class Once:
+    """A quantity measured once (a teacher checkpoint's accuracy), shown once.
+
+    ``value``: the fraction; ``k`` / ``images``: correct and measured test images (``None``
+    when the count was not recorded); ``low`` / ``high``: its Clopper–Pearson interval;
+    ``kind``: ``"test"`` (the teacher's classifier on the test split) or ``"k-NN"``;
+    ``random``: the teacher had random weights (a smoke run); ``values``: every distinct
+    value the runs recorded (more than one: the students did not all use one measurement).
+    """
+
+    value: float
+    k: int | None
+    images: int | None
+    low: float | None
+    high: float | None
+    kind: str
+    random: bool
+    values: tuple[float, ...]
+
+
+def _correct(run: dict[str, Any], teacher: bool = False) -> Any:
+    predictions = run.get("predictions")
+    if predictions is None:
+        return None
+    return predictions.teacher_correct if teacher else predictions.correct
+
+
+def _labels(run: dict[str, Any]) -> Any:
+    predictions = run.get("predictions")
+    return None if predictions is None else predictions.label
 
 
 @dataclass
@@ -101,15 +144,71 @@ class Aggregate:
 
     def stat(self, name: str, path: str) -> Estimate | None:
         """Mean ± t-CI over seeds of the number at ``path``; ``None`` without data."""
-        return summarize(self.by_seed(name, path).values())
+        values = self.by_seed(name, path)
+        return summarize(values.values(), seeds=values.keys())
+
+    def seed_set(self) -> tuple[int, ...]:
+        """Every seed of a selected student run: the experiment's full set of seeds."""
+        return tuple(sorted({r["seed"] for n in registry.STUDENTS for r in self.runs.get(n, [])}))
+
+    def _per_image(self, names: Sequence[str], seeds: Sequence[int]) -> dict[str, dict[int, Any]] | None:
+        """``{name: {seed: correct}}`` when every run of ``names`` at ``seeds`` has per-image
+        predictions on the same labelled test images; else ``None``."""
+        out: dict[str, dict[int, Any]] = {}
+        labels = None
+        for name in names:
+            runs = {r["seed"]: r for r in self.runs.get(name, [])}
+            out[name] = {}
+            for seed in seeds:
+                run = runs.get(seed)
+                correct = None if run is None else _correct(run)
+                if correct is None:
+                    return None
+                if labels is None:
+                    labels = _labels(run)
+                elif not _same(labels, _labels(run)):
+                    return None
+                out[name][seed] = correct
+        return out
+
+    def _images(self, names: Sequence[str]) -> int | None:
+        """The test-image count every selected run of ``names`` recorded (one value), else ``None``."""
+        counts = set()
+        for name in names:
+            for run in self.runs.get(name, []):
+                predictions = run.get("predictions")
+                count = predictions.num_images if predictions is not None else run.get("test_images")
+                counts.add(count if isinstance(count, int) else None)
+        return counts.pop() if len(counts) == 1 else None
 
     def acc(self, name: str) -> Estimate | None:
-        """Test accuracy (``test_acc``: official test split, selected checkpoint), fraction."""
-        return self.stat(name, "test_acc")
+        """Test accuracy (``test_acc``: official test split, selected checkpoint), fraction,
+        over seeds, with the seed and test-image interval (:mod:`kdbias.report.stats`)."""
+        accs = self.by_seed(name, "test_acc")
+        if not accs:
+            return None
+        per_image = self._per_image([name], sorted(accs))
+        if per_image is not None:
+            return accuracy_estimate(per_image[name])
+        images = self._images([name])
+        if images is not None:
+            return accuracy_estimate_binomial(accs, images)
+        return summarize(accs.values(), seeds=accs.keys())
 
     def delta(self, name: str, reference: str, path: str = "test_acc") -> Estimate | None:
-        """``name - reference`` paired by seed at ``path`` (n = number of shared seeds)."""
-        return paired_delta(self.by_seed(name, path), self.by_seed(reference, path))
+        """``name - reference`` paired by seed at ``path`` (n = number of shared seeds); for
+        ``test_acc`` image by image on the same test images when both have predictions."""
+        a, b = self.by_seed(name, path), self.by_seed(reference, path)
+        if path != "test_acc":
+            return paired_delta(a, b)
+        seeds = sorted(s for s in a if s in b)
+        if not seeds:
+            return None
+        per_image = self._per_image([name, reference], seeds)
+        if per_image is not None:
+            return paired_accuracy_delta(per_image[name], per_image[reference])
+        images = self._images([name, reference])
+        return paired_delta_binomial(a, b, images) if images is not None else paired_delta(a, b)
 
     def attention_by_seed(self, name: str) -> dict[int, float]:
         """Per seed: mean of ``attn_dist`` over :data:`PLAN_LAYERS` (runs missing one are left out)."""
@@ -143,18 +242,57 @@ class Aggregate:
                 names.append(value)
         return names
 
-    def teacher_acc(self, name: str) -> tuple[Estimate | None, str]:
-        """The teacher accuracy the student runs recorded, and what it is.
-
-        ``("test", ...)``: ``teacher.test_acc``, the teacher checkpoint evaluated on the test
-        split inside the student run; ``("k-NN", ...)``: a headless teacher's weighted k-NN
-        accuracy (``teacher_acc`` without ``teacher.test_acc``). ``(None, "")`` without data.
-        """
+    def teacher_acc(self, name: str) -> Once | None:
+        """The accuracy of the teacher ``name``'s students used, measured once: ``teacher.test_acc``
+        (its classifier on the test split, inside the student run) or a headless teacher's
+        weighted k-NN accuracy (``teacher_acc`` without ``teacher.test_acc``). The student
+        runs repeat one measurement of one frozen checkpoint: it is not averaged over them."""
+        runs = self.runs.get(name, [])
         tested = self.by_seed(name, "teacher.test_acc")
-        if tested:
-            return summarize(tested.values()), "test"
-        knn = self.by_seed(name, "teacher_acc")
-        return (summarize(knn.values()), "k-NN") if knn else (None, "")
+        kind, values = ("test", tested) if tested else ("k-NN", self.by_seed(name, "teacher_acc"))
+        if not values:
+            return None
+        distinct = tuple(sorted(set(values.values())))
+        value = distinct[0] if len(distinct) == 1 else values[min(values)]
+        k = images = None
+        first = next(r for r in runs if r["seed"] == min(values))
+        if kind == "test":
+            correct = _correct(first, teacher=True)
+            if correct is not None:
+                k, images = int(correct.sum()), int(correct.shape[0])
+            elif isinstance(first.get("test_images"), int):
+                images = first["test_images"]
+                k = round(value * images)
+        elif isinstance(first.get("teacher_knn_images"), int):
+            images = first["teacher_knn_images"]
+            k = round(value * images)
+        low = high = None
+        if k is not None and images:
+            low, high = binomial_interval(k, images)
+        random = any(value_at(r, "teacher.source") == "random" for r in runs)
+        return Once(value, k, images, low, high, kind, random, distinct)
+
+    def once(self, name: str) -> Once | None:
+        """A single run's test accuracy (a teacher experiment trained once) as :class:`Once`."""
+        runs = self.runs.get(name, [])
+        if len(runs) != 1 or finite(runs[0].get("test_acc")) is None:
+            return None
+        run = runs[0]
+        value = float(run["test_acc"])
+        correct = _correct(run)
+        if correct is not None:
+            k, images = int(correct.sum()), int(correct.shape[0])
+        elif isinstance(run.get("test_images"), int):
+            images = run["test_images"]
+            k = round(value * images)
+        else:
+            k = images = None
+        low, high = binomial_interval(k, images) if k is not None and images else (None, None)
+        return Once(value, k, images, low, high, "test", False, (value,))
+
+    def random_teachers(self) -> list[str]:
+        """Experiments whose selected runs used a random-weight teacher (``teacher.source`` "random")."""
+        return [n for n, runs in self.runs.items() if any(value_at(r, "teacher.source") == "random" for r in runs)]
 
     def cka_keys(self, name: str) -> list[str]:
         """The CKA comparisons (keys of ``cka``) of ``name``'s runs, in order of appearance."""
@@ -164,6 +302,10 @@ class Aggregate:
                 if key not in keys:
                     keys.append(key)
         return keys
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a is not None and b is not None and a.shape == b.shape and bool((a == b).all())
 
 
 def _pair(run: dict[str, Any]) -> tuple[str, str]:

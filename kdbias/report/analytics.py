@@ -6,11 +6,25 @@ from pathlib import Path
 
 from kdbias import registry
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, label
-from kdbias.report.cells import PENDING, estimate, href, table, verdict_text
-from kdbias.report.findings import BASELINE, attention_label, distilled
-from kdbias.report.stats import HUTCHINSON_Z, finite, normal_interval, summarize
+from kdbias.report.cells import NOT_MEASURED, PENDING, estimate, href, table, verdict_text
+from kdbias.report.findings import ATTENTION_HYPOTHESES, BASELINE, attention_label, distilled
+from kdbias.report.stats import finite, summarize, t_ppf
 
-__all__ = ["attention_cell", "attention_section", "cka_section", "hessian_cell", "hessian_section", "hessian_trace"]
+__all__ = [
+    "attention_cell",
+    "attention_section",
+    "cka_section",
+    "gen_gap_cell",
+    "hessian_cell",
+    "hessian_section",
+    "hessian_trace",
+]
+
+
+def _absent(agg: Aggregate, name: str) -> str:
+    """``*not measured*`` for an experiment with runs but without the analytic; else pending."""
+    return NOT_MEASURED if agg.has(name) else PENDING
+
 
 LAYERS = ", ".join(str(i) for i in PLAN_LAYERS)
 
@@ -49,20 +63,25 @@ def _teacher_of_key(agg: Aggregate, key: str) -> str:
 def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | Path | None) -> list[str]:
     path = f"cka.{key}.{figure}"
     student, control = agg.stat(key, path), agg.stat(BASELINE, path)
+    full = agg.seed_set()
+    student_cell = estimate(student, digits=3, full=full) if student is not None else _absent(agg, key)
     if control is None and agg.has(BASELINE) and figure in ("trained", "untrained_contrast"):
         control_cell = "not available (the control did not record it on the same cells)"
         delta_cell = verdict = "—"
+    elif (student is None and agg.has(key)) or (control is None and agg.has(BASELINE)):
+        control_cell = estimate(control, digits=3, full=full) if control is not None else _absent(agg, BASELINE)
+        delta_cell, verdict = "—", f"{NOT_MEASURED} (CKA did not run in both experiments)"
     else:
-        control_cell = estimate(control, digits=3)
+        control_cell = estimate(control, digits=3, full=full)
         delta = agg.delta(key, BASELINE, path)
-        delta_cell = estimate(delta, digits=3, signed=True)
-        verdict = verdict_text(delta, ">", digits=3)
+        delta_cell = estimate(delta, digits=3, signed=True, full=full)
+        verdict = verdict_text(delta, ">", digits=3, full=full)
     links = _links(agg, key, key, out_dir)
     control_links = _links(agg, BASELINE, key, out_dir)
     heatmaps = " ".join(links) or PENDING
     if control_links:
         heatmaps += "; control: " + " ".join(control_links)
-    return [title, estimate(student, digits=3), control_cell, delta_cell, verdict, heatmaps]
+    return [title, student_cell, control_cell, delta_cell, verdict, heatmaps]
 
 
 def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list[str]:
@@ -93,25 +112,27 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
 def hessian_trace(agg: Aggregate, name: str) -> tuple[str, bool | None]:
     """The Hessian-trace cell of ``name`` and whether it is significant (``None``: unknown).
 
-    n >= 2: mean ± t-CI over seeds; n = 1: the Hutchinson estimate ± 1.96 × its standard
-    error. Significant when the interval excludes 0; marked "not significant" otherwise.
+    n >= 2: mean ± t-CI over seeds; n = 1: the Hutchinson estimate ± ``t_{0.975, P-1}`` × its
+    standard error over its ``P`` probes. Significant when the interval excludes 0.
     """
     traces = agg.by_seed(name, "hessian_trace")
     if not traces:
-        return PENDING, None
+        return _absent(agg, name), None
     if len(traces) >= 2:
-        stat = summarize(traces.values())
+        stat = summarize(traces.values(), seeds=traces.keys())
         assert stat is not None and stat.low is not None and stat.high is not None
-        cell, significant = estimate(stat, spec=".4g"), not stat.low <= 0.0 <= stat.high
+        cell = estimate(stat, spec=".4g", full=agg.seed_set()) + " over seeds"
+        significant = not stat.low <= 0.0 <= stat.high
     else:
         run = next(r for r in agg.runs[name] if r["seed"] in traces)
         value, stderr = traces[run["seed"]], finite(run.get("hessian_trace_stderr"))
-        if stderr is None:
-            return f"{value:.4g} (n=1; no standard error recorded)", None
-        low, high = normal_interval(value, stderr)
         probes = run.get("hessian_trace_probes")
-        detail = f"Hutchinson ± {HUTCHINSON_Z} × s.e." + (f", {probes} probes" if probes is not None else "")
-        cell, significant = f"{value:.4g} ± {HUTCHINSON_Z * stderr:.4g} (n=1; {detail})", not low <= 0.0 <= high
+        if stderr is None or not isinstance(probes, int) or probes < 2:
+            return f"{value:.4g} (n=1; no interval: standard error or probe count not recorded)", None
+        t = t_ppf(0.975, probes - 1)
+        half = t * stderr
+        detail = f"Hutchinson, {probes} probes, ± t(0.975, {probes - 1}) = {t:.3g} × s.e."
+        cell, significant = f"{value:.4g} ± {half:.4g} (n=1; {detail})", not value - half <= 0.0 <= value + half
     return (cell if significant else f"{cell} — **not significant**"), significant
 
 
@@ -120,16 +141,33 @@ def hessian_cell(agg: Aggregate, name: str) -> str:
     return hessian_trace(agg, name)[0]
 
 
-def _top_eig(agg: Aggregate, name: str) -> str:
-    stat = agg.stat(name, "hessian_top_eig")
+def gen_gap_cell(agg: Aggregate, name: str) -> str:
+    """The measured generalisation gap (train − held-out accuracy), in pp, over seeds."""
+    stat = agg.stat(name, "gen_gap_acc")
     if stat is None:
-        return PENDING
-    residuals = agg.by_seed(name, "hessian_top_eig_residual")
-    cell = estimate(stat, spec=".4g")
-    if residuals:
-        worst = max(residuals.values())
-        cell += f"; residual ≤ {worst:.2g} (an eigenvalue lies within {worst * 100:.0f} % of it)"
-    return cell
+        return _absent(agg, name)
+    return estimate(stat, scale=100.0, unit=" pp", full=agg.seed_set())
+
+
+def _top_eig(agg: Aggregate, name: str) -> str:
+    """Over seeds: mean ± seed interval (no per-run certificate); one run: its value with
+    its residual bound and whether the iteration met its convergence criterion."""
+    values = agg.by_seed(name, "hessian_top_eig")
+    if not values:
+        return _absent(agg, name)
+    if len(values) >= 2:
+        return (
+            estimate(summarize(values.values(), seeds=values.keys()), spec=".4g", full=agg.seed_set()) + " over seeds"
+        )
+    run = next(r for r in agg.runs[name] if r["seed"] in values)
+    cell = f"{values[run['seed']]:.4g} (n=1"
+    residual = finite(run.get("hessian_top_eig_residual"))
+    if residual is not None:
+        cell += f"; residual {residual:.2g}: an eigenvalue lies within {residual * 100:.2g} % of it"
+    converged = run.get("hessian_top_eig_converged")
+    if converged is not None:
+        cell += "; converged" if converged else "; **not converged** within its iterations"
+    return cell + ")"
 
 
 def hessian_section(agg: Aggregate, source: str) -> list[str]:
@@ -147,9 +185,11 @@ def hessian_section(agg: Aggregate, source: str) -> list[str]:
     return [
         "### Hessian Analysis (Loss Landscape Geometry)\n",
         source + "\n",
-        "Trace: Hutchinson estimate of the training-loss Hessian trace at the end of training; top eigenvalue: "
-        "power iteration with its relative residual. Orderings between students are in Key Findings (paired by "
-        "seed).\n",
+        "Trace: Hutchinson estimate of the training-loss Hessian trace at the end of training, a fixed number of "
+        "Rademacher probes; over seeds the mean ± seed interval, for one run ± t(0.975, probes − 1) × its standard "
+        "error. Top eigenvalue: Lanczos iteration (full reorthogonalisation) stopped when both the Ritz value's change "
+        "and the residual ‖Hv − λv‖ / |λ| fall below the tolerance; over seeds the mean ± seed interval (the per-run "
+        "residual certifies one run, not a mean). Orderings between students are in Key Findings (paired by seed).\n",
         table(["Model", "Hessian Trace", "Top Eigenvalue", "Interpretation"], rows) + "\n",
     ]
 
@@ -160,26 +200,27 @@ def hessian_section(agg: Aggregate, source: str) -> list[str]:
 def _layer_cell(agg: Aggregate, name: str, layer: int) -> str:
     stat = agg.stat(name, f"attn_dist.{layer}")
     if stat is None:
-        return "n/a" if agg.has_attention(name) else PENDING
-    return estimate(stat, unit=" px")
+        return "n/a" if agg.has_attention(name) else _absent(agg, name)
+    return estimate(stat, unit=" px", full=agg.seed_set())
 
 
 def _mean_cell(agg: Aggregate, name: str) -> str:
     values = agg.attention_by_seed(name)
     if not values:
-        return f"n/a (no layers {LAYERS})" if agg.has_attention(name) else PENDING
-    return estimate(summarize(values.values()), unit=" px")
+        return f"n/a (no layers {LAYERS})" if agg.has_attention(name) else _absent(agg, name)
+    return estimate(summarize(values.values(), seeds=values.keys()), unit=" px", full=agg.seed_set())
 
 
 def attention_cell(agg: Aggregate, name: str) -> str:
     """Matrix cell: the four-layer mean, and for a student its label relative to the baseline."""
     mean = _mean_cell(agg, name)
-    if name == BASELINE or mean == PENDING or mean.startswith("n/a"):
-        return mean if name != BASELINE or mean == PENDING else f"{mean} (reference)"
+    if name == BASELINE or mean in (PENDING, NOT_MEASURED) or mean.startswith("n/a"):
+        return mean if name != BASELINE or mean in (PENDING, NOT_MEASURED) else f"{mean} (reference)"
     delta = agg.attention_delta(name, BASELINE)
     if delta is None:
-        return f"{mean}; vs baseline {PENDING}"
-    return f"{attention_label(delta)} ({mean}; Δ {estimate(delta, unit=' px', signed=True)})"
+        return f"{mean}; vs baseline {_absent(agg, BASELINE) if not agg.has_attention(BASELINE) else PENDING}"
+    delta_cell = estimate(delta, unit=" px", signed=True, full=agg.seed_set())
+    return f"{attention_label(delta)} ({mean}; Δ {delta_cell})"
 
 
 def attention_section(agg: Aggregate, source: str) -> list[str]:
@@ -195,17 +236,16 @@ def attention_section(agg: Aggregate, source: str) -> list[str]:
         cells = []
         for layer in PLAN_LAYERS:
             path = f"attn_dist.{layer}"
-            cells.append(estimate(agg.delta(name, BASELINE, path), unit=" px", signed=True))
+            cells.append(estimate(agg.delta(name, BASELINE, path), unit=" px", signed=True, full=agg.seed_set()))
         delta = agg.attention_delta(name, BASELINE)
-        claim = "<" if delta is not None and delta.mean < 0 else ">"
-        deltas.append(
-            [
-                label(name),
-                *cells,
-                estimate(delta, unit=" px", signed=True),
-                f"{attention_label(delta)} — Δ {claim} 0: {verdict_text(delta, claim, unit=' px')}",
-            ]
-        )
+        claim = ATTENTION_HYPOTHESES.get(name, (None, ""))[0]  # the plan's direction, never the data's
+        if delta is None and agg.has(name) and agg.has(BASELINE):
+            reading = f"{NOT_MEASURED} (attention distance did not run in both experiments)"
+        elif claim is None:
+            reading = f"{attention_label(delta)} (the plan states no direction for this run)"
+        else:
+            reading = f"{attention_label(delta)} — plan: Δ {claim} 0: {verdict_text(delta, claim, unit=' px')}"
+        deltas.append([label(name), *cells, estimate(delta, unit=" px", signed=True, full=agg.seed_set()), reading])
     header = [f"Layer {i}" for i in PLAN_LAYERS]
     return [
         "### Mean Attention Distance\n",

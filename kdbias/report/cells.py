@@ -9,15 +9,18 @@ from typing import Any
 
 from kdbias.callbacks.progress import format_duration as duration
 from kdbias.report.aggregate import Aggregate
-from kdbias.report.stats import Estimate, finite, verdict
+from kdbias.report.stats import MIN_DECIDING_IMAGES, Estimate, finite, verdict
 
 __all__ = [
     "PENDING",
     "describe_method",
     "duration",
     "estimate",
+    "md",
+    "heldout",
     "href",
     "number",
+    "once",
     "pct",
     "pp",
     "source_line",
@@ -26,6 +29,8 @@ __all__ = [
 ]
 
 PENDING = "*pending*"
+NOT_MEASURED = "*not measured*"
+_CUTMIX_ARCHS = ("resnet18_cifar", "convnextv2")  # runs without a recorded `mix`: the teachers' preset mixes
 
 
 def number(value: Any) -> str:
@@ -37,6 +42,21 @@ def number(value: Any) -> str:
     return format(x, "g") if x is not None else str(value)
 
 
+_MARKDOWN = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|~"} | {"\n": " ", "\r": " "})
+
+
+def md(text: Any) -> str:
+    """Free text from a file, escaped for Markdown: no markup, HTML or table break survives."""
+    return str(text).translate(_MARKDOWN)
+
+
+def _seeds_note(est: Estimate, full: Sequence[Any]) -> str:
+    """``"; seeds 0, 1"`` when ``est`` covers other seeds than the experiment's full set."""
+    if not full or not est.seeds or set(est.seeds) == set(full):
+        return ""
+    return "; seeds " + ", ".join(str(s) for s in est.seeds)
+
+
 def estimate(
     est: Estimate | None,
     scale: float = 1.0,
@@ -44,8 +64,13 @@ def estimate(
     unit: str = "",
     signed: bool = False,
     spec: str | None = None,
+    full: Sequence[Any] = (),
+    accuracy: bool = False,
 ) -> str:
-    """``"86.02 ± 0.41 % (n=3)"``; n = 1: ``"86.02 % (n=1)"``; no estimate: ``*pending*``."""
+    """``"86.02 ± 0.79 % (n=3; half-widths: seeds 0.41, test set 0.68)"``; n = 1:
+    ``"86.02 % (n=1)"`` (or with the test set's half-width for an accuracy); no estimate:
+    ``*pending*``. ``full``: the experiment's seeds (others are named); ``accuracy``: say
+    how the test-set error entered."""
     if est is None:
         return PENDING
 
@@ -56,19 +81,60 @@ def estimate(
         return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
     text = fmt(est.mean, signed)
-    if est.half_width is not None:
-        text += f" ± {fmt(est.half_width, False)}"
-    return f"{text}{unit} (n={est.n})"
+    notes = [f"n={est.n}"]
+    if est.half_width is not None and est.half_width <= 1e-12 * max(1.0, abs(est.mean)) and est.test_kind is None:
+        notes.append("no spread over seeds")
+    elif est.half_width is not None:
+        half = fmt(est.half_width, False)
+        if not half.strip("0.") and est.half_width > 0:  # rounds to zero: one significant digit instead
+            half = format(est.half_width * scale, ".1g")
+        text += f" ± {half}"
+    if accuracy:
+        if est.test_kind is None:
+            notes.append("seeds only: the test-set error was not recorded")
+        else:
+            parts = []
+            if est.seed_half is not None:
+                parts.append(f"seeds {fmt(est.seed_half, False)}")
+            if est.test_half is not None:
+                bound = " (binomial bound)" if est.test_kind == "binomial bound" else ""
+                parts.append(f"test set {fmt(est.test_half, False)}{bound}")
+            notes.append("half-widths: " + ", ".join(parts) if est.n > 1 else "test set only, one seed")
+    return f"{text}{unit} ({'; '.join(notes)}{_seeds_note(est, full)})"
 
 
-def pct(est: Estimate | None) -> str:
-    """An accuracy (fraction) as a percentage cell."""
-    return estimate(est, scale=100.0, unit=" %")
+def pct(est: Estimate | None, full: Sequence[Any] = ()) -> str:
+    """An accuracy (fraction) as a percentage cell, with seed and test-set error."""
+    return estimate(est, scale=100.0, unit=" %", full=full, accuracy=True)
 
 
-def pp(est: Estimate | None) -> str:
-    """A paired accuracy difference (fraction) in percentage points."""
-    return estimate(est, scale=100.0, unit=" pp", signed=True)
+def pp(est: Estimate | None, full: Sequence[Any] = ()) -> str:
+    """A paired accuracy difference (fraction) in percentage points, seed and test-set error."""
+    return estimate(est, scale=100.0, unit=" pp", signed=True, full=full, accuracy=True)
+
+
+def heldout(est: Estimate | None, full: Sequence[Any] = ()) -> str:
+    """A held-out (validation) accuracy over seeds, seed interval only (the held-out split
+    selects checkpoints; its sampling error is not part of any comparison)."""
+    return estimate(est, scale=100.0, unit=" %", full=full)
+
+
+def once(value: Any) -> str:
+    """A quantity measured once (:class:`~kdbias.report.aggregate.Once`) with its
+    Clopper–Pearson interval: ``"95.50 % (measured once; 95 % CI [93.1, 97.3] %, Clopper–Pearson,
+    360 images)"``."""
+    if value is None:
+        return PENDING
+    prefix = "k-NN " if value.kind == "k-NN" else ""
+    prefix = ("random-weight teacher (smoke): " if value.random else "") + prefix
+    text = f"{prefix}{value.value * 100:.2f} % (measured once, n=1"
+    if value.low is not None:
+        text += f"; 95 % CI [{value.low * 100:.2f}, {value.high * 100:.2f}] %, Clopper–Pearson on {value.images} images"
+    else:
+        text += "; image count not recorded: no interval"
+    if len(value.values) > 1:
+        text += "; the runs recorded differing values: " + ", ".join(f"{v * 100:.2f} %" for v in value.values)
+    return text + ")"
 
 
 def verdict_text(
@@ -79,12 +145,16 @@ def verdict_text(
     unit: str = "",
     digits: int = 2,
     spec: str | None = None,
+    accuracy: bool = False,
+    full: Sequence[Any] = (),
+    missing: str = "no seed has both runs",
 ) -> str:
-    """``"**yes** (Δ = +1.20 pp, 95 % CI [+0.70, +1.70] pp, n=2)"``: the verdict of
-    :func:`~kdbias.report.stats.verdict` and the numbers that decided it."""
-    word = verdict(est, claim, threshold)
+    """``"**yes** (Δ = +1.20 pp, 95 % CI [+0.70, +1.70] pp, n=2; ...)"``: the verdict of
+    :func:`~kdbias.report.stats.verdict` and the numbers that decided it. An accuracy Δ
+    also states its interval's sources and on how many test images the runs disagree."""
     if est is None:
-        return f"**{word}** ({PENDING}: no seed has both runs)"
+        return f"**inconclusive** ({PENDING}: {missing})"
+    word = verdict(est, claim, threshold, accuracy=accuracy)
 
     def fmt(x: float) -> str:
         return format(x * scale, "+" + spec) if spec else f"{x * scale:+.{digits}f}"
@@ -96,6 +166,17 @@ def verdict_text(
         text += f", {est.confidence * 100:.0f} % CI [{fmt(est.low)}, {fmt(est.high)}]{unit}, n={est.n}"  # type: ignore[arg-type]
     if threshold:
         text += f"; threshold {fmt(threshold)}{unit}"
+    if accuracy:
+        if est.test_kind == "per-image":
+            text += (
+                f"; interval over seeds and test images; the runs disagree on {est.disagree} of {est.images} "
+                f"test images (net {est.net_images:+.1f} images per seed)"
+            )
+            if word == "inconclusive" and abs(est.net_images or 0.0) < MIN_DECIDING_IMAGES and est.n >= 2:
+                text += f": fewer than {MIN_DECIDING_IMAGES} images decide it"
+        else:
+            text += "; no per-image predictions: the images on which the runs disagree are unknown, no verdict"
+    text += _seeds_note(est, full)
     return f"**{word}** ({text})"
 
 
@@ -103,7 +184,8 @@ def describe_method(method: dict[str, Any]) -> str:
     """The distillation type with the parameters the run recorded (``method``)."""
     loss = method.get("loss")
     if loss == "ce":
-        return "Vanilla CE"
+        mix = method.get("mix", "cutmix" if str(method.get("arch", "")).startswith(_CUTMIX_ARCHS) else None)
+        return {"cutmix": "CE + CutMix", "mixup": "CE + Mixup"}.get(mix, "Vanilla CE")
     if loss == "soft_kl":
         parts = [f"τ={number(method.get('temperature'))}", f"α={number(method.get('alpha'))}"]
         if method.get("distill_token"):

@@ -11,7 +11,11 @@ from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, controls_of, label
 from kdbias.report.cells import verdict_text
 from kdbias.report.stats import Estimate, verdict
 
-__all__ = ["BASELINE", "attention_label", "distilled", "findings"]
+__all__ = ["ATTENTION_HYPOTHESES", "BASELINE", "attention_label", "distilled", "findings"]
+
+#: The plan's hypotheses on attention distance vs the Baseline: (claim, words). The
+#: direction of every attention verdict comes from here, never from the data.
+ATTENTION_HYPOTHESES = {"exp1": ("<", "more locally"), "exp2": ("<", "more locally"), "exp3": (">", "more globally")}
 
 BASELINE = "baseline"  # the plan's reference student (vanilla CE) and the CKA control
 GAIN = 0.03  # the plan's "EXP-3 >= +3 pp"
@@ -29,6 +33,8 @@ def attention_label(delta: Estimate | None) -> str:
     without a pair."""
     if delta is None:
         return "*pending*"
+    if delta.n < 2:
+        return "one seed: no label"
     if verdict(delta, ">") == "yes":
         return "longer than baseline"
     if verdict(delta, "<") == "yes":
@@ -37,7 +43,26 @@ def attention_label(delta: Estimate | None) -> str:
 
 
 def _acc(agg: Aggregate, a: str, b: str, claim: str = ">", threshold: float = 0.0) -> str:
-    return verdict_text(agg.delta(a, b), claim, threshold, scale=100.0, unit=" pp")
+    return verdict_text(
+        agg.delta(a, b), claim, threshold, scale=100.0, unit=" pp", accuracy=True, full=agg.seed_set(),
+        missing=_missing(agg, a, b),
+    )  # fmt: skip
+
+
+def _missing(agg: Aggregate, a: str, b: str) -> str:
+    """Why a Δ has no estimate: which experiment has no run, or no seed in common."""
+    absent = [label(n) for n in (a, b) if not agg.has(n)]
+    if absent:
+        return f"no completed run of {' and '.join(absent)}"
+    return "the two experiments share no seed"
+
+
+def _analytic(agg: Aggregate, a: str, b: str, delta: Estimate | None, what: str, **kw) -> str:
+    """A verdict on an analytic's Δ; ``not measured`` when both experiments ran but the
+    analytic did not (never "inconclusive" for a number nobody measured)."""
+    if delta is None and agg.has(a) and agg.has(b):
+        return f"**not measured** ({what} did not run in both {label(a)} and {label(b)})"
+    return verdict_text(delta, full=agg.seed_set(), missing=_missing(agg, a, b), **kw)
 
 
 def _batch(agg: Aggregate, name: str) -> str:
@@ -64,25 +89,28 @@ def findings(agg: Aggregate) -> list[str]:
         f"EXP-3 > EXP-1 (test acc): {_acc(agg, 'exp3', 'exp1')}",
         f"EXP-3 > EXP-2 (test acc): {_acc(agg, 'exp3', 'exp2')}",
     ]
-    expected = {"exp1": ("<", "more locally"), "exp2": ("<", "more locally"), "exp3": (">", "more globally")}
-    for name, (claim, words) in expected.items():
+    for name, (claim, words) in ATTENTION_HYPOTHESES.items():
         delta = agg.attention_delta(name, BASELINE)
+        reading = "" if delta is None else f"; {attention_label(delta)}"
+        verdict_cell = _analytic(agg, name, BASELINE, delta, "attention distance", claim=claim, unit=" px")
         lines.append(
-            f"{label(name)} attends {words} than the Baseline (mean attention distance over layers {LAYERS}, "
-            f"Δ {claim} 0; {attention_label(delta)}): {verdict_text(delta, claim, unit=' px')}"
+            f"{label(name)} attends {words} than the Baseline (the plan's hypothesis: mean attention distance over "
+            f"layers {LAYERS}, Δ {claim} 0{reading}): {verdict_cell}"
         )
     for high, low in (("exp1", "exp2"), ("exp2", "exp3")):
         delta = agg.delta(high, low, "hessian_trace")
+        verdict_cell = _analytic(agg, high, low, delta, "the Hessian", claim=">", spec=".4g")
         lines.append(
             f"Hessian trace {label(high)} > {label(low)} (sharper; an ordering is stated only where the "
-            f"paired CI excludes 0): {verdict_text(delta, '>', spec='.4g')}"
+            f"paired CI excludes 0): {verdict_cell}"
         )
     for name in distilled():
         teacher = _cka_teacher(agg, name)
         delta = agg.delta(name, BASELINE, f"cka.{name}.contrast")
+        verdict_cell = _analytic(agg, name, BASELINE, delta, "CKA", claim=">", digits=3)
         lines.append(
             f"{label(name)}'s CKA diagonal contrast vs {teacher} is above its control (the Baseline vs "
-            f"the same teacher): {verdict_text(delta, '>', digits=3)}"
+            f"the same teacher): {verdict_cell}"
         )
         if any(name == e.name and e.module == "CKADistillModule" for e in registry.EXPERIMENTS.values()):
             lines.append(_untrained_line(agg, name, teacher))
@@ -101,6 +129,10 @@ def _untrained_line(agg: Aggregate, name: str, teacher: str) -> str:
     statement = (
         f"{label(name)}'s untrained-cell CKA contrast vs {teacher} (trained layer pairs held out) is above its control"
     )
-    if agg.has(BASELINE) and not agg.by_seed(BASELINE, f"cka.{name}.untrained_contrast"):
-        return f"{statement}: **inconclusive** (the control's untrained contrast on the same cells is not available)"
-    return f"{statement}: {verdict_text(agg.delta(name, BASELINE, f'cka.{name}.untrained_contrast'), '>', digits=3)}"
+    path = f"cka.{name}.untrained_contrast"
+    if agg.has(name) and not agg.by_seed(name, path):
+        return f"{statement}: **not measured** (CKA did not run in {label(name)})"
+    if agg.has(BASELINE) and not agg.by_seed(BASELINE, path):
+        return f"{statement}: **not measured** (the control's untrained contrast on the same cells was not recorded)"
+    delta = agg.delta(name, BASELINE, path)
+    return f"{statement}: {_analytic(agg, name, BASELINE, delta, 'CKA', claim='>', digits=3)}"

@@ -9,7 +9,7 @@ from typing import Any
 
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, label
 from kdbias.report.analytics import attention_section, cka_section, hessian_section
-from kdbias.report.cells import PENDING, source_line
+from kdbias.report.cells import PENDING, md, source_line
 from kdbias.report.findings import findings
 from kdbias.report.phases import matrix_section, methods_section, phase1_section, phase2_section
 
@@ -17,36 +17,49 @@ __all__ = ["HOW_TO_READ", "render_report", "source_line"]
 
 LAYERS = ", ".join(str(i) for i in PLAN_LAYERS)
 
-HOW_TO_READ = f"""**How to read the numbers.**
+HOW_TO_READ = f"""## How to read the numbers
 
 - *Accuracy* ("Student Acc", Phase 1's accuracy) is `test_acc`: the official test split, evaluated on the
   run's selected checkpoint. Checkpoints are selected on a held-out split of the training set (the best
   held-out accuracy), never on the test split; a run without a held-out split (`method.holdout` = 0) uses
   its last epoch, and the report says so. The held-out figures (`best_val_acc`, `best_epoch`) are shown
-  separately.
-- *A cell* is the mean over seeds ± the half-width of the 95 % Student-t confidence interval,
-  t(0.975, n−1) · s / √n (s: sample standard deviation), with n, e.g. `86.02 ± 0.41 % (n=3)`. With n = 1
-  it is the value and `(n=1)`, without an interval.
-- *A Δ* is paired by seed: the mean of the per-seed differences ± the 95 % t-interval of those
-  differences, over the seeds both experiments ran (n = number of pairs). A seed without a partner is
-  left out; two experiments without a common seed are not compared (unpaired comparisons are never made).
-- *A verdict* is yes, no or inconclusive: inconclusive when n < 2 or when the interval of the paired Δ
-  contains 0 (or the threshold of a threshold claim, such as +3 pp); yes or no when the whole interval
-  lies on one side. Every verdict shows the Δ, the interval and n that decided it.
+  separately; the Methods table gives the held-out images each run actually evaluated.
+- *Two sources of error.* An accuracy varies with the training seed and with the finite test set (every run
+  is tested on the same images). From each run's per-image predictions (`test_predictions.npz`) the
+  report forms c[s, i] (seed s, test image i; for a Δ, c_a[s, i] − c_b[s, i] on the same image). The
+  estimate is the mean over seeds and images; its variance is var_s(per-seed means) / S + var_i(per-image
+  means over seeds) / N (ddof = 1; a two-way seeds × images approximation that counts the interaction in
+  both terms, so it errs on the wide side; the image term does not shrink with more seeds, because the
+  seeds share the images). The 95 % interval is t(0.975, ν) · √(sum), ν by Welch–Satterthwaite. A cell reads
+  `86.02 ± 0.79 % (n=3; half-widths: seeds 0.41, test set 0.68)`: the whole interval, then what each source
+  alone would give. A run without per-image predictions gets a test-set term bounded by p̄(1 − p̄) / (N − 1)
+  (a Δ: (err_a + err_b) / (N − 1)), marked "binomial bound"; without a test-image count, "seeds only".
+- *A Δ* is paired by seed and computed image by image on the same test images, over the seeds both
+  experiments ran (n = pairs). A seed without a partner is left out; two experiments without a common seed
+  are not compared. Every accuracy verdict states on how many test images the two runs disagree.
+- *A verdict* is yes, no or inconclusive: inconclusive when n < 2, when the interval contains 0 (or the
+  threshold of a threshold claim, such as +3 pp), for an accuracy Δ when there are no per-image predictions
+  or when fewer than 3 net test images per seed decide it; yes or no when the whole interval lies on one
+  side. `*not measured*`: the analytic did not run (no verdict is attempted). Directions of the hypotheses
+  are the plan's, never taken from the data.
+- *Seeds*: a cell or Δ over other seeds than the experiment's full set names its seeds.
+- *Measured once*: a teacher checkpoint's accuracy (its classifier's, or a headless teacher's k-NN accuracy)
+  is one measurement: shown once, n = 1, with its Clopper–Pearson 95 % interval on the test images, never
+  as a mean over the students that reuse it; a teacher trained once is compared with the plan's target by
+  that interval (reached / not reached / inconclusive). "random-weight teacher (smoke)" marks a teacher
+  built without pretrained weights: its numbers say nothing about the method.
 - *Runs used*: one (dataset, preset) pair per report; per experiment one configuration
   (`config_signature`): the one with the most seeds (ties: the newest run); runs with another
   configuration are never averaged and are listed below; of several complete runs of one seed and
-  configuration the newest `version_<n>` counts. Files that cannot be read, incomplete runs and runs
-  whose accuracy is not a number in [0, 1] are skipped with a warning; another field that is not a
-  finite number (or an accuracy outside [0, 1]) is dropped with a warning.
-- *Teacher targets*: a teacher trained once (n = 1, the checkpoint the students distil from) is compared
-  with the plan's target directly ("reached" / "not reached"); with n ≥ 2 the verdict rule applies.
-  "Teacher Acc" of a soft-KL student is the accuracy it recorded for its teacher on the test split
-  (`teacher.test_acc`), checked against the teacher run's own test accuracy in Phase 1; `k-NN` marks a
-  headless teacher's weighted k-NN accuracy.
-- *Hessian trace*: over seeds as above; a single run shows its Hutchinson estimate ± 1.96 × its standard
-  error and is marked *not significant* when that interval contains 0. "Higher = sharper" is written only
-  next to significant numbers.
+  configuration the newest `version_<n>` counts. Files that are not regular files, too large or unreadable,
+  incomplete runs, runs whose accuracy is not in [0, 1] and runs whose recorded method does not validate are
+  skipped with a warning; another field of the wrong kind or range is dropped with a warning.
+- *Hessian trace*: Hutchinson with a fixed number of probes; over seeds the mean ± seed interval; a single
+  run shows its estimate ± t(0.975, probes − 1) × its standard error and is marked *not significant* when
+  that interval contains 0. "Higher = sharper" is written only next to significant numbers. The top
+  eigenvalue comes from Lanczos iteration stopped on the Ritz value and the residual together.
+- *Generalisation gap*: train − held-out accuracy, measured in eval mode on fixed unaugmented images; shown
+  beside the Hessian trace, each with its own label.
 - *Attention distance*: the plan's layers {LAYERS} (pixels, mean over heads). A student is "longer than
   baseline" / "shorter than baseline" when the paired Δ of its mean over those four layers is positive /
   negative by the verdict rule above, else "no clear difference"; no other threshold is used.
@@ -57,8 +70,16 @@ HOW_TO_READ = f"""**How to read the numbers.**
 
 def _header(agg: Aggregate, runs_dir: Any, skipped: Sequence[str]) -> list[str]:
     parts = ["# Mitigating Inductive Bias Mismatch in Heterogeneous Knowledge Distillation — results\n"]
-    where = f" from `{runs_dir}`" if runs_dir is not None else ""
+    where = f" from `{md(str(runs_dir))}`" if runs_dir is not None else ""
     parts.append(f"Generated by `python -m kdbias.report`{where}. {source_line(agg)}\n")
+    parts.append("The tables come first; how to read their numbers is at the end of the document.\n")
+    if agg.random_teachers():
+        parts.append(
+            "**Random-weight teacher**: "
+            + ", ".join(label(n) for n in agg.random_teachers())
+            + " distilled from a teacher built without pretrained weights (a smoke run): its numbers exercise "
+            "the code and say nothing about the method.\n"
+        )
     if runs_dir is not None and not Path(runs_dir).is_dir():
         parts.append(f"Note: the runs directory `{runs_dir}` does not exist; every cell is pending.\n")
     if agg.ignored:
@@ -77,8 +98,9 @@ def _header(agg: Aggregate, runs_dir: Any, skipped: Sequence[str]) -> list[str]:
     if left:
         parts.append("Runs left out (runs with another configuration are never averaged):\n\n" + "\n".join(left) + "\n")
     if skipped:
-        parts.append("Files skipped or fields dropped while loading:\n\n" + "\n".join(f"- {s}" for s in skipped) + "\n")
-    parts.append(HOW_TO_READ + "\n")
+        parts.append(
+            "Files skipped or fields dropped while loading:\n\n" + "\n".join(f"- {md(s)}" for s in skipped) + "\n"
+        )
     return parts
 
 
@@ -111,5 +133,6 @@ def render_report(
         source_line(agg) + "\n",
         "Each expectation of the plan, decided by the verdict rule above (paired by seed, 95 % CI).\n",
         "\n".join(f"{i}. {line}" for i, line in enumerate(findings(agg), start=1)) + "\n",
+        HOW_TO_READ + "\n",
     ]
     return "\n".join(parts)

@@ -7,8 +7,22 @@ from typing import Any
 
 from kdbias import registry
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, controls_of, label, value_at
-from kdbias.report.analytics import attention_cell, hessian_cell
-from kdbias.report.cells import PENDING, describe_method, duration, estimate, number, pct, pp, source_line, table
+from kdbias.report.analytics import attention_cell, gen_gap_cell, hessian_cell
+from kdbias.report.cells import (
+    NOT_MEASURED,
+    PENDING,
+    describe_method,
+    duration,
+    estimate,
+    heldout,
+    md,
+    number,
+    once,
+    pct,
+    pp,
+    source_line,
+    table,
+)
 from kdbias.report.findings import BASELINE
 from kdbias.report.stats import finite, verdict
 
@@ -27,7 +41,6 @@ def methods_section(agg: Aggregate) -> list[str]:
             rows.append([label(name)] + [PENDING] * 8)
             continue
         method = agg.method(name)
-        holdout = method.get("holdout")
         selection = agg.newest(name).get("selection")  # type: ignore[union-attr]
         seeds = ", ".join(str(r["seed"]) for r in agg.runs[name])
         rows.append(
@@ -38,7 +51,7 @@ def methods_section(agg: Aggregate) -> list[str]:
                 ", ".join(agg.teacher_names(name)) or "None",
                 number(method.get("global_batch_size", PENDING)),
                 number(method.get("epochs", PENDING)),
-                number(holdout if holdout is not None else PENDING),
+                _holdout_cell(agg, name),
                 selection if isinstance(selection, str) else PENDING,
                 f"`{agg.signature[name]}` (seeds {seeds})",
             ]
@@ -74,6 +87,27 @@ def methods_section(agg: Aggregate) -> list[str]:
     ]
 
 
+def _holdout_cell(agg: Aggregate, name: str) -> str:
+    """The held-out images each run actually validated on (``val_images``), else the
+    configured ``method.holdout``; several values are listed with their seeds."""
+    counts: dict[str, list[int]] = {}
+    for run in agg.runs.get(name, []):
+        method = run.get("method") or {}
+        measured = run.get("val_images")
+        if isinstance(measured, int) and measured > 0:
+            text = str(measured)
+        elif finite(method.get("holdout")) == 0:
+            text = "0 (no held-out split)"
+        elif method.get("holdout") is not None:
+            text = f"{number(method['holdout'])} (configured; evaluated count not recorded)"
+        else:
+            text = PENDING
+        counts.setdefault(text, []).append(run["seed"])
+    if len(counts) == 1:
+        return next(iter(counts))
+    return "; ".join(f"{text} (seeds {', '.join(map(str, seeds))})" for text, seeds in counts.items())
+
+
 def _teacher_cell(agg: Aggregate, name: str) -> str:
     if not agg.has(name):
         return PENDING
@@ -84,34 +118,36 @@ def _teacher_cell(agg: Aggregate, name: str) -> str:
 def _teacher_acc_cell(agg: Aggregate, name: str) -> str:
     if not agg.has(name):
         return PENDING
-    stat, kind = agg.teacher_acc(name)
-    if stat is None:
-        return "N/A" if not agg.teacher_names(name) else PENDING
-    return f"k-NN {pct(stat)}" if kind == "k-NN" else pct(stat)
+    value = agg.teacher_acc(name)
+    if value is None:
+        return "N/A" if not agg.teacher_names(name) else NOT_MEASURED
+    return once(value)
 
 
 def _delta_cell(agg: Aggregate, name: str, reference: str) -> str:
     if name == reference:
         return "—"
     note = " (different batch and step count)" if controls_of(name) and agg.has(name) else ""
-    return pp(agg.delta(name, reference)) + note
+    return pp(agg.delta(name, reference), agg.seed_set()) + note
 
 
 def matrix_section(agg: Aggregate) -> list[str]:
     rows = []
     for name in registry.STUDENTS:
         controls = controls_of(name)
-        control = "; ".join(f"{pp(agg.delta(name, c))} vs {label(c)}" for c in controls) if controls else "—"
+        full = agg.seed_set()
+        control = "; ".join(f"{pp(agg.delta(name, c), full)} vs {label(c)}" for c in controls) if controls else "—"
         rows.append(
             [
                 f"**{label(name)}**",
                 _teacher_cell(agg, name),
                 describe_method(agg.method(name)) if agg.has(name) else PENDING,
                 _teacher_acc_cell(agg, name),
-                pct(agg.acc(name)),
+                pct(agg.acc(name), full),
                 _delta_cell(agg, name, BASELINE),
                 control,
                 attention_cell(agg, name),
+                gen_gap_cell(agg, name),
                 hessian_cell(agg, name),
             ]
         )
@@ -119,10 +155,15 @@ def matrix_section(agg: Aggregate) -> list[str]:
         "",
         "Student Acc: official test split; checkpoints selected on a held-out split of the training set, never on "
         "the test split" + _last_epoch_note(agg) + ".",
-        "Teacher Acc: for soft-KL students the teacher checkpoint's accuracy on the test split, recorded in the "
-        "student run (`teacher.test_acc`; Phase 1 checks that it equals the teacher run's own test accuracy); "
-        "`k-NN`: weighted k-NN accuracy of the frozen headless teacher's features on the test split (no classifier).",
-        "Δ: paired by seed (n = pairs). " + _batch_note(agg),
+        "Teacher Acc: one frozen teacher checkpoint, measured once (n=1, never averaged over the students that "
+        "reuse it), with its Clopper–Pearson 95 % interval on the test images: for soft-KL students its accuracy "
+        "on the test split (`teacher.test_acc`; Phase 1 checks that it equals the teacher run's own); `k-NN`: "
+        "weighted k-NN accuracy of the frozen headless teacher's features on test images (no classifier).",
+        "Student Acc and Δ: mean over seeds ± the 95 % interval of seeds and test images together (the half-widths "
+        "of each source alone in brackets); Δ is computed image by image on the same test images, paired by seed "
+        "(n = pairs). " + _batch_note(agg),
+        "Gen. Gap and Hessian Trace are two measurements, side by side: the measured generalisation gap (train − "
+        "held-out accuracy, eval mode) and the Hessian trace of the training loss (sharpness).",
     ]
     return [
         "## Experimental Matrix\n",
@@ -137,7 +178,8 @@ def matrix_section(agg: Aggregate) -> list[str]:
                 "Δ vs Baseline",
                 "Δ vs matched control",
                 "Inductive Bias (Attn Dist)",
-                "Gen. Gap (Hessian Trace)",
+                "Gen. Gap (train − held-out acc)",
+                "Hessian Trace (sharpness)",
             ],
             rows,
         )
@@ -176,15 +218,23 @@ def _batch(agg: Aggregate, name: str) -> str:
 
 
 def _target_cell(stat: Any, target: float) -> str:
+    """A teacher trained once against the plan's target: decided by its Clopper–Pearson
+    interval on the test images (reached / not reached / inconclusive)."""
     if stat is None:
         return PENDING
-    if stat.n == 1:
-        side = "reached" if stat.mean > target else "not reached"
-        return f"{side} by the checkpoint used ({stat.mean * 100:.2f} % vs > {target * 100:g} %; single run, n=1)"
-    word = verdict(stat, ">", target)
+    if stat.low is None:
+        side = "reached" if stat.value > target else "not reached"
+        point = f"{stat.value * 100:.2f} % vs > {target * 100:g} %"
+        return f"{side} by the point value ({point}; no interval: image count not recorded)"
+    if stat.low > target:
+        word = "reached"
+    elif stat.high <= target:
+        word = "not reached"
+    else:
+        word = "inconclusive"
     return (
-        f"**{word}** (mean {stat.mean * 100:.2f} %, 95 % CI [{stat.low * 100:.2f}, {stat.high * 100:.2f}] % "
-        f"vs > {target * 100:g} %, n={stat.n})"
+        f"**{word}** ({stat.value * 100:.2f} %, 95 % CI [{stat.low * 100:.2f}, {stat.high * 100:.2f}] % "
+        f"vs > {target * 100:g} %; measured once on {stat.images} test images)"
     )
 
 
@@ -192,7 +242,8 @@ def phase1_section(agg: Aggregate) -> list[str]:
     parts = ["## Phase 1: Teacher Qualification\n"]
     for name in registry.TEACHERS:
         target = TEACHER_TARGETS.get(name)
-        acc = agg.acc(name)
+        acc = agg.once(name)
+        several = agg.acc(name) if len(agg.runs.get(name, [])) > 1 else None
         epochs, best = agg.stat(name, "epochs_completed"), agg.stat(name, "best_epoch")
         best_cell = estimate(best, digits=0 if best is None or best.n == 1 else 1)
         if best is not None and epochs is not None:
@@ -201,16 +252,23 @@ def phase1_section(agg: Aggregate) -> list[str]:
         selection = run.get("selection") if run else None
         time = agg.stat(name, "train_time_s")
         rows = [
-            ['Test Accuracy (the plan\'s "Val Accuracy")', pct(acc)],
-            ["Held-out Best Val Accuracy", pct(agg.stat(name, "best_val_acc"))],
+            ['Test Accuracy (the plan\'s "Val Accuracy")', pct(several) if several is not None else once(acc)],
+            ["Held-out Best Val Accuracy", heldout(agg.stat(name, "best_val_acc"))],
             ["Best Epoch (0-based, held-out)", best_cell],
             ["Checkpoint selection", selection if isinstance(selection, str) else PENDING],
             ["Training Time", PENDING if time is None else duration(time.mean) + f" (n={time.n})"],
         ]
         if target is not None:
-            rows.append([f"Target > {target * 100:g} %", _target_cell(acc, target)])
+            rows.append(
+                [
+                    f"Target > {target * 100:g} %",
+                    _target_cell(acc, target)
+                    if several is None
+                    else f"{verdict(several, '>', target)} (n={several.n} teacher runs, seed interval)",
+                ]
+            )
         for student in (e.name for e in registry.EXPERIMENTS.values() if e.teacher == name):
-            recorded, _ = agg.teacher_acc(student)
+            recorded = agg.teacher_acc(student)
             cell = _recorded(recorded, acc) + _source_note(agg, student, name)
             rows.append([f"Recorded by the {label(student)} runs (`teacher.test_acc`)", cell])
         parts += [
@@ -235,17 +293,19 @@ def _source_note(agg: Aggregate, student: str, teacher: str) -> str:
     expected = (Path(run["run_dir"]) / selected).parts[-4:]
     if all(Path(source).parts[-4:] == expected for source in sources):
         return "; the students' teacher checkpoint is this run's selected one"
-    return f"; the students used **another checkpoint** than this run's selected `{selected}`: {', '.join(sources)}"
+    used = ", ".join(md(s) for s in sources)
+    return f"; the students used **another checkpoint** than this run's selected {md(selected)}: {used}"
 
 
 def _recorded(recorded: Any, acc: Any) -> str:
     if recorded is None:
         return PENDING
-    cell = pct(recorded)
+    cell = f"{recorded.value * 100:.2f} % (one measurement, repeated by every student run)"
+    if len(recorded.values) > 1:
+        cell = "differing values " + ", ".join(f"{v * 100:.2f} %" for v in recorded.values)
     if acc is None:
         return cell + " (no teacher run to compare with)"
-    values = set(recorded.values) | set(acc.values)
-    same = max(values) - min(values) <= 1e-6
+    same = max(abs(v - acc.value) for v in recorded.values) <= 1e-6
     return cell + (
         " — equals the teacher run's test accuracy (same checkpoint, same split)"
         if same
@@ -257,27 +317,25 @@ def phase2_section(agg: Aggregate) -> list[str]:
     parts = ["## Phase 2: Distillation Results\n"]
     for name in registry.STUDENTS:
         method = agg.method(name)
+        full = agg.seed_set()
         rows = [
             ["Method", describe_method(method) if agg.has(name) else PENDING],
             ["CE weight", number(method.get("ce_weight", PENDING))],
-            ["Student Test Accuracy", pct(agg.acc(name))],
-            ["Held-out Best Val Accuracy", pct(agg.stat(name, "best_val_acc"))],
+            ["Student Test Accuracy", pct(agg.acc(name), full)],
+            ["Held-out Best Val Accuracy", heldout(agg.stat(name, "best_val_acc"), agg.seed_set())],
         ]
         if name != BASELINE:
             note = " (the plan's comparison; different batch and step count)" if controls_of(name) else ""
-            rows.append([f"Δ vs Baseline{note}", pp(agg.delta(name, BASELINE))])
+            rows.append([f"Δ vs Baseline{note}", pp(agg.delta(name, BASELINE), full)])
         rows += [
-            [f"Δ vs {label(c)} (matched control: same batch and step count)", pp(agg.delta(name, c))]
+            [f"Δ vs {label(c)} (matched control: same batch and step count)", pp(agg.delta(name, c), full)]
             for c in controls_of(name)
         ]
-        rows += [[f"Δ vs {label(ref)}", pp(agg.delta(name, ref))] for ref in COMPARED_WITH.get(name, ())]
+        rows += [[f"Δ vs {label(ref)}", pp(agg.delta(name, ref), full)] for ref in COMPARED_WITH.get(name, ())]
         rows += [
             [f"Mean Attention Distance (layers {LAYERS})", attention_cell(agg, name)],
-            ["Hessian Trace", hessian_cell(agg, name)],
-            [
-                "Generalisation Gap (train − held-out val acc)",
-                estimate(agg.stat(name, "gen_gap_acc"), scale=100.0, unit=" pp"),
-            ],
+            ["Hessian Trace (sharpness)", hessian_cell(agg, name)],
+            ["Generalisation Gap (train − held-out val acc)", gen_gap_cell(agg, name)],
         ]
         parts += [
             f"### {registry.EXPERIMENTS[name].description}\n",

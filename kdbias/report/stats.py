@@ -1,15 +1,25 @@
-"""Statistics of the report: pure functions, no I/O, no SciPy at run time.
+"""Statistics of the report: pure functions on numbers and arrays, SciPy's distributions.
 
-- :func:`summarize`: mean ± half-width of the Student-t confidence interval over seeds.
-- :func:`paired_delta`: the same over the per-seed differences of two experiments, on
-  the seeds they share (an unpaired comparison is never made).
-- :func:`verdict`: ``"yes"``, ``"no"`` or ``"inconclusive"`` for a claim about a paired
-  difference: inconclusive when n < 2 or when the interval contains the threshold.
-- :func:`normal_interval`: value ± z · standard error (Hutchinson's estimate of one run).
+Two sources vary in an accuracy: the training seed and the finite test set (the same
+test images for every run). The intervals (all two-sided, 95 % by default):
 
-The t quantile (:func:`t_ppf`) inverts the Student-t distribution through the regularised
-incomplete beta function (continued fraction, Lentz's method); it agrees with
-``scipy.stats.t.ppf`` to about 1e-12 relative.
+- :func:`summarize`: mean ± Student-t half-width over seeds, ``t_{0.975, n-1} · s / √n``
+  (figures that have no test-image error: Hessian, attention distance, CKA, times).
+- :func:`accuracy_estimate` / :func:`paired_accuracy_delta`: from per-image correctness
+  ``c[s, i]`` (seed ``s``, test image ``i``; for a Δ, ``x[s, i] = c_a[s, i] - c_b[s, i]`` on
+  the same image). The estimate is the grand mean; its variance is the sum of a seed term
+  ``var_s(row means) / S`` and a test-image term ``var_i(column means) / N`` (both with
+  ddof = 1; the crossed two-way random-effects approximation, which counts the seed × image
+  residual in both terms and so errs on the wide side). Because every seed is tested on
+  the same images, the image term does not shrink with more seeds. The half-width is
+  ``t_{0.975, ν} · √(a + b)`` with Welch–Satterthwaite ``ν = (a + b)² / (a² / (S-1) + b² / (N-1))``.
+  With one seed only the image term exists (``ν = N - 1``) and the seed spread is unknown.
+- :func:`accuracy_estimate_binomial`: without per-image data, the image term is bounded by
+  ``p̄ (1 - p̄) / (N - 1)`` (a variance of numbers in [0, 1] with mean p̄ is at most p̄ (1 - p̄)).
+- :func:`binomial_interval`: a quantity measured once on ``n`` images (a teacher's
+  accuracy): Clopper–Pearson (exact) interval from Beta quantiles.
+- :func:`verdict`: yes / no / inconclusive on a claim about a Δ; an accuracy Δ also needs
+  per-image data and more than :data:`MIN_DECIDING_IMAGES` images of net difference.
 """
 
 from __future__ import annotations
@@ -18,131 +28,62 @@ import math
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 
+import numpy as np
+from scipy import stats as scipy_stats
+
+from kdbias.schema import finite
+
 __all__ = [
     "CONFIDENCE",
-    "Estimate",
-    "HUTCHINSON_Z",
+    "MIN_DECIDING_IMAGES",
     "VERDICTS",
-    "betainc",
+    "Estimate",
+    "accuracy_estimate",
+    "accuracy_estimate_binomial",
+    "binomial_interval",
     "finite",
-    "normal_interval",
+    "paired_accuracy_delta",
     "paired_delta",
+    "paired_delta_binomial",
     "summarize",
-    "t_cdf",
     "t_ppf",
     "verdict",
 ]
 
 CONFIDENCE = 0.95
-HUTCHINSON_Z = 1.96  # two-sided 95 % of a normal estimate (the Hutchinson mean over many probes)
 VERDICTS = ("yes", "no", "inconclusive")
-
-
-def finite(value: object) -> float | None:
-    """``value`` as a float when it is a finite real number (``bool`` is not), else ``None``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-# --------------------------------------------------------------------------- Student t
-
-
-def _beta_fraction(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, eps = 1e-300, 1e-16
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function ``I_x(a, b)`` for ``a, b > 0``, ``0 <= x <= 1``."""
-    if a <= 0 or b <= 0:
-        raise ValueError(f"betainc needs a, b > 0, got a={a}, b={b}")
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(log_front)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1.0 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """Cumulative distribution function of Student's t with ``df`` degrees of freedom."""
-    if df <= 0:
-        raise ValueError(f"degrees of freedom must be > 0, got {df}")
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
+MIN_DECIDING_IMAGES = 3  # an accuracy Δ of fewer net test images per seed is never a yes/no
 
 
 def t_ppf(p: float, df: float) -> float:
-    """Quantile of Student's t: the ``t`` with ``t_cdf(t, df) == p`` (``0 < p < 1``).
-
-    Solves ``0.5 · I_x(df/2, 1/2) = 1 - p`` for ``x = df / (df + t²)`` by bisection to
-    machine precision, then ``t = sqrt(df (1 - x) / x)``; near the centre (``p < 0.75``)
-    the complementary ``I_y(1/2, df/2) = 2p - 1`` for ``y = 1 - x`` instead.
-    """
+    """Quantile of Student's t with ``df`` degrees of freedom (``scipy.stats.t.ppf``)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must lie in (0, 1), got {p}")
-    if df <= 0:
+    if not df > 0:
         raise ValueError(f"degrees of freedom must be > 0, got {df}")
-    if p == 0.5:
-        return 0.0
-    if p < 0.5:
-        return -t_ppf(1.0 - p, df)
-    if p < 0.75:  # near the centre: solve I_y(1/2, df/2) = 2p - 1 for y = t² / (df + t²)
-        y = _bisect(lambda v: betainc(0.5, df / 2.0, v), 2.0 * p - 1.0)
-        return math.sqrt(df * y / (1.0 - y))
-    x = _bisect(lambda v: 0.5 * betainc(df / 2.0, 0.5, v), 1.0 - p)
-    return math.sqrt(df * (1.0 - x) / x)
-
-
-def _bisect(increasing, target: float) -> float:
-    """The ``v`` in (0, 1) with ``increasing(v) == target``, to machine precision."""
-    lo, hi = 0.0, 1.0
-    for _ in range(2000):
-        mid = 0.5 * (lo + hi)
-        if mid in (lo, hi):
-            break
-        if increasing(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
-
-
-# --------------------------------------------------------------------------- estimates
+    return float(scipy_stats.t.ppf(p, df))
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """Mean of ``values`` with the half-width of its Student-t confidence interval.
+    """A mean with the half-width of its confidence interval.
 
-    ``half_width`` is ``None`` when n = 1 (no interval). For a paired difference,
-    ``seeds`` names the seeds whose differences are ``values`` (in that order).
+    Attributes:
+        mean: the estimate (a fraction for accuracies).
+        n: number of seeds (for a Δ: seeds both runs have).
+        sd: sample standard deviation over seeds (ddof = 1; ``None`` when n = 1).
+        half_width: half-width of the whole interval (``None``: no interval).
+        values: per-seed values (per-seed differences for a Δ), in ``seeds`` order.
+        seeds: the seeds, sorted.
+        seed_half, test_half: the parts from seeds alone (``t_{n-1} √a``) and from test
+            images alone (``t_{N-1} √b``); ``None`` where that source is not included.
+        test_kind: how the test-set error entered: ``"per-image"``, ``"binomial bound"``,
+            or ``None`` (not included: seeds only).
+        images: test images per seed (N).
+        disagree: test images on which the two runs' correctness differs in at least one
+            seed (a Δ with per-image data).
+        net_images: mean over seeds of (images only ``a`` got right − images only ``b`` got right).
+        df: degrees of freedom of the t quantile.
     """
 
     mean: float
@@ -152,26 +93,30 @@ class Estimate:
     values: tuple[float, ...]
     seeds: tuple[Hashable, ...] = ()
     confidence: float = CONFIDENCE
+    seed_half: float | None = None
+    test_half: float | None = None
+    test_kind: str | None = None
+    images: int | None = None
+    disagree: int | None = None
+    net_images: float | None = None
+    df: float | None = None
 
     @property
     def low(self) -> float | None:
-        """Lower end of the interval (``None`` when n = 1)."""
+        """Lower end of the interval (``None`` without one)."""
         return None if self.half_width is None else self.mean - self.half_width
 
     @property
     def high(self) -> float | None:
-        """Upper end of the interval (``None`` when n = 1)."""
+        """Upper end of the interval (``None`` without one)."""
         return None if self.half_width is None else self.mean + self.half_width
 
 
-def summarize(values: Iterable[object], confidence: float = CONFIDENCE) -> Estimate | None:
-    """Mean ± ``t_{(1+c)/2, n-1} · s / sqrt(n)`` of the finite values (``s``: sample standard
-    deviation, ddof = 1); ``None`` when there is none; no interval when n = 1."""
-    kept = tuple(v for v in (finite(x) for x in values) if v is not None)
-    return _estimate(kept, (), confidence)
+def _sorted(seeds: Iterable[Hashable]) -> list[Hashable]:
+    return sorted(seeds, key=lambda s: (str(type(s)), s))
 
 
-def _estimate(values: tuple[float, ...], seeds: tuple[Hashable, ...], confidence: float) -> Estimate | None:
+def _seed_only(values: tuple[float, ...], seeds: tuple[Hashable, ...], confidence: float) -> Estimate | None:
     n = len(values)
     if n == 0:
         return None
@@ -180,31 +125,178 @@ def _estimate(values: tuple[float, ...], seeds: tuple[Hashable, ...], confidence
         return Estimate(mean, 1, None, None, values, seeds, confidence)
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_ppf(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
-    return Estimate(mean, n, sd, half, values, seeds, confidence)
+    return Estimate(mean, n, sd, half, values, seeds, confidence, seed_half=half, df=n - 1)
+
+
+def summarize(
+    values: Iterable[object], confidence: float = CONFIDENCE, seeds: Iterable[Hashable] = ()
+) -> Estimate | None:
+    """Mean ± ``t_{(1+c)/2, n-1} · s / √n`` of the finite values (``s``: ddof = 1);
+    ``None`` when there is none; no interval when n = 1. ``seeds``: names of the values
+    (kept only when every value is finite)."""
+    raw = list(values)
+    kept = tuple(v for v in (finite(x) for x in raw) if v is not None)
+    names = tuple(seeds)
+    return _seed_only(kept, names if len(names) == len(kept) == len(raw) else (), confidence)
 
 
 def paired_delta(
     a: Mapping[Hashable, object], b: Mapping[Hashable, object], confidence: float = CONFIDENCE
 ) -> Estimate | None:
     """``a - b`` paired by key (seed): :func:`summarize` of ``a[s] - b[s]`` over the seeds
-    where both are finite (n = number of pairs); ``None`` when no seed is shared."""
-    common = sorted((s for s in a if s in b), key=lambda s: (str(type(s)), s))
-    pairs = [(s, finite(a[s]), finite(b[s])) for s in common]
-    kept = [(s, x - y) for s, x, y in pairs if x is not None and y is not None]
-    return _estimate(tuple(d for _, d in kept), tuple(s for s, _ in kept), confidence)
+    where both are finite; ``None`` when no seed is shared. Seed spread only."""
+    kept = []
+    for s in _sorted(s for s in a if s in b):
+        x, y = finite(a[s]), finite(b[s])
+        if x is not None and y is not None:
+            kept.append((s, x - y))
+    return _seed_only(tuple(d for _, d in kept), tuple(s for s, _ in kept), confidence)
 
 
-def verdict(estimate: Estimate | None, claim: str = ">", threshold: float = 0.0) -> str:
+def _two_way(matrix: np.ndarray, seeds: tuple[Hashable, ...], confidence: float) -> Estimate:
+    """Grand mean of ``matrix`` ``[S, N]`` with the seed + test-image interval (module docstring)."""
+    S, N = matrix.shape
+    rows = matrix.mean(axis=1)
+    cols = matrix.mean(axis=0)
+    mean = float(matrix.mean())
+    b = float(cols.var(ddof=1)) / N if N > 1 else 0.0
+    q = 0.5 + confidence / 2.0
+    test_half = t_ppf(q, N - 1) * math.sqrt(b) if N > 1 else None
+    if S == 1:
+        df = float(N - 1) if N > 1 else None
+        half = test_half
+        return Estimate(
+            mean, 1, None, half, tuple(rows.tolist()), seeds, confidence, None, test_half, "per-image", N, df=df
+        )
+    sd = float(rows.std(ddof=1))
+    a = sd**2 / S
+    if a + b == 0.0:
+        df = float(S - 1)
+    else:
+        df = (a + b) ** 2 / (a**2 / (S - 1) + (b**2 / (N - 1) if N > 1 else 0.0))
+    half = t_ppf(q, df) * math.sqrt(a + b)
+    seed_half = t_ppf(q, S - 1) * math.sqrt(a)
+    return Estimate(
+        mean, S, sd, half, tuple(rows.tolist()), seeds, confidence, seed_half, test_half, "per-image", N, df=df
+    )
+
+
+def accuracy_estimate(correct: Mapping[Hashable, np.ndarray], confidence: float = CONFIDENCE) -> Estimate | None:
+    """Mean accuracy over seeds from per-image correctness ``{seed: bool[N]}`` (the same N
+    test images in the same order for every seed), with the seed + test-image interval."""
+    seeds = tuple(_sorted(correct))
+    if not seeds:
+        return None
+    matrix = np.stack([np.asarray(correct[s], dtype=np.float64) for s in seeds])
+    return _two_way(matrix, seeds, confidence)
+
+
+def paired_accuracy_delta(
+    a: Mapping[Hashable, np.ndarray], b: Mapping[Hashable, np.ndarray], confidence: float = CONFIDENCE
+) -> Estimate | None:
+    """``acc_a - acc_b`` on the seeds both have, image by image: ``x[s, i] = a[s][i] - b[s][i]``
+    (per-image correctness on the same test images), with the seed + test-image interval,
+    the number of images where the two disagree (in any seed) and the mean net count."""
+    seeds = tuple(_sorted(s for s in a if s in b))
+    if not seeds:
+        return None
+    ca = np.stack([np.asarray(a[s], dtype=np.int64) for s in seeds])
+    cb = np.stack([np.asarray(b[s], dtype=np.int64) for s in seeds])
+    if ca.shape != cb.shape:
+        raise ValueError(f"per-image arrays differ in shape: {ca.shape} vs {cb.shape}")
+    x = (ca - cb).astype(np.float64)
+    est = _two_way(x, seeds, confidence)
+    disagree = int(np.any(x != 0, axis=0).sum())
+    net = float(x.sum(axis=1).mean())
+    return Estimate(**{**est.__dict__, "disagree": disagree, "net_images": net})
+
+
+def accuracy_estimate_binomial(
+    accs: Mapping[Hashable, object], images: int, confidence: float = CONFIDENCE
+) -> Estimate | None:
+    """Mean accuracy over seeds from per-seed accuracies on ``images`` test images, the
+    test-image term bounded by ``p̄ (1 - p̄) / (N - 1)`` (no per-image data)."""
+    seeds = tuple(s for s in _sorted(accs) if finite(accs[s]) is not None)
+    if not seeds or images < 2:
+        return None
+    values = tuple(float(finite(accs[s])) for s in seeds)  # type: ignore[arg-type]
+    base = _seed_only(values, seeds, confidence)
+    assert base is not None
+    p = base.mean
+    S, q = len(values), 0.5 + confidence / 2.0
+    b = p * (1.0 - p) / (images - 1)
+    a = 0.0 if base.sd is None else base.sd**2 / S
+    if S == 1 or a + b == 0.0:
+        df = float(images - 1) if S == 1 else float(S - 1)
+    else:
+        df = (a + b) ** 2 / (a**2 / (S - 1) + b**2 / (images - 1))
+    return Estimate(
+        **{
+            **base.__dict__,
+            "half_width": t_ppf(q, df) * math.sqrt(a + b),
+            "test_half": t_ppf(q, images - 1) * math.sqrt(b),
+            "test_kind": "binomial bound",
+            "images": images,
+            "df": df,
+        }
+    )
+
+
+def paired_delta_binomial(
+    a: Mapping[Hashable, object], b: Mapping[Hashable, object], images: int, confidence: float = CONFIDENCE
+) -> Estimate | None:
+    """``acc_a - acc_b`` paired by seed without per-image data: the seed interval of
+    :func:`paired_delta` widened by a test-image term bounded by ``(err_a + err_b) / (N - 1)``
+    (the two can disagree only on images one of them gets wrong). Never decides a verdict."""
+    base = paired_delta(a, b, confidence)
+    if base is None or images < 2:
+        return base
+    seeds = base.seeds
+    err = math.fsum(2.0 - float(finite(a[s])) - float(finite(b[s])) for s in seeds) / len(seeds)  # type: ignore[arg-type]
+    bound = min(err, 1.0) / (images - 1)
+    S, q = base.n, 0.5 + confidence / 2.0
+    var_seed = 0.0 if base.sd is None else base.sd**2 / S
+    if S == 1 or var_seed + bound == 0.0:
+        df = float(images - 1) if S == 1 else float(S - 1)
+    else:
+        df = (var_seed + bound) ** 2 / (var_seed**2 / (S - 1) + bound**2 / (images - 1))
+    return Estimate(
+        **{
+            **base.__dict__,
+            "half_width": t_ppf(q, df) * math.sqrt(var_seed + bound),
+            "test_half": t_ppf(q, images - 1) * math.sqrt(bound),
+            "test_kind": "binomial bound",
+            "images": images,
+            "df": df,
+        }
+    )
+
+
+def binomial_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Clopper–Pearson interval of a proportion ``k / n``: ``(Beta(α/2; k, n-k+1),
+    Beta(1-α/2; k+1, n-k))`` quantiles, 0 and 1 at the ends."""
+    if not 0 <= k <= n or n < 1:
+        raise ValueError(f"need 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    alpha = 1.0 - confidence
+    low = 0.0 if k == 0 else float(scipy_stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(scipy_stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def verdict(estimate: Estimate | None, claim: str = ">", threshold: float = 0.0, accuracy: bool = False) -> str:
     """Verdict on the claim ``Δ <claim> threshold`` (``claim`` is ``">"``, ``">="`` or ``"<"``).
 
-    ``"inconclusive"`` when there is no estimate, n < 2, or the closed interval contains
-    ``threshold``; otherwise ``"yes"`` when the whole interval lies on the claimed side and
-    ``"no"`` when it lies on the other (``">"`` and ``">="`` read the same: an interval that
-    touches the threshold is inconclusive).
+    ``"inconclusive"`` when there is no estimate, n < 2, no interval, or the closed
+    interval contains ``threshold``; for an accuracy Δ (``accuracy=True``) also without
+    per-image data or when fewer than :data:`MIN_DECIDING_IMAGES` net images per seed
+    decide it. Otherwise ``"yes"`` when the whole interval lies on the claimed side and
+    ``"no"`` when it lies on the other.
     """
     if claim not in (">", ">=", "<"):
         raise ValueError(f"claim must be '>', '>=' or '<', got {claim!r}")
     if estimate is None or estimate.n < 2 or estimate.half_width is None:
+        return "inconclusive"
+    if accuracy and (estimate.test_kind != "per-image" or abs(estimate.net_images or 0.0) < MIN_DECIDING_IMAGES):
         return "inconclusive"
     low, high = estimate.low, estimate.high
     assert low is not None and high is not None
@@ -212,8 +304,3 @@ def verdict(estimate: Estimate | None, claim: str = ">", threshold: float = 0.0)
         return "inconclusive"
     above = low > threshold
     return ("yes" if above else "no") if claim in (">", ">=") else ("no" if above else "yes")
-
-
-def normal_interval(value: float, stderr: float, z: float = HUTCHINSON_Z) -> tuple[float, float]:
-    """``(value - z · stderr, value + z · stderr)``: the 95 % interval of one Hutchinson estimate."""
-    return value - z * stderr, value + z * stderr

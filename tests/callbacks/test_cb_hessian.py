@@ -3,13 +3,15 @@ import math
 import pytest
 import torch.nn.functional as F
 
-from kdbias.analytics.hessian import hessian_top_eigenvalue_estimate, hessian_trace_estimate
+from kdbias.analytics.hessian import hessian_trace_estimate
+from kdbias.analytics.lanczos import hessian_top_eigenvalue_lanczos
 from kdbias.callbacks import HessianCallback
 from kdbias.models import materialized_attention
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*in eval mode at the start of training.*")
 
-PROBES = dict(max_iter=4, tol=0.0, seed=3)
+PROBES = dict(max_iter=4, tol=0.0, seed=3)  # 4 Hutchinson probes; Lanczos runs its eig_max_iter steps
+EIG_STEPS = 6
 
 
 def _direct(module, kit, num_images):
@@ -25,15 +27,16 @@ def _direct(module, kit, num_images):
         return F.cross_entropy(module(x), labels)
 
     with materialized_attention(module.model):
-        return hessian_trace_estimate(loss_fn, params, **PROBES), hessian_top_eigenvalue_estimate(
-            loss_fn, params, **PROBES
-        )
+        trace = hessian_trace_estimate(loss_fn, params, **PROBES)
+        return trace, hessian_top_eigenvalue_lanczos(loss_fn, params, max_iter=EIG_STEPS, tol=0.0, seed=3)
 
 
 def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
     module = tiny_vit_module()
     module.model.blocks[0].attn.eval()  # odd state that must survive
-    cb = HessianCallback(every_n_epochs=2, num_images=40, batch_size=16, **PROBES)  # chunks 16, 16, 8
+    cb = HessianCallback(
+        every_n_epochs=2, num_images=40, batch_size=16, eig_max_iter=EIG_STEPS, **PROBES
+    )  # chunks 16, 16, 8
     before, after = kit.ModeProbe(), kit.ModeProbe()
     trainer = kit.fit(module, [before, cb, after], tmp_path, max_epochs=3, precision="bf16-mixed")
 
@@ -55,12 +58,17 @@ def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
         "hessian_trace",
         "hessian_trace_stderr",
         "hessian_trace_probes",
+        "hessian_trace_t",
         "hessian_top_eig",
         "hessian_top_eig_residual",
+        "hessian_top_eig_iterations",
+        "hessian_top_eig_converged",
     }
     assert summary["hessian_trace"] == pytest.approx(trace, rel=1e-4)
     assert summary["hessian_trace_stderr"] == pytest.approx(estimate.stderr, rel=1e-3)
-    assert summary["hessian_trace_probes"] == estimate.num_probes
+    assert summary["hessian_trace_probes"] == estimate.num_probes == 4  # fixed: no early stop
+    assert summary["hessian_trace_t"] == pytest.approx(3.182446305284263)  # t(0.975, 3), printed tables: 3.182
+    assert summary["hessian_top_eig_iterations"] == EIG_STEPS and summary["hessian_top_eig_converged"] is False
     assert summary["hessian_top_eig"] == pytest.approx(top, rel=1e-4)
     assert summary["hessian_top_eig_residual"] == pytest.approx(eigen.residual, rel=1e-3, abs=1e-6)
     assert scalars["hessian/trace"][-1][1] == pytest.approx(trace, rel=1e-4)
@@ -77,7 +85,7 @@ def test_hessian_in_fit_bf16_periodic_and_final(kit, tiny_vit_module, tmp_path):
 def test_hessian_once_per_step_and_repeatable(kit, tiny_vit_module, tmp_path):
     logged = []
     for run in ("a", "b"):
-        cb = HessianCallback(every_n_epochs=1, num_images=24, batch_size=24, **PROBES)
+        cb = HessianCallback(every_n_epochs=1, num_images=24, batch_size=24, eig_max_iter=EIG_STEPS, **PROBES)
         trainer = kit.fit(tiny_vit_module(), [cb], tmp_path / run, max_epochs=1)
         scalars = kit.scalars(trainer.log_dir)
         # the last epoch was measured at step 2: train end does not measure it again

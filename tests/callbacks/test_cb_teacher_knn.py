@@ -48,7 +48,7 @@ def test_teacher_knn_measured_once(kit, tmp_path):
             torch.testing.assert_close(module.teacher.embedding(dm.normalize_images(images)), net(x))  # CLS output
             feats[split] = (net(x), labels)
     direct = knn_accuracy(*feats["train"], *feats["test"], k=5, temperature=0.07, num_classes=10)
-    assert cb.summary_items() == {"teacher_acc": pytest.approx(direct)}
+    assert cb.summary_items() == {"teacher_acc": pytest.approx(direct), "teacher_knn_images": 30}
     assert scalars["teacher/knn_acc"][0][1] == pytest.approx(direct, abs=1e-6)
     written = json.loads((Path(trainer.log_dir) / "summary.json").read_text())
     assert written["teacher_acc"] == pytest.approx(direct)

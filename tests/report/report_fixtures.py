@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 
@@ -94,6 +95,8 @@ def write_run(
     scalars: dict[str, list[tuple[int, float]]] | None = None,
     heatmap: bool = False,
     raw: bytes | str | None = None,
+    correct: Any = None,
+    teacher_correct: Any = None,
     **summary: Any,
 ) -> Path:
     """``<runs_dir>/<experiment>/version_<n>`` of a (finished) run.
@@ -103,6 +106,11 @@ def write_run(
     method (so runs with another τ get another signature). ``val_acc`` alone also sets
     ``test_acc``; ``teacher_acc`` of a soft-KL student also sets ``teacher.test_acc``.
     ``heatmap``: a PNG per ``cka`` entry. ``raw``: written verbatim as ``summary.json``.
+
+    Per-image test predictions (``test_predictions.npz``) are written for every complete run:
+    ``correct`` (bool ``[N]``) when given (``test_acc`` then defaults to its mean), else the
+    first ``test_acc · 1000`` of :data:`TEST_IMAGES` images correct (when that is a whole
+    number); ``teacher_correct`` likewise for a teacher's predictions. ``correct=False``: none.
     """
     runs_dir = Path(runs_dir)
     root = runs_dir / experiment
@@ -159,6 +167,15 @@ def write_run(
     full.update(summary)
     if "val_acc" in summary and "test_acc" not in summary:
         full["test_acc"] = summary["val_acc"]
+    if correct is not None and correct is not False and "test_acc" not in summary and "val_acc" not in summary:
+        full["test_acc"] = float(np.mean(correct))
+    if correct is None and isinstance(full.get("test_acc"), float):
+        correct = first_correct(full["test_acc"])
+    if teacher_correct is None and spec is not None and spec.teacher is not None and full.get("teacher_acc"):
+        teacher_correct = first_correct(full["teacher_acc"], TEST_IMAGES if correct is None else len(correct))
+    if correct is not None and correct is not False:
+        write_predictions(run_dir, correct, teacher_correct, full.get("selected_checkpoint", "checkpoints/best.ckpt"))
+        full.setdefault("test_images", len(correct))
     full.setdefault("best_val_acc", full.get("val_acc"))
     if (
         spec is not None
@@ -174,6 +191,36 @@ def write_run(
             entry.setdefault("heatmap", rel)
     (run_dir / "summary.json").write_text(json.dumps(full, indent=2))
     return run_dir
+
+
+TEST_IMAGES = 1000
+
+
+def first_correct(acc: float, n: int = TEST_IMAGES) -> Any:
+    """``[N]`` bool with the first ``acc · N`` images correct; ``None`` when that is not whole."""
+    k = acc * n
+    if not isinstance(acc, float) or abs(k - round(k)) > 1e-6 or not 0 <= acc <= 1:
+        return None
+    out = np.zeros(n, dtype=bool)
+    out[: round(k)] = True
+    return out
+
+
+def write_predictions(
+    run_dir: Path, correct: Any, teacher_correct: Any = None, checkpoint: str = "checkpoints/best.ckpt"
+):
+    """``test_predictions.npz`` of ``correct`` (labels cycle through 10 classes; a wrong image
+    is predicted as the next class)."""
+    from kdbias.callbacks.predictions import PREDICTIONS_FILE, Predictions, encode_predictions
+
+    correct = np.asarray(correct, dtype=bool)
+    label = np.arange(len(correct)) % 10
+    pred = np.where(correct, label, (label + 1) % 10)
+    teacher = None
+    if teacher_correct is not None:
+        teacher = np.where(np.asarray(teacher_correct, dtype=bool), label, (label + 1) % 10)
+    data = Predictions(np.arange(len(correct)), label, pred, correct, checkpoint, teacher)
+    (run_dir / PREDICTIONS_FILE).write_bytes(encode_predictions(data))
 
 
 def attention(px: float, layers: int = 12, heads: int = 3) -> dict[str, Any]:

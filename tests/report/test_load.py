@@ -62,7 +62,7 @@ def test_bad_files_are_skipped_with_one_warning_each(damaged):
     assert "not a JSON object (a JSON list)" in about(2)
     assert "missing" in about(3)
     assert any("exp2/version_0" in m and "'trained', not 'complete'" in m for m in messages)
-    assert any("exp2/version_1" in m and "test_acc=5.0 is outside [0, 1]" in m for m in messages)
+    assert any("exp2/version_1" in m and "test_acc=5.0 is not a number in [0, 1]" in m for m in messages)
 
 
 def test_bad_fields_are_dropped_and_the_run_kept(damaged):
@@ -73,7 +73,7 @@ def test_bad_fields_are_dropped_and_the_run_kept(damaged):
     assert exp3["attn_dist"] == {"3": 6.0} and exp3["test_acc"] == 0.7
     (message,) = [m for m in _messages(record) if "exp3" in m]
     for part in (
-        "val_acc=5.0 (outside [0, 1])",
+        "val_acc=5.0 (not a number in [0, 1])",
         "hessian_trace=nan (not a finite number)",
         "attn_dist.6=inf",
         "teacher_acc=-0.1",
@@ -83,7 +83,8 @@ def test_bad_fields_are_dropped_and_the_run_kept(damaged):
     assert "500" not in text and "inf px" not in text and " nan" not in text
     exp3_table = text[text.index("### EXP-3") :]
     assert "| Held-out Best Val Accuracy | *pending* |" in exp3_table  # best_val_acc defaulted to the bad 5.0
-    assert "| Student Test Accuracy | 70.00 % (n=1) |" in exp3_table
+    assert "| Student Test Accuracy | 70.00 ± " in exp3_table
+    assert "(n=1; test set only, one seed; seeds 0) |" in exp3_table
 
 
 def test_signed_figures_keep_their_sign(tmp_path):
@@ -101,7 +102,7 @@ def test_val_acc_of_five_never_prints_as_500_percent(tmp_path):
     write_run(runs, "teacher_resnet18", val_acc=5.0, best_val_acc=5.0, test_acc=0.9)
     with pytest.warns(ReportWarning, match="val_acc=5.0"):
         text = render_report(load_runs(runs))
-    assert "500" not in text and '| Test Accuracy (the plan\'s "Val Accuracy") | 90.00 % (n=1) |' in text
+    assert "500" not in text and '| Test Accuracy (the plan\'s "Val Accuracy") | 90.00 % (measured once, n=1; ' in text
 
 
 def test_main_prints_a_line_per_skipped_file_and_exits_zero(damaged, tmp_path, capsys):
@@ -130,7 +131,9 @@ def test_missing_runs_dir_gives_an_all_pending_report(tmp_path, capsys, monkeypa
 
 def test_json_values_that_are_not_numbers(tmp_path):
     runs = tmp_path / "runs"
-    write_run(runs, "baseline", seed=0, val_acc=0.8, train_time_s="long", best_epoch=True, method="ce", cka=[1])
+    write_run(runs, "baseline", seed=0, val_acc=0.8, train_time_s="long", best_epoch=True, cka=[1])
+    write_run(runs, "baseline", seed=3, val_acc=0.9, method="ce")  # a method that does not validate: left out
+    write_run(runs, "baseline", seed=4, val_acc=0.9, method={"temperature": "hot", "alpha": [1]})
     write_run(runs, "baseline", seed="zero", val_acc=0.8)
     write_run(runs, "baseline", seed=2, val_acc=0.8, dataset=None)
     copied = write_run(runs, "exp1", seed=0, val_acc=0.8) / "summary.json"  # copied from another experiment
@@ -138,9 +141,10 @@ def test_json_values_that_are_not_numbers(tmp_path):
     with pytest.warns(ReportWarning) as record:
         runs_loaded = load_runs(runs)
     (run,) = runs_loaded
-    assert "train_time_s" not in run and "best_epoch" not in run and "method" not in run and "cka" not in run
+    assert "train_time_s" not in run and "best_epoch" not in run and "cka" not in run
     messages = " ".join(_messages(record))
-    assert "no integer seed" in messages and "no dataset" in messages and "not the folder's 'exp1'" in messages
+    assert "no integer seed" in messages and "no valid dataset" in messages and "not the folder's 'exp1'" in messages
+    assert messages.count("its recorded method does not validate") == 2
     assert math.isclose(aggregate(runs_loaded).acc("baseline").mean, 0.8)
 
 

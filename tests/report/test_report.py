@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from report_fixtures import attention, cka_entry, write_run
+from report_fixtures import TEST_IMAGES, attention, cka_entry, write_run
 
 from kdbias.report import aggregate, findings, load_runs, main, read_scalars, render_report
 
@@ -40,11 +40,45 @@ def _finding(text_or_lines, start: str) -> str:
     return line
 
 
-def _pp_cell(diffs: list[float]) -> str:
-    """The paired Δ cell written out: mean ± t(0.975, n-1) s / sqrt(n), in pp."""
-    d, n = np.array(diffs) * 100, len(diffs)
-    half = scipy_stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n)
-    return f"{d.mean():+.2f} ± {half:.2f} pp (n={n})"
+def _matrix(accs: list[float], n: int = TEST_IMAGES) -> np.ndarray:
+    """Per-image correctness of the fixture runs: the first acc · n images right."""
+    return np.stack([np.arange(n) < round(a * n) for a in accs]).astype(float)
+
+
+def _two_way(x: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean and half-widths (all, seeds, test images), written out: var_s(row means) / S +
+    var_i(column means) / N, t with Welch–Satterthwaite degrees of freedom."""
+    S, N = x.shape
+    a = np.var(x.mean(axis=1), ddof=1) / S
+    b = np.var(x.mean(axis=0), ddof=1) / N
+    df = (a + b) ** 2 / (a**2 / (S - 1) + b**2 / (N - 1)) if a + b > 0 else S - 1
+    t = scipy_stats.t.ppf
+    return x.mean(), t(0.975, df) * np.sqrt(a + b), t(0.975, S - 1) * np.sqrt(a), t(0.975, N - 1) * np.sqrt(b)
+
+
+def _acc_cell(accs: list[float]) -> str:
+    mean, half, seeds, test = (100 * v for v in _two_way(_matrix(accs)))
+    return f"{mean:.2f} ± {half:.2f} % (n={len(accs)}; half-widths: seeds {seeds:.2f}, test set {test:.2f})"
+
+
+def _pp_cell(a: list[float], b: list[float]) -> str:
+    """The paired Δ cell written out, image by image, in pp."""
+    mean, half, seeds, test = (100 * v for v in _two_way(_matrix(a) - _matrix(b)))
+    return f"{mean:+.2f} ± {half:.2f} pp (n={len(a)}; half-widths: seeds {seeds:.2f}, test set {test:.2f})"
+
+
+def _one_cell(acc: float, n: int = TEST_IMAGES) -> str:
+    """A single seed: the test-image half-width t(0.975, N-1) · sd / sqrt(N)."""
+    c = _matrix([acc], n)[0]
+    half = scipy_stats.t.ppf(0.975, n - 1) * c.std(ddof=1) / math.sqrt(n) * 100
+    return f"{acc * 100:.2f} ± {half:.2f} % (n=1; test set only, one seed)"
+
+
+def _once(acc: float, n: int = TEST_IMAGES) -> str:
+    """A teacher measured once: Clopper–Pearson from scipy's binomtest."""
+    ci = scipy_stats.binomtest(round(acc * n), n).proportion_ci(0.95, method="exact")
+    interval = f"95 % CI [{ci.low * 100:.2f}, {ci.high * 100:.2f}] %, Clopper–Pearson on {n} images"
+    return f"{acc * 100:.2f} % (measured once, n=1; {interval})"
 
 
 # ------------------------------------------------------------------ pairing, statistics
@@ -58,10 +92,8 @@ def test_paired_delta_and_cells_match_written_out_t_interval(tmp_path):
         write_run(runs, "exp2", seed=seed, val_acc=exp2[seed], teacher_acc=0.96)
     text = render_report(load_runs(runs))
     (row,) = _rows(text, "**EXP-2**")
-    values = np.array(exp2) * 100
-    half = scipy_stats.t.ppf(0.975, 2) * values.std(ddof=1) / math.sqrt(3)
-    assert row[4] == f"{values.mean():.2f} ± {half:.2f} % (n=3)"
-    assert row[5] == _pp_cell([a - b for a, b in zip(exp2, base)])
+    assert row[4] == _acc_cell(exp2)
+    assert row[5] == _pp_cell(exp2, base)
 
 
 def test_unpaired_seeds_are_not_compared(tmp_path):
@@ -74,9 +106,10 @@ def test_unpaired_seeds_are_not_compared(tmp_path):
     delta = agg.delta("exp1", "baseline")
     assert delta.seeds == (1,) and delta.n == 1 and delta.mean == pytest.approx(-0.01)
     text = render_report(load_runs(runs))
-    assert _rows(text, "**EXP-1**")[0][5] == "-1.00 pp (n=1)"
+    cell = _rows(text, "**EXP-1**")[0][5]
+    assert cell.startswith("-1.00 ± ") and cell.endswith("(n=1; test set only, one seed; seeds 1)")
     line = _finding(text, "EXP-1 shows negative transfer")
-    assert "**inconclusive** (Δ = -1.00 pp, n=1: no interval)" in line
+    assert line.count("**inconclusive** (Δ = -1.00 pp, 95 % CI") == 1 and "n=1" in line and "seeds 1" in line
 
 
 def test_separated_overlapping_and_single_verdicts(tmp_path):
@@ -87,11 +120,16 @@ def test_separated_overlapping_and_single_verdicts(tmp_path):
         write_run(runs, "exp2", seed=seed, val_acc=e2)
     write_run(runs, "exp3", seed=0, val_acc=0.95)
     lines = findings(aggregate(load_runs(runs)))
-    assert "**yes** (Δ = -5.00 pp, 95 % CI [-5.00, -5.00] pp, n=3)" in _finding(lines, "negative transfer")
+    transfer = _finding(lines, "negative transfer")
+    x = _matrix([0.75, 0.76, 0.74]) - _matrix([0.80, 0.81, 0.79])
+    _, half, _, _ = _two_way(x)
+    assert f"**yes** (Δ = -5.00 pp, 95 % CI [{-5 - half * 100:+.2f}, {-5 + half * 100:+.2f}] pp, n=3" in transfer
+    disagree = int((x != 0).any(axis=0).sum())  # images where the runs differ in some seed
+    assert f"the runs disagree on {disagree} of 1000 test images (net -50.0 images per seed)" in transfer
     exp2_vs_1 = _finding(lines, "EXP-2 > EXP-1")
     assert "**yes**" in exp2_vs_1 and "n=3" in exp2_vs_1
     assert "**inconclusive**" in _finding(lines, "EXP-3 ≥ +3 pp vs Baseline")  # n = 1
-    assert "n=1: no interval" in _finding(lines, "EXP-3 ≥ +3 pp vs Baseline")
+    assert "n=1" in _finding(lines, "EXP-3 ≥ +3 pp vs Baseline")
     # exp2 vs baseline: differences +1, -1, +1 pp: the interval contains 0
     agg = aggregate(load_runs(runs))
     delta = agg.delta("exp2", "baseline")
@@ -136,7 +174,7 @@ def test_configuration_tie_goes_to_the_newest_run(tmp_path):
     write_run(runs, "exp1", seed=0, val_acc=0.75, method={"temperature": 4.0})
     text = render_report(load_runs(runs))
     (row,) = _rows(text, "**EXP-1**")
-    assert row[2] == "Soft KL (τ=4, α=0.5)" and row[4] == "75.00 % (n=1)"
+    assert row[2] == "Soft KL (τ=4, α=0.5)" and row[4] == _one_cell(0.75)
 
 
 def test_runs_without_signature_are_grouped_by_method(tmp_path):
@@ -171,9 +209,10 @@ def test_method_parameters_are_read_from_the_runs(tmp_path):
     (exp3,) = _rows(text, "**EXP-3**")
     assert exp3[1] == "vit_small_patch14_dinov2"
     assert exp3[2] == "CKA + token (λ_cka=1, λ_tok=0.25, layers 2:4,11:11, teacher 224 px)"
-    assert exp3[3] == "k-NN 70.00 % (n=1)"
+    assert exp3[3] == "k-NN 70.00 % (measured once, n=1; image count not recorded: no interval)"
     (exp2,) = _rows(text, "**EXP-2**")
-    assert exp2[1:4] == ["my_convnext", "Soft KL (τ=3, α=0.7)", "90.00 % (n=1)"]
+    assert exp2[1:3] == ["my_convnext", "Soft KL (τ=3, α=0.7)"]
+    assert exp2[3] == _once(0.9)  # from the teacher's per-image predictions
     (methods,) = _rows(_section(text, "## Methods"), "EXP-2")
     assert methods[2] == "0.3"  # the CE weight the run recorded
     assert "use their last epoch: Baseline" in _section(text, "## Experimental Matrix")
@@ -188,7 +227,7 @@ def test_teacher_acc_in_matrix_equals_phase1_test_acc(tmp_path):
     write_run(
         runs,
         "teacher_resnet18",
-        test_acc=0.9512,
+        test_acc=0.951,
         val_acc=0.9400,
         best_val_acc=0.9530,
         best_epoch=187,
@@ -196,23 +235,26 @@ def test_teacher_acc_in_matrix_equals_phase1_test_acc(tmp_path):
         train_time_s=5400.0,
     )
     for seed in (0, 1):
-        write_run(runs, "exp1", seed=seed, val_acc=0.8, teacher_acc=0.9512)
-    write_run(runs, "teacher_convnextv2", test_acc=0.9411)
+        write_run(runs, "exp1", seed=seed, val_acc=0.8, teacher_acc=0.951)
+    write_run(runs, "teacher_convnextv2", test_acc=0.901)
     other = {"name": "convnextv2_tiny_cifar", "source": "/elsewhere/teacher_convnextv2/version_3/checkpoints/last.ckpt"}
     write_run(runs, "exp2", val_acc=0.8, teacher_acc=0.93, teacher=other)  # another checkpoint's accuracy
     text = render_report(load_runs(runs))
     phase1 = _section(text, "### ResNet-18 teacher")
-    assert '| Test Accuracy (the plan\'s "Val Accuracy") | 95.12 % (n=1) |' in phase1
+    assert f'| Test Accuracy (the plan\'s "Val Accuracy") | {_once(0.951)} |' in phase1
     assert "| Held-out Best Val Accuracy | 95.30 % (n=1) |" in phase1
     assert "| Best Epoch (0-based, held-out) | 187 (n=1) of 200 epochs |" in phase1
     assert "| Training Time | 90.0 min (n=1) |" in phase1
-    assert "reached by the checkpoint used (95.12 % vs > 94 %; single run, n=1)" in phase1
-    assert "95.12 ± 0.00 % (n=2) — equals the teacher run's test accuracy" in phase1
-    assert _rows(text, "**EXP-1**")[0][3] == "95.12 ± 0.00 % (n=2)"
+    ci = scipy_stats.binomtest(951, 1000).proportion_ci(0.95, method="exact")
+    # 951 of 1000 images: the interval reaches below the 94 % target, so not decided
+    assert f"**inconclusive** (95.10 %, 95 % CI [{ci.low * 100:.2f}, {ci.high * 100:.2f}] % vs > 94 %" in phase1
+    assert "95.10 % (one measurement, repeated by every student run) — equals the teacher run's test accuracy" in phase1
+    assert _rows(text, "**EXP-1**")[0][3] == _once(0.951)  # measured once, never "± 0.00 (n=2)"
     convnext = _section(text, "### ConvNeXt V2 teacher")
-    assert "not reached" in convnext and "**differs** from the teacher run's test accuracy" in convnext
+    assert "**not reached**" in convnext and "**differs** from the teacher run's test accuracy" in convnext
     assert "the students' teacher checkpoint is this run's selected one" in phase1
-    assert "the students used **another checkpoint** than this run's selected `checkpoints/best.ckpt`" in convnext
+    assert "the students used **another checkpoint** than this run's selected checkpoints/best.ckpt" in convnext
+    assert "CE + CutMix" in _section(text, "## Methods")
 
 
 def test_matched_control_row(tmp_path):
@@ -223,7 +265,7 @@ def test_matched_control_row(tmp_path):
         write_run(runs, "baseline_b512", seed=seed, val_acc=b512[seed])
         write_run(runs, "exp3", seed=seed, val_acc=exp3[seed], teacher_acc=0.7)
     text = render_report(load_runs(runs))
-    vs_base, vs_control = _pp_cell([a - b for a, b in zip(exp3, base)]), _pp_cell([a - b for a, b in zip(exp3, b512)])
+    vs_base, vs_control = _pp_cell(exp3, base), _pp_cell(exp3, b512)
     (row,) = _rows(text, "**EXP-3**")
     assert row[5] == f"{vs_base} (different batch and step count)"
     assert row[6] == f"{vs_control} vs Baseline (b512)"
@@ -231,7 +273,7 @@ def test_matched_control_row(tmp_path):
     assert f"| Δ vs Baseline (the plan's comparison; different batch and step count) | {vs_base} |" in phase2
     assert f"| Δ vs Baseline (b512) (matched control: same batch and step count) | {vs_control} |" in phase2
     assert "EXP-3: batch 512, 3 epochs; Baseline: batch 128, 3 epochs" in text
-    assert "**inconclusive**" in _finding(text, "EXP-3 ≥ +3 pp vs Baseline (the plan's")  # +4 ± 3.3 contains 3
+    assert "**inconclusive**" in _finding(text, "EXP-3 ≥ +3 pp vs Baseline (the plan's")  # +4 ± 3.4 contains 3
     assert "**yes**" in _finding(text, "EXP-3 ≥ +3 pp vs its matched control Baseline (b512)")
 
 
@@ -257,10 +299,11 @@ def test_cka_rows_against_the_baseline_control(tmp_path):
     assert "; control: [seed 0](../../runs/baseline/version_0/analytics/cka_heatmaps/exp1/epoch_2.png)" in exp1[5]
     (untrained,) = _rows(text, "EXP-3 vs dinov2: untrained contrast")
     assert untrained[1].startswith("0.020 ±") and untrained[2].startswith("0.010 ±")
-    assert untrained[3] == "+0.010 ± 0.000 (n=3)"
+    assert untrained[3] == "+0.010 (n=3; no spread over seeds)"
     (trained,) = _rows(text, "EXP-3 vs dinov2: trained pairs (mean CKA)")
-    assert trained[3] == "+0.300 ± 0.000 (n=3)"
-    assert _rows(text, "EXP-2 student vs EXP-2's teacher: contrast")[0][1:4] == ["*pending*"] * 3
+    assert trained[3] == "+0.300 (n=3; no spread over seeds)"
+    # no EXP-2 run (pending); the Baseline ran but measured no CKA against EXP-2's teacher
+    assert _rows(text, "EXP-2 student vs EXP-2's teacher: contrast")[0][1:4] == ["*pending*", "*not measured*", "—"]
     assert "depth-matched diagonal" in text and "relative depth" in text
     assert "**yes**" in _finding(text, "EXP-1's CKA diagonal contrast vs resnet18_cifar is above its control")
 
@@ -272,7 +315,7 @@ def test_cka_untrained_contrast_of_control_not_available(tmp_path):
     text = render_report(load_runs(runs))
     (row,) = _rows(text, "EXP-3 vs dinov2: untrained contrast")
     assert row[2] == "not available (the control did not record it on the same cells)" and row[3] == "—"
-    assert "the control's untrained contrast on the same cells is not available" in text
+    assert "**not measured** (the control's untrained contrast on the same cells was not recorded)" in text
 
 
 # ------------------------------------------------------------------ analytics
@@ -294,12 +337,18 @@ def test_hessian_single_run_significance(tmp_path):
     text = render_report(load_runs(runs))
     hessian = _section(text, "### Hessian Analysis")
     (exp1,) = _rows(hessian, "EXP-1")
-    assert exp1[1] == "12 ± 19.6 (n=1; Hutchinson ± 1.96 × s.e., 4 probes) — **not significant**"
-    assert exp1[2] == "21.25 (n=1); residual ≤ 0.11 (an eigenvalue lies within 11 % of it)"
+    t3 = scipy_stats.t.ppf(0.975, 3)
+    assert (
+        exp1[1]
+        == f"12 ± {t3 * 10:.4g} (n=1; Hutchinson, 4 probes, ± t(0.975, 3) = {t3:.3g} × s.e.) — **not significant**"
+    )
+    assert exp1[2] == "21.25 (n=1; residual 0.11: an eigenvalue lies within 11 % of it)"
     assert "not significant" in exp1[3] and "sharper" not in exp1[3]
     (exp2,) = _rows(hessian, "EXP-2")
-    assert exp2[1] == "250 ± 39.2 (n=1; Hutchinson ± 1.96 × s.e., 4 probes)" and "higher = sharper" in exp2[3]
-    assert "not significant" in _rows(text, "**EXP-1**")[0][8]
+    assert exp2[1] == f"250 ± {t3 * 20:.4g} (n=1; Hutchinson, 4 probes, ± t(0.975, 3) = {t3:.3g} × s.e.)"
+    assert "higher = sharper" in exp2[3]
+    matrix = _rows(text, "**EXP-1**")[0]
+    assert "not significant" in matrix[9] and matrix[8] == "*not measured*"  # Hessian trace beside the gen. gap
     assert "**inconclusive**" in _finding(text, "Hessian trace EXP-1 > EXP-2")
 
 
@@ -316,10 +365,10 @@ def test_attention_uses_the_plan_layers_and_a_paired_label(tmp_path):
     assert _rows(section, "Baseline")[0][5].startswith("9.03 ±")  # layers 3, 6, 9, 11 only, not 100 px
     assert _rows(section, "EXP-2")[0][1:] == ["n/a"] * 4 + ["n/a (no layers 3, 6, 9, 11)"]
     (exp1,) = _rows(section, "EXP-1")[1:]
-    assert exp1[1] == "-3.00 ± 0.00 px (n=3)" and exp1[5] == "-3.00 ± 0.00 px (n=3)"
-    assert exp1[6].startswith("shorter than baseline — Δ < 0: **yes**")
+    assert exp1[1] == "-3.00 px (n=3; no spread over seeds)" and exp1[5] == "-3.00 px (n=3; no spread over seeds)"
+    assert exp1[6].startswith("shorter than baseline — plan: Δ < 0: **yes**")
     (exp3,) = _rows(section, "EXP-3")[1:]
-    assert exp3[6].startswith("no clear difference")
+    assert exp3[6].startswith("no clear difference — plan: Δ > 0")
     assert _rows(text, "**EXP-1**")[0][7].startswith("shorter than baseline (6.03 ±")
     assert "**yes**" in _finding(text, "EXP-1 attends more locally than the Baseline")
     assert "**inconclusive**" in _finding(text, "EXP-3 attends more globally than the Baseline")
@@ -337,10 +386,10 @@ def test_source_labels_and_pair_selection(tmp_path):
     smoke = "Source: digits / smoke — offline smoke data, NOT a CIFAR result."
     tables = len(re.findall(r"^\| (Metric|Experiment|Comparison|Model) \|", text, flags=re.M))
     assert text.count("\n" + smoke + "\n") >= tables >= 10
-    assert "cifar10 / paper (1 run)" in text and _rows(text, "**Baseline**")[0][4] == "80.00 % (n=1)"
+    assert "cifar10 / paper (1 run)" in text and _rows(text, "**Baseline**")[0][4] == _one_cell(0.8)
     paper = render_report(load_runs(runs), dataset="cifar10", preset="paper")
     assert "Source: cifar10 / paper — the plan's paper preset." in paper and "NOT a CIFAR" not in paper
-    assert _rows(paper, "**Baseline**")[0][4] == "86.00 % (n=1)" and _rows(paper, "**EXP-1**")[0][4] == "*pending*"
+    assert _rows(paper, "**Baseline**")[0][4] == _one_cell(0.86) and _rows(paper, "**EXP-1**")[0][4] == "*pending*"
     reduced = render_report(load_runs(runs), dataset="cifar10", preset="smoke")
     assert "Source: no completed runs" in reduced
 
@@ -362,7 +411,8 @@ def test_full_matrix_has_no_pending_cell(full_matrix):
     text = render_report(load_runs(full_matrix))
     cells = [line for line in text.splitlines() if line.startswith("|") or re.match(r"\d+\. ", line)]
     assert cells and not [line for line in cells if "pending" in line]
-    assert _rows(text, "**EXP-3**")[0][3] == "k-NN 70.00 ± 0.00 % (n=3)"
+    assert _rows(text, "**EXP-3**")[0][3] == "k-NN 70.00 % (measured once, n=1; image count not recorded: no interval)"
+    assert re.search(r"± 0\.0+(?![0-9])", text) is None  # no zero-width interval anywhere
 
 
 def test_read_scalars_merges_resumed_event_files(tmp_path):

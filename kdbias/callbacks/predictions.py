@@ -1,0 +1,222 @@
+"""Per-image predictions on the official test split: ``<run>/test_predictions.npz``.
+
+The report pairs two runs image by image with these files (the same test images, the
+same order), so every accuracy Δ carries the test set's own sampling error and states on
+how many images the runs disagree.
+
+File format (NumPy ``.npz``, no pickled object; read with :func:`read_predictions`):
+
+- ``index`` int64 ``[N]``: position in the official test split (0-based, the loader's order);
+- ``label`` int64 ``[N]``: the true class;
+- ``pred`` int64 ``[N]``: the student's predicted class (argmax of its logits);
+- ``correct`` bool ``[N]``: ``pred == label``;
+- ``teacher_pred`` / ``teacher_correct`` (distilled runs whose teacher has a head): the same
+  for the teacher on the same images;
+- ``checkpoint`` str (0-d): the weights tested, ``checkpoints/<file>`` or ``"last weights"``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor
+from typing_extensions import override
+
+from kdbias.runs import CHECKPOINT_DIR, atomic_write_bytes
+from kdbias.schema import UnreadableFile, read_regular_file
+from kdbias.modules.base import ClassifierModule
+from kdbias.teacher import FrozenTeacher
+
+__all__ = ["LAST_WEIGHTS", "PREDICTIONS_FILE", "Predictions", "PredictionsCallback", "read_predictions"]
+
+PREDICTIONS_FILE = "test_predictions.npz"
+LAST_WEIGHTS = "last weights"
+MAX_PREDICTIONS_BYTES = 64 * 1024 * 1024  # 10,000 images take about 100 kB
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One run's test predictions (see the module docstring); arrays of length ``N``."""
+
+    index: np.ndarray
+    label: np.ndarray
+    pred: np.ndarray
+    correct: np.ndarray
+    checkpoint: str
+    teacher_pred: np.ndarray | None = None
+    teacher_correct: np.ndarray | None = None
+
+    @property
+    def num_images(self) -> int:
+        return int(self.label.shape[0])
+
+
+def encode_predictions(predictions: Predictions) -> bytes:
+    """The ``.npz`` bytes of ``predictions`` (uncompressed)."""
+    arrays: dict[str, Any] = {
+        "index": predictions.index.astype(np.int64),
+        "label": predictions.label.astype(np.int64),
+        "pred": predictions.pred.astype(np.int64),
+        "correct": predictions.correct.astype(bool),
+        "checkpoint": np.array(predictions.checkpoint),
+    }
+    if predictions.teacher_pred is not None:
+        arrays["teacher_pred"] = predictions.teacher_pred.astype(np.int64)
+        arrays["teacher_correct"] = predictions.teacher_pred.astype(np.int64) == arrays["label"]
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """Read and check a predictions file: a regular file of at most 64 MiB, loaded with
+    ``allow_pickle=False``; one-dimensional integer arrays of one length, ``index`` the
+    positions ``0..N-1`` once each, ``correct == (pred == label)``. :class:`UnreadableFile`
+    naming the cause otherwise."""
+    raw = read_regular_file(path, MAX_PREDICTIONS_BYTES)
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except Exception as error:  # a torn or crafted file: zip, header or pickle refusal
+        raise UnreadableFile(f"not a readable .npz file ({type(error).__name__}: {str(error)[:120]})") from None
+    for key in ("index", "label", "pred", "correct", "checkpoint"):
+        if key not in arrays:
+            raise UnreadableFile(f"no {key!r} array")
+    n = arrays["label"].shape[0] if arrays["label"].ndim == 1 else -1
+    for key in ("index", "label", "pred", "teacher_pred"):
+        if key in arrays and (arrays[key].ndim != 1 or arrays[key].dtype.kind not in "iu" or len(arrays[key]) != n):
+            raise UnreadableFile(f"{key!r} is not a 1-D integer array of the labels' length")
+    if n < 1 or not np.array_equal(np.sort(arrays["index"]), np.arange(n)):
+        raise UnreadableFile("'index' is not the positions 0..N-1 of the test split, once each")
+    correct = arrays["pred"] == arrays["label"]
+    if arrays["correct"].shape != (n,) or not np.array_equal(arrays["correct"].astype(bool), correct):
+        raise UnreadableFile("'correct' does not equal pred == label")
+    checkpoint = arrays["checkpoint"]
+    if checkpoint.ndim != 0 or checkpoint.dtype.kind != "U":
+        raise UnreadableFile("'checkpoint' is not a string")
+    order = np.argsort(arrays["index"])
+    teacher = arrays.get("teacher_pred")
+    return Predictions(
+        index=arrays["index"][order],
+        label=arrays["label"][order],
+        pred=arrays["pred"][order],
+        correct=correct[order],
+        checkpoint=str(checkpoint),
+        teacher_pred=None if teacher is None else teacher[order],
+        teacher_correct=None if teacher is None else (teacher == arrays["label"])[order],
+    )
+
+
+def _logits(output: Any) -> Tensor | None:
+    """The class scores of a module's output: the tensor, or the first of a tuple."""
+    if isinstance(output, (tuple, list)) and output:
+        output = output[0]
+    return output if isinstance(output, Tensor) and output.ndim == 2 else None
+
+
+class PredictionsCallback(Callback):
+    """Keep the predicted class of every official test image, for the student and (when
+    the module holds a :class:`~kdbias.teacher.FrozenTeacher` with a head) its teacher,
+    and write them to ``<log_dir>/test_predictions.npz`` at the end of each test pass.
+
+    The outputs are taken where the module computes them (PyTorch forward hooks on the
+    LightningModule and on the teacher, registered for the test pass only): no extra
+    forward pass. The runner tests the last weights, then the selected checkpoint: each
+    pass rewrites the file atomically (:func:`kdbias.runs.atomic_write_bytes`), so the last
+    pass wins, and the file records which weights it holds (``checkpoint``, from
+    ``trainer.ckpt_path``). Written by global rank 0 with one device only: under several
+    devices the distributed sampler splits and pads the test set, and nothing is written
+    (a warning says so).
+    """
+
+    def __init__(self) -> None:
+        self._handles: list[Any] = []
+        self._student: list[Tensor] = []
+        self._teacher: list[Tensor] = []
+        self._rows: dict[str, list[Tensor]] = {}
+        self.written: Path | None = None
+
+    @override
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove_hooks()
+        self._rows = {"label": [], "pred": [], "teacher_pred": []}
+        self._student.clear()
+        self._teacher.clear()
+        if trainer.world_size > 1:
+            return
+        self._handles.append(pl_module.register_forward_hook(lambda m, i, out: self._keep(self._student, out)))
+        teacher = pl_module.teacher if isinstance(pl_module, ClassifierModule) else None  # held outside the tree
+        if isinstance(teacher, FrozenTeacher) and teacher.has_head:
+            self._handles.append(teacher.register_forward_hook(lambda m, i, out: self._keep(self._teacher, out)))
+
+    @staticmethod
+    def _keep(store: list[Tensor], output: Any) -> None:
+        logits = _logits(output)
+        if logits is not None:
+            store.append(logits.detach().argmax(dim=1))
+
+    @override
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if not self._handles:
+            return
+        labels = batch[1]
+        student = self._student[-1] if self._student else None
+        if student is None or student.shape[0] != labels.shape[0]:
+            raise RuntimeError("PredictionsCallback saw no student logits for a test batch (test_step must call self)")
+        self._rows["label"].append(labels.detach().cpu())
+        self._rows["pred"].append(student.cpu())
+        if self._teacher and self._teacher[-1].shape[0] == labels.shape[0]:
+            self._rows["teacher_pred"].append(self._teacher[-1].cpu())
+        self._student.clear()
+        self._teacher.clear()
+
+    @override
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        handles = bool(self._handles)
+        self._remove_hooks()
+        if trainer.world_size > 1:
+            warnings.warn("PredictionsCallback writes nothing when testing on several devices", stacklevel=2)
+            return
+        if not handles or not self._rows["label"] or trainer.log_dir is None or not trainer.is_global_zero:
+            return
+        label = torch.cat(self._rows["label"]).numpy()
+        teacher = torch.cat(self._rows["teacher_pred"]).numpy() if self._rows["teacher_pred"] else None
+        if teacher is not None and len(teacher) != len(label):
+            teacher = None
+        pred = torch.cat(self._rows["pred"]).numpy()
+        ckpt = trainer.ckpt_path
+        checkpoint = f"{CHECKPOINT_DIR}/{Path(ckpt).name}" if ckpt else LAST_WEIGHTS
+        predictions = Predictions(np.arange(len(label)), label, pred, pred == label, checkpoint, teacher)
+        path = Path(trainer.log_dir) / PREDICTIONS_FILE
+        atomic_write_bytes(path, encode_predictions(predictions))
+        self.written = path
+
+    @override
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._remove_hooks()
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def summary_items(self) -> dict[str, Any]:
+        """``{"test_predictions": "test_predictions.npz"}`` once written
+        (a :class:`~kdbias.schema.SummaryContributor`)."""
+        return {"test_predictions": PREDICTIONS_FILE} if self.written is not None else {}

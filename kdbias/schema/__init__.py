@@ -1,0 +1,43 @@
+"""The ``summary.json`` record: its fields, its version, and the one validating reader.
+
+A run's summary is filled in three places: :class:`~kdbias.callbacks.SummaryCallback`
+(identity, held-out figures, times), every callback that is a :class:`SummaryContributor`
+(the analytics, through ``summary_items()``), and the runner (method, teacher, test
+figures, ``status``). :class:`Summary` lists every field; :data:`SCHEMA_VERSION` is written
+as ``schema``. :func:`read_summary_file` and :func:`validate_summary` are what the report
+reads with: a file that is not a regular file, is larger than :data:`MAX_SUMMARY_BYTES`,
+is not UTF-8 JSON (a 200,000-level nesting included) or is not an object is refused with
+the reason; every number is checked finite and in range, every string against an
+allow-list; a run whose ``method`` does not validate is refused.
+
+Backward reading: a summary without ``schema`` (written before versioning) is read as
+schema 0, with the same checks; a ``schema`` above :data:`SCHEMA_VERSION` is refused (a
+newer kdbias wrote it).
+"""
+
+from kdbias.schema.files import MAX_SUMMARY_BYTES, UnreadableFile, read_regular_file, read_summary_file
+from kdbias.schema.record import (
+    SCHEMA_VERSION,
+    CKARecord,
+    MethodRecord,
+    Summary,
+    SummaryContributor,
+    TeacherRecord,
+)
+from kdbias.schema.validate import finite, validate_method, validate_summary
+
+__all__ = [
+    "MAX_SUMMARY_BYTES",
+    "SCHEMA_VERSION",
+    "CKARecord",
+    "MethodRecord",
+    "Summary",
+    "SummaryContributor",
+    "TeacherRecord",
+    "UnreadableFile",
+    "finite",
+    "read_regular_file",
+    "read_summary_file",
+    "validate_method",
+    "validate_summary",
+]

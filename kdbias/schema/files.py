@@ -1,0 +1,66 @@
+"""Reading files that anyone could have put under ``runs/``: regular files only, capped, non-blocking."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MAX_SUMMARY_BYTES", "UnreadableFile", "read_regular_file", "read_summary_file"]
+
+MAX_SUMMARY_BYTES = 4 * 1024 * 1024  # a real summary is a few kB
+
+
+class UnreadableFile(ValueError):
+    """A file a reader refuses; the message says why (for a warning naming the file)."""
+
+
+def read_regular_file(path: str | Path, max_bytes: int) -> bytes:
+    """The bytes of ``path`` when it is a regular file (not a symlink, FIFO, device or
+    folder) of at most ``max_bytes``; :class:`UnreadableFile` otherwise. Opened
+    non-blocking, so a FIFO never hangs the reader."""
+    path = Path(path)
+    try:
+        info = os.lstat(path)
+    except OSError as error:
+        raise UnreadableFile(f"cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFile("not a regular file")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        raise UnreadableFile(f"cannot be read ({error.strerror or error})") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnreadableFile("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as error:
+        raise UnreadableFile(f"cannot be read ({error.strerror or error})") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise UnreadableFile(f"larger than {max_bytes} bytes")
+    return data
+
+
+def read_summary_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (:func:`read_regular_file`, UTF-8, JSON);
+    :class:`UnreadableFile` naming the cause otherwise (deep nesting and huge numbers included)."""
+    raw = read_regular_file(path, MAX_SUMMARY_BYTES)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UnreadableFile(f"not UTF-8 text (byte {error.start})") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise UnreadableFile("not valid JSON (nested too deeply)") from None
+    except ValueError as error:
+        raise UnreadableFile(f"not valid JSON ({str(error)[:200]})") from None
+    if not isinstance(data, dict):
+        raise UnreadableFile(f"not a JSON object (a JSON {type(data).__name__})")
+    return data

@@ -1,0 +1,110 @@
+"""The fields of ``summary.json`` (:class:`Summary`), its version and the contributor interface."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypedDict, runtime_checkable
+
+__all__ = ["SCHEMA_VERSION", "CKARecord", "MethodRecord", "Summary", "SummaryContributor", "TeacherRecord"]
+
+SCHEMA_VERSION = 1
+
+
+class MethodRecord(TypedDict, total=False):
+    """``summary["method"]``: what the run trained (the runner fills it)."""
+
+    loss: str  # "ce" | "soft_kl" | "cka"
+    ce_weight: float  # weight of the CE term, [0, 1]
+    arch: str
+    batch_size: int
+    global_batch_size: int
+    epochs: int
+    holdout: int  # configured held-out images (0: no held-out split)
+    precision: str
+    temperature: float
+    alpha: float
+    distill_token: str | None  # None | "soft" | "hard"
+    lambda_cka: float
+    lambda_tok: float
+    layer_pairs: list[list[int]]
+    cka_representation: str  # "image" | "token"
+    teacher_image_size: int
+    mix: str | None  # None | "cutmix" | "mixup": how training batches were mixed
+
+
+class TeacherRecord(TypedDict, total=False):
+    """``summary["teacher"]``: the teacher a distilled run used."""
+
+    name: str
+    family: str
+    source: str  # checkpoint path, "hub", a weights file, or "random" (smoke only)
+    test_acc: float  # the teacher on the official test split, in the student run
+
+
+class CKARecord(TypedDict, total=False):
+    """One entry of ``summary["cka"]`` (key: the experiment whose teacher was measured)."""
+
+    diag: float
+    off_diag: float
+    contrast: float
+    trained: float
+    untrained_contrast: float
+    untrained_diag: float
+    teacher: str
+    source: str
+    heatmap: str  # path relative to the run folder
+    trained_pairs: list[list[int]] | None
+
+
+class Summary(TypedDict, total=False):
+    """``<run>/summary.json``. Accuracies are fractions in [0, 1]; times in seconds."""
+
+    schema: int
+    experiment: str
+    dataset: str
+    preset: str
+    seed: int
+    status: str  # "trained" after fit, "complete" once tested
+    label: str
+    role: str
+    control_of: str | None
+    config_signature: str
+    method: MethodRecord
+    teacher: TeacherRecord | None
+    epochs_completed: int
+    val_acc: float | None
+    best_val_acc: float | None
+    best_epoch: int | None
+    val_images: int  # held-out images of the last validation pass (SummaryCallback)
+    train_time_s: float
+    analytics_time_s: float
+    student_init_sha256: str | None
+    teacher_acc: float | None  # teacher's test accuracy, or a headless teacher's k-NN accuracy
+    teacher_knn_images: int  # test images of that k-NN probe (TeacherKNNCallback)
+    test_acc: float
+    test_loss: float
+    test_acc_last: float
+    test_images: int  # official test images of the selected checkpoint's test (SummaryCallback)
+    selected_checkpoint: str
+    selection: str
+    test_predictions: str  # per-image predictions file, relative to the run (PredictionsCallback)
+    hessian_trace: float
+    hessian_trace_stderr: float
+    hessian_trace_probes: int
+    hessian_trace_t: float  # the t quantile (probes - 1 df) of the 95 % interval
+    hessian_top_eig: float
+    hessian_top_eig_residual: float
+    hessian_top_eig_iterations: int
+    hessian_top_eig_converged: bool
+    gen_gap_acc: float
+    gen_gap_loss: float
+    attn_dist: dict[str, float]
+    attn_dist_heads: dict[str, list[float]]
+    cka: dict[str, CKARecord]
+
+
+@runtime_checkable
+class SummaryContributor(Protocol):
+    """A callback that adds fields to ``summary.json``: ``summary_items()`` returns them
+    (keys of :class:`Summary`); :class:`~kdbias.callbacks.SummaryCallback` merges them."""
+
+    def summary_items(self) -> dict[str, Any]: ...
