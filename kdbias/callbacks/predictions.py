@@ -30,9 +30,9 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from typing_extensions import override
 
+from kdbias.modules.base import ClassifierModule
 from kdbias.runs import CHECKPOINT_DIR, atomic_write_bytes
 from kdbias.schema import UnreadableFile, read_regular_file
-from kdbias.modules.base import ClassifierModule
 from kdbias.teacher import FrozenTeacher
 
 __all__ = ["LAST_WEIGHTS", "PREDICTIONS_FILE", "Predictions", "PredictionsCallback", "read_predictions"]
