@@ -133,9 +133,9 @@ class Analytics:
         if int(self.cka.get("batch_size", 4)) < 4:
             raise ValueError(f"analytics.cka.batch_size must be >= 4 (unbiased HSIC), got {self.cka['batch_size']}")
 
-    def callback(self, key: str, **fixed: Any) -> Callback:
-        """The callback of section ``key`` with its settings (and the run's ``fixed`` arguments)."""
-        return ANALYTICS_CALLBACKS[key][0](**{**self.__dict__[key], **fixed})
+    def callback(self, section: str, /, **fixed: Any) -> Callback:
+        """The callback of ``section`` with its settings (and the run's ``fixed`` arguments)."""
+        return ANALYTICS_CALLBACKS[section][0](**{**self.__dict__[section], **fixed})
 
 
 def run_callbacks(

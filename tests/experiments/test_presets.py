@@ -110,3 +110,28 @@ def test_smoke_pieces_change_what_the_paper_preset_gives():
             for key, value in _piece(path).items():
                 given = paper.get(key, signature_default(key, experiment.module_class))
                 assert not _same(value, given), f"smoke/{path.name}: {key}: {value!r} is what the paper preset gives"
+
+
+def test_analytics_of_a_library_script_measure_the_paper_protocol():
+    """``Analytics()`` gives each callback the plan's protocol; the run's own arguments (the CKA
+    key, the trained pairs) are set by the run, not configured."""
+    from helpers import cka_module
+
+    from kdbias.experiment import Analytics, analytics_callbacks
+
+    callbacks = {type(c).__name__: c for c in analytics_callbacks(Analytics(), cka_module(), "exp3", True)}
+    assert set(callbacks) == {
+        "GeneralisationGapCallback",
+        "AttentionDistanceCallback",
+        "HessianCallback",
+        "CKAHeatmapCallback",
+        "TeacherKNNCallback",
+    }
+    hessian = callbacks["HessianCallback"]
+    assert (hessian.every_n_epochs, hessian.num_images, hessian.max_iter) == (100, 512, 50)
+    assert (callbacks["GeneralisationGapCallback"].every_n_epochs, callbacks["CKAHeatmapCallback"].key) == (5, "exp3")
+    assert (callbacks["TeacherKNNCallback"].num_train, callbacks["TeacherKNNCallback"].num_test) == (5000, 1000)
+    with pytest.raises(ValueError, match="analytics.hessian: HessianCallback has no argument num_imgs"):
+        Analytics(hessian={"num_imgs": 8})
+    with pytest.raises(ValueError, match="analytics.cka: CKAHeatmapCallback has no argument key"):
+        Analytics(cka={"key": "x"})
