@@ -176,7 +176,7 @@ def hessian_section(agg: Aggregate, source: str) -> list[str]:
     for name in registry.STUDENTS:
         cell, significant = hessian_trace(agg, name)
         if significant is None:
-            reading = PENDING if cell == PENDING else "no interval: not interpreted"
+            reading = cell if cell in (PENDING, NOT_MEASURED) else "no interval: not interpreted"
         elif significant:
             reading = "significant (interval excludes 0): higher = sharper minimum"
         else:
