@@ -141,11 +141,13 @@ class SummaryCallback(Callback):
         self._fit_start, self.elapsed_before_s = None, self.elapsed_s()
 
     def update(self, **items: Any) -> dict[str, Any]:
-        """Add ``items``, ``test_images`` and the contributors' latest items to the written
-        summary and rewrite it (rank 0); returns the summary."""
-        for callback in self._callbacks:
-            if isinstance(callback, SummaryContributor):
-                merge_items(self.written, callback.summary_items())
+        """Add ``items``, ``test_images`` and the contributors' items that the fit-end summary
+        lacked (the test predictions file) to the written summary and rewrite it (rank 0);
+        returns the summary."""
+        for callback in self._callbacks:  # only what fit end did not have: a test with ckpt_path restores
+            if isinstance(callback, SummaryContributor):  # the callbacks' states of that (older) checkpoint
+                new = {k: v for k, v in callback.summary_items().items() if self.written.get(k) is None}
+                merge_items(self.written, {k: v for k, v in new.items() if v is not None})
         if self.test_images:
             self.written["test_images"] = self.test_images
         merge_items(self.written, items)

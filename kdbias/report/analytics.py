@@ -21,6 +21,12 @@ __all__ = [
 ]
 
 
+def _why_missing(agg: Aggregate, name: str) -> str:
+    """Why a Δ against the Baseline has no estimate."""
+    absent = [label(n) for n in (name, BASELINE) if not agg.has(n)]
+    return f"no completed run of {' and '.join(absent)}" if absent else "no seed has both runs"
+
+
 def _absent(agg: Aggregate, name: str) -> str:
     """``*not measured*`` for an experiment with runs but without the analytic; else pending."""
     return NOT_MEASURED if agg.has(name) else PENDING
@@ -75,7 +81,7 @@ def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | P
         control_cell = estimate(control, digits=3, full=full)
         delta = agg.delta(key, BASELINE, path)
         delta_cell = estimate(delta, digits=3, signed=True, full=full)
-        verdict = verdict_text(delta, ">", digits=3, full=full)
+        verdict = verdict_text(delta, ">", digits=3, full=full, missing=_why_missing(agg, key))
     links = _links(agg, key, key, out_dir)
     control_links = _links(agg, BASELINE, key, out_dir)
     heatmaps = " ".join(links) or PENDING
@@ -176,7 +182,7 @@ def hessian_section(agg: Aggregate, source: str) -> list[str]:
     for name in registry.STUDENTS:
         cell, significant = hessian_trace(agg, name)
         if significant is None:
-            reading = PENDING if cell == PENDING else "no interval: not interpreted"
+            reading = cell if cell in (PENDING, NOT_MEASURED) else "no interval: not interpreted"
         elif significant:
             reading = "significant (interval excludes 0): higher = sharper minimum"
         else:
@@ -244,7 +250,8 @@ def attention_section(agg: Aggregate, source: str) -> list[str]:
         elif claim is None:
             reading = f"{attention_label(delta)} (the plan states no direction for this run)"
         else:
-            reading = f"{attention_label(delta)} — plan: Δ {claim} 0: {verdict_text(delta, claim, unit=' px')}"
+            verdict = verdict_text(delta, claim, unit=" px", missing=_why_missing(agg, name))
+            reading = f"{attention_label(delta)} — plan: Δ {claim} 0: {verdict}"
         deltas.append([label(name), *cells, estimate(delta, unit=" px", signed=True, full=agg.seed_set()), reading])
     header = [f"Layer {i}" for i in PLAN_LAYERS]
     return [

@@ -159,9 +159,9 @@ def matrix_section(agg: Aggregate) -> list[str]:
         "reuse it), with its Clopper–Pearson 95 % interval on the test images: for soft-KL students its accuracy "
         "on the test split (`teacher.test_acc`; Phase 1 checks that it equals the teacher run's own); `k-NN`: "
         "weighted k-NN accuracy of the frozen headless teacher's features on test images (no classifier).",
-        "Student Acc and Δ: mean over seeds ± the 95 % interval of seeds and test images together (the half-widths "
-        "of each source alone in brackets); Δ is computed image by image on the same test images, paired by seed "
-        "(n = pairs). " + _batch_note(agg),
+        "Student Acc and Δ: mean over seeds ± the 95 % interval of seeds and test images together (after "
+        "`half-widths:` what each source alone would give); Δ is computed image by image on the same test "
+        "images, paired by seed (n = pairs). " + _batch_note(agg),
         "Gen. Gap and Hessian Trace are two measurements, side by side: the measured generalisation gap (train − "
         "held-out accuracy, eval mode) and the Hessian trace of the training loss (sharpness).",
     ]

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from kdbias.callbacks import PredictionsCallback, SummaryCallback
 from kdbias.callbacks.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, read_predictions
@@ -28,11 +29,32 @@ def _reference(module, datamodule, network=None):
     return torch.cat(preds).numpy(), datamodule.test_labels.numpy()
 
 
+class Late(Callback):
+    """A contributor measured at train end whose state a checkpoint restore turns stale."""
+
+    def __init__(self):
+        self.value = None
+
+    def on_train_end(self, trainer, pl_module):
+        self.value = 5.0
+
+    def summary_items(self):
+        return {"hessian_trace": self.value}
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state_dict):
+        self.value = state_dict["value"]
+
+
 def test_predictions_of_each_test_pass_and_the_last_wins(kit, tiny_vit_module, tmp_path):
     module = tiny_vit_module()
-    predictions, summary = PredictionsCallback(), SummaryCallback("baseline", "digits", "smoke", 0)
-    assert isinstance(predictions, SummaryContributor)
-    trainer = kit.fit(module, [summary, predictions], tmp_path, max_epochs=1)
+    predictions, summary, late = PredictionsCallback(), SummaryCallback("baseline", "digits", "smoke", 0), Late()
+    assert isinstance(predictions, SummaryContributor) and isinstance(late, SummaryContributor)
+    trainer = kit.fit(module, [summary, predictions, late], tmp_path, max_epochs=1)
+    assert summary.written["hessian_trace"] == 5.0
+    late.value = None  # as in a checkpoint saved before the measurement
     datamodule = kit.datamodule()
     trainer.test(module, datamodule=datamodule, verbose=False)
     path = tmp_path / "run" / "version_0" / PREDICTIONS_FILE
@@ -54,6 +76,7 @@ def test_predictions_of_each_test_pass_and_the_last_wins(kit, tiny_vit_module, t
     written = summary.update(status="complete")
     assert written["test_images"] == len(labels) and written["test_predictions"] == PREDICTIONS_FILE
     assert written["schema"] == SCHEMA_VERSION and written["val_images"] == 16  # 1 val batch of 16
+    assert late.value is None and written["hessian_trace"] == 5.0  # the restored stale state does not win
     on_disk = json.loads((tmp_path / "run" / "version_0" / "summary.json").read_text())
     run, reason, dropped = validate_summary(on_disk, "baseline")
     assert reason is None and dropped == [] and run["test_images"] == len(labels)
