@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
-from kdbias.models import check_block_indices, compiled, forward_features_and_blocks
+from kdbias.models import check_block_indices, compiled, forward_features_and_blocks, num_blocks
+from kdbias.models.tokens import resolve_layer_pairs, to_tokens, token_shapes
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.optim import Optimization
 from kdbias.teacher import FrozenTeacher
@@ -23,7 +24,10 @@ class CKADistillModule(DistillationModule):
     For every ``(student_block, teacher_block)`` in ``layer_pairs`` the student's patch
     tokens ``[B, N, D_s]`` are compared with the teacher's ``[B, N, D_t]`` on a common
     grid: the coarser of the two, the finer one average-pooled to it (DINOv2/14 at 224 px:
-    16x16 -> the student's 8x8; at 112 px both are 8x8 and nothing is pooled):
+    16x16 -> the student's 8x8; at 112 px both are 8x8 and nothing is pooled). A CNN
+    teacher's block map ``[B, C, H, W]`` is read as ``H * W`` tokens of width ``C``
+    (:func:`kdbias.models.tokens.to_tokens`; ResNet-18 at 32 px: 32, 16, 8, 4 per stage, so
+    a ``layer4`` pair is compared on 4x4 with the student pooled to it):
 
     - ``L_cka`` = mean over pairs of ``1 - linear_cka(student, teacher)``. CKA compares
       similarity structure, so the widths may differ without a projector. With
@@ -41,13 +45,18 @@ class CKADistillModule(DistillationModule):
     Args:
         arch: the student network: kdbias model name or any timm ViT name (its block taps need a ViT).
         teacher: architecture of the frozen teacher (``dinov2_vits14`` or a timm ViT name),
-            or a ready :class:`~kdbias.teacher.FrozenTeacher`.
+            the path of a :class:`~kdbias.modules.TeacherModule` checkpoint (``*.ckpt``: e.g.
+            the ResNet-18 teacher; then ``teacher_pretrained``, ``teacher_image_size`` and
+            ``teacher_kwargs`` are unused), or a ready :class:`~kdbias.teacher.FrozenTeacher`.
         teacher_pretrained: ``"hub"``, a local weights path, or ``None`` (random init, seeded:
             offline smoke runs only; logged as such).
         teacher_image_size: the teacher's input side; images are resized on the device
             (224 default; 112 puts DINOv2/14 on the student's 8x8 grid at 4x fewer FLOPs).
         teacher_kwargs: extra :func:`~kdbias.models.build_model` arguments of the teacher.
-        layer_pairs: ``[(student_block, teacher_block), ...]``, 0-based.
+        layer_pairs: ``[(student_block, teacher_block), ...]``, 0-based, or ``"relative"``:
+            student blocks 3, 6, 9, 11 (of 12) each with the teacher block at the same relative
+            depth, ``t = round((s + 1) * T / S) - 1`` (ResNet-18: 2, 4, 6, 7; DINOv2-S: 3, 6, 9,
+            11; :func:`kdbias.models.tokens.resolve_layer_pairs`).
         lambda_cka, lambda_tok: loss weights (>= 0).
         cka_representation: ``"image"`` or ``"token"`` (see above).
         unbiased_cka: the debiased HSIC estimator (needs a batch of at least 4).
@@ -61,11 +70,11 @@ class CKADistillModule(DistillationModule):
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
-        teacher: str = "dinov2_vits14",
+        teacher: str | FrozenTeacher = "dinov2_vits14",
         teacher_pretrained: str | None = "hub",
         teacher_image_size: int = 224,
         teacher_kwargs: dict[str, Any] | None = None,
-        layer_pairs: Sequence[tuple[int, int]] = ((3, 3), (6, 6), (9, 9), (11, 11)),
+        layer_pairs: Sequence[tuple[int, int]] | str = ((3, 3), (6, 6), (9, 9), (11, 11)),
         lambda_cka: float = 0.5,
         lambda_tok: float = 0.5,
         cka_representation: Literal["image", "token"] = "image",
@@ -83,15 +92,18 @@ class CKADistillModule(DistillationModule):
             raise ValueError(f"lambda_cka and lambda_tok must be >= 0, got {lambda_cka} and {lambda_tok}")
         if teacher_image_size < 1:
             raise ValueError(f"teacher_image_size must be >= 1, got {teacher_image_size}")
-        pairs = [(int(s), int(t)) for s, t in layer_pairs]
+        if isinstance(teacher, FrozenTeacher):
+            frozen = teacher
+        elif str(teacher).endswith(".ckpt"):  # a TeacherModule checkpoint (a CNN, or any timm classifier)
+            frozen = FrozenTeacher.from_checkpoint(teacher, dataset=dataset, num_classes=num_classes)
+        else:
+            frozen = FrozenTeacher.from_pretrained(
+                teacher, teacher_pretrained, dataset, teacher_image_size, teacher_kwargs
+            )
+        super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
+        pairs = resolve_layer_pairs(layer_pairs, num_blocks(self.model), num_blocks(frozen.network))
         if not pairs:
             raise ValueError("layer_pairs is empty: name at least one (student_block, teacher_block) pair.")
-        frozen = (
-            teacher
-            if isinstance(teacher, FrozenTeacher)
-            else FrozenTeacher.from_pretrained(teacher, teacher_pretrained, dataset, teacher_image_size, teacher_kwargs)
-        )
-        super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
         self.save_hyperparameters(ignore=["teacher"] if isinstance(teacher, FrozenTeacher) else None)
         self.hparams["layer_pairs"] = [list(p) for p in pairs]
         self.plain_hparams()
@@ -100,10 +112,11 @@ class CKADistillModule(DistillationModule):
         self.layer_pairs = pairs
         self.student_blocks = check_block_indices(self.model, [s for s, _ in pairs])
         self.teacher_blocks = check_block_indices(frozen.network, [t for _, t in pairs])
-        self.grid = min(self.model.patch_embed.grid_size[0], frozen.network.patch_embed.grid_size[0])
+        shapes = token_shapes(frozen.blocks, self.model.patch_embed.img_size[0], self.teacher_blocks)
+        self.grids = [min(self.model.patch_embed.grid_size[0], side) for side, _ in shapes]  # per pair
         with torch.random.fork_rng(devices=[]):  # projectors, like the student, depend on the seed only
             torch.manual_seed(torch.initial_seed() + 1)
-            self.projectors = nn.ModuleList(nn.Linear(self.model.embed_dim, frozen.network.embed_dim) for _ in pairs)
+            self.projectors = nn.ModuleList(nn.Linear(self.model.embed_dim, width) for _, width in shapes)
         self._taps_fn = self._student_taps
         if compile not in (False, None):  # the training forward with its block taps, and the teacher
             self._student_fn = compiled(self._student_logits, compile)
@@ -130,11 +143,12 @@ class CKADistillModule(DistillationModule):
     def _student_taps(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Student logits ``[B, C]`` and its paired blocks' patch tokens pooled to the common grid."""
         logits, tokens = forward_features_and_blocks(self.model, self.student_input(images), self.student_blocks)
-        return logits, [pool_tokens_to_grid(t, self.grid) for t in tokens]
+        return logits, [pool_tokens_to_grid(t, grid) for t, grid in zip(tokens, self.grids)]
 
     def teacher_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Teacher patch tokens at the paired blocks, pooled to the common grid: ``[B, grid^2, D_t]``."""
-        return [pool_tokens_to_grid(t, self.grid) for t in self.teacher.blocks(images, self.teacher_blocks)]
+        """Teacher tokens at the paired blocks, pooled to each pair's common grid: ``[B, grid^2, D_t]``."""
+        blocks = self.teacher.blocks(images, self.teacher_blocks)
+        return [to_tokens(t, grid) for t, grid in zip(blocks, self.grids)]
 
     def training_losses(self, images: torch.Tensor, targets: torch.Tensor):
         logits, student_tokens = self._taps_fn(images)

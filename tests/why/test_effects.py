@@ -43,7 +43,7 @@ def test_factorial_effects_are_paired_t_estimates():
 def test_missing_cell_and_no_shared_seed():
     with pytest.raises(ValueError, match="missing"):
         factorial_effects({k: v for k, v in CELLS.items() if k != ("dino", "kl")}, ("resnet", "dino"), ("kl", "cka"))
-    lonely = dict(CELLS, **{("dino", "kl"): {9: 0.5}})
+    lonely = {**CELLS, ("dino", "kl"): {9: 0.5}}
     assert factorial_effects(lonely, ("resnet", "dino"), ("kl", "cka")) == {
         "loss": None,
         "teacher": None,
