@@ -1,6 +1,7 @@
 """Run the whole experiment matrix in dependency order, then write the report.
 
-    python experiments/run_all.py [--smoke] [--seeds N] [--runs_dir runs] [--out RESULTS.md] [--dry-run]
+    python experiments/run_all.py [--smoke] [--seeds N] [--groups plan,why] [--runs_dir runs] [--out RESULTS.md]
+                                  [--dry-run]
                                   [-- EXTRA ARGS FOR EVERY SCRIPT]
 
 Order (from :mod:`kdbias.registry`): the teachers once (seed 0), then for each seed
@@ -11,6 +12,8 @@ a complete run (same experiment, seed, dataset, preset) exists, continued with
 Every run is its own subprocess (``sys.executable experiments/<name>.py ...``): a crash
 or OOM in one is isolated; the first failure stops the matrix with the command that
 re-runs it. The report (:mod:`kdbias.report`) is written at the end, also after a failure.
+``--groups`` picks the registry's row groups (default ``plan``; ``plan,why`` adds the rows
+beyond the plan, :func:`kdbias.registry.select`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def plan_matrix(
     dataset: str | None = None,
     teacher_seed: int = 0,
     extra_args: Sequence[str] = (),
+    groups: str | Sequence[str] = "plan",
 ) -> list[PlannedRun]:
     """The matrix in dependency order with the action each run needs (a pure function of the
     files under ``runs_dir``)."""
@@ -67,8 +71,9 @@ def plan_matrix(
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     preset = "smoke" if smoke else "paper"
     resolved = dataset or ("digits" if smoke else "cifar10")
-    order = [(name, teacher_seed) for name in registry.TEACHERS]
-    order += [(name, seed) for seed in range(seeds) for name in registry.STUDENTS]
+    teachers, students = registry.select(groups)
+    order = [(name, teacher_seed) for name in teachers]
+    order += [(name, seed) for seed in range(seeds) for name in students]
     plan = []
     for name, seed in order:
         argv = ["--smoke"] if smoke else []
@@ -103,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"students for seeds 0..N-1 (default: {DEFAULT_SEEDS['paper']} paper, "
         f"{DEFAULT_SEEDS['smoke']} smoke; teachers: seed 0 only)",
     )
+    parser.add_argument(
+        "--groups", default="plan", help=f"comma-separated row groups of the registry ({', '.join(registry.GROUPS)})"
+    )
     parser.add_argument("--runs_dir", default="runs", help="root of <experiment>/version_<n>/ run directories")
     parser.add_argument("--out", default="RESULTS.md", help="report written at the end")
     parser.add_argument(
@@ -128,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = "smoke" if args.smoke else "paper"
     seeds = args.seeds if args.seeds is not None else DEFAULT_SEEDS[preset]
     try:
-        plan = plan_matrix(args.runs_dir, seeds, args.smoke, args.dataset, extra_args=args.extra)
+        plan = plan_matrix(args.runs_dir, seeds, args.smoke, args.dataset, extra_args=args.extra, groups=args.groups)
     except ValueError as error:
         print(f"run_all.py: error: {error}", file=sys.stderr)
         return 2

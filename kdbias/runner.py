@@ -35,7 +35,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from kdbias import registry, runs
+from kdbias import registry, runs, why
 from kdbias.callbacks import SummaryCallback
 from kdbias.experiment import RESUME_SAFE_CHANGES, config_changes, run_callbacks, signature_config
 from kdbias.teacher import FrozenTeacher
@@ -92,7 +92,7 @@ class Run:
         model = self.config.model
         if self.experiment.teacher is None or model.get("teacher") not in (None, "auto"):
             return
-        model.teacher = str(runs.teacher_checkpoint(self.runs_dir, self.experiment.teacher, self.dataset, self.preset))
+        model.teacher = str(why.resolve_teacher(self.runs_dir, self.experiment, self.dataset, self.preset))
         self.teacher_family = self.experiment.teacher_family
 
     def _describe(self) -> str:
@@ -192,7 +192,7 @@ class Run:
             log_every_n_steps=config.get("log_every_n_steps") or 50,
             control=lambda key: control_teacher(key, self, cli.configs_dir),
             summary_extra={},
-        )
+        ) + why.why_callbacks(self.experiment, self.run_dir, self.runs_dir, self.dataset, self.preset, module)
         user = config.get("callbacks") or []
         plugins = config.get("plugins") or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -218,9 +218,12 @@ class Run:
     def _record(self, cli: Any, module: L.LightningModule, datamodule: Any, trainer: L.Trainer) -> dict[str, Any]:
         """What the report reads besides the figures: label, role, method and its parameters."""
         hp = dict(module.hparams)
-        loss = {"TeacherModule": "ce", "KLDistillModule": "soft_kl", "CKADistillModule": "cka"}.get(
-            self.experiment.module
-        )
+        loss = {
+            "TeacherModule": "ce",
+            "ProbeTeacherModule": "ce",
+            "KLDistillModule": "soft_kl",
+            "CKADistillModule": "cka",
+        }.get(self.experiment.module)
         method = {
             "loss": loss,
             "ce_weight": 1.0 - hp["alpha"] if loss == "soft_kl" else 1.0,

@@ -121,7 +121,8 @@ class FrozenTeacher(nn.Module):
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise CheckpointError(f"teacher checkpoint {path} does not fit {name}: {first}") from None
-        return cls(network, _adapter(name, dataset), name, str(path))
+        size = (hparams.get("arch_kwargs") or {}).get("img_size")  # a teacher trained at another side (DINOv2 probe)
+        return cls(network, _adapter(name, dataset, size), name, str(path))
 
     @classmethod
     def from_module(cls, module: nn.Module) -> FrozenTeacher:

@@ -11,6 +11,8 @@
   = 65 tokens); [B, 3, 32, 32] -> logits [B, num_classes].
 - ``dinov2_vits14``: DINOv2 ViT-S/14 without a head; [B, 3, S, S] -> CLS embedding
   [B, 384], S = ``img_size`` (224 by default, a 16x16 grid; 112 gives 8x8).
+- ``dinov2_vits14_probe``: the same with a linear head on the CLS embedding (logits
+  [B, num_classes]); trained as a linear probe by :class:`kdbias.modules.ProbeTeacherModule`.
 
 ``pretrained`` is ``None`` (random init), ``"hub"`` (timm's download) or the path of a
 local weights file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``), loaded through timm so
@@ -179,12 +181,20 @@ def _dinov2_vits14(num_classes: int, pretrained: Pretrained, img_size: int = 224
     return _create("vit_small_patch14_dinov2.lvd142m", pretrained, _vit_filter, num_classes=0, img_size=img_size, **kw)
 
 
+def _dinov2_vits14_probe(num_classes: int, pretrained: Pretrained, img_size: int = 224, **kw) -> nn.Module:
+    # DINOv2 ViT-S/14 with a linear head on its CLS embedding: the linear probe (its module freezes the rest).
+    model = _dinov2_vits14(0, pretrained, img_size=img_size, **kw)
+    model.reset_classifier(num_classes)
+    return model
+
+
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "resnet18_cifar": _resnet18_cifar,
     "convnextv2_tiny_cifar": _convnextv2_tiny_cifar,
     "deit_tiny_p4": partial(_deit_p4, "deit_tiny_patch16_224"),
     "deit_small_p4": partial(_deit_p4, "deit_small_patch16_224"),
     "dinov2_vits14": _dinov2_vits14,
+    "dinov2_vits14_probe": _dinov2_vits14_probe,
 }
 
 _IMAGENET_STATS = (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
@@ -194,6 +204,7 @@ _INPUT_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]] | None] = {
     "deit_tiny_p4": None,
     "deit_small_p4": None,
     "dinov2_vits14": _IMAGENET_STATS,
+    "dinov2_vits14_probe": _IMAGENET_STATS,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)

@@ -19,6 +19,7 @@ from kdbias.teacher import FrozenTeacher
 __all__ = ["KLDistillModule"]
 
 DISTILL_TOKENS = (None, "soft", "hard")
+RANDOM_TEACHER = "random:"  # teacher="random:resnet18_cifar": an untrained network seeded with RANDOM_TEACHER_SEED
 
 
 class KLDistillModule(DistillationModule):
@@ -27,7 +28,9 @@ class KLDistillModule(DistillationModule):
     Args:
         arch: the student network: kdbias model name (``deit_tiny_p4``, ...) or any timm model name.
         teacher: path of a :class:`~kdbias.modules.TeacherModule` checkpoint (read with
-            ``weights_only=True``), a :class:`~kdbias.teacher.FrozenTeacher`, or ``None``
+            ``weights_only=True``), ``"random:<arch>"`` (an untrained network seeded with
+            :data:`~kdbias.teacher.RANDOM_TEACHER_SEED`: the random-teacher control), a
+            :class:`~kdbias.teacher.FrozenTeacher`, or ``None``
             (evaluation only; see :class:`~kdbias.modules.distill_base.DistillationModule`).
         temperature: tau > 0 of the soft targets; the KD term is scaled by tau^2 (batchmean).
         alpha: weight of the KD term in [0, 1]; ``1 - alpha`` weighs the CE against the
@@ -116,6 +119,8 @@ def _teacher(teacher: Any, dataset: str, num_classes: int) -> FrozenTeacher | No
     """A :class:`FrozenTeacher` from a checkpoint path or a teacher module; ``None`` stays ``None``."""
     if teacher is None or isinstance(teacher, FrozenTeacher):
         return teacher
+    if isinstance(teacher, str) and teacher.startswith(RANDOM_TEACHER):  # "random:<arch>": untrained, seeded
+        return FrozenTeacher.from_pretrained(teacher[len(RANDOM_TEACHER) :], None, dataset, num_classes=num_classes)
     if isinstance(teacher, (str, Path)):
         if str(teacher) == "auto":
             raise ValueError(
