@@ -22,6 +22,7 @@ Stated beside a verdict, never used to change it.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -35,6 +36,12 @@ MAX_SEEDS = 100_000
 _STEPS = 4000  # Simpson intervals over u
 
 
+@lru_cache(maxsize=256)
+def _critical(df: int, alpha: float) -> float:
+    return t_ppf(1.0 - alpha / 2.0, df)
+
+
+@lru_cache(maxsize=256)
 def _u_grid(df: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Points ``u`` and Simpson weights times the density of ``u = sqrt(V / df)``, ``V ~ chi2(df)``:
     ``f(u) = 2 (df/2)^(df/2) / Gamma(df/2) u^(df-1) exp(-df u^2 / 2)`` (float64)."""
@@ -60,7 +67,7 @@ def paired_power(delta: float, sd: float, n: int, alpha: float = ALPHA) -> float
     if not sd > 0:
         raise ValueError(f"sd must be > 0, got {sd}")
     df = n - 1
-    critical = t_ppf(1.0 - alpha / 2.0, df)
+    critical = _critical(df, alpha)
     shift = abs(delta) * math.sqrt(n) / sd
     u, weighted = _u_grid(df)
     tail = torch.special.ndtr(-critical * u + shift) + torch.special.ndtr(-critical * u - shift)
