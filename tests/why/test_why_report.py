@@ -6,14 +6,13 @@ import math
 import sys
 from pathlib import Path
 
-import pytest
 from scipy import optimize, stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
-from report_fixtures import write_run  # noqa: E402
+from report_fixtures import write_run
 
-from kdbias.report import aggregate, load_runs, render_report  # noqa: E402
-from kdbias.report.why import NOT_MEASURED, why_section  # noqa: E402
+from kdbias.report import aggregate, load_runs, render_report
+from kdbias.report.why import NOT_MEASURED, why_section
 
 SEEDS = (0, 1, 2)
 ACC = {  # per seed
