@@ -4,9 +4,10 @@
   checkpoint of the teacher run (:func:`kdbias.runs.teacher_checkpoint`), or, for an
   experiment with ``teacher_matched_to`` (``exp1_matched``), the teacher snapshot whose
   held-out accuracy is closest to the reference teacher's (:func:`matched_teacher_checkpoint`).
-- :func:`why_callbacks`: teacher runs keep snapshots every k epochs
-  (:class:`~kdbias.callbacks.snapshots.SnapshotCallback`); students measure their fidelity
-  to their teacher, the baseline to every teacher (:class:`~kdbias.callbacks.fidelity.FidelityCallback`).
+- :func:`why_callbacks`: a teacher run that some row matches by accuracy (``teacher_resnet18``)
+  keeps weight snapshots every k epochs (:class:`~kdbias.callbacks.snapshots.SnapshotCallback`);
+  students measure their fidelity to their teacher, the baseline to every teacher
+  (:class:`~kdbias.callbacks.fidelity.FidelityCallback`).
 """
 
 from __future__ import annotations
@@ -127,8 +128,10 @@ def fidelity_references(
 def why_callbacks(
     experiment: registry.Experiment, run_dir: Path, runs_dir: str | Path, dataset: str, preset: str, module: Any
 ) -> list[Any]:
-    """Snapshots for teacher runs; fidelity for students (see the module docstring)."""
+    """Snapshots for a matched-from teacher run; fidelity for students (see the module docstring)."""
     if experiment.role == "teacher":
-        return [SnapshotCallback(run_dir / runs.CHECKPOINT_DIR / SNAPSHOT_DIR, SNAPSHOT_EVERY.get(preset, 10))]
+        matched = any(e.teacher == experiment.name and e.teacher_matched_to for e in registry.ALL_EXPERIMENTS.values())
+        every = SNAPSHOT_EVERY.get(preset, SNAPSHOT_EVERY["paper"])
+        return [SnapshotCallback(run_dir / runs.CHECKPOINT_DIR / SNAPSHOT_DIR, every)] if matched else []
     teachers, primary = fidelity_references(experiment, runs_dir, dataset, preset, module.num_classes)
     return [FidelityCallback(teachers, primary)] if teachers else []

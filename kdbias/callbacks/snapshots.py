@@ -19,9 +19,10 @@ SNAPSHOT_INDEX = "index.json"
 
 
 class SnapshotCallback(Callback):
-    """Save ``<dirpath>/epoch<NNN>.ckpt`` every ``every_n_epochs`` epochs (and at the last epoch)
-    after that epoch's validation, and record ``{file: {"epoch", "val_acc"}}`` in
-    ``<dirpath>/index.json`` (``val_acc``: the held-out ``val/acc`` of those weights, a fraction).
+    """Save ``<dirpath>/epoch<NNN>.ckpt`` (weights and hyperparameters, no optimiser state) every
+    ``every_n_epochs`` epochs (and at the last epoch) after that epoch's validation, and record
+    ``{file: {"epoch", "val_acc"}}`` in ``<dirpath>/index.json`` (``val_acc``: the held-out
+    ``val/acc`` of those weights, a fraction).
     The official test split is never read. Nothing is saved without a held-out split."""
 
     def __init__(self, dirpath: str | Path, every_n_epochs: int) -> None:
@@ -39,7 +40,7 @@ class SnapshotCallback(Callback):
         if (epoch + 1) % self.every_n_epochs and not last:
             return
         name = f"epoch{epoch:03d}.ckpt"
-        trainer.save_checkpoint(self.dirpath / name, weights_only=False)
+        trainer.save_checkpoint(self.dirpath / name, weights_only=True)  # the network and hparams: a teacher
         if trainer.is_global_zero:
             index = read_snapshots(self.dirpath)
             index[name] = {"epoch": int(epoch), "val_acc": float(trainer.callback_metrics["val/acc"])}

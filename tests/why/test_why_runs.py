@@ -146,3 +146,9 @@ def test_fidelity_references(tmp_path, digits_dm):
     assert refs == {why.RANDOM_KEY: OWN} and primary == why.RANDOM_KEY
     refs, primary = why.fidelity_references(registry.get("exp3"), tmp_path, "digits", "smoke", 10)
     assert refs == {} and primary is None  # no probe run: not measured
+
+
+def test_only_the_matched_from_teacher_keeps_snapshots(tmp_path):
+    resnet = why.why_callbacks(registry.get("teacher_resnet18"), tmp_path, tmp_path, "digits", "smoke", None)
+    assert [type(c).__name__ for c in resnet] == ["SnapshotCallback"] and resnet[0].every_n_epochs == 1
+    assert why.why_callbacks(registry.get("teacher_convnextv2"), tmp_path, tmp_path, "digits", "paper", None) == []
