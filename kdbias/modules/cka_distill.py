@@ -70,7 +70,7 @@ class CKADistillModule(DistillationModule):
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
-        teacher: str | FrozenTeacher = "dinov2_vits14",
+        teacher: str = "dinov2_vits14",
         teacher_pretrained: str | None = "hub",
         teacher_image_size: int = 224,
         teacher_kwargs: dict[str, Any] | None = None,
