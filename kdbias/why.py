@@ -38,8 +38,13 @@ SNAPSHOT_EVERY = {"paper": 10, "smoke": 1}
 RANDOM_KEY = "random_teacher"
 RANDOM_ARCH = "resnet18_cifar"
 #: Fidelity references besides a student's own teacher: the baseline against every teacher (the
-#: control), EXP-3 (headless DINOv2) against the linear-probed DINOv2 (same backbone).
-CONTROL_REFERENCES = {"baseline": "every teacher", "exp3": ("teacher_dinov2_probe",)}
+#: control), EXP-3 (headless DINOv2) and its matched control against the linear-probed DINOv2
+#: (same backbone).
+CONTROL_REFERENCES = {
+    "baseline": "every teacher",
+    "baseline_b512": ("teacher_dinov2_probe",),  # EXP-3's matched control, against EXP-3's backbone
+    "exp3": ("teacher_dinov2_probe",),
+}
 
 
 def closest_snapshot(candidates: Mapping[str, float], target: float) -> str:
@@ -120,8 +125,8 @@ def fidelity_references(
     for key in controls:
         if key == RANDOM_KEY or runs.latest_complete_run(runs_dir, key, dataset=dataset, preset=preset) is not None:
             out.setdefault(key, partial(_load, Path(runs_dir), key, dataset, preset, num_classes))
-    if primary is None and len(controls) == 1 and controls[0] in out:
-        primary = controls[0]
+    if primary is None and experiment.name == "exp3" and "teacher_dinov2_probe" in out:
+        primary = "teacher_dinov2_probe"
     return out, primary
 
 

@@ -201,18 +201,30 @@ def _fidelity(agg: Aggregate) -> list[str]:
         for run in agg.runs.get(name, []):
             keys += [k for k in run.get("fidelity") or {} if k not in keys]
         if not keys:
-            rows.append([_label(name), _pct(agg.acc(name)), "—", NOT_MEASURED, NOT_MEASURED])
+            rows.append([_label(name), _pct(agg.acc(name)), "—", NOT_MEASURED, NOT_MEASURED, "—"])
         for key in keys:
             agreement = summarize(agg.by_seed(name, f"fidelity.{key}.agreement").values())
             kl = summarize(agg.by_seed(name, f"fidelity.{key}.kl").values())
+            control = "—" if name == "baseline" else _pct(agg.stat("baseline", f"fidelity.{key}.agreement"))
             rows.append(
-                [_label(name), _pct(agg.acc(name)), _label(key), _pct(agreement), _cell(kl, digits=3, unit=" nats")]
+                [
+                    _label(name),
+                    _pct(agg.acc(name)),
+                    _label(key),
+                    _pct(agreement),
+                    _cell(kl, digits=3, unit=" nats"),
+                    control,
+                ]
             )
     return [
         "### Fidelity to the teacher\n",
         "Top-1 agreement and KL(teacher ‖ student) at τ = 1 (nats, mean over images), measured once on the "
         "official test split with the selected checkpoint; the Baseline against every teacher is the control.\n",
-        table(["Student", "Test Acc", "Against", "Agreement", "KL (teacher ‖ student)"], rows) + "\n",
+        table(
+            ["Student", "Test Acc", "Against", "Agreement", "KL (teacher ‖ student)", "Baseline's agreement (control)"],
+            rows,
+        )
+        + "\n",
     ]
 
 

@@ -109,11 +109,12 @@ def test_effects_controls_power_and_fidelity_from_runs(tmp_path):
     assert rows(text, "Random-teacher floor")[0][1] != NOT_MEASURED
     fidelity = rows(text, "EXP-1 |")  # no such row: labels are exact cells
     assert fidelity == []
-    exp1 = [r for r in rows(text, "EXP-1") if len(r) == 5 and r[2] == "ResNet-18 teacher"]
+    exp1 = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
     assert exp1[0][3] == f"{91:.2f} ± {stats.t.ppf(0.975, 2) * 1 / math.sqrt(3):.2f} % (n=3)"
-    baseline = [r for r in rows(text, "Baseline") if len(r) == 5 and r[0] == "Baseline"]
+    baseline = [r for r in rows(text, "Baseline") if len(r) == 6 and r[0] == "Baseline"]
     assert [r[2] for r in baseline] == ["ResNet-18 teacher", "random ResNet-18"]
     assert baseline[1][4] == "2.000 ± 0.000 nats (n=3)"
+    assert exp1[0][5] == "80.00 ± 0.00 % (n=3)"  # the Baseline against the same teacher
     assert "3→2, 6→4, 9→6, 11→7" in text
 
 

@@ -146,6 +146,13 @@ def test_fidelity_references(tmp_path, digits_dm):
     assert refs == {why.RANDOM_KEY: OWN} and primary == why.RANDOM_KEY
     refs, primary = why.fidelity_references(registry.get("exp3"), tmp_path, "digits", "smoke", 10)
     assert refs == {} and primary is None  # no probe run: not measured
+    probe = tmp_path / "teacher_dinov2_probe" / "version_0"
+    probe.mkdir(parents=True)
+    _summary(probe)
+    for name in ("exp3", "baseline_b512"):
+        refs, primary = why.fidelity_references(registry.get(name), tmp_path, "digits", "smoke", 10)
+        assert set(refs) == {"teacher_dinov2_probe"}
+        assert primary == ("teacher_dinov2_probe" if name == "exp3" else None)
 
 
 def test_only_the_matched_from_teacher_keeps_snapshots(tmp_path):
