@@ -205,12 +205,14 @@ def _fidelity(agg: Aggregate) -> list[str]:
         for key in keys:
             agreement = summarize(agg.by_seed(name, f"fidelity.{key}.agreement").values())
             kl = summarize(agg.by_seed(name, f"fidelity.{key}.kl").values())
-            control = "—" if name == "baseline" else _pct(agg.stat("baseline", f"fidelity.{key}.agreement"))
+            matched = registry.get(name).teacher_matched_to is not None  # a snapshot, not the baseline's checkpoint
+            same = name != "baseline" and not matched
+            control = _pct(agg.stat("baseline", f"fidelity.{key}.agreement")) if same else "—"
             rows.append(
                 [
                     _label(name),
                     _pct(agg.acc(name)),
-                    _label(key),
+                    f"{_label(key)} (matched snapshot)" if matched else _label(key),
                     _pct(agreement),
                     _cell(kl, digits=3, unit=" nats"),
                     control,
