@@ -1,6 +1,6 @@
 """Run the whole experiment matrix in dependency order, then write the report.
 
-    python experiments/run_all.py [--smoke] [--seeds N] [--runs_dir runs] [--out RESULTS.md]
+    python experiments/run_all.py [--smoke] [--seeds N] [--groups plan,why] [--runs_dir runs] [--out RESULTS.md]
         [--dry-run | --status] [--only NAME ...] [--launcher local|slurm] [--parallel N]
         [SLURM: --partition P --account A --time MIN --gpus_per_run G --nodes N --cpus_per_task C --mem_gb M]
         [-- EXTRA ARGS FOR EVERY SCRIPT]
@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdbias import runs
+from kdbias import registry, runs
 from kdbias.callbacks.progress import format_duration
 from kdbias.launch import estimate_seconds, plan_matrix, status_lines
 from kdbias.launch.local import run_local
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="RESULTS.md", help="report written at the end")
     parser.add_argument(
         "--dataset", default=None, help="data.dataset of every run (default: digits smoke, else cifar10)"
+    )
+    parser.add_argument(
+        "--groups", default="plan", help=f"comma-separated row groups of the registry ({', '.join(registry.GROUPS)})"
     )
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="plan only these experiments")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (and SLURM's job plan), run nothing")
@@ -106,7 +109,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         _check(args)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", runs.RunsWarning)
-            plan = plan_matrix(args.runs_dir, seeds, args.smoke, args.dataset, extra_args=args.extra, only=args.only)
+            plan = plan_matrix(
+                args.runs_dir,
+                seeds,
+                args.smoke,
+                args.dataset,
+                extra_args=args.extra,
+                only=args.only,
+                groups=args.groups,
+            )
     except ValueError as error:
         print(f"run_all.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2

@@ -19,12 +19,27 @@ piece that owns it (``student.yaml``: the student recipe; ``soft_kl.yaml``: tau 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["EXPERIMENTS", "Experiment", "PRESETS", "STUDENTS", "TEACHERS", "get"]
+__all__ = [
+    "ALL_EXPERIMENTS",
+    "EXPERIMENTS",
+    "Experiment",
+    "GROUPS",
+    "PRESETS",
+    "STUDENTS",
+    "TEACHERS",
+    "WHY_EXPERIMENTS",
+    "get",
+    "select",
+]
 
 PRESETS: tuple[str, ...] = ("paper", "smoke")
+#: Row groups: ``"plan"`` (the research plan's matrix) and ``"why"`` (beyond the plan: the
+#: controls that say *why*, see :data:`WHY_EXPERIMENTS`).
+GROUPS: tuple[str, ...] = ("plan", "why")
 _SHARED = ("common", "analytics")
 
 
@@ -46,6 +61,10 @@ class Experiment:
         depends_on: experiments whose completed runs it needs (its teacher; the teachers it
             is measured against as CKA controls).
         description: one line for ``--help`` and the report.
+        group: ``"plan"`` (the research plan's rows) or ``"why"`` (beyond the plan).
+        teacher_matched_to: with ``teacher``: distil from the snapshot of ``teacher``'s run whose
+            held-out accuracy is closest to the held-out accuracy of this experiment's
+            selected checkpoint (:func:`kdbias.why.matched_teacher_checkpoint`).
     """
 
     name: str
@@ -58,6 +77,8 @@ class Experiment:
     teacher_family: str | None = None
     control_of: str | None = None
     depends_on: tuple[str, ...] = ()
+    group: str = "plan"
+    teacher_matched_to: str | None = None
 
     @property
     def module_class(self) -> type:
@@ -143,14 +164,121 @@ _MATRIX = (
     ),
 )
 
+_WHY = (
+    Experiment(
+        "exp1_cka",
+        "EXP-1 CKA",
+        "CKADistillModule",
+        ("student", "student_b512", "exp3", "exp1_cka"),
+        "student",
+        "Beyond the plan: EXP-3's loss (CE + CKA + token, EXP-3's lambdas and batch) from the ResNet-18 teacher; "
+        "blocks paired by relative depth.",
+        teacher="teacher_resnet18",
+        teacher_family="ResNet",
+        depends_on=("teacher_resnet18",),
+        group="why",
+    ),
+    Experiment(
+        "teacher_dinov2_probe",
+        "DINOv2 probe teacher",
+        "ProbeTeacherModule",
+        ("teacher_dinov2_probe",),
+        "teacher",
+        "Beyond the plan, Phase 1: frozen DINOv2-S/14 (EXP-3's backbone and input size) + a linear head trained "
+        "on the training split (a linear probe): DINOv2's teacher accuracy and logits.",
+        group="why",
+    ),
+    Experiment(
+        "exp3_kl",
+        "EXP-3 KL",
+        "KLDistillModule",
+        ("student", "soft_kl", "exp3_kl"),
+        "student",
+        "Beyond the plan: soft KL (EXP-1's tau and alpha) from the linear-probed DINOv2.",
+        teacher="teacher_dinov2_probe",
+        teacher_family="VisionTransformer",
+        depends_on=("teacher_dinov2_probe",),
+        group="why",
+    ),
+    Experiment(
+        "teacher_deit",
+        "DeiT-S teacher",
+        "TeacherModule",
+        ("student", "teacher_deit"),
+        "teacher",
+        "Beyond the plan, Phase 1: a ViT teacher of the student's family (DeiT-Small, patch 4 at 32 px), the "
+        "student recipe, CE.",
+        group="why",
+    ),
+    Experiment(
+        "exp_vit_kl",
+        "ViT KL",
+        "KLDistillModule",
+        ("student", "soft_kl", "exp_vit_kl"),
+        "student",
+        "Beyond the plan: soft KL from the DeiT-Small teacher: KD without an inductive-bias mismatch.",
+        teacher="teacher_deit",
+        teacher_family="VisionTransformer",
+        depends_on=("teacher_deit",),
+        group="why",
+    ),
+    Experiment(
+        "exp1_matched",
+        "EXP-1 matched",
+        "KLDistillModule",
+        ("student", "soft_kl", "exp1_matched"),
+        "student",
+        "Beyond the plan: soft KL from the ResNet-18 snapshot whose held-out accuracy is closest to the DeiT-S "
+        "teacher's (selection on the held-out split only).",
+        teacher="teacher_resnet18",
+        teacher_family="ResNet",
+        depends_on=("teacher_resnet18", "teacher_deit"),
+        group="why",
+        teacher_matched_to="teacher_deit",
+    ),
+    Experiment(
+        "exp_random_teacher",
+        "Random teacher",
+        "KLDistillModule",
+        ("student", "soft_kl", "exp_random_teacher"),
+        "student",
+        "Beyond the plan: soft KL from an untrained, seeded ResNet-18: a teacher signal without knowledge.",
+        group="why",
+    ),
+)
+
+#: The research plan's rows (what the report's plan sections, the benchmark and ``run_all`` by default use).
 EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in _MATRIX}
 TEACHERS: tuple[str, ...] = tuple(e.name for e in _MATRIX if e.role == "teacher")
 STUDENTS: tuple[str, ...] = tuple(e.name for e in _MATRIX if e.role == "student")
+#: The rows beyond the plan (group ``"why"``) and every row.
+WHY_EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in _WHY}
+ALL_EXPERIMENTS: dict[str, Experiment] = {**EXPERIMENTS, **WHY_EXPERIMENTS}
 
 
 def get(name: str) -> Experiment:
-    """The experiment called ``name``; ``ValueError`` naming the valid ones otherwise."""
+    """The experiment called ``name`` (any group); ``ValueError`` naming the valid ones otherwise."""
     try:
-        return EXPERIMENTS[name]
+        return ALL_EXPERIMENTS[name]
     except KeyError:
-        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(EXPERIMENTS)}") from None
+        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(ALL_EXPERIMENTS)}") from None
+
+
+def select(groups: str | Sequence[str] = ("plan",)) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(teachers, students)`` of the rows in ``groups`` (``"plan,why"`` or a sequence), each in
+    registry order, plan rows first, with the rows they depend on (``depends_on``) from other
+    groups: every teacher before any student, so every dependency is met by run order.
+    ``ValueError`` for an unknown group."""
+    names = [g.strip() for g in (groups.split(",") if isinstance(groups, str) else groups) if g.strip()]
+    unknown = [g for g in names if g not in GROUPS]
+    if unknown or not names:
+        raise ValueError(f"unknown group(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(GROUPS)}")
+    chosen = {e.name for e in ALL_EXPERIMENTS.values() if e.group in names}
+    pending = list(chosen)
+    while pending:  # rows of other groups that chosen rows need (the plan's ResNet-18 teacher for exp1_cka)
+        for dependency in ALL_EXPERIMENTS[pending.pop()].depends_on:
+            if dependency not in chosen:
+                chosen.add(dependency)
+                pending.append(dependency)
+    rows = [e for e in ALL_EXPERIMENTS.values() if e.name in chosen]
+    return tuple(e.name for e in rows if e.role == "teacher"), tuple(e.name for e in rows if e.role == "student")

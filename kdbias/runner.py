@@ -39,7 +39,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from kdbias import registry, runs
+from kdbias import registry, runs, why
 from kdbias.callbacks import SummaryCallback
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import InputError
@@ -178,7 +178,7 @@ def _resolve_teacher(plan: RunPlan, model: Namespace) -> None:
     path = teacher.init_args.get("path", "auto") if spec else teacher
     if experiment.teacher is None or path not in (None, "auto"):
         return
-    found = str(runs.teacher_checkpoint(plan.runs_dir, experiment.teacher, plan.dataset, plan.preset))
+    found = str(why.resolve_teacher(plan.runs_dir, experiment, plan.dataset, plan.preset))
     if spec:
         teacher.init_args.path = found
     else:
@@ -245,7 +245,7 @@ def _trainer(plan: RunPlan, trainer_class, config: dict[str, Any], module, datam
         log_every_n_steps=config.get("log_every_n_steps") or 50,
         control=control,
         summary_extra={},
-    )
+    ) + why.why_callbacks(plan.experiment, plan.run_dir, plan.runs_dir, plan.dataset, plan.preset, module)
     user = config.get("callbacks") or []
     plugins = config.get("plugins") or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]

@@ -46,6 +46,7 @@ __all__ = [
     "CheckpointTeacher",
     "FrozenTeacher",
     "PretrainedTeacher",
+    "RandomTeacher",
     "RANDOM_TEACHER_SEED",
     "TeacherSpec",
     "teacher_spec",
@@ -140,7 +141,8 @@ class FrozenTeacher(nn.Module):
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0]
             raise CheckpointError(f"teacher checkpoint {path} does not fit {name}: {first}") from None
-        return cls(network, _adapter(name, dataset), name, str(path))
+        size = (hparams.get("arch_kwargs") or {}).get("img_size")  # a teacher trained at another side (DINOv2 probe)
+        return cls(network, _adapter(name, dataset, size), name, str(path))
 
     @classmethod
     def from_module(cls, module: nn.Module) -> FrozenTeacher:
@@ -328,9 +330,30 @@ class PretrainedTeacher(TeacherSpec):
         return teacher.compiled(compile)
 
 
+class RandomTeacher(TeacherSpec):
+    """An untrained classifier with a head of the dataset's classes, seeded with
+    :data:`RANDOM_TEACHER_SEED` (the same network in every run): the random-teacher control,
+    a teacher signal without knowledge.
+
+    Args:
+        arch: kdbias model name (``resnet18_cifar``) or timm name.
+        arch_kwargs: extra :func:`~kdbias.models.build_model` arguments.
+    """
+
+    def __init__(self, arch: str = "resnet18_cifar", arch_kwargs: dict[str, Any] | None = None) -> None:
+        self.arch = arch
+        self.arch_kwargs = dict(arch_kwargs) if arch_kwargs else None
+
+    def build(self, dataset: str, num_classes: int = 0, compile: bool | str = False) -> FrozenTeacher:
+        teacher = FrozenTeacher.from_pretrained(
+            self.arch, None, dataset, None, self.arch_kwargs, num_classes=num_classes
+        )
+        return teacher.compiled(compile)
+
+
 #: The spec classes a configuration may name (``class_path``); nothing else is imported.
 SPEC_CLASSES: dict[str, type[TeacherSpec]] = {
-    f"{cls.__module__}.{cls.__name__}": cls for cls in (CheckpointTeacher, PretrainedTeacher)
+    f"{cls.__module__}.{cls.__name__}": cls for cls in (CheckpointTeacher, PretrainedTeacher, RandomTeacher)
 }
 
 

@@ -136,23 +136,29 @@ def plan_matrix(
     extra_args: Sequence[str] = (),
     only: Sequence[str] | None = None,
     match_config: bool = True,
+    groups: str | Sequence[str] = "plan",
 ) -> list[PlannedRun]:
     """The matrix in dependency order (teachers once, then every student seed-major) with the
     action each run needs; a pure function of the files under ``runs_dir``.
 
-    ``only``: experiment names to plan (default: the whole registry). ``match_config``:
-    compare configurations (off: seed, dataset and preset only).
+    ``groups``: the registry's row groups (``"plan"``, ``"plan,why"``; :func:`kdbias.registry.select`,
+    which adds the rows they depend on). ``only``: experiment names to plan among them
+    (default: all). ``match_config``: compare configurations (off: seed, dataset and preset only).
     """
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    names = list(registry.EXPERIMENTS) if not only else list(only)
+    teachers, students = registry.select(groups)
+    names = [*teachers, *students] if not only else list(only)
     for name in names:
         registry.get(name)  # ValueError naming the valid ones
     preset = "smoke" if smoke else "paper"
     resolved = dataset or ("digits" if smoke else "cifar10")
     runs_dir = Path(runs_dir)
-    order = [(n, teacher_seed) for n in registry.TEACHERS if n in names]
-    order += [(n, seed) for seed in range(seeds) for n in registry.STUDENTS if n in names]
+    if only:  # named rows of any group, each with its role
+        teachers = tuple(n for n in registry.ALL_EXPERIMENTS if n in names and registry.get(n).role == "teacher")
+        students = tuple(n for n in registry.ALL_EXPERIMENTS if n in names and registry.get(n).role == "student")
+    order = [(n, teacher_seed) for n in teachers]
+    order += [(n, seed) for seed in range(seeds) for n in students]
     keys = {f"{n}:{s}" for n, s in order}
     configs: dict[str, dict[str, Any]] = {}
     plan = []

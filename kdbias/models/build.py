@@ -11,6 +11,8 @@
   = 65 tokens); [B, 3, 32, 32] -> logits [B, num_classes].
 - ``dinov2_vits14``: DINOv2 ViT-S/14 without a head; [B, 3, S, S] -> CLS embedding
   [B, 384], S = ``img_size`` (224 by default, a 16x16 grid; 112 gives 8x8).
+- ``dinov2_vits14_probe``: the same with a linear head on the CLS embedding (logits
+  [B, num_classes]); trained as a linear probe by :class:`kdbias.modules.ProbeTeacherModule`.
 
 ``pretrained`` is ``None`` (random init), ``"hub"`` (timm's download) or the path of a
 local weights file (``.safetensors``, ``.pth``, ``.pt``, ``.bin``), loaded through timm so
@@ -181,6 +183,13 @@ def _dinov2_vits14(num_classes: int, pretrained: Pretrained, img_size: int = 224
     return _create("vit_small_patch14_dinov2.lvd142m", pretrained, _vit_filter, num_classes=0, img_size=img_size, **kw)
 
 
+def _dinov2_vits14_probe(num_classes: int, pretrained: Pretrained, img_size: int = 224, **kw) -> nn.Module:
+    # DINOv2 ViT-S/14 with a linear head on its CLS embedding: the linear probe (its module freezes the rest).
+    model = _dinov2_vits14(0, pretrained, img_size=img_size, **kw)
+    model.reset_classifier(num_classes)
+    return model
+
+
 def _weights(pretrained: bool, overlay: dict | None) -> Pretrained:
     """timm's ``pretrained``/``pretrained_cfg_overlay`` as kdbias's: None, ``"hub"`` or a file path."""
     if not pretrained:
@@ -202,6 +211,7 @@ default_cfgs = generate_default_cfgs(
         "deit_tiny_p4": _cfg(None, None),
         "deit_small_p4": _cfg(None, None),
         "dinov2_vits14": {**_cfg(*_IMAGENET), "input_size": (3, 224, 224), "num_classes": 0},
+        "dinov2_vits14_probe": {**_cfg(*_IMAGENET), "input_size": (3, 224, 224)},
     }
 )
 
@@ -238,6 +248,12 @@ def deit_small_p4(pretrained: bool = False, pretrained_cfg_overlay: dict | None 
 def dinov2_vits14(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kw) -> nn.Module:
     kw.pop("pretrained_cfg", None), kw.pop("cache_dir", None)
     return _dinov2_vits14(kw.pop("num_classes", 0), _weights(pretrained, pretrained_cfg_overlay), **kw)
+
+
+@register_model
+def dinov2_vits14_probe(pretrained: bool = False, pretrained_cfg_overlay: dict | None = None, **kw) -> nn.Module:
+    kw.pop("pretrained_cfg", None), kw.pop("cache_dir", None)
+    return _dinov2_vits14_probe(kw.pop("num_classes", 10), _weights(pretrained, pretrained_cfg_overlay), **kw)
 
 
 MODEL_NAMES: tuple[str, ...] = tuple(default_cfgs)

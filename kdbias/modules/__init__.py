@@ -5,6 +5,7 @@ from kdbias.modules.cka_distill import CKADistillModule
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.kl_distill import KLDistillModule
 from kdbias.modules.optim import Optimization
+from kdbias.modules.probe import ProbeTeacherModule
 from kdbias.modules.teacher import TeacherModule
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "DistillationModule",
     "KLDistillModule",
     "Optimization",
+    "ProbeTeacherModule",
     "TeacherModule",
     "state_sha256",
 ]

@@ -10,10 +10,18 @@ from torch import nn
 
 from kdbias.errors import InputError
 from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
-from kdbias.models import check_block_indices, compiled, forward_features_and_blocks, meta_model, patch_size_of
+from kdbias.models import (
+    check_block_indices,
+    compiled,
+    forward_features_and_blocks,
+    meta_model,
+    num_blocks,
+    patch_size_of,
+)
+from kdbias.models.tokens import resolve_layer_pairs, to_tokens, token_shapes
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.optim import Optimization
-from kdbias.teacher import PretrainedTeacher
+from kdbias.teacher import CheckpointTeacher, PretrainedTeacher
 
 __all__ = ["CKADistillModule"]
 
@@ -43,7 +51,12 @@ class CKADistillModule(DistillationModule):
         arch: the student network: kdbias model name or any timm ViT name (its block taps need a ViT).
         teacher: architecture of the frozen teacher (``dinov2_vits14`` or a timm ViT name;
             built with the ``teacher_*`` arguments), a :class:`~kdbias.teacher.PretrainedTeacher`
-            spec (its fields then replace them), or a ready :class:`~kdbias.teacher.FrozenTeacher`.
+            spec (its fields then replace them), the path of a :class:`~kdbias.modules.TeacherModule`
+            checkpoint (``*.ckpt``, e.g. the ResNet-18 teacher, or a
+            :class:`~kdbias.teacher.CheckpointTeacher`; the ``teacher_*`` arguments are then
+            unused), or a ready :class:`~kdbias.teacher.FrozenTeacher`. A CNN teacher's stage /
+            block maps ``[B, C, H, W]`` become tokens ``[B, H*W, C]`` pooled to the pair's common
+            grid (:func:`~kdbias.models.tokens.to_tokens`).
         teacher_pretrained: ``"hub"``, a local weights path, or ``None`` (random init, seeded:
             offline smoke runs only; logged as such).
         teacher_image_size: the teacher's input side; images are resized on the device
@@ -63,11 +76,11 @@ class CKADistillModule(DistillationModule):
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
-        teacher: str | PretrainedTeacher = "dinov2_vits14",
+        teacher: str | PretrainedTeacher | CheckpointTeacher = "dinov2_vits14",
         teacher_pretrained: str | None = "hub",
         teacher_image_size: int = 224,
         teacher_kwargs: dict[str, Any] | None = None,
-        layer_pairs: Sequence[tuple[int, int]] = ((3, 3), (6, 6), (9, 9), (11, 11)),
+        layer_pairs: Sequence[tuple[int, int]] | str = ((3, 3), (6, 6), (9, 9), (11, 11)),
         lambda_cka: float = 0.5,
         lambda_tok: float = 0.5,
         cka_representation: Literal["image", "token"] = "image",
@@ -86,14 +99,18 @@ class CKADistillModule(DistillationModule):
             teacher_image_size=teacher_image_size,
             layer_pairs=layer_pairs,
         )
-        pairs = [(int(s), int(t)) for s, t in layer_pairs]
-        spec = (
-            PretrainedTeacher(teacher, teacher_pretrained, teacher_image_size, teacher_kwargs)
-            if isinstance(teacher, str)
-            else teacher
-        )
-        frozen = spec.build(dataset) if isinstance(spec, PretrainedTeacher) else spec
+        if isinstance(teacher, str) and teacher.endswith(".ckpt"):  # a TeacherModule checkpoint (a CNN, ...)
+            spec = CheckpointTeacher(teacher)
+        elif isinstance(teacher, str):
+            spec = PretrainedTeacher(teacher, teacher_pretrained, teacher_image_size, teacher_kwargs)
+        else:
+            spec = teacher
+        if isinstance(spec, CheckpointTeacher):
+            frozen = spec.build(dataset, num_classes)
+        else:
+            frozen = spec.build(dataset) if isinstance(spec, PretrainedTeacher) else spec
         super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
+        pairs = resolve_layer_pairs(layer_pairs, num_blocks(self.model), num_blocks(frozen.network))
         self.save_hyperparameters(ignore=["teacher"] if not isinstance(teacher, str) else None)
         if isinstance(spec, PretrainedTeacher):  # the spec's fields are the teacher_* hyperparameters
             self.hparams.update(
@@ -109,11 +126,11 @@ class CKADistillModule(DistillationModule):
         self.layer_pairs = pairs
         self.student_blocks = check_block_indices(self.model, [s for s, _ in pairs])
         self.teacher_blocks = check_block_indices(frozen.network, [t for _, t in pairs])
-        self.grid = min(self.model.patch_embed.grid_size[0], frozen.network.patch_embed.grid_size[0])
+        shapes = token_shapes(frozen.blocks, self.model.patch_embed.img_size[0], self.teacher_blocks)
+        self.grids = [min(self.model.patch_embed.grid_size[0], side) for side, _ in shapes]  # per pair
         with torch.random.fork_rng(devices=[]):  # projectors, like the student, depend on the seed only
             torch.manual_seed(torch.initial_seed() + 1)
-            width = frozen.network.embed_dim
-            self.student["projectors"] = nn.ModuleList(nn.Linear(self.model.embed_dim, width) for _ in pairs)
+            self.student["projectors"] = nn.ModuleList(nn.Linear(self.model.embed_dim, w) for _, w in shapes)
         self._taps_fn = self._student_taps
         if compile not in (False, None):  # the training forward with its block taps, and the teacher
             self._student_fn = compiled(self._student_logits, compile)
@@ -144,10 +161,16 @@ class CKADistillModule(DistillationModule):
             raise ValueError(f"lambda_cka and lambda_tok must be >= 0, got {lambda_cka} and {lambda_tok}")
         if size is not None and size < 1:
             raise ValueError(f"teacher_image_size must be >= 1, got {size}")
-        pairs = [tuple(p) for p in arguments.get("layer_pairs", [(0, 0)])]
+        given = arguments.get("layer_pairs", [(0, 0)])
+        if isinstance(given, str):
+            if given != "relative":
+                raise ValueError(f"layer_pairs must be (student, teacher) pairs or 'relative', got {given!r}")
+            return  # resolved against the built networks' depths
+        pairs = [tuple(p) for p in given]
         if not pairs:
             raise ValueError("layer_pairs is empty: name at least one (student_block, teacher_block) pair.")
-        if isinstance(arguments.get("arch"), str) and isinstance(arguments.get("teacher"), str):
+        teacher = arguments.get("teacher")
+        if isinstance(arguments.get("arch"), str) and isinstance(teacher, str) and not teacher.endswith(".ckpt"):
             _check_shapes(arguments, pairs)
 
     def setup(self, stage: str) -> None:
@@ -175,11 +198,12 @@ class CKADistillModule(DistillationModule):
     def _student_taps(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Student logits ``[B, C]`` and its paired blocks' patch tokens pooled to the common grid."""
         logits, tokens = forward_features_and_blocks(self.model, self.student_input(images), self.student_blocks)
-        return logits, [pool_tokens_to_grid(t, self.grid) for t in tokens]
+        return logits, [pool_tokens_to_grid(t, grid) for t, grid in zip(tokens, self.grids)]
 
     def teacher_tokens(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Teacher patch tokens at the paired blocks, pooled to the common grid: ``[B, grid^2, D_t]``."""
-        return [pool_tokens_to_grid(t, self.grid) for t in self.teacher.blocks(images, self.teacher_blocks)]
+        """Teacher tokens at the paired blocks, pooled to each pair's common grid: ``[B, grid^2, D_t]``."""
+        blocks = self.teacher.blocks(images, self.teacher_blocks)
+        return [to_tokens(t, grid) for t, grid in zip(blocks, self.grids)]
 
     def training_losses(self, images: torch.Tensor, targets: torch.Tensor):
         logits, student_tokens = self._taps_fn(images)

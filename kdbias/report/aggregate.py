@@ -41,7 +41,7 @@ NO_SIGNATURE = "(no config_signature)"
 
 def label(name: str) -> str:
     """The registry's label of an experiment (its name when it is not in the registry)."""
-    experiment = registry.EXPERIMENTS.get(name)
+    experiment = registry.ALL_EXPERIMENTS.get(name)
     return experiment.label if experiment is not None else name
 
 
@@ -342,7 +342,7 @@ def aggregate(runs: Sequence[dict[str, Any]], dataset: str | None = None, preset
             by_experiment.setdefault(run["experiment"], []).append(run)
     for name, group_runs in sorted(by_experiment.items()):
         _select(result, name, group_runs)
-    result.others = sorted(set(result.runs) - known)
+    result.others = sorted(set(result.runs) - set(registry.ALL_EXPERIMENTS))
     return result
 
 

@@ -12,6 +12,7 @@ from kdbias.report.analytics import attention_section, cka_section, hessian_sect
 from kdbias.report.cells import PENDING, md, source_line
 from kdbias.report.findings import findings
 from kdbias.report.phases import matrix_section, methods_section, phase1_section, phase2_section
+from kdbias.report.why import why_section
 
 __all__ = ["HOW_TO_READ", "render_report", "source_line"]
 
@@ -128,6 +129,7 @@ def render_report(
     parts += cka_section(agg, out_dir, source_line(agg))
     parts += hessian_section(agg, source_line(agg))
     parts += attention_section(agg, source_line(agg))
+    parts += why_section(agg)  # beyond the plan: the rows of registry group "why"
     parts += [
         "## Key Findings\n",
         source_line(agg) + "\n",

@@ -1,0 +1,140 @@
+"""The report's "Why" section on runs folders built here, against hand computations."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from scipy import optimize, stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
+from report_fixtures import write_run
+
+from kdbias.report import aggregate, load_runs, render_report
+from kdbias.report.why import NOT_MEASURED, why_section
+
+SEEDS = (0, 1, 2)
+ACC = {  # per seed
+    "exp1": (0.80, 0.82, 0.81),
+    "exp1_cka": (0.78, 0.79, 0.80),
+    "exp3_kl": (0.83, 0.84, 0.82),
+    "exp3": (0.86, 0.88, 0.85),
+    "baseline": (0.79, 0.80, 0.80),
+    "baseline_b512": (0.78, 0.80, 0.79),
+    "exp1_matched": (0.79, 0.81, 0.80),
+    "exp_vit_kl": (0.82, 0.83, 0.83),
+    "exp_random_teacher": (0.795, 0.805, 0.80),
+    "exp2": (0.81, 0.83, 0.82),
+}
+TEACHER_ACC = {"exp1_matched": 0.86, "exp_vit_kl": 0.87, "exp1": 0.94, "exp2": 0.95, "exp_random_teacher": 0.1}
+KL_METHOD = {"loss": "soft_kl", "temperature": 4.0, "alpha": 0.5}
+
+
+def build(runs: Path) -> None:
+    for name, acc in (("teacher_resnet18", 0.94), ("teacher_dinov2_probe", 0.9), ("teacher_deit", 0.87)):
+        write_run(runs, name, 0, val_acc=acc, method={"loss": "ce"}, role="teacher")
+    for name, values in ACC.items():
+        for seed, acc in zip(SEEDS, values):
+            extra = {}
+            if name in TEACHER_ACC:
+                source = "epoch004.ckpt" if name == "exp1_matched" else "best.ckpt"
+                extra["teacher"] = {
+                    "name": "t",
+                    "family": "ResNet",
+                    "source": f"/x/{source}",
+                    "test_acc": TEACHER_ACC[name],
+                }
+                extra["teacher_acc"] = TEACHER_ACC[name]
+            if name == "exp1_cka":
+                extra["method"] = {"loss": "cka", "layer_pairs": [[3, 2], [6, 4], [9, 6], [11, 7]]}
+            elif name in ("exp3_kl", "exp_vit_kl", "exp1_matched", "exp_random_teacher"):
+                extra["method"] = KL_METHOD
+            if name == "exp1":
+                extra["fidelity"] = {"teacher_resnet18": {"agreement": 0.9 + seed / 100, "kl": 0.2}}
+            if name == "baseline":
+                extra["fidelity"] = {
+                    "teacher_resnet18": {"agreement": 0.8, "kl": 0.5},
+                    "random_teacher": {"agreement": 0.1, "kl": 2.0},
+                }
+            write_run(runs, name, seed, val_acc=acc, **extra)
+
+
+def rows(text: str, first: str) -> list[list[str]]:
+    out = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(first):
+            out.append(cells)
+    return out
+
+
+def scipy_detectable(sd: float, n: int) -> float:
+    tc = stats.t.ppf(0.975, n - 1)
+
+    def power(d):
+        nc = d * math.sqrt(n) / sd
+        lower = stats.nct.cdf(-tc, n - 1, nc)
+        return stats.nct.sf(tc, n - 1, nc) + (0.0 if math.isnan(lower) else lower)  # SciPy: NaN for a tiny tail
+
+    return optimize.brentq(lambda d: power(d) - 0.8, 1e-9, 50 * sd)
+
+
+def test_effects_controls_power_and_fidelity_from_runs(tmp_path):
+    build(tmp_path)
+    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
+    assert "*pending*" not in text
+    # hand computation per seed: loss ((CKA_R - KL_R) + (CKA_D - KL_D)) / 2
+    per_seed = {
+        "Loss:": [((ACC["exp1_cka"][i] - ACC["exp1"][i]) + (ACC["exp3"][i] - ACC["exp3_kl"][i])) / 2 for i in SEEDS],
+        "Teacher:": [((ACC["exp3_kl"][i] - ACC["exp1"][i]) + (ACC["exp3"][i] - ACC["exp1_cka"][i])) / 2 for i in SEEDS],
+        "Interaction:": [ACC["exp3"][i] - ACC["exp3_kl"][i] - ACC["exp1_cka"][i] + ACC["exp1"][i] for i in SEEDS],
+    }
+    for title, values in per_seed.items():
+        (row,) = rows(text, title)
+        mean, sd = sum(values) / 3, stats.tstd(values)
+        half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+        assert row[1] == f"{mean * 100:+.2f} ± {half * 100:.2f} pp (n=3)"
+        low, high = mean - half, mean + half
+        word = "inconclusive" if low <= 0 <= high else ("yes" if low > 0 else "no")
+        assert f"**{word}**" in row[2]
+        assert f"detectable: ±{scipy_detectable(sd, 3) * 100:.2f} pp with n=3" in row[3]
+    (teacher,) = rows(text, "Teacher: DINOv2")
+    assert "**yes**" in teacher[2]  # DINOv2 row above the ResNet row in every seed and loss
+    (matched,) = rows(text, "Inductive bias at matched accuracy")
+    diffs = [a - b for a, b in zip(ACC["exp1_matched"], ACC["exp_vit_kl"])]
+    assert matched[1].startswith(f"{sum(diffs) / 3 * 100:+.2f} ±")
+    assert rows(text, "EXP-1 matched")[0][1:] == ["ResNet-18 snapshot `epoch004.ckpt`", "86.00 ± 0.00 % (n=3)"]
+    assert rows(text, "ViT KL")[0][2] == "87.00 ± 0.00 % (n=3)"
+    assert rows(text, "Random-teacher floor")[0][1] != NOT_MEASURED
+    fidelity = rows(text, "EXP-1 |")  # no such row: labels are exact cells
+    assert fidelity == []
+    exp1 = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
+    assert exp1[0][3] == f"{91:.2f} ± {stats.t.ppf(0.975, 2) * 1 / math.sqrt(3):.2f} % (n=3)"
+    baseline = [r for r in rows(text, "Baseline") if len(r) == 6 and r[0] == "Baseline"]
+    assert [r[2] for r in baseline] == ["ResNet-18 teacher", "random ResNet-18"]
+    assert baseline[1][4] == "2.000 ± 0.000 nats (n=3)"
+    assert exp1[0][5] == "80.00 ± 0.00 % (n=3)"  # the Baseline against the same teacher
+    assert "3→2, 6→4, 9→6, 11→7" in text
+
+
+def test_absent_runs_read_not_measured(tmp_path):
+    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
+    assert "*pending*" not in text
+    (row,) = rows(text, "Interaction")
+    assert row[1] == NOT_MEASURED and "inconclusive" in row[2] and row[3] == NOT_MEASURED
+
+
+def test_one_seed_states_that_a_verdict_needs_two(tmp_path):
+    for name in ("exp1", "exp1_cka", "exp3_kl", "exp3"):
+        write_run(tmp_path, name, 0, val_acc=0.5)
+    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
+    (row,) = rows(text, "Loss")
+    assert row[1] == "+0.00 pp (n=1)" and "needs ≥ 2 paired seeds" in row[3]
+
+
+def test_render_report_has_the_section(tmp_path):
+    build(tmp_path)
+    report = render_report(load_runs(tmp_path))
+    assert "## Why: controls beyond the plan" in report
+    assert "Runs of experiments outside the registry" not in report
