@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from kdbias.losses import hard_distillation_loss, soft_kl_loss
 from kdbias.modules.distill_base import DistillationModule
 from kdbias.modules.optim import Optimization
-from kdbias.teacher import CheckpointTeacher, PretrainedTeacher, TeacherSpec, teacher_spec
+from kdbias.teacher import CheckpointTeacher, PretrainedTeacher, RandomTeacher, TeacherSpec, teacher_spec
 
 __all__ = ["KLDistillModule"]
 
@@ -26,8 +26,9 @@ class KLDistillModule(DistillationModule):
     Args:
         arch: the student network: kdbias model name (``deit_tiny_p4``, ...) or any timm model name.
         teacher: a spec, :class:`~kdbias.teacher.CheckpointTeacher` (a TeacherModule
-            checkpoint, read with ``weights_only=True``) or :class:`~kdbias.teacher.PretrainedTeacher`
-            (given as ``class_path``/``init_args`` on the command line); the shorthand of a
+            checkpoint, read with ``weights_only=True``), :class:`~kdbias.teacher.PretrainedTeacher`
+            or :class:`~kdbias.teacher.RandomTeacher` (an untrained seeded network: the
+            random-teacher control), given as ``class_path``/``init_args`` on the command line; the shorthand of a
             checkpoint path (or ``auto``, which the experiment scripts resolve); a ready
             :class:`~kdbias.teacher.FrozenTeacher` or trained TeacherModule; or ``None``
             (evaluation only; see :class:`~kdbias.modules.distill_base.DistillationModule`).
@@ -50,7 +51,7 @@ class KLDistillModule(DistillationModule):
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
-        teacher: str | CheckpointTeacher | PretrainedTeacher | None = None,
+        teacher: str | CheckpointTeacher | PretrainedTeacher | RandomTeacher | None = None,
         temperature: float = 4.0,
         alpha: float = 0.5,
         distill_token: str | None = None,

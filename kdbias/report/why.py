@@ -15,7 +15,7 @@ from typing import Any
 
 from kdbias import registry
 from kdbias.report.aggregate import Aggregate
-from kdbias.report.cells import estimate, source_line, table, verdict_text
+from kdbias.report.cells import estimate, once, source_line, table, verdict_text
 from kdbias.report.effects import factorial_effects
 from kdbias.report.power import detectable_difference, seeds_needed
 from kdbias.report.stats import Estimate, summarize
@@ -89,9 +89,9 @@ def _delta_rows(agg: Aggregate, items: list[tuple[str, str, Estimate | None, str
 
 def _teacher_acc(agg: Aggregate, student: str, teacher_run: str | None) -> str:
     """Teacher accuracy on the test split: as the student runs recorded it, else the teacher run's."""
-    recorded, kind = agg.teacher_acc(student)
-    if recorded is not None and kind == "test":
-        return _pct(recorded)
+    measured = agg.teacher_acc(student)  # one checkpoint's accuracy, measured once (binomial interval)
+    if measured is not None and measured.kind == "test":
+        return once(measured)
     if teacher_run is not None and agg.has(teacher_run):
         return _pct(agg.acc(teacher_run)) + f" ({_label(teacher_run)} run)"
     return NOT_MEASURED

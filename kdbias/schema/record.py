@@ -55,6 +55,14 @@ class CKARecord(TypedDict, total=False):
     trained_pairs: list[list[int]] | None
 
 
+class FidelityRecord(TypedDict, total=False):
+    """One entry of ``summary["fidelity"]`` (key: the teacher compared with): on the official
+    test split, at the selected checkpoint."""
+
+    agreement: float  # top-1 agreement with the teacher, fraction in [0, 1]
+    kl: float  # KL(teacher || student) at tau = 1, nats, mean over images
+
+
 class Summary(TypedDict, total=False):
     """``<run>/summary.json``. Accuracies are fractions in [0, 1]; times in seconds."""
 
@@ -100,6 +108,7 @@ class Summary(TypedDict, total=False):
     attn_dist: dict[str, float]
     attn_dist_heads: dict[str, list[float]]
     cka: dict[str, CKARecord]
+    fidelity: dict[str, FidelityRecord]
 
 
 @runtime_checkable

@@ -186,7 +186,29 @@ def validate_summary(summary: dict[str, Any], experiment: str) -> tuple[Summary 
     _teacher(summary, run, dropped)
     _attention(summary, run, dropped)
     _cka(summary, run, dropped)
+    _fidelity(summary, run, dropped)
     return run, None, dropped  # type: ignore[return-value]
+
+
+def _fidelity(summary: dict[str, Any], run: dict[str, Any], dropped: list[str]) -> None:
+    """``fidelity``: ``{teacher key: {"agreement": [0, 1], "kl": >= 0}}``; bad entries dropped."""
+    fidelity = summary.get("fidelity")
+    if fidelity is None:
+        return
+    if not isinstance(fidelity, dict):
+        dropped.append("fidelity (not a JSON object)")
+        return
+    out = {}
+    for key, entry in fidelity.items():
+        if not isinstance(key, str) or not NAME.match(key) or not isinstance(entry, dict):
+            dropped.append(f"fidelity.{str(key)[:40]} (not a JSON object under a teacher name)")
+            continue
+        agreement, kl = finite(entry.get("agreement")), finite(entry.get("kl"))
+        if agreement is None or not 0.0 <= agreement <= 1.0 or kl is None or kl < 0:
+            dropped.append(f"fidelity.{key} (agreement not in [0, 1] or kl not a finite number >= 0)")
+            continue
+        out[key] = {"agreement": agreement, "kl": kl}
+    run["fidelity"] = out
 
 
 def _teacher(summary: dict[str, Any], run: dict[str, Any], dropped: list[str]) -> None:

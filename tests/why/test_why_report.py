@@ -104,8 +104,16 @@ def test_effects_controls_power_and_fidelity_from_runs(tmp_path):
     (matched,) = rows(text, "Inductive bias at matched accuracy")
     diffs = [a - b for a, b in zip(ACC["exp1_matched"], ACC["exp_vit_kl"])]
     assert matched[1].startswith(f"{sum(diffs) / 3 * 100:+.2f} ±")
-    assert rows(text, "EXP-1 matched")[0][1:] == ["ResNet-18 snapshot `epoch004.ckpt`", "86.00 ± 0.00 % (n=3)"]
-    assert rows(text, "ViT KL")[0][2] == "87.00 ± 0.00 % (n=3)"
+
+    def measured_once(k, n):  # one teacher checkpoint: its binomial interval, not a spread over students
+        ci = stats.binomtest(k, n).proportion_ci(method="exact")
+        return (
+            f"{k / n * 100:.2f} % (measured once, n=1; 95 % CI [{ci.low * 100:.2f}, {ci.high * 100:.2f}] %, "
+            f"Clopper–Pearson on {n} images)"
+        )
+
+    assert rows(text, "EXP-1 matched")[0][1:] == ["ResNet-18 snapshot `epoch004.ckpt`", measured_once(860, 1000)]
+    assert rows(text, "ViT KL")[0][2] == measured_once(870, 1000)
     assert rows(text, "Random-teacher floor")[0][1] != NOT_MEASURED
     fidelity = rows(text, "EXP-1 |")  # no such row: labels are exact cells
     assert fidelity == []
@@ -113,8 +121,8 @@ def test_effects_controls_power_and_fidelity_from_runs(tmp_path):
     assert exp1[0][3] == f"{91:.2f} ± {stats.t.ppf(0.975, 2) * 1 / math.sqrt(3):.2f} % (n=3)"
     baseline = [r for r in rows(text, "Baseline") if len(r) == 6 and r[0] == "Baseline"]
     assert [r[2] for r in baseline] == ["ResNet-18 teacher", "random ResNet-18"]
-    assert baseline[1][4] == "2.000 ± 0.000 nats (n=3)"
-    assert exp1[0][5] == "80.00 ± 0.00 % (n=3)"  # the Baseline against the same teacher
+    assert baseline[1][4] == "2.000 nats (n=3; no spread over seeds)"
+    assert exp1[0][5] == "80.00 % (n=3; no spread over seeds)"  # the Baseline against the same teacher
     assert "3→2, 6→4, 9→6, 11→7" in text
 
 
@@ -127,7 +135,8 @@ def test_absent_runs_read_not_measured(tmp_path):
 
 def test_one_seed_states_that_a_verdict_needs_two(tmp_path):
     for name in ("exp1", "exp1_cka", "exp3_kl", "exp3"):
-        write_run(tmp_path, name, 0, val_acc=0.5)
+        method = KL_METHOD if name in ("exp1", "exp3_kl") else {"loss": "cka"}
+        write_run(tmp_path, name, 0, val_acc=0.5, method=method)
     text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
     (row,) = rows(text, "Loss")
     assert row[1] == "+0.00 pp (n=1)" and "needs ≥ 2 paired seeds" in row[3]
