@@ -264,6 +264,11 @@ def _input_error(prog: str, error: BaseException) -> SystemExit:
     return SystemExit(2)
 
 
+def _no_tips(record: logging.LogRecord) -> bool:
+    """A logging filter: drop Lightning's advertising lines (they start with a light bulb)."""
+    return not str(record.getMessage()).startswith("💡")
+
+
 def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
     """Entry point of ``experiments/<name>.py``: parse and check, plan, build, then train and
     test; return the run directory (``None`` when ``--resume`` found the run finished).
@@ -274,6 +279,8 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     args = list(sys.argv[1:] if argv is None else argv)
     prog = f"{name}.py"
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_no_tips)  # Lightning's product tips on every run
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen teacher
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning

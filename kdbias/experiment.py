@@ -28,6 +28,7 @@ from kdbias.callbacks import (
     AttentionDistanceCallback,
     CKAHeatmapCallback,
     EpochLineProgress,
+    EpochMetricsCSV,
     GeneralisationGapCallback,
     HessianCallback,
     NonFiniteGuard,
@@ -166,6 +167,7 @@ def run_callbacks(
         NonFiniteGuard(check_every_n_steps=log_every_n_steps),
         RNGStateCallback(),
         PredictionsCallback(),
+        EpochMetricsCSV(run_dir),
     ]
     if has_validation:
         callbacks.insert(

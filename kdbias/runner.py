@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +232,9 @@ def _trainer(plan: RunPlan, trainer_class, config: dict[str, Any], module, datam
     import sys
 
     progress = config.get("enable_progress_bar")
-    progress = sys.stderr.isatty() if progress is None else bool(progress)
+    if progress is None:  # a bar needs a terminal with a width (zero in some containers and CI): else plain lines
+        progress = sys.stderr.isatty() and shutil.get_terminal_size(fallback=(0, 0)).columns > 0
+    progress = bool(progress)
     callbacks = run_callbacks(
         module=module,
         run_dir=plan.run_dir,

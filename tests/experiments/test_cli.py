@@ -177,3 +177,15 @@ def test_teacher_reload_predicts_as_saved(tmp_path, digits_dm):
     loaded.eval(), fresh.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(images), fresh(images))
+
+
+def test_lightning_product_tips_are_dropped_and_other_lines_kept():
+    import logging
+
+    from kdbias.cli import _no_tips
+
+    def record(message):
+        return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, __file__, 1, message, (), None)
+
+    assert not _no_tips(record("💡 Tip: For seamless cloud logging and experiment tracking, try installing ..."))
+    assert _no_tips(record("GPU available: False, used: False"))
