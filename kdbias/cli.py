@@ -279,8 +279,8 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     args = list(sys.argv[1:] if argv is None else argv)
     prog = f"{name}.py"
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_no_tips)  # Lightning's product tips on every run
+    for source in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(source).addFilter(_no_tips)  # Lightning's product tips on every run
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen teacher
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning

@@ -215,7 +215,11 @@ def analytics_callbacks(
             continue
         if control is None:
             raise ValueError(f"analytics.cka_against {key}: pass control=... (the teacher of each named experiment)")
-        control_teacher, trained_pairs = control(key)
+        try:
+            control_teacher, trained_pairs = control(key)
+        except FileNotFoundError as missing:  # a control, not a dependency: this run goes on without it
+            print(f"{experiment}: CKA control against the {key} teacher skipped: {missing}", flush=True)
+            continue
         out.append(settings.callback("cka", teacher=control_teacher, key=key, trained_pairs=trained_pairs))
     return out
 
