@@ -80,7 +80,13 @@ def test_strings_are_checked_or_escaped(tmp_path):
     assert sorted(r["experiment"] for r in loaded) == ["baseline", "exp2"]
     assert any("exp1" in m and "its recorded method does not validate" in m for m in messages)
     text = render_report(loaded)
-    assert "hot" not in text and "<script>" not in text and "<img" not in text and "<b>" not in text
+    assert (
+        "τ=hot" not in text
+        and "hot," not in text
+        and "<script>" not in text
+        and "<img" not in text
+        and "<b>" not in text
+    )
     for line in text.splitlines():
         if line.startswith("| **EXP-2**"):
             assert line.count(" | ") == 9  # ten cells: the table is not broken
