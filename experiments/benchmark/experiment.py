@@ -54,7 +54,7 @@ SIZES: dict[str, tuple[int, int]] = {
     "warmup": (3, 1), "steps": (10, 3), "sync_steps": (3, 1), "read_steps": (2, 1), "compile_warmup": (4, 2),
     "overhead_rounds": (5, 3), "overhead_warmup": (5, 2), "overhead_steps": (30, 10), "overhead_batch": (128, 2),
     "plan_rounds": (3, 2), "plan_warmup": (3, 2), "plan_steps": (10, 2),
-    "data_batch": (1024, 64), "data_batches": (6, 3), "data_reps": (3, 2), "data_workers": (8, 2),
+    "data_batch": (1024, 1024), "data_batches": (6, 3), "data_reps": (3, 2), "data_workers": (8, 2),
     "dinov2_reps": (5, 2), "dinov2_batch": (512, 4),
 }
 # fmt: on

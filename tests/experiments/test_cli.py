@@ -81,7 +81,7 @@ def test_presets_follow_the_plan(capsys):
         "smoke",
         None,
     )
-    assert smoke["model"]["teacher_image_size"] == 112 and smoke["model"]["optim"]["lr"] == 0.01
+    assert smoke["model"]["teacher_image_size"] == 56 and smoke["model"]["optim"]["lr"] == 0.01
     assert smoke["model"]["optim"]["weight_decay"] == 0.05  # nested settings merge, not replace
     teacher = _printed_config("teacher_resnet18", capsys=capsys)
     assert (teacher["model"]["optim"]["optimizer"], teacher["data"]["mix"], teacher["trainer"]["max_epochs"]) == (

@@ -38,7 +38,7 @@ def test_smoke_preset_parses(name):
     assert config["preset"] == "smoke"
     if name == "exp1_cka":
         assert config["model"]["layer_pairs"] == "relative" and config["model"]["lambda_cka"] == 0.5
-        assert config["data"]["batch_size"] == 32  # EXP-3's smoke batch
+        assert config["data"]["batch_size"] == 16  # EXP-3's smoke batch
     if name == "exp3_kl":
         assert config["model"]["temperature"] == 4.0 and config["model"]["alpha"] == 0.5
 
