@@ -104,12 +104,12 @@ def test_kdbias_models_are_registered_with_timm(name):
     import kdbias  # noqa: F401
 
     assert timm.is_model(name)
-    kwargs = {"img_size": 56, "depth": 1} if name == "dinov2_vits14" else {}
+    kwargs = {"img_size": 56, "depth": 1} if name.startswith("dinov2_vits14") else {}
     model = timm.create_model(name, num_classes=10, **kwargs)
     reference = build_model(name, num_classes=10, **kwargs)
     assert type(model) is type(reference) and model.state_dict().keys() == reference.state_dict().keys()
     cfg = timm.models.get_pretrained_cfg(name)
-    imagenet = name in ("convnextv2_tiny_cifar", "dinov2_vits14")
+    imagenet = name in ("convnextv2_tiny_cifar", "dinov2_vits14", "dinov2_vits14_probe")
     assert (cfg.mean == tuple(IMAGENET_DEFAULT_MEAN)) if imagenet else cfg.mean is None
     if name == "resnet18_cifar":
         assert model.conv1.stride == (1, 1) and isinstance(model.maxpool, torch.nn.Identity)  # the CIFAR stem
