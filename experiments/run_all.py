@@ -166,11 +166,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("would run: " + shlex.join(run.command(python="python")))
         return 0
     if args.launcher == "slurm":
-        return _slurm(args, todo, elsewhere, settings, preset)
-    return _local(args, todo, elsewhere, gpus, preset, resolved)
+        return _slurm(args, plan, todo, elsewhere, settings, preset, resolved)
+    return _local(args, plan, todo, elsewhere, gpus, preset, resolved)
 
 
-def _local(args, todo, elsewhere, gpus_per_run: int, preset: str, dataset: str) -> int:
+def _local(args, plan, todo, elsewhere, gpus_per_run: int, preset: str, dataset: str) -> int:
     import os
     import time
 
@@ -207,13 +207,33 @@ def _local(args, todo, elsewhere, gpus_per_run: int, preset: str, dataset: str) 
         )
     for line in result.blocked:
         print(f"run_all: not started: {line}", file=sys.stderr)
+    for line in _fill_controls(plan, args.runs_dir, dataset, preset):
+        print(f"run_all: {line}", flush=True)
     out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
     took = time.perf_counter() - start
     print(f"\nrun_all: {result.trained} of {len(todo)} runs trained in {took:.0f} s; report: {out}")
     return 1 if result.failure is not None or result.blocked else 0
 
 
-def _slurm(args, todo, elsewhere, settings: SlurmSettings, preset: str) -> int:
+def _fill_controls(plan, runs_dir: str, dataset: str, preset: str) -> list[str]:
+    """The controls each complete run of ``plan`` skipped (its teachers did not exist yet),
+    measured now on its checkpoints (:func:`kdbias.controls.fill_controls`)."""
+    from kdbias.controls import fill_controls
+
+    lines: list[str] = []
+    for run in plan:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", runs.RunsWarning)
+            run_dir = runs.latest_complete_run(runs_dir, run.experiment, run.seed, dataset, preset, config=run.config)
+        if run_dir is not None:
+            try:
+                lines += fill_controls(run_dir, runs_dir)
+            except runs.RunningElsewhere:
+                lines.append(f"{run_dir}: locked by another process; its controls are left for later")
+    return lines
+
+
+def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, dataset: str) -> int:
     try:
         import submitit  # noqa: F401
     except ImportError:
@@ -244,6 +264,8 @@ def _slurm(args, todo, elsewhere, settings: SlurmSettings, preset: str) -> int:
             f"with `python -m kdbias.report {args.runs_dir} --out {args.out}`."
         )
         return 0
+    for line in _fill_controls(plan, args.runs_dir, dataset, preset):
+        print(f"run_all: {line}", flush=True)
     out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
     print(f"run_all: report: {out}")
     from kdbias.launch.records import read_record

@@ -47,6 +47,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdbias import registry, runner
 from kdbias.config_files import check_class_paths
+from kdbias.controls import control_teacher
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
 from kdbias.experiment import ANALYTICS_CALLBACKS
@@ -215,7 +216,8 @@ class KDBiasCLI(LightningCLI):
 
         def control(key: str):
             other = registry.get(key)
-            return runner.control_teacher(other, plan, preset_config(other, plan.configs_dir, plan.preset).model)
+            model = preset_config(other, plan.configs_dir, plan.preset).model
+            return control_teacher(other, plan.runs_dir, plan.dataset, plan.preset, model)
 
         return runner.build_trainer(plan, self.trainer_class, config, self.model, self.datamodule, control)
 
@@ -264,6 +266,15 @@ def _input_error(prog: str, error: BaseException) -> SystemExit:
     return SystemExit(2)
 
 
+def quiet_lightning() -> None:
+    """Lightning's lines that say nothing about this run, off: the seed line, product tips, a
+    deprecation inside Lightning itself (every kdbias command calls this once)."""
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
+    for source in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(source).addFilter(_no_tips)  # Lightning's product tips on every run
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
+
+
 def _no_tips(record: logging.LogRecord) -> bool:
     """A logging filter: drop Lightning's advertising lines (they start with a light bulb)."""
     return not str(record.getMessage()).startswith("💡")
@@ -278,12 +289,8 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     exception propagates with its traceback (exit status 1)."""
     args = list(sys.argv[1:] if argv is None else argv)
     prog = f"{name}.py"
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
-    for source in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(source).addFilter(_no_tips)  # Lightning's product tips on every run
+    quiet_lightning()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen teacher
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
     try:
         cli = KDBiasCLI(registry.get(name), configs_dir, args)
         assert cli.plan is not None

@@ -42,7 +42,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from kdbias import registry, runs, why
 from kdbias.callbacks import SummaryCallback
-from kdbias.data import DATASETS, CIFARDataModule
+from kdbias.data import CIFARDataModule
 from kdbias.errors import InputError
 from kdbias.experiment import (
     Analytics,
@@ -53,7 +53,7 @@ from kdbias.experiment import (
     signature_config,
 )
 from kdbias.resume import plan_resume
-from kdbias.teacher import FrozenTeacher, PretrainedTeacher
+from kdbias.teacher import FrozenTeacher
 
 __all__ = [
     "ENV_RUN_DIR",
@@ -62,7 +62,6 @@ __all__ = [
     "build_trainer",
     "check_config",
     "config_signature",
-    "control_teacher",
     "plan_run",
     "prepare_data",
     "train",
@@ -208,6 +207,13 @@ def build_trainer(
             "mean it."
         )
     leader = _rank_zero()
+    if leader and teacher is not None:
+        how = " (auto: the selected checkpoint of the newest complete teacher run)" if plan.teacher_family else ""
+        print(
+            f"{plan.experiment.name}: teacher {teacher.name} from {teacher.source}{how}; frozen: eval mode, no "
+            "gradients, not in the student's checkpoints",
+            flush=True,
+        )
     if plan.run_dir is None:
         fallback = Path(os.environ.get(ENV_RUN_DIR, plan.runs_dir / plan.experiment.name / "version_pending"))
         plan.run_dir = runs.claim_run_dir(plan.runs_dir, plan.experiment.name, lock=True) if leader else fallback
@@ -367,23 +373,6 @@ def config_signature(config: dict[str, Any]) -> str:
     """SHA-256 (hex, 16 characters) of the configuration without seeds and run-local keys."""
     text = json.dumps(signature_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def control_teacher(
-    other: registry.Experiment, plan: RunPlan, model: Namespace
-) -> tuple[FrozenTeacher, list[tuple[int, int]] | None]:
-    """The teacher that experiment ``other`` distils from (a CKA control), and the cells its
-    loss trains: the selected checkpoint of its teacher run, or the frozen teacher of its
-    preset's ``model`` configuration (``model``, as :func:`kdbias.cli.preset_config` parses it)."""
-    if other.teacher is not None:
-        path = runs.teacher_checkpoint(plan.runs_dir, other.teacher, plan.dataset, plan.preset)
-        num_classes = DATASETS[plan.dataset].num_classes
-        return FrozenTeacher.from_checkpoint(path, plan.dataset, num_classes, family=other.teacher_family), None
-    if other.module != "CKADistillModule":
-        raise ValueError(f"analytics.cka_against: {other.name} has no teacher to measure against")
-    kwargs = _plain(model.get("teacher_kwargs"))
-    spec = PretrainedTeacher(model.teacher, model.teacher_pretrained, model.teacher_image_size, kwargs)
-    return spec.build(plan.dataset), [tuple(p) for p in model.layer_pairs]
 
 
 def _log_hparams(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, summary: dict[str, Any]) -> None:

@@ -96,6 +96,13 @@ class AnalyticsCallback(Callback):
         self._datamodule: Any = None
         self._normalize: Any = None
         self._log_dir: str | None = None
+        #: The training epoch of the weights measured outside ``fit`` (a checkpoint measured
+        #: later, :mod:`kdbias.controls`); ``None``: ``trainer.current_epoch``.
+        self.at_epoch: int | None = None
+
+    def epoch_of(self, trainer: L.Trainer) -> int:
+        """The epoch a measurement is labelled with (:attr:`at_epoch`, else the trainer's)."""
+        return trainer.current_epoch if self.at_epoch is None else self.at_epoch
 
     # -- identity and state -----------------------------------------------------------
     @property
@@ -218,13 +225,13 @@ class AnalyticsCallback(Callback):
         the start and the end of each measurement (they can take minutes at paper scale)."""
         if trainer.is_global_zero:
             name = self.describe()
-            print(f"[analytics] epoch {trainer.current_epoch}: {name} ...", flush=True)
+            print(f"[analytics] epoch {self.epoch_of(trainer)}: {name} ...", flush=True)
             start = time.perf_counter()
             metrics = self.measure(trainer, pl_module)  # ends in host reads: the time is complete
             took = time.perf_counter() - start
             self.elapsed_s += took
             self.num_measurements += 1
-            print(f"[analytics] epoch {trainer.current_epoch}: {name} done in {took:.1f} s", flush=True)
+            print(f"[analytics] epoch {self.epoch_of(trainer)}: {name} done in {took:.1f} s", flush=True)
             if metrics:
                 self.log_metrics(trainer, metrics)
         self.measured_epoch = trainer.current_epoch

@@ -252,7 +252,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
         s_blocks, t_blocks = self.blocks(pl_module)
         figures = self.figures(matrix, pl_module)
         teacher = self.teacher(pl_module)
-        epoch = trainer.current_epoch
+        epoch = self.epoch_of(trainer)
         rel = HEATMAP_DIR / self.key / f"epoch_{epoch}.png"
         trained = [
             (s_blocks.index(s), t_blocks.index(t))

@@ -53,6 +53,7 @@ class CKARecord(TypedDict, total=False):
     source: str
     heatmap: str  # path relative to the run folder
     trained_pairs: list[list[int]] | None
+    measured: str  # "later": measured after training by kdbias.controls (on last.ckpt); absent: during training
 
 
 class FidelityRecord(TypedDict, total=False):
@@ -61,6 +62,7 @@ class FidelityRecord(TypedDict, total=False):
 
     agreement: float  # top-1 agreement with the teacher, fraction in [0, 1]
     kl: float  # KL(teacher || student) at tau = 1, nats, mean over images
+    measured: str  # "later": measured after training by kdbias.controls; absent: in the run's test pass
 
 
 class Summary(TypedDict, total=False):

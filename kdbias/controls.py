@@ -1,0 +1,218 @@
+"""Controls measured on a finished run: the CKA controls and fidelity references it had to skip.
+
+A run measures its controls while it trains: the baseline's CKA against the teacher of every
+distillation row (``analytics.cka_against``) and its fidelity to every teacher. A control
+whose teacher did not exist yet is skipped with one line, so the baseline runs alone on a
+fresh checkout. :func:`fill_controls` makes those measurements later, on the run's own
+checkpoints, once the teachers exist; ``run_all`` calls it after training, and by hand::
+
+    python -m kdbias.controls runs/baseline/version_0 [--runs_dir runs] [--accelerator cpu]
+
+What is measured, on which weights, so a later value equals the one training would have made:
+
+- a CKA control (:class:`~kdbias.callbacks.CKAHeatmapCallback`, the run's own
+  ``analytics.cka`` settings) on ``last.ckpt``: the weights a control measured during
+  training sees at its last measurement (it runs before the epoch's checkpoint is saved);
+  heatmap and JSON under ``analytics/cka_heatmaps/<key>/epoch_<e>.png`` as in training;
+- a fidelity reference (:class:`~kdbias.callbacks.fidelity.FidelityCallback`) on the
+  selected checkpoint (``summary["selected_checkpoint"]``), over the official test split,
+  as the run's own test pass measures it.
+
+Each value is added to ``summary.json`` (``cka.<key>``, ``fidelity.<key>``) with
+``"measured": "later"``; values already there are never measured again. Nothing is written to
+TensorBoard (the run's event file is closed). The run's folder is locked while measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from kdbias import registry, runs
+from kdbias.data import DATASETS, CIFARDataModule
+from kdbias.errors import InputError
+from kdbias.teacher import FrozenTeacher, PretrainedTeacher
+
+__all__ = ["control_teacher", "fill_controls", "main", "missing_controls"]
+
+#: What ``control_teacher`` returns: the teacher, and the cells its loss trains (or ``None``).
+Control = tuple[FrozenTeacher, list[tuple[int, int]] | None]
+
+
+def control_teacher(other: registry.Experiment, runs_dir: str | Path, dataset: str, preset: str, model: Any) -> Control:
+    """The teacher that experiment ``other`` distils from (a CKA control), and the cells its
+    loss trains: the selected checkpoint of its teacher run (``FileNotFoundError`` when there is
+    none yet), or the frozen teacher of its preset's ``model`` configuration (``model``, as
+    :func:`kdbias.cli.preset_config` parses it)."""
+    if other.teacher is not None:
+        path = runs.teacher_checkpoint(runs_dir, other.teacher, dataset, preset)
+        num_classes = DATASETS[dataset].num_classes
+        return FrozenTeacher.from_checkpoint(path, dataset, num_classes, family=other.teacher_family), None
+    if other.module != "CKADistillModule":
+        raise ValueError(f"analytics.cka_against: {other.name} has no teacher to measure against")
+    kwargs = model.get("teacher_kwargs")
+    kwargs = kwargs.as_dict() if hasattr(kwargs, "as_dict") else kwargs
+    spec = PretrainedTeacher(model.teacher, model.teacher_pretrained, model.teacher_image_size, kwargs)
+    return spec.build(dataset), [tuple(p) for p in model.layer_pairs]
+
+
+def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
+    """``(CKA control keys, fidelity reference keys)`` a complete run configured or is owed but
+    does not hold; both empty for an incomplete or unreadable run. Reads two small files."""
+    from kdbias import why
+
+    summary, config = runs.read_summary(run_dir), runs.read_config(run_dir)
+    if not runs.is_complete(summary) or not config or summary.get("experiment") not in registry.ALL_EXPERIMENTS:
+        return [], []
+    experiment = registry.get(summary["experiment"])
+    against = runs.config_value(config, "analytics.cka_against") or []
+    enabled = runs.config_value(config, "analytics.enabled", True)
+    cka = [k for k in against if k != experiment.name and k not in (summary.get("cka") or {})] if enabled else []
+    refs, _ = why.fidelity_references(
+        experiment, runs.config_value(config, "runs_dir", "runs"), summary["dataset"], summary["preset"], 1
+    )
+    fidelity = [k for k in refs if k not in (summary.get("fidelity") or {})]
+    return cka, fidelity
+
+
+def fill_controls(
+    run_dir: str | Path,
+    runs_dir: str | Path | None = None,
+    configs_dir: str | Path | None = None,
+    accelerator: str = "auto",
+) -> list[str]:
+    """Measure what :func:`missing_controls` names and whose teacher now exists; returns one
+    line per control (measured, or still missing and why). ``runs_dir``: where the teacher runs
+    are (default: the run's own ``runs_dir``); ``configs_dir``: the presets (default:
+    ``experiments/configs`` of this checkout)."""
+    run_dir = Path(run_dir)
+    cka_keys, fidelity_keys = missing_controls(run_dir)
+    if not cka_keys and not fidelity_keys:
+        return []
+    summary, config = runs.read_summary(run_dir) or {}, runs.read_config(run_dir)
+    experiment = registry.get(summary["experiment"])
+    dataset, preset = summary["dataset"], summary["preset"]
+    runs_dir = Path(runs_dir if runs_dir is not None else runs.config_value(config, "runs_dir", "runs"))
+    lines: list[str] = []
+    with runs.RunLock(run_dir):
+        datamodule = CIFARDataModule(**(config.get("data") or {}))
+        cka, cka_lines = _cka_controls(experiment, run_dir, runs_dir, configs_dir, config, cka_keys, dataset, preset)
+        lines += cka_lines
+        measured: dict[str, dict[str, Any]] = {}
+        if cka:
+            measured["cka"] = _measure(
+                run_dir / runs.CHECKPOINT_DIR / runs.LAST_CKPT,
+                experiment,
+                datamodule,
+                cka,
+                accelerator,
+                config,
+                "validate",
+            )
+        fidelity = _fidelity_references(experiment, runs_dir, dataset, preset, fidelity_keys)
+        if fidelity:
+            selected = run_dir / str(summary.get("selected_checkpoint") or f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}")
+            measured["fidelity"] = _measure(selected, experiment, datamodule, fidelity, accelerator, config, "test")
+        for key in fidelity_keys:
+            lines.append(
+                f"fidelity to {key}: " + ("measured" if key in measured.get("fidelity", {}) else "teacher run missing")
+            )
+        if measured:
+            fresh = runs.read_summary(run_dir) or summary
+            for section, values in measured.items():
+                fresh[section] = {
+                    **(fresh.get(section) or {}),
+                    **{k: {**v, "measured": "later"} for k, v in values.items()},
+                }
+            runs.atomic_write_json(run_dir / runs.SUMMARY_FILE, fresh)
+    return [f"{run_dir}: {line}" for line in lines]
+
+
+def _cka_controls(experiment, run_dir, runs_dir, configs_dir, config, keys, dataset, preset):
+    """The CKA callbacks of ``keys`` whose teachers exist, and a line per key."""
+    from kdbias.cli import preset_config
+    from kdbias.experiment import Analytics
+    from kdbias.launch.plan import EXPERIMENTS_DIR
+
+    configs_dir = Path(configs_dir) if configs_dir is not None else EXPERIMENTS_DIR / "configs"
+    settings = Analytics(**{k: v for k, v in (config.get("analytics") or {}).items() if k != "cka_against"})
+    callbacks, lines = [], []
+    for key in keys:
+        other = registry.get(key)
+        try:
+            teacher, pairs = control_teacher(
+                other, runs_dir, dataset, preset, preset_config(other, configs_dir, preset).model
+            )
+        except FileNotFoundError as missing:
+            lines.append(f"CKA control against the {key} teacher still missing: {' '.join(str(missing).split())}")
+            continue
+        callbacks.append(settings.callback("cka", teacher=teacher, key=key, trained_pairs=pairs))
+        lines.append(f"CKA control against the {key} teacher ({teacher.name}, {teacher.source}): measured")
+    return callbacks, lines
+
+
+def _fidelity_references(experiment, runs_dir, dataset, preset, keys) -> list[Any]:
+    from kdbias import why
+    from kdbias.callbacks.fidelity import OWN, FidelityCallback
+
+    refs, primary = why.fidelity_references(experiment, runs_dir, dataset, preset, DATASETS[dataset].num_classes)
+    chosen: dict[str, Callable[[], FrozenTeacher] | str] = {k: v for k, v in refs.items() if k in keys and v != OWN}
+    return [FidelityCallback(chosen, primary)] if chosen else []
+
+
+def _measure(checkpoint: Path, experiment, datamodule, callbacks, accelerator: str, config, stage: str) -> dict:
+    """Run ``callbacks`` in one ``validate`` / ``test`` pass of ``checkpoint``; their results."""
+    if not checkpoint.is_file():
+        raise InputError(f"{checkpoint} is missing: the run's checkpoint is needed to measure its controls.")
+    state = runs.load_checkpoint(checkpoint)
+    module = experiment.module_class.load_from_checkpoint(checkpoint)
+    for callback in callbacks:
+        callback.at_epoch = int(state.get("epoch", 0))
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=runs.config_value(config, "trainer.precision", "32-true"),
+        logger=False,
+        callbacks=callbacks,
+        default_root_dir=str(checkpoint.parent.parent),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+    )
+    if stage == "validate":
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+        return {k: v for c in callbacks for k, v in c.summary_items().get("cka", {}).items()}
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    return {k: v for c in callbacks for k, v in c.results.items()}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdbias.controls", description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="complete runs (runs/<experiment>/version_<n>)")
+    parser.add_argument("--runs_dir", default=None, help="where the teacher runs are (default: each run's own)")
+    parser.add_argument("--configs_dir", default=None, help="the presets (default: experiments/configs)")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator of the measurement")
+    args = parser.parse_args(argv)
+    from kdbias.cli import quiet_lightning
+
+    quiet_lightning()
+    try:
+        for run_dir in args.run_dirs:
+            if not runs.is_complete(runs.read_summary(run_dir)):
+                raise InputError(f"{run_dir} is not a complete run (no complete summary.json): nothing to measure on.")
+            lines = fill_controls(run_dir, args.runs_dir, args.configs_dir, args.accelerator)
+            print("\n".join(lines) if lines else f"{run_dir}: every control is measured already", flush=True)
+    except (InputError, runs.RunningElsewhere) as error:
+        print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
