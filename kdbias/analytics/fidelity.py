@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["fidelity", "predictive_kl", "top1_agreement"]
+__all__ = ["fidelity", "per_image_fidelity", "predictive_kl", "top1_agreement"]
 
 
 def _check(student_logits: Tensor, teacher_logits: Tensor) -> None:
@@ -22,27 +22,34 @@ def _check(student_logits: Tensor, teacher_logits: Tensor) -> None:
         raise ValueError("fidelity needs at least one image, got N=0")
 
 
-def top1_agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
-    """Fraction in [0, 1] of the ``N`` images whose arg-max class is the same for both
-    ``[N, C]`` logits (ties broken by ``torch.argmax``: the first maximal class)."""
-    _check(student_logits, teacher_logits)
-    return float((student_logits.argmax(-1) == teacher_logits.argmax(-1)).double().mean())
-
-
-def predictive_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> float:
-    """``KL(p_teacher || p_student)`` in nats at temperature ``tau`` (softmax of logits / tau),
-    summed over the ``C`` classes and averaged over the ``N`` images; computed in float64. >= 0."""
+def per_image_fidelity(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Per image of ``[N, C]`` logits: whether the arg-max classes agree (bool ``[N]``; ties
+    broken by ``torch.argmax``: the first maximal class), and ``KL(p_teacher || p_student)`` in
+    nats at temperature ``tau`` (softmax of logits / tau, summed over the ``C`` classes; float64
+    ``[N]``, >= 0)."""
     _check(student_logits, teacher_logits)
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    agree = student_logits.argmax(-1) == teacher_logits.argmax(-1)
     log_p = torch.log_softmax(teacher_logits.double() / temperature, dim=-1)
     log_q = torch.log_softmax(student_logits.double() / temperature, dim=-1)
-    return float((log_p.exp() * (log_p - log_q)).sum(-1).mean().clamp_min(0.0))
+    return agree, (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
+
+
+def top1_agreement(student_logits: Tensor, teacher_logits: Tensor) -> float:
+    """Mean over the ``N`` images of :func:`per_image_fidelity`'s agreement: a fraction in [0, 1]."""
+    return float(per_image_fidelity(student_logits, teacher_logits)[0].double().mean())
+
+
+def predictive_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0) -> float:
+    """Mean over the ``N`` images of :func:`per_image_fidelity`'s ``KL(p_teacher || p_student)``
+    at temperature ``tau``: nats, >= 0."""
+    return float(per_image_fidelity(student_logits, teacher_logits, temperature)[1].mean())
 
 
 def fidelity(student_logits: Tensor, teacher_logits: Tensor) -> dict[str, float]:
     """``{"agreement": top1_agreement, "kl": predictive_kl at tau = 1}`` of ``[N, C]`` logits."""
-    return {
-        "agreement": top1_agreement(student_logits, teacher_logits),
-        "kl": predictive_kl(student_logits, teacher_logits, 1.0),
-    }
+    agree, kl = per_image_fidelity(student_logits, teacher_logits)
+    return {"agreement": float(agree.double().mean()), "kl": float(kl.mean())}

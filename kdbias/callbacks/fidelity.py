@@ -1,21 +1,82 @@
-"""Fidelity of a student to teachers on the official test split, once, on the selected checkpoint."""
+"""Fidelity of a student to teachers on the official test split, once, on the selected checkpoint.
+
+Per-image values go to ``<run>/fidelity_per_image.npz`` (NumPy ``.npz``, no pickled object;
+read with :func:`read_fidelity_images`), so the report's intervals carry the test set's own
+sampling error as its accuracy intervals do: for each teacher key ``k``, ``agreement.<k>``
+bool ``[N]`` and ``kl.<k>`` float64 ``[N]`` (nats), in the order of the official test split
+(position 0..N-1). Written with one device only (as ``test_predictions.npz``); keys measured
+later (:mod:`kdbias.controls`) are merged into the file.
+"""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from typing_extensions import override
 
-from kdbias.analytics.fidelity import fidelity
+from kdbias.analytics.fidelity import per_image_fidelity
 from kdbias.callbacks.summary import SummaryCallback
+from kdbias.runs import atomic_write_bytes
+from kdbias.schema import UnreadableFile, read_regular_file
 from kdbias.teacher import FrozenTeacher
 
-__all__ = ["FidelityCallback", "OWN"]
+__all__ = ["FIDELITY_FILE", "FidelityCallback", "OWN", "read_fidelity_images"]
+
+FIDELITY_FILE = "fidelity_per_image.npz"
+MAX_FIDELITY_BYTES = 64 * 1024 * 1024
+
+
+def read_fidelity_images(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
+    """``{key: {"agreement": bool [N], "kl": float64 [N]}}`` of a per-image fidelity file: a
+    regular file of at most 64 MiB, loaded with ``allow_pickle=False``; every array 1-D of one
+    length, ``kl`` finite and >= 0. :class:`UnreadableFile` naming the cause otherwise."""
+    raw = read_regular_file(path, MAX_FIDELITY_BYTES)
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as error:  # a torn or crafted file
+        raise UnreadableFile(f"not a readable .npz file ({type(error).__name__}: {str(error)[:120]})") from None
+    out: dict[str, dict[str, np.ndarray]] = {}
+    lengths = set()
+    for name, array in arrays.items():
+        kind, _, key = name.partition(".")
+        if kind not in ("agreement", "kl") or not key or array.ndim != 1:
+            raise UnreadableFile(f"unexpected array {name!r} (agreement.<key> / kl.<key>, 1-D)")
+        if kind == "kl" and (array.dtype.kind != "f" or not np.all(np.isfinite(array)) or np.any(array < 0)):
+            raise UnreadableFile(f"{name!r} is not finite KL values >= 0")
+        if kind == "agreement" and array.dtype != np.bool_:
+            raise UnreadableFile(f"{name!r} is not a boolean array")
+        lengths.add(len(array))
+        out.setdefault(key, {})[kind] = array.astype(np.float64) if kind == "kl" else array
+    if len(lengths) > 1 or any(len(v) != 2 for v in out.values()):
+        raise UnreadableFile("the arrays differ in length, or a key lacks its agreement or kl")
+    return out
+
+
+def _write_fidelity_images(folder: Path, values: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Merge ``{key: (agreement [N], kl [N])}`` into ``folder/fidelity_per_image.npz``."""
+    path = folder / FIDELITY_FILE
+    arrays: dict[str, np.ndarray] = {}
+    if path.is_file():
+        try:
+            for key, old in read_fidelity_images(path).items():
+                arrays[f"agreement.{key}"], arrays[f"kl.{key}"] = old["agreement"], old["kl"]
+        except UnreadableFile:
+            arrays = {}  # a torn file is replaced
+    for key, (agree, kl) in values.items():
+        arrays[f"agreement.{key}"] = agree.cpu().numpy().astype(bool)
+        arrays[f"kl.{key}"] = kl.cpu().numpy().astype(np.float64)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
 
 OWN = "own"  # reference name of the module's own teacher (pl_module.teacher)
 TeacherSource = Callable[[], FrozenTeacher] | str
@@ -29,7 +90,8 @@ class FidelityCallback(Callback):
     checkpoint: the pass that tests ``best.ckpt`` (the held-out ``val/acc`` checkpoint), or the
     one that tests the last weights when there is none. Other test passes are not measured.
 
-    Writes ``summary.json`` ``fidelity: {key: {"agreement", "kl"}}``; logs
+    Writes ``summary.json`` ``fidelity: {key: {"agreement", "kl"}}`` and the per-image values
+    (module docstring); logs
     ``fidelity/agreement`` and ``fidelity/kl`` for ``primary`` and
     ``fidelity/<key>/agreement``, ``fidelity/<key>/kl`` for every key.
     """
@@ -89,7 +151,12 @@ class FidelityCallback(Callback):
             return
         gathered = {k: _gather(trainer, torch.cat(v)) for k, v in self._logits.items()}
         student = gathered.pop("student")
-        self.results = {key: fidelity(student, logits) for key, logits in gathered.items()}
+        per_image = {key: per_image_fidelity(student, logits) for key, logits in gathered.items()}
+        self.results = {
+            k: {"agreement": float(a.double().mean()), "kl": float(kl.mean())} for k, (a, kl) in per_image.items()
+        }
+        if trainer.world_size == 1 and trainer.is_global_zero and trainer.log_dir is not None:
+            _write_fidelity_images(Path(trainer.log_dir), per_image)
         for key, values in self.results.items():
             for name, value in values.items():
                 pl_module.log(f"fidelity/{key}/{name}", value, rank_zero_only=True)

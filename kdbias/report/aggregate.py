@@ -147,6 +147,20 @@ class Aggregate:
         values = self.by_seed(name, path)
         return summarize(values.values(), seeds=values.keys())
 
+    def fidelity(self, name: str, key: str, kind: str) -> Estimate | None:
+        """Fidelity of ``name`` to teacher ``key`` (``kind``: ``"agreement"`` or ``"kl"``) over
+        seeds: with the seed and test-image interval when every seed's run kept its per-image
+        values on the same number of images (``fidelity_per_image.npz``), else over seeds only."""
+        values = self.by_seed(name, f"fidelity.{key}.{kind}")
+        images = {}
+        for run in self.runs.get(name, []):
+            per_image = (run.get("fidelity_images") or {}).get(key)
+            if run["seed"] in values and per_image is not None:
+                images[run["seed"]] = per_image[kind]
+        if values and len(images) == len(values) and len({len(v) for v in images.values()}) == 1:
+            return accuracy_estimate(images)
+        return summarize(values.values(), seeds=values.keys())
+
     def seed_set(self) -> tuple[int, ...]:
         """Every seed of a selected student run: the experiment's full set of seeds."""
         return tuple(sorted({r["seed"] for n in registry.STUDENTS for r in self.runs.get(n, [])}))

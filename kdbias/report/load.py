@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import runs as run_layout
+from kdbias.callbacks.fidelity import FIDELITY_FILE, read_fidelity_images
 from kdbias.callbacks.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, read_predictions
 from kdbias.schema import UnreadableFile, read_summary_file, validate_summary
 
-__all__ = ["ReportWarning", "check_summary", "load_predictions", "load_runs", "read_scalars"]
+__all__ = ["ReportWarning", "check_summary", "load_fidelity_images", "load_predictions", "load_runs", "read_scalars"]
 
 
 class ReportWarning(UserWarning):
@@ -134,7 +135,27 @@ def _load_run(run_dir: Path, experiment: str) -> dict[str, Any] | None:
     run["run_dir"] = str(run_dir)
     run["version"] = run_layout.version_of(run_dir)
     run["predictions"] = load_predictions(run)
+    run["fidelity_images"] = load_fidelity_images(run)
     return run
+
+
+def load_fidelity_images(run: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The run's per-image fidelity (:func:`~kdbias.callbacks.fidelity.read_fidelity_images`)
+    when its image count is the run's ``test_images``; ``None`` (with a warning when a file
+    exists but is not usable) otherwise."""
+    path = Path(run["run_dir"]) / FIDELITY_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        values = read_fidelity_images(path)
+    except UnreadableFile as error:
+        warnings.warn(f"ignoring {path}: {error}", ReportWarning, stacklevel=2)
+        return None
+    images, counts = run.get("test_images"), {len(v["kl"]) for v in values.values()}
+    if isinstance(images, int) and counts and counts != {images}:
+        warnings.warn(f"ignoring {path}: {counts.pop()} images, the summary says {images}", ReportWarning, stacklevel=2)
+        return None
+    return values
 
 
 def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:

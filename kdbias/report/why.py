@@ -18,7 +18,7 @@ from kdbias.report.aggregate import Aggregate
 from kdbias.report.cells import estimate, once, source_line, table, verdict_text
 from kdbias.report.effects import factorial_effects
 from kdbias.report.power import detectable_difference, seeds_needed
-from kdbias.report.stats import Estimate, summarize
+from kdbias.report.stats import Estimate
 
 __all__ = ["CELLS", "NOT_MEASURED", "why_section"]
 
@@ -203,11 +203,10 @@ def _fidelity(agg: Aggregate) -> list[str]:
         if not keys:
             rows.append([_label(name), _pct(agg.acc(name)), "—", NOT_MEASURED, NOT_MEASURED, "—"])
         for key in keys:
-            agreement = summarize(agg.by_seed(name, f"fidelity.{key}.agreement").values())
-            kl = summarize(agg.by_seed(name, f"fidelity.{key}.kl").values())
+            agreement, kl = agg.fidelity(name, key, "agreement"), agg.fidelity(name, key, "kl")
             matched = registry.get(name).teacher_matched_to is not None  # a snapshot, not the baseline's checkpoint
             same = name != "baseline" and not matched
-            control = _pct(agg.stat("baseline", f"fidelity.{key}.agreement")) if same else "—"
+            control = _pct(agg.fidelity("baseline", key, "agreement")) if same else "—"
             rows.append(
                 [
                     _label(name),
@@ -221,7 +220,9 @@ def _fidelity(agg: Aggregate) -> list[str]:
     return [
         "### Fidelity to the teacher\n",
         "Top-1 agreement and KL(teacher ‖ student) at τ = 1 (nats, mean over images), measured once on the "
-        "official test split with the selected checkpoint; the Baseline against every teacher is the control.\n",
+        "official test split with the selected checkpoint; the Baseline against every teacher is the control. "
+        "Intervals: seeds and test images (per-image values, as for accuracy), or seeds only where a run kept "
+        "no per-image values.\n",
         table(
             ["Student", "Test Acc", "Against", "Agreement", "KL (teacher ‖ student)", "Baseline's agreement (control)"],
             rows,

@@ -11,6 +11,8 @@
       checkpoints/best.ckpt     the best epoch by the held-out ``val/acc``
       analytics/cka_heatmaps/   heatmap PNG + JSON per measurement
       summary.json              final figures; ``"status": "complete"`` once tested
+      test_predictions.npz      per-image test predictions of the selected checkpoint
+      fidelity_per_image.npz    per-image agreement and KL to each teacher (students)
     runs/_jobs/                 launcher records (submitit folders, logs, job states)
 
 A version is claimed by an exclusive ``mkdir`` (two runs started together never share

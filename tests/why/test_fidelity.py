@@ -56,3 +56,31 @@ def test_temperature_and_shape_errors():
     assert predictive_kl(x, y, 2.0) == pytest.approx(predictive_kl(x / 2, y / 2))
     with pytest.raises(ValueError, match="equal shapes"):
         fidelity(x, torch.randn(8, 4))
+
+
+def test_per_image_fidelity_against_the_formula_and_the_file_round_trip(tmp_path):
+    """Per image: agreement of the arg-max classes and KL(p_t || p_s) written out with numpy;
+    the file keeps them (merging keys measured later) and refuses pickled arrays."""
+    import numpy as np
+
+    from kdbias.analytics.fidelity import per_image_fidelity
+    from kdbias.callbacks.fidelity import FIDELITY_FILE, _write_fidelity_images, read_fidelity_images
+    from kdbias.schema import UnreadableFile
+
+    g = torch.Generator().manual_seed(3)
+    student, teacher = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
+    agree, kl = per_image_fidelity(student, teacher)
+    s, t = student.double().numpy(), teacher.double().numpy()
+    p = np.exp(t) / np.exp(t).sum(1, keepdims=True)
+    q = np.exp(s) / np.exp(s).sum(1, keepdims=True)
+    np.testing.assert_allclose(kl.numpy(), (p * np.log(p / q)).sum(1), rtol=1e-12)
+    np.testing.assert_array_equal(agree.numpy(), s.argmax(1) == t.argmax(1))
+    _write_fidelity_images(tmp_path, {"a": (agree, kl)})
+    _write_fidelity_images(tmp_path, {"b": (~agree, kl * 2)})
+    back = read_fidelity_images(tmp_path / FIDELITY_FILE)
+    assert sorted(back) == ["a", "b"]
+    np.testing.assert_array_equal(back["b"]["agreement"], ~agree.numpy())
+    np.testing.assert_allclose(back["a"]["kl"], kl.numpy())
+    np.savez(tmp_path / "bad.npz", **{"kl.a": np.array([object()], dtype=object), "agreement.a": np.array([True])})
+    with pytest.raises(UnreadableFile):
+        read_fidelity_images(tmp_path / "bad.npz")

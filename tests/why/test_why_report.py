@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -147,3 +148,42 @@ def test_render_report_has_the_section(tmp_path):
     report = render_report(load_runs(tmp_path))
     assert "## Why: controls beyond the plan" in report
     assert "Runs of experiments outside the registry" not in report
+
+
+def test_fidelity_intervals_carry_the_test_images_error(tmp_path):
+    """With per-image fidelity files the agreement and KL intervals are the seed + test-image
+    interval (two-way: variance of the seed means / S plus variance of the image means / N,
+    Welch–Satterthwaite df), written out here; the cell text shows it."""
+    import numpy as np
+
+    from kdbias.callbacks.fidelity import FIDELITY_FILE
+
+    build(tmp_path)
+    rng = np.random.default_rng(0)
+    n = 1000
+    agree = {s: rng.random(n) < 0.9 + s / 100 for s in SEEDS}
+    kl = {s: rng.gamma(2.0, 0.1, n) for s in SEEDS}
+    for seed in SEEDS:
+        run_dir = tmp_path / "exp1" / f"version_{seed}"
+        arrays = {"agreement.teacher_resnet18": agree[seed], "kl.teacher_resnet18": kl[seed]}
+        np.savez(run_dir / FIDELITY_FILE, **arrays)
+        summary = run_dir / "summary.json"
+        data = json.loads(summary.read_text())
+        data["fidelity"] = {"teacher_resnet18": {"agreement": float(agree[seed].mean()), "kl": float(kl[seed].mean())}}
+        summary.write_text(json.dumps(data))
+
+    def two_way(per_seed):
+        m = np.stack([np.asarray(per_seed[s], dtype=float) for s in SEEDS])
+        a = m.mean(axis=1).var(ddof=1) / m.shape[0]
+        b = m.mean(axis=0).var(ddof=1) / m.shape[1]
+        df = (a + b) ** 2 / (a**2 / (m.shape[0] - 1) + b**2 / (m.shape[1] - 1))
+        return m.mean(), stats.t.ppf(0.975, df) * math.sqrt(a + b)
+
+    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
+    (exp1,) = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
+    mean, half = two_way(agree)
+    assert exp1[3].startswith(f"{mean * 100:.2f} ± {half * 100:.2f} %"), exp1[3]
+    mean, half = two_way(kl)
+    assert exp1[4].startswith(f"{mean:.3f} ± {half:.3f} nats"), exp1[4]
+    seeds_only = stats.t.ppf(0.975, 2) * stats.tstd([agree[s].mean() for s in SEEDS]) / math.sqrt(3)
+    assert f"± {seeds_only * 100:.2f} %" not in exp1[3]  # wider than the seeds alone

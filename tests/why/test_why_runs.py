@@ -10,7 +10,7 @@ from helpers import DIGITS, OPTIM, TINY_DINO, kl_module, quiet_trainer, teacher_
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdbias import registry, why
-from kdbias.callbacks.fidelity import OWN, FidelityCallback
+from kdbias.callbacks.fidelity import FIDELITY_FILE, OWN, FidelityCallback, read_fidelity_images
 from kdbias.callbacks.snapshots import SnapshotCallback, read_snapshots
 from kdbias.modules import KLDistillModule, ProbeTeacherModule
 from kdbias.teacher import FrozenTeacher, RandomTeacher
@@ -88,6 +88,7 @@ def test_snapshots_and_fidelity_on_the_selected_checkpoint_only(tmp_path, digits
         limit_train_batches=2,
         limit_val_batches=1,
         callbacks=[best, SnapshotCallback(tmp_path / "snaps", 1), fidelity],
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=digits_dm)
     index = read_snapshots(tmp_path / "snaps")
@@ -105,6 +106,9 @@ def test_snapshots_and_fidelity_on_the_selected_checkpoint_only(tmp_path, digits
         kl = (p * (p.log() - log_q)).sum(1).mean()
         assert fidelity.results[key]["agreement"] == pytest.approx(float(agree))
         assert fidelity.results[key]["kl"] == pytest.approx(float(kl), rel=1e-5)
+        per_image = read_fidelity_images(tmp_path / FIDELITY_FILE)[key]  # the same values, image by image
+        assert per_image["agreement"].tolist() == (student.argmax(1) == teacher_logits.argmax(1)).tolist()
+        assert per_image["kl"].mean() == pytest.approx(float(kl), rel=1e-5)
     assert "fidelity/agreement" in trainer.callback_metrics
     assert "fidelity/random_teacher/kl" in trainer.callback_metrics
 
