@@ -38,7 +38,7 @@ from typing import Any
 import lightning as L
 
 from kdbias import modules, registry, runs
-from kdbias.cli import input_error
+from kdbias.cli import input_error, quiet_lightning
 from kdbias.data import CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, InputError
 from kdbias.modules.base import MODULE_KEY, ClassifierModule
@@ -184,11 +184,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, evaluate, print the result; bad input: one line and ``SystemExit(2)``."""
     args = _parser().parse_args(argv)
+    quiet_lightning()
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # no device lines around the one result line
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r".*does not have many workers")  # in-memory batches, on purpose
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
     if args.batch_size is not None and args.batch_size < 1:
         raise input_error(PROG, InputError(f"--batch_size must be >= 1, got {args.batch_size}"))
     try:  # until testing starts a refused value (ValueError) is input; then only the explicit kinds
