@@ -52,7 +52,15 @@ from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
 from kdbias.experiment import ANALYTICS_CALLBACKS
 
-__all__ = ["KDBiasCLI", "add_analytics_arguments", "expand_smoke", "main", "one_line", "preset_config"]
+__all__ = [
+    "KDBiasCLI",
+    "add_analytics_arguments",
+    "expand_smoke",
+    "input_error",
+    "main",
+    "one_line",
+    "preset_config",
+]
 
 SMOKE_FLAG = "--smoke"
 _SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
@@ -257,7 +265,9 @@ def _seed(seed: Any) -> int:
     return seed
 
 
-def _input_error(prog: str, error: BaseException) -> SystemExit:
+def input_error(prog: str, error: BaseException) -> SystemExit:
+    """Print ``error`` as one line on stderr (``prog: error: ...``; rank 0) and return the
+    ``SystemExit(2)`` to raise (``KDBIAS_TRACEBACK=1``: re-raise ``error`` with its traceback)."""
     if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
         raise error
     if rank_zero_only.rank == 0:
@@ -299,8 +309,8 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
         print(f"{prog}: {done.run_dir} is finished (complete summary.json); nothing to train.", flush=True)
         return None
     except SETUP_INPUT_ERRORS as error:
-        raise _input_error(prog, error) from None
+        raise input_error(prog, error) from None
     try:
         return runner.train(cli.plan, cli.trainer, cli.model, cli.datamodule)
     except FIT_INPUT_ERRORS as error:
-        raise _input_error(prog, error) from None
+        raise input_error(prog, error) from None

@@ -205,7 +205,14 @@ class FrozenTeacher(nn.Module):
     # -- outputs -----------------------------------------------------------------------
     def adapt(self, images: Tensor) -> Tensor:
         """Dataset-normalised ``[B, 3, H, W]`` -> the network's input ``[B, 3, S, S]``; the teacher
-        first moves to the images' device (and floating dtype) when it is elsewhere."""
+        first moves to the images' device (and floating dtype) when it is elsewhere. Raw uint8
+        images are refused (``TypeError``): normalise them first
+        (:meth:`~kdbias.modules.ClassifierModule.dataset_normalised`)."""
+        if not images.is_floating_point():
+            raise TypeError(
+                f"FrozenTeacher {self.name} takes dataset-normalised float images, got {images.dtype}; normalise "
+                "them first (module.dataset_normalised(images) or CIFARDataModule.normalize_images)."
+            )
         weight = next(self.network.parameters(), None)
         if weight is not None and (weight.device != images.device or weight.dtype != images.dtype):
             dtype = images.dtype if images.is_floating_point() else weight.dtype

@@ -12,12 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from kdbias.data import dataset_stats
+from kdbias.data import dataset_stats, normalize
 from kdbias.models import build_model, check_arch_kwargs, check_compile, compiled, is_vit, model_input_stats
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.modules.optim import Optimization, build_optimizer
 
-__all__ = ["ClassifierModule", "hard_labels", "state_sha256"]
+__all__ = ["MODULE_KEY", "ClassifierModule", "hard_labels", "state_sha256"]
+
+#: Checkpoint key naming the module's class (:meth:`ClassifierModule.on_save_checkpoint`).
+MODULE_KEY = "kdbias_module"
 
 
 def hard_labels(targets: torch.Tensor) -> torch.Tensor:
@@ -41,8 +44,10 @@ class ClassifierModule(L.LightningModule):
     Subclasses implement :meth:`training_losses`; this class owns the student network
     (``self.model``), its input re-normalisation (:meth:`student_input`), the optimiser
     (:class:`~kdbias.modules.optim.Optimization`), the per-step schedule and the accuracy
-    metrics. Batches are ``(images, targets)``: images ``[B, 3, H, W]`` normalised with the
-    dataset's statistics, targets int ``[B]`` or mixed soft targets ``[B, C]``.
+    metrics. Batches are ``(images, targets)``: images ``[B, 3, H, W]``, either normalised with
+    the dataset's statistics (float, what :class:`kdbias.CIFARDataModule` hands a Trainer) or raw
+    uint8 in 0..255 (what its dataloaders yield; normalised here, :meth:`dataset_normalised`);
+    targets int ``[B]`` or mixed soft targets ``[B, C]``. :meth:`predict_step` returns logits.
 
     **Paired initialisation.** The student is built inside ``torch.random.fork_rng`` seeded
     with ``torch.initial_seed()`` (the seed of the last ``seed_everything``/``manual_seed``):
@@ -168,18 +173,41 @@ class ClassifierModule(L.LightningModule):
             **kwargs,
         )
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Name the module's class in the checkpoint (``checkpoint[MODULE_KEY]``, e.g.
+        ``"KLDistillModule"``): what ``python -m kdbias.evaluate`` rebuilds."""
+        checkpoint[MODULE_KEY] = type(self).__name__
+
     # -- forward ------------------------------------------------------------------------
+    def dataset_normalised(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` images normalised with the dataset's statistics (``data_mean``,
+        ``data_std``, from the ``dataset`` hyperparameter).
+
+        The dtype says what the images are: uint8 is raw pixels in 0..255 (a
+        :class:`kdbias.CIFARDataModule` dataloader's batch), normalised here to float32 with
+        :func:`kdbias.data.augment.normalize`; floating-point images are already
+        dataset-normalised and are returned unchanged (the same tensor).
+        """
+        return images if images.is_floating_point() else normalize(images, self.data_mean, self.data_std)
+
     def student_input(self, images: torch.Tensor) -> torch.Tensor:
-        """Dataset-normalised ``[B, 3, H, W]`` -> the student network's input (channels-last for CNNs)."""
-        x = self.input_adapter(images)
+        """Images ``[B, 3, H, W]`` (uint8 0..255 or dataset-normalised float: :meth:`dataset_normalised`)
+        -> the student network's input (its own statistics and size; channels-last for CNNs)."""
+        x = self.input_adapter(self.dataset_normalised(images))
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _student_logits(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(self.student_input(images))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, num_classes]`` for dataset-normalised ``images`` (compiled with ``compile``)."""
-        return self._student_fn(images)
+        """Logits ``[B, num_classes]`` of ``images`` ``[B, 3, H, W]`` (compiled with ``compile``).
+
+        dtype rule (:meth:`dataset_normalised`): uint8 images are raw pixels in 0..255 and are
+        normalised here with the dataset's statistics; floating-point images are taken as
+        already dataset-normalised, ``(x / 255 - data_mean) / data_std``. Either then goes
+        through the model's :class:`~kdbias.models.input_adapter.InputAdapter`.
+        """
+        return self._student_fn(self.dataset_normalised(images))
 
     # -- training -------------------------------------------------------------------
     def training_losses(
@@ -194,6 +222,7 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
+        images = self.dataset_normalised(images)  # the teacher, too, sees normalised images
         losses, logits = self.training_losses(images, targets)
         self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by NonFiniteGuard
         self.train_acc.update(logits.detach(), hard_labels(targets))
@@ -217,7 +246,7 @@ class ClassifierModule(L.LightningModule):
     # -- evaluation -----------------------------------------------------------------
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metric: MulticlassAccuracy) -> None:
         images, labels = batch
-        logits = self(images)
+        logits = self(images)  # uint8 or dataset-normalised (forward)
         metric.update(logits, labels)
         loss = F.cross_entropy(logits.float(), labels)
         self.log(f"{split}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=labels.shape[0])
@@ -230,6 +259,12 @@ class ClassifierModule(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         """Official test split: ``test/loss``, ``test/acc`` (reported, never used to select)."""
         self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        """float32 logits ``[B, num_classes]`` of ``batch``: ``(images, labels)`` (labels unused) or
+        ``images``, uint8 0..255 or dataset-normalised float (the dtype rule of :meth:`forward`)."""
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(images).float()
 
     # -- optimisation ---------------------------------------------------------------
     def trainable_modules(self) -> list[nn.Module]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -19,9 +19,9 @@ from kdbias.models import (
     patch_size_of,
 )
 from kdbias.models.tokens import resolve_layer_pairs, to_tokens, token_shapes
-from kdbias.modules.distill_base import DistillationModule
+from kdbias.modules.distill_base import DistillationModule, teacher_deferred
 from kdbias.modules.optim import Optimization
-from kdbias.teacher import CheckpointTeacher, PretrainedTeacher
+from kdbias.teacher import CheckpointTeacher, FrozenTeacher, PretrainedTeacher
 
 __all__ = ["CKADistillModule"]
 
@@ -54,7 +54,8 @@ class CKADistillModule(DistillationModule):
             spec (its fields then replace them), the path of a :class:`~kdbias.modules.TeacherModule`
             checkpoint (``*.ckpt``, e.g. the ResNet-18 teacher, or a
             :class:`~kdbias.teacher.CheckpointTeacher`; the ``teacher_*`` arguments are then
-            unused), or a ready :class:`~kdbias.teacher.FrozenTeacher`. A CNN teacher's stage /
+            unused), a ready :class:`~kdbias.teacher.FrozenTeacher`, or ``None`` (evaluation only,
+            with explicit ``layer_pairs``: what ``load_from_checkpoint`` builds). A CNN teacher's stage /
             block maps ``[B, C, H, W]`` become tokens ``[B, H*W, C]`` pooled to the pair's common
             grid (:func:`~kdbias.models.tokens.to_tokens`).
         teacher_pretrained: ``"hub"``, a local weights path, or ``None`` (random init, seeded:
@@ -76,7 +77,7 @@ class CKADistillModule(DistillationModule):
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
-        teacher: str | PretrainedTeacher | CheckpointTeacher = "dinov2_vits14",
+        teacher: str | PretrainedTeacher | CheckpointTeacher | None = "dinov2_vits14",
         teacher_pretrained: str | None = "hub",
         teacher_image_size: int = 224,
         teacher_kwargs: dict[str, Any] | None = None,
@@ -99,19 +100,16 @@ class CKADistillModule(DistillationModule):
             teacher_image_size=teacher_image_size,
             layer_pairs=layer_pairs,
         )
-        if isinstance(teacher, str) and teacher.endswith(".ckpt"):  # a TeacherModule checkpoint (a CNN, ...)
-            spec = CheckpointTeacher(teacher)
-        elif isinstance(teacher, str):
-            spec = PretrainedTeacher(teacher, teacher_pretrained, teacher_image_size, teacher_kwargs)
+        spec = _spec(teacher, teacher_pretrained, teacher_image_size, teacher_kwargs)
+        frozen = None if spec is None or teacher_deferred() else _build(spec, dataset, num_classes)
+        super().__init__(arch, None, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
+        if frozen is not None:
+            pairs = resolve_layer_pairs(layer_pairs, num_blocks(self.model), num_blocks(frozen.network))
+        elif isinstance(layer_pairs, str):
+            raise ValueError("layer_pairs 'relative' needs the teacher's depth: name a teacher, or explicit pairs.")
         else:
-            spec = teacher
-        if isinstance(spec, CheckpointTeacher):
-            frozen = spec.build(dataset, num_classes)
-        else:
-            frozen = spec.build(dataset) if isinstance(spec, PretrainedTeacher) else spec
-        super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile=False)
-        pairs = resolve_layer_pairs(layer_pairs, num_blocks(self.model), num_blocks(frozen.network))
-        self.save_hyperparameters(ignore=["teacher"] if not isinstance(teacher, str) else None)
+            pairs = [(int(s), int(t)) for s, t in layer_pairs]
+        self.save_hyperparameters(ignore=["teacher"] if not isinstance(teacher, (str, type(None))) else None)
         if isinstance(spec, PretrainedTeacher):  # the spec's fields are the teacher_* hyperparameters
             self.hparams.update(
                 teacher=spec.arch,
@@ -119,23 +117,64 @@ class CKADistillModule(DistillationModule):
                 teacher_image_size=spec.image_size,
                 teacher_kwargs=spec.arch_kwargs,
             )
+        elif isinstance(spec, CheckpointTeacher):
+            self.hparams["teacher"] = spec.path
         self.hparams["layer_pairs"] = [list(p) for p in pairs]
         self.plain_hparams()
-        if frozen.source == "random":
+        if frozen is not None and frozen.source == "random":
             print(f"CKADistillModule: teacher {frozen.name} has RANDOM weights (offline smoke run); not a result.")
         self.layer_pairs = pairs
         self.student_blocks = check_block_indices(self.model, [s for s, _ in pairs])
-        self.teacher_blocks = check_block_indices(frozen.network, [t for _, t in pairs])
-        shapes = token_shapes(frozen.blocks, self.model.patch_embed.img_size[0], self.teacher_blocks)
-        self.grids = [min(self.model.patch_embed.grid_size[0], side) for side, _ in shapes]  # per pair
-        with torch.random.fork_rng(devices=[]):  # projectors, like the student, depend on the seed only
-            torch.manual_seed(torch.initial_seed() + 1)
-            self.student["projectors"] = nn.ModuleList(nn.Linear(self.model.embed_dim, w) for _, w in shapes)
+        # Sized by the teacher (set_teacher) or, reloaded without one, by the checkpoint (on_load_checkpoint).
+        self.student["projectors"] = nn.ModuleList()
+        self.teacher_blocks: list[int] | None = None  # set with the teacher, as the pairs' common grids
+        self.grids: list[int] | None = None
         self._taps_fn = self._student_taps
         if compile not in (False, None):  # the training forward with its block taps, and the teacher
             self._student_fn = compiled(self._student_logits, compile)
             self._taps_fn = compiled(self._student_taps, compile)
+        if frozen is not None:
             self.set_teacher(frozen.compiled(compile))
+
+    def set_teacher(self, teacher: FrozenTeacher | None) -> None:
+        """Attach (or detach) the teacher; attaching also fixes its paired block indices, each
+        pair's common grid and the projectors ``D_s -> D_t`` (built seeded when absent;
+        ``ValueError`` when loaded ones do not fit the teacher's token widths)."""
+        if teacher is not None:
+            blocks = check_block_indices(teacher.network, [t for _, t in self.layer_pairs])
+            shapes = token_shapes(teacher.blocks, self.model.patch_embed.img_size[0], blocks)
+            widths = [w for _, w in shapes]
+            if not len(self.projectors):
+                self._build_projectors(widths)
+            elif [p.out_features for p in self.projectors] != widths:
+                have = [p.out_features for p in self.projectors]
+                raise ValueError(f"teacher {teacher.name}'s token widths {widths} do not fit the projectors' {have}")
+            self.teacher_blocks = blocks
+            self.grids = [min(self.model.patch_embed.grid_size[0], side) for side, _ in shapes]  # per pair
+        super().set_teacher(teacher)
+
+    def _build_projectors(self, widths: Sequence[int]) -> None:
+        with torch.random.fork_rng(devices=[]):  # projectors, like the student, depend on the seed only
+            torch.manual_seed(torch.initial_seed() + 1)
+            projectors = nn.ModuleList(nn.Linear(self.model.embed_dim, w) for w in widths)
+        self.student["projectors"] = projectors.to(self.device)
+
+    @classmethod
+    def build_teacher(cls, hparams: Mapping[str, Any]) -> FrozenTeacher:
+        """The teacher of the ``teacher`` and ``teacher_*`` hyperparameters."""
+        args = ("teacher", "teacher_pretrained", "teacher_image_size", "teacher_kwargs")
+        spec = _spec(*(hparams.get(k) for k in args))
+        if spec is None:
+            raise ValueError("this student's hyperparameters name no teacher; attach one with module.set_teacher(...).")
+        return _build(spec, hparams["dataset"], hparams["num_classes"])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Without a teacher, the projectors take their shapes from the saved ``student.projectors.<i>.weight``."""
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("state_dict") or {}
+        keys = [f"student.projectors.{i}.weight" for i in range(len(self.layer_pairs))]
+        if not len(self.projectors) and all(k in state for k in keys):
+            self._build_projectors([int(state[k].shape[0]) for k in keys])
 
     def method_record(self) -> dict[str, Any]:
         hp = self.hparams
@@ -223,6 +262,24 @@ class CKADistillModule(DistillationModule):
         l_tok = torch.stack(tok_terms).mean()
         loss = ce + self.hparams.lambda_cka * l_cka + self.hparams.lambda_tok * l_tok
         return {"loss": loss, "ce": ce, "cka": l_cka, "tok": l_tok}, logits
+
+
+def _spec(
+    teacher: Any, pretrained: str | None, image_size: int | None, kwargs: dict[str, Any] | None
+) -> PretrainedTeacher | CheckpointTeacher | FrozenTeacher | None:
+    """The teacher argument as a spec: a ``*.ckpt`` path, an architecture name (with the
+    ``teacher_*`` arguments), a spec or a ready teacher as given, or ``None``."""
+    if isinstance(teacher, str) and teacher.endswith(".ckpt"):  # a TeacherModule checkpoint (a CNN, ...)
+        return CheckpointTeacher(teacher)
+    if isinstance(teacher, str):
+        return PretrainedTeacher(teacher, pretrained, image_size, kwargs)
+    return teacher
+
+
+def _build(spec: Any, dataset: str, num_classes: int) -> FrozenTeacher:
+    if isinstance(spec, CheckpointTeacher):
+        return spec.build(dataset, num_classes)
+    return spec.build(dataset) if isinstance(spec, PretrainedTeacher) else spec
 
 
 def _check_shapes(arguments: dict[str, Any], pairs: list[tuple[int, int]]) -> None:

@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import contextvars
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kdbias.modules.base import ClassifierModule
 from kdbias.modules.optim import Optimization
 from kdbias.teacher import FrozenTeacher
 
-__all__ = ["DistillationModule"]
+__all__ = ["DistillationModule", "deferred_teacher", "teacher_deferred"]
+
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("kdbias_teacher_deferred", default=False)
+
+
+@contextlib.contextmanager
+def deferred_teacher() -> Iterator[None]:
+    """Within this context, distillation modules are built without their teacher: the teacher
+    arguments are kept as hyperparameters (nothing is read: no teacher checkpoint, no hub) and
+    ``module.teacher`` is ``None`` until :meth:`DistillationModule.attach_teacher`."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def teacher_deferred() -> bool:
+    """Whether a module built now defers its teacher (inside :func:`deferred_teacher`)."""
+    return _DEFERRED.get()
 
 
 class DistillationModule(ClassifierModule):
@@ -22,8 +43,13 @@ class DistillationModule(ClassifierModule):
     buckets and broadcasts only what is in its tree), the model summary and ``train()``.
     The teacher follows the device (and floating dtype) of the images it is given, and is
     moved with the module at the start of every fit, validation, test and prediction.
-    ``teacher=None`` gives a student that evaluates and predicts but cannot be trained (a
-    checkpoint reloaded without its teacher).
+    ``teacher=None`` gives a student that evaluates and predicts but cannot be trained.
+
+    **Reloading.** ``load_from_checkpoint(path)`` gives the student alone (``teacher`` is
+    ``None``; nothing of the teacher is read: neither its checkpoint nor the hub) that
+    evaluates and predicts; its ``hparams`` are the checkpoint's, the teacher's description
+    included, and :meth:`attach_teacher` rebuilds that teacher when asked (to train on, or for
+    ``val/teacher_acc``). ``load_from_checkpoint(path, teacher=...)`` builds the teacher given.
     """
 
     def __init__(
@@ -49,6 +75,43 @@ class DistillationModule(ClassifierModule):
         """Attach (or, with ``None``, detach) the frozen teacher, e.g. after ``load_from_checkpoint``."""
         self._frozen = () if teacher is None else (teacher,)
 
+    @classmethod
+    def build_teacher(cls, hparams: Mapping[str, Any]) -> FrozenTeacher:
+        """The frozen teacher that saved hyperparameters describe (``teacher`` and the
+        method's ``teacher_*``); ``ValueError`` when they name none. Override."""
+        raise NotImplementedError
+
+    def attach_teacher(self) -> FrozenTeacher:
+        """Rebuild the teacher this module's ``hparams`` describe (for a student reloaded with
+        ``load_from_checkpoint(path)``: the checkpoint's description), attach it (compiled
+        like the student) and return it. Reads the teacher's checkpoint or weights now."""
+        teacher = self.build_teacher(dict(self.hparams)).compiled(self.hparams.get("compile", False))
+        self.set_teacher(teacher)
+        return teacher
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,
+    ):
+        """:meth:`ClassifierModule.load_from_checkpoint`, built under :func:`deferred_teacher`
+        unless ``teacher=...`` is given: the student alone, its ``hparams`` those saved (the
+        teacher's description included); :meth:`attach_teacher` rebuilds that teacher."""
+        with contextlib.nullcontext() if "teacher" in kwargs else deferred_teacher():
+            return super().load_from_checkpoint(
+                checkpoint_path,
+                map_location=map_location,
+                hparams_file=hparams_file,
+                strict=strict,
+                weights_only=weights_only,
+                **kwargs,
+            )
+
     def _move_teacher(self) -> None:
         if self.teacher is not None:
             self.teacher.to(self.device)
@@ -69,5 +132,6 @@ class DistillationModule(ClassifierModule):
         if stage == "fit" and self.teacher is None:
             raise ValueError(
                 f"{type(self).__name__} has no teacher and cannot be trained; pass teacher=... (a checkpoint "
-                "path, or the teacher's architecture and weights)."
+                "path, or the teacher's architecture and weights), or call module.attach_teacher() after "
+                "load_from_checkpoint."
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,16 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from kdbias.losses import hard_distillation_loss, soft_kl_loss
-from kdbias.modules.distill_base import DistillationModule
+from kdbias.modules.distill_base import DistillationModule, teacher_deferred
 from kdbias.modules.optim import Optimization
-from kdbias.teacher import CheckpointTeacher, PretrainedTeacher, RandomTeacher, TeacherSpec, teacher_spec
+from kdbias.teacher import (
+    CheckpointTeacher,
+    FrozenTeacher,
+    PretrainedTeacher,
+    RandomTeacher,
+    TeacherSpec,
+    teacher_spec,
+)
 
 __all__ = ["KLDistillModule"]
 
@@ -65,7 +73,10 @@ class KLDistillModule(DistillationModule):
         KLDistillModule.check_arguments(distill_token=distill_token, alpha=alpha, temperature=temperature)
         self._distill_token = distill_token
         spec = teacher_spec(teacher)
-        frozen = spec.build(dataset, num_classes) if isinstance(spec, TeacherSpec) else spec
+        if teacher_deferred():  # load_from_checkpoint: the student alone (attach_teacher builds it)
+            frozen = None
+        else:
+            frozen = spec.build(dataset, num_classes) if isinstance(spec, TeacherSpec) else spec
         super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile)
         self.save_hyperparameters(ignore=["teacher"])
         self.hparams["teacher"] = _teacher_hparam(teacher, spec)
@@ -95,6 +106,17 @@ class KLDistillModule(DistillationModule):
             "distill_token": hp.distill_token,
         }
 
+    @classmethod
+    def build_teacher(cls, hparams: Mapping[str, Any]) -> FrozenTeacher:
+        """The teacher of the ``teacher`` hyperparameter (a checkpoint path or a spec's config)."""
+        spec = teacher_spec(hparams.get("teacher"))
+        if spec is None:
+            raise ValueError(
+                "this student's hyperparameters name no teacher (it was given as an object, or none); attach one "
+                "with module.set_teacher(FrozenTeacher.from_checkpoint(path, dataset, num_classes))."
+            )
+        return spec.build(hparams["dataset"], hparams["num_classes"]) if isinstance(spec, TeacherSpec) else spec
+
     def build_network(self, name: str, num_classes: int, pretrained: str | None, kwargs: dict[str, Any]) -> nn.Module:
         network = super().build_network(name, num_classes, pretrained, kwargs)
         return network if self._distill_token is None else _with_distillation_token(network)
@@ -120,7 +142,7 @@ class KLDistillModule(DistillationModule):
     def _teacher_accuracy(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metric: MulticlassAccuracy):
         if self.teacher is not None:
             images, labels = batch
-            metric.update(self.teacher.logits(images), labels)
+            metric.update(self.teacher.logits(self.dataset_normalised(images)), labels)
             self.log(f"{split}/teacher_acc", metric, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -1,0 +1,207 @@
+"""``python -m kdbias.evaluate CKPT``: a kdbias checkpoint's accuracy and loss on the official test split.
+
+::
+
+    python -m kdbias.evaluate runs/exp3/version_0/checkpoints/best.ckpt [--data_dir DIR] [--batch_size N]
+        [--accelerator auto] [--precision 32-true] [--json]
+
+prints one line (``--json``: one JSON object) with ``test_acc`` (top-1, a fraction of the
+images) and ``test_loss`` (mean cross-entropy per image, nats) of ``trainer.test`` over every
+image of the official test split: for the run's selected checkpoint, the ``test_acc`` and
+``test_loss`` of its ``summary.json``.
+
+- **Module.** The checkpoint (read with ``weights_only=True``: no code runs from it) names its
+  class (``kdbias_module``, written by every kdbias module); an older one is found by
+  LightningCLI's ``_class_path`` hyperparameter, else by the experiment of the run it lies in
+  (``summary.json``, or the folder ``<experiment>/version_<n>``). It is rebuilt with
+  ``load_from_checkpoint``: a distilled student without its teacher (nothing of the teacher is
+  read), so ``test/teacher_acc`` is not measured.
+- **Data.** :class:`~kdbias.CIFARDataModule` of the module's ``dataset``; ``data_dir``:
+  ``--data_dir``, else the run's ``config.yaml`` (``data.data_dir``, relative to the working
+  directory as when it trained), else the DataModule's default; ``verify_md5`` as the run had it.
+- **Numerics.** ``--precision``, else the run's ``trainer.precision``, else ``32-true``; one device.
+- **Bad input** (no such file, not a kdbias module checkpoint, missing data): one line on
+  stderr, exit status 2 (:func:`kdbias.cli.input_error`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from kdbias import modules, registry, runs
+from kdbias.cli import input_error, quiet_lightning
+from kdbias.data import CIFARDataModule
+from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, InputError
+from kdbias.modules.base import MODULE_KEY, ClassifierModule
+
+__all__ = ["build", "evaluate", "format_line", "main", "module_class", "run_dir_of", "test"]
+
+PROG = "python -m kdbias.evaluate"
+DEFAULT_PRECISION = "32-true"
+_FIX = "pass checkpoints/best.ckpt or last.ckpt of a kdbias run (runs/<experiment>/version_<n>/)"
+
+
+def run_dir_of(checkpoint: str | Path) -> Path | None:
+    """The run folder holding ``checkpoint`` (``<run>/checkpoints/**/<file>`` beside a
+    ``config.yaml``), or ``None`` for a checkpoint outside a run."""
+    path = Path(checkpoint).resolve()
+    for parent in path.parents:
+        if parent.name == runs.CHECKPOINT_DIR and (parent.parent / runs.CONFIG_FILE).is_file():
+            return parent.parent
+    return None
+
+
+def _known(name: Any) -> type[ClassifierModule] | None:
+    """The class of ``kdbias.modules`` called ``name`` (a last dotted component counts), if it is a trainable module."""
+    short = str(name).rsplit(".", 1)[-1] if isinstance(name, str) else ""
+    cls = getattr(modules, short, None) if short in modules.__all__ else None
+    trainable = isinstance(cls, type) and issubclass(cls, ClassifierModule)
+    return cls if trainable and cls not in (ClassifierModule, modules.DistillationModule) else None
+
+
+def module_class(checkpoint: dict[str, Any], run_dir: Path | None = None) -> type[ClassifierModule]:
+    """The kdbias module class that wrote ``checkpoint`` (module docstring); ``InputError`` when none is found."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    summary = (runs.read_summary(run_dir) or {}) if run_dir is not None else {}
+    experiment = summary.get("experiment") or (run_dir.parent.name if run_dir is not None else None)
+    from_run = registry.ALL_EXPERIMENTS.get(experiment) if isinstance(experiment, str) else None
+    for name in (checkpoint.get(MODULE_KEY), hparams.get("_class_path"), from_run and from_run.module):
+        cls = _known(name)
+        if cls is not None:
+            return cls
+    raise InputError(f"cannot tell which kdbias module wrote this checkpoint (it names none, nor its run); {_FIX}.")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"checkpoint not found: {path}; {_FIX}.")
+    checkpoint = runs.load_checkpoint(path)  # weights_only=True; CheckpointError: one line
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not isinstance(checkpoint.get("state_dict"), dict) or "dataset" not in hparams:
+        raise InputError(f"{path} is not a kdbias module checkpoint (no state_dict or dataset hyperparameter); {_FIX}.")
+    return checkpoint
+
+
+def build(
+    path: str | Path, data_dir: str | Path | None = None, batch_size: int | None = None
+) -> tuple[ClassifierModule, CIFARDataModule, dict[str, Any]]:
+    """``(module, datamodule, run config)`` for evaluating ``path``; the data are read (setup)."""
+    path = Path(path)
+    checkpoint = _read(path)
+    run_dir = run_dir_of(path)
+    config = runs.read_config(run_dir) if run_dir is not None else {}
+    cls = module_class(checkpoint, run_dir)
+    del checkpoint  # load_from_checkpoint reads it again, into the module
+    module = cls.load_from_checkpoint(path, map_location="cpu")
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    kwargs: dict[str, Any] = {k: data[k] for k in ("data_dir", "verify_md5") if data.get(k) is not None}
+    if data_dir is not None:
+        kwargs["data_dir"] = data_dir
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    datamodule = CIFARDataModule(module.hparams.dataset, **kwargs)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return module, datamodule, config
+
+
+def test(
+    module: ClassifierModule,
+    datamodule: CIFARDataModule,
+    config: dict[str, Any],
+    path: str | Path,
+    accelerator: str = "auto",
+    precision: str | None = None,
+) -> dict[str, Any]:
+    """``trainer.test`` of a :func:`build` result on one device; the result of :func:`evaluate`."""
+    trainer_config = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    precision = precision or trainer_config.get("precision") or DEFAULT_PRECISION
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
+    return {
+        "checkpoint": str(path),
+        "module": type(module).__name__,
+        "dataset": datamodule.dataset,
+        "images": datamodule.num_test,
+        "precision": str(precision),
+        "test_acc": float(results["test/acc"]),
+        "test_loss": float(results["test/loss"]),
+    }
+
+
+def evaluate(
+    path: str | Path,
+    data_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    accelerator: str = "auto",
+    precision: str | None = None,
+) -> dict[str, Any]:
+    """Test checkpoint ``path`` on the official test split (module docstring).
+
+    Returns ``{"checkpoint", "module", "dataset", "images", "precision", "test_acc", "test_loss"}``:
+    ``test_acc`` a fraction of ``images``, ``test_loss`` the mean cross-entropy (nats).
+    """
+    module, datamodule, config = build(path, data_dir, batch_size)
+    return test(module, datamodule, config, path, accelerator, precision)
+
+
+def format_line(result: dict[str, Any]) -> str:
+    """One line: ``<checkpoint>: test_acc 0.9412 test_loss 0.2105 (10000 images, cifar10 test split, ...)``."""
+    return (
+        f"{result['checkpoint']}: test_acc {result['test_acc']:.4f} test_loss {result['test_loss']:.4f} "
+        f"({result['images']} images, {result['dataset']} test split, {result['module']}, {result['precision']})"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    parser.add_argument("checkpoint", help="a kdbias checkpoint (runs/<experiment>/version_<n>/checkpoints/best.ckpt)")
+    parser.add_argument("--data_dir", default=None, help="dataset root (default: the run's data.data_dir)")
+    parser.add_argument("--batch_size", type=int, default=None, help="test batch size (default: the DataModule's)")
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, ...")
+    parser.add_argument("--precision", default=None, help="Lightning precision (default: the run's, else 32-true)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv``, evaluate, print the result; bad input: one line and ``SystemExit(2)``."""
+    args = _parser().parse_args(argv)
+    quiet_lightning()
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # no device lines around the one result line
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers")  # in-memory batches, on purpose
+    if args.batch_size is not None and args.batch_size < 1:
+        raise input_error(PROG, InputError(f"--batch_size must be >= 1, got {args.batch_size}"))
+    try:  # until testing starts a refused value (ValueError) is input; then only the explicit kinds
+        module, datamodule, config = build(args.checkpoint, args.data_dir, args.batch_size)
+    except SETUP_INPUT_ERRORS as error:
+        raise input_error(PROG, error) from None
+    try:
+        result = test(module, datamodule, config, args.checkpoint, args.accelerator, args.precision)
+    except FIT_INPUT_ERRORS as error:
+        raise input_error(PROG, error) from None
+    print(json.dumps(result) if args.json else format_line(result), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
