@@ -18,6 +18,7 @@ def test_skipped_controls_are_measured_later_and_equal_what_training_measures(tm
     (on the selected checkpoint) with the values a baseline trained beside the teacher measures
     itself: the baseline does not depend on the teacher, so the same seed gives the same weights."""
     import pytest
+
     from kdbias.controls import fill_controls, main, missing_controls
 
     args = (*TINY_ANALYTICS, "--analytics.cka_against", "[exp1]")
