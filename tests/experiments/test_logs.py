@@ -140,6 +140,14 @@ def test_metrics_csv_has_each_epochs_train_and_val_metrics(run):
             assert float(row[tag]) == dict(run.scalars[tag])[step], (tag, epoch)
 
 
+def test_logger_false_keeps_the_record_and_without_holdout_both_tags_hold_the_one_pass(tmp_path):
+    run_dir = run_experiment("baseline", tmp_path / "runs", "--trainer.logger", "false", "--data.holdout", "0")
+    summary, logged = read_summary(run_dir), scalars(run_dir)
+    assert summary["selected_checkpoint"] == "checkpoints/last.ckpt" and len(list(run_dir.glob("events.*"))) == 1
+    assert logged["test/acc"] == [(2, pytest.approx(summary["test_acc"], abs=1e-7))]
+    assert logged["test_last/acc"] == [(2, pytest.approx(summary["test_acc_last"], abs=1e-7))]
+
+
 def test_loggers_as_lightningcli_passes_them(tmp_path):
     user = CSVLogger(tmp_path / "csv")
     for given, extra in ((None, []), (True, []), (False, []), (user, [user]), ([user], [user])):
