@@ -215,9 +215,9 @@ class ClassifierModule(L.LightningModule):
         return (self.global_step + 1) % max(1, every) == 0  # Lightning's own rule
 
     def on_train_epoch_start(self) -> None:
-        # ``train/acc`` is reduced (and reset) with the epoch's other metrics, before any
-        # callback's ``on_train_epoch_end``: logged from this hook instead, callbacks would
-        # read the previous epoch's value.
+        # ``train/acc`` is logged at the epoch's first training step, so Lightning reduces (and
+        # resets) it with the epoch's other metrics, before any callback's ``on_train_epoch_end``;
+        # logged from the module's ``on_train_epoch_end``, metrics.csv got the previous epoch's.
         self._train_acc_logged = False
 
     # -- evaluation -----------------------------------------------------------------
