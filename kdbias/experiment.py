@@ -6,8 +6,8 @@ Lightning objects and checks what Lightning would accept silently:
 - :class:`Analytics`: the Phase-3 settings of a run (``analytics:`` in the presets), one
   section per callback under the callback's own argument names (:data:`ANALYTICS_CALLBACKS`);
 - :func:`run_callbacks`: checkpointing (``last.ckpt`` every epoch, ``best.ckpt`` by the
-  held-out ``val/acc``), the summary, the learning-rate monitor, the non-finite guard, the
-  RNG state, progress lines, and the analytics for the module's role;
+  held-out ``val/acc``), the summary, the learning rate (one curve per distinct schedule),
+  the non-finite guard, the RNG state, progress lines, and the analytics for the module's role;
 - :func:`check_trainer_settings`: ranges of the Trainer arguments;
 - :func:`config_changes`: what differs between a saved configuration and a new one.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.callbacks import Callback
 
 from kdbias.callbacks import (
     AttentionDistanceCallback,
@@ -34,6 +34,7 @@ from kdbias.callbacks import (
     NonFiniteGuard,
     PredictionsCallback,
     RNGStateCallback,
+    ScheduleMonitor,
     SummaryCallback,
     TeacherKNNCallback,
 )
@@ -163,7 +164,7 @@ def run_callbacks(
     callbacks: list[Callback] = [
         RunCheckpoint(dirpath=folder, filename=Path(LAST_CKPT).stem, save_top_k=1, enable_version_counter=False),
         SummaryCallback(experiment, dataset, preset, seed, extra=summary_extra),
-        LearningRateMonitor(logging_interval="step"),
+        ScheduleMonitor(logging_interval="step"),
         NonFiniteGuard(check_every_n_steps=log_every_n_steps),
         RNGStateCallback(),
         PredictionsCallback(),

@@ -15,9 +15,11 @@ and calls, in order:
 4. :func:`train`: ``seed_everything(seed)`` again right before ``fit`` (the training
    stream does not depend on what construction drew); ``trainer.fit`` (resuming from the
    verified checkpoint with ``weights_only=True``); ``trainer.test`` on the official test
-   split with the last weights, then with the selected checkpoint (``best.ckpt`` by the
-   held-out ``val/acc``; ``last.ckpt`` without a held-out split); ``summary.json`` completed
-   and TensorBoard's HPARAMS entry written.
+   split with the last weights (logged as ``test_last/*``), then with the selected
+   checkpoint (``best.ckpt`` by the held-out ``val/acc``, logged as ``test/*``; without a
+   held-out split the last weights are the selected ones, logged as both); ``summary.json``
+   completed and TensorBoard's HPARAMS entry written (:mod:`kdbias.logs`: what is logged, to
+   which loggers, in one events file).
 
 A run that fails before its first checkpoint removes its directory.
 """
@@ -37,10 +39,9 @@ import lightning as L
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from kdbias import registry, runs, why
+from kdbias import logs, registry, runs, why
 from kdbias.callbacks import SummaryCallback
 from kdbias.data import CIFARDataModule
 from kdbias.errors import InputError
@@ -260,13 +261,11 @@ def _trainer(plan: RunPlan, trainer_class, config: dict[str, Any], module, datam
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
     if not any(isinstance(p, CheckpointIO) for p in plugins):
         plugins.append(runs.AtomicCheckpointIO())
-    logger = TensorBoardLogger(
-        save_dir=str(plan.runs_dir), name=plan.experiment.name, version=plan.run_dir.name, default_hp_metric=False
-    )
+    loggers = logs.run_loggers(plan.runs_dir, plan.experiment.name, plan.run_dir.name, config.get("logger"))
     if not datamodule.has_validation:
         config["limit_val_batches"] = 0
     config.update(
-        logger=logger,
+        logger=loggers,
         callbacks=[*(user if isinstance(user, list) else [user]), *callbacks],
         plugins=plugins,
         enable_progress_bar=progress,
@@ -331,7 +330,6 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
     if trainer.current_epoch < 1:
         raise InputError(f"{plan.describe()} completed no epoch; check trainer.max_epochs and the data.")
     summary = next(c for c in trainer.callbacks if isinstance(c, SummaryCallback))
-    last = _test(trainer, module, datamodule, None)
     best = next(
         (
             c.best_model_path
@@ -340,7 +338,9 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         ),
         None,
     )
-    selected = _test(trainer, module, datamodule, best) if best else last
+    # the last weights first (testing best.ckpt loads it); without best.ckpt they are also the selected ones
+    last = logs.test_pass(trainer, module, datamodule, None, (logs.TEST_LAST,) if best else (logs.TEST, logs.TEST_LAST))
+    selected = logs.test_pass(trainer, module, datamodule, best, (logs.TEST,)) if best else last
     items: dict[str, Any] = {
         "status": "complete",
         "test_acc": selected.get("test/acc"),
@@ -354,7 +354,9 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         items["teacher"] = {"test_acc": selected["test/teacher_acc"]}
     written = summary.update(**items)
     if trainer.is_global_zero:
-        _log_hparams(trainer, module, datamodule, written)
+        logs.log_hparams(trainer, module, datamodule, written)
+    logs.close_loggers(trainer)
+    if trainer.is_global_zero:
         print(
             f"Run directory: {plan.run_dir}  (summary: {plan.run_dir / runs.SUMMARY_FILE}; "
             f"tensorboard --logdir {plan.runs_dir})",
@@ -364,26 +366,9 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
     return plan.run_dir
 
 
-def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, ckpt: str | None) -> dict[str, float]:
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-    return {k: float(v) for k, v in (results[0] if results else {}).items()}
-
-
 def config_signature(config: dict[str, Any]) -> str:
     """SHA-256 (hex, 16 characters) of the configuration without seeds and run-local keys."""
     text = json.dumps(signature_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _log_hparams(trainer: L.Trainer, module: L.LightningModule, datamodule: Any, summary: dict[str, Any]) -> None:
-    """TensorBoard's HPARAMS entry: the module's and data's parameters with the final metrics."""
-    params = {**dict(datamodule.hparams_initial), **dict(module.hparams_initial)}  # as Lightning logs them at fit start
-    metrics = {
-        f"hp/{k}": float(summary[k])
-        for k in ("test_acc", "val_acc", "best_val_acc", "teacher_acc")
-        if isinstance(summary.get(k), (int, float))
-    }
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(params, metrics)
-            logger.finalize("success")  # flush now: the writer's own flush is up to 2 minutes away

@@ -5,6 +5,7 @@ from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.callbacks.cka_heatmap import CKAHeatmapCallback
 from kdbias.callbacks.generalisation import GeneralisationGapCallback
 from kdbias.callbacks.hessian import HessianCallback
+from kdbias.callbacks.lr import ScheduleMonitor
 from kdbias.callbacks.metrics_csv import EpochMetricsCSV
 from kdbias.callbacks.nonfinite import NonFiniteGuard, NonFiniteLossError
 from kdbias.callbacks.predictions import PredictionsCallback
@@ -25,6 +26,7 @@ __all__ = [
     "NonFiniteLossError",
     "PredictionsCallback",
     "RNGStateCallback",
+    "ScheduleMonitor",
     "SummaryCallback",
     "TeacherKNNCallback",
     "eval_mode",

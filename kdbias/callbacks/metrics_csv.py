@@ -20,9 +20,12 @@ class EpochMetricsCSV(Callback):
     """Write ``<run_dir>/metrics.csv`` on global rank 0: one row per finished training epoch.
 
     Columns: ``epoch`` (1-based count of finished epochs), ``step`` (optimizer steps so far),
-    then every scalar of ``trainer.callback_metrics`` at the epoch's end (epoch-level
-    ``train/*`` and ``val/*``: the values the epoch's progress line prints), sorted by name.
-    A column missing in a row is empty. The file is rewritten whole (atomically) after each
+    then every scalar of ``trainer.callback_metrics`` at the epoch's end, sorted by name: that
+    epoch's ``train/acc`` (over all its training batches) and ``val/loss``, ``val/acc`` (means
+    over the held-out split, measured at the epoch's end), the latest logged step's
+    ``train/loss*`` (``trainer.log_every_n_steps``; what the progress line prints) and learning
+    rate (``lr-<Optimizer>``), and the analytics' latest scalars. A column missing in a row is
+    empty. The file is rewritten whole (atomically) after each
     epoch; rows of epochs at or after a resumed run's first epoch are replaced, so a resumed
     run's file has each epoch once.
 

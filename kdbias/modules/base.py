@@ -99,6 +99,7 @@ class ClassifierModule(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.last_losses: dict[str, torch.Tensor] = {}
+        self._train_acc_logged = False
         # NHWC convolutions are faster on tensor cores; transformers gain nothing from it.
         self.channels_last = not is_vit(self.model)
         if self.channels_last:
@@ -226,6 +227,9 @@ class ClassifierModule(L.LightningModule):
         losses, logits = self.training_losses(images, targets)
         self.last_losses = {name: value.detach() for name, value in losses.items()}  # read by NonFiniteGuard
         self.train_acc.update(logits.detach(), hard_labels(targets))
+        if not self._train_acc_logged:  # once per epoch: Lightning computes the metric at the epoch's end
+            self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+            self._train_acc_logged = True
         if self.logging_step():
             for name, value in losses.items():
                 tag = "train/loss" if name == "loss" else f"train/loss_{name}"
@@ -239,9 +243,11 @@ class ClassifierModule(L.LightningModule):
         every = trainer.log_every_n_steps if trainer is not None else 1
         return (self.global_step + 1) % max(1, every) == 0  # Lightning's own rule
 
-    def on_train_epoch_end(self) -> None:
-        self.log("train/acc", self.train_acc.compute(), sync_dist=False)
-        self.train_acc.reset()
+    def on_train_epoch_start(self) -> None:
+        # ``train/acc`` is logged at the epoch's first training step, so Lightning reduces (and
+        # resets) it with the epoch's other metrics, before any callback's ``on_train_epoch_end``;
+        # logged from the module's ``on_train_epoch_end``, metrics.csv got the previous epoch's.
+        self._train_acc_logged = False
 
     # -- evaluation -----------------------------------------------------------------
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], split: str, metric: MulticlassAccuracy) -> None:

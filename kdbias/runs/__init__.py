@@ -4,7 +4,7 @@
 
     runs/<experiment>/version_<n>/
       run.lock                  held (fcntl.flock) by the live process training the run
-      events.out.tfevents.*     TensorBoard scalars, heatmaps, hparams
+      events.out.tfevents.*     TensorBoard scalars, heatmaps, hparams (kdbias.logs: one file per process)
       config.yaml               the resolved configuration (``--config`` reruns it)
       hparams.yaml              the module's and datamodule's hyperparameters (plain YAML)
       checkpoints/last.ckpt     the latest epoch, rewritten after every epoch

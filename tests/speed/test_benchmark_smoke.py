@@ -74,7 +74,7 @@ def test_the_real_trainer_comes_from_kdbias_cli(dry_plan):
     built = build(spec_of("baseline"), dry_plan, run_overrides(spec_of("baseline"), dry_plan, 5))
     names = {type(c).__name__ for c in built.trainer.callbacks}
     assert built.built_by == "KDBiasCLI"
-    assert {"RunCheckpoint", "SummaryCallback", "LearningRateMonitor", "NonFiniteGuard", "RNGStateCallback"} <= names
+    assert {"RunCheckpoint", "SummaryCallback", "ScheduleMonitor", "NonFiniteGuard", "RNGStateCallback"} <= names
     assert built.trainer.max_steps == 5 and built.datamodule.dataset == "digits"
     assert len(built.module.model.blocks) == 2  # the tiny override reached the module
 
