@@ -370,5 +370,3 @@ def config_signature(config: dict[str, Any]) -> str:
     """SHA-256 (hex, 16 characters) of the configuration without seeds and run-local keys."""
     text = json.dumps(signature_config(config), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
