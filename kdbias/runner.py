@@ -315,7 +315,8 @@ def prepare_data(plan: RunPlan, datamodule: CIFARDataModule) -> None:
 
 
 def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodule: CIFARDataModule) -> Path:
-    """Fit, test (last weights, then the selected checkpoint), complete the summary; the run directory."""
+    """Fit, test (last weights, then the selected checkpoint; once when they are the same
+    weights), complete the summary; the run directory."""
     L.seed_everything(plan.seed, workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 matmuls on Ampere and later
@@ -338,9 +339,11 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         ),
         None,
     )
-    # the last weights first (testing best.ckpt loads it); without best.ckpt they are also the selected ones
-    last = logs.test_pass(trainer, module, datamodule, None, (logs.TEST_LAST,) if best else (logs.TEST, logs.TEST_LAST))
-    selected = logs.test_pass(trainer, module, datamodule, best, (logs.TEST,)) if best else last
+    if best and not _holds_last_weights(best, trainer):  # the last weights first: testing best.ckpt loads it
+        last = logs.test_pass(trainer, module, datamodule, None, (logs.TEST_LAST,))
+        selected = logs.test_pass(trainer, module, datamodule, best, (logs.TEST,))
+    else:  # one set of weights (no best.ckpt, or it was saved at the last step): tested once
+        selected = last = logs.test_pass(trainer, module, datamodule, best, (logs.TEST, logs.TEST_LAST))
     items: dict[str, Any] = {
         "status": "complete",
         "test_acc": selected.get("test/acc"),
@@ -364,6 +367,12 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         )
     runs.release_lock(plan.run_dir)
     return plan.run_dir
+
+
+def _holds_last_weights(path: str, trainer: L.Trainer) -> bool:
+    """Whether checkpoint ``path`` was saved after the fit's last optimiser step (its weights
+    are the ones in memory): then the last and the selected weights are one test pass."""
+    return runs.load_checkpoint(path).get("global_step") == trainer.global_step
 
 
 def config_signature(config: dict[str, Any]) -> str:

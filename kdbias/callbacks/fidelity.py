@@ -101,6 +101,8 @@ class FidelityCallback(Callback):
         self.primary = primary
         self._active: dict[str, FrozenTeacher] = {}
         self._logits: dict[str, list[torch.Tensor]] = {}
+        self._seen: dict[str, torch.Tensor] = {}
+        self._handles: list[Any] = []
         self.results: dict[str, dict[str, float]] = {}
 
     @staticmethod
@@ -121,7 +123,7 @@ class FidelityCallback(Callback):
 
     @override
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._active, self._logits = {}, {}
+        self._active, self._logits, self._seen = {}, {}, {}
         if not self.teachers or not self.selected_pass(trainer):
             return
         for key, source in self.teachers.items():
@@ -130,20 +132,39 @@ class FidelityCallback(Callback):
                 continue
             self._active[key] = teacher.to(pl_module.device)
             self._logits[key] = []
+            if source == OWN:  # the module's test step runs its teacher: keep those logits
+                self._handles.append(teacher.register_forward_hook(self._keeper(key)))
         if self._active:
             self._logits["student"] = []
+            self._handles.append(pl_module.register_forward_hook(self._keeper("student")))
+
+    def _keeper(self, key: str) -> Callable[..., None]:
+        """A forward hook that keeps the latest ``[B, C]`` logits of a network under ``key``."""
+
+        def keep(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+            logits = output[0] if isinstance(output, (tuple, list)) else output
+            if isinstance(logits, torch.Tensor) and logits.ndim == 2:
+                self._seen[key] = logits.detach()
+
+        return keep
 
     @override
     def on_test_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int, *args: Any
     ) -> None:
+        """Student logits (and the own teacher's) as the test step computed them; every other
+        teacher on the same images, under the test pass's precision."""
         if not self._active:
             return
         images = batch[0]
+        seen, self._seen = self._seen, {}
         with torch.no_grad(), trainer.precision_plugin.forward_context():
-            self._logits["student"].append(pl_module(images).float())
-            for key, teacher in self._active.items():
-                self._logits[key].append(teacher.logits(images).float())
+            for key in ("student", *self._active):
+                logits = seen.get(key)
+                if logits is None or logits.shape[0] != images.shape[0]:
+                    logits = pl_module(images) if key == "student" else self._active[key].logits(images)
+                    self._seen = {}  # what that forward's hooks kept is not this key's
+                self._logits[key].append(logits.float())
 
     @override
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -165,9 +186,13 @@ class FidelityCallback(Callback):
         summary = next((c for c in trainer.callbacks if isinstance(c, SummaryCallback)), None)
         if summary is not None and summary.written:
             summary.update(fidelity=self.results)
-        for key in [k for k, source in self.teachers.items() if source != OWN]:
-            self._active.pop(key, None)  # loaded for this pass only
-        self._active, self._logits = {}, {}
+        self._active, self._logits = {}, {}  # the other teachers were loaded for this pass only
+
+    @override
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._seen = [], {}
 
 
 def _gather(trainer: L.Trainer, logits: torch.Tensor) -> torch.Tensor:

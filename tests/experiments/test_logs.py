@@ -189,3 +189,20 @@ def test_groups_are_merged_only_when_their_schedule_is_the_same():
     assert list(schedule_curves(_trainer(other, step))) == ["lr-SGD/pg1", "lr-SGD/pg2", "lr-SGD/pg3"]
     constant = sgd(0.1, 0.1, 0.3)
     assert list(schedule_curves(_trainer(constant))) == ["lr-SGD/pg1", "lr-SGD/pg3"]
+
+
+def test_one_test_pass_when_the_selected_checkpoint_holds_the_last_weights(tmp_path, monkeypatch):
+    """One epoch: best.ckpt is saved after the last optimiser step, so the selected and the last
+    weights are one set, tested once and logged under both tags with the same values."""
+    from kdbias import logs
+
+    tested = []
+    real = logs.test_pass
+    monkeypatch.setattr(logs, "test_pass", lambda *a, **k: tested.append(a[3]) or real(*a, **k))
+    run_dir = run_experiment("baseline", tmp_path)
+    assert len(tested) == 1 and str(tested[0]).endswith("best.ckpt")
+    summary = read_summary(run_dir)
+    assert summary["test_acc_last"] == summary["test_acc"]
+    tags = scalars(run_dir)
+    assert [v for _, v in tags["test/acc"]] == pytest.approx([v for _, v in tags["test_last/acc"]])
+    assert len(tags["test/acc"]) == 1
