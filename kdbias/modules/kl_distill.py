@@ -52,8 +52,8 @@ class KLDistillModule(DistillationModule):
     The teacher sees the same augmented batch as the student, re-normalised to its own
     statistics by its input adapter, under ``no_grad`` (bf16 under bf16-mixed); the loss is
     computed in float32. Logs ``train/loss``, ``train/loss_ce``, ``train/loss_kd``,
-    ``val/teacher_acc`` and ``test/teacher_acc`` (the teacher on the same images) besides
-    the base module's tags.
+    ``val/teacher_acc`` (once: the first validation of the process) and ``test/teacher_acc``
+    (the teacher on the same images) besides the base module's tags.
     """
 
     def __init__(
@@ -82,6 +82,7 @@ class KLDistillModule(DistillationModule):
         self.hparams["teacher"] = _teacher_hparam(teacher, spec)
         self.plain_hparams()
         self.teacher_val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self._teacher_val_measured = False  # see validation_step
         self.teacher_test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
 
     @classmethod
@@ -146,8 +147,16 @@ class KLDistillModule(DistillationModule):
             self.log(f"{split}/teacher_acc", metric, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        """Also ``val/teacher_acc``, in the first validation of a process only: the teacher is
+        frozen and the held-out images fixed, so its accuracy is measured (and logged) once."""
         super().validation_step(batch, batch_idx)
-        self._teacher_accuracy(batch, "val", self.teacher_val_acc)
+        if not self._teacher_val_measured:
+            self._teacher_accuracy(batch, "val", self.teacher_val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        trainer = self._trainer
+        if trainer is not None and not trainer.sanity_checking:
+            self._teacher_val_measured = True
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         super().test_step(batch, batch_idx)

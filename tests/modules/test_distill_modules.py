@@ -246,3 +246,26 @@ def test_teacher_checkpoint_of_the_wrong_family_is_refused(tmp_path, digits_dm):
     with pytest.raises(ValueError, match="trained on 'digits'"):
         FrozenTeacher.from_checkpoint(vit, "cifar10", 10)
     assert FrozenTeacher.from_checkpoint(vit, "digits", 10).family == "VisionTransformer"
+
+
+def test_teacher_val_accuracy_is_measured_once_and_is_the_teachers(digits_dm, tmp_path):
+    """The frozen teacher's held-out accuracy cannot change between epochs: measured and logged in
+    the first validation only, and it is the arg-max accuracy of the teacher on those images."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = kl_module()
+    logger = CSVLogger(tmp_path, name="", version="")
+    trainer = quiet_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=2, logger=logger)
+    trainer.fit(module, datamodule=digits_dm)
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = [float(r["val/teacher_acc"]) for r in rows if r.get("val/teacher_acc")]
+    assert len(logged) == 1 and len([r for r in rows if r.get("val/acc")]) == 3
+    loader = digits_dm.val_dataloader()
+    images, labels = map(torch.cat, zip(*[batch for _, batch in zip(range(2), loader)]))
+    module.eval()
+    with torch.no_grad():
+        predicted = module.teacher.logits(module.dataset_normalised(images)).argmax(1)
+    assert logged[0] == pytest.approx(float((predicted == labels).double().mean()))
