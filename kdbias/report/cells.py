@@ -66,11 +66,13 @@ def estimate(
     spec: str | None = None,
     full: Sequence[Any] = (),
     accuracy: bool = False,
+    bounds: tuple[float, float] | None = None,
 ) -> str:
     """``"86.02 ± 0.79 % (n=3; half-widths: seeds 0.41, test set 0.68)"``; n = 1:
     ``"86.02 % (n=1)"`` (or with the test set's half-width for an accuracy); no estimate:
     ``*pending*``. ``full``: the experiment's seeds (others are named); ``accuracy``: say
-    how the test-set error entered."""
+    how the test-set error entered; ``bounds``: the quantity's range (a fraction's ``(0, 1)``):
+    an interval reaching past it is also given clipped to it."""
     if est is None:
         return PENDING
 
@@ -100,12 +102,16 @@ def estimate(
                 bound = " (binomial bound)" if est.test_kind == "binomial bound" else ""
                 parts.append(f"test set {fmt(est.test_half, False)}{bound}")
             notes.append("half-widths: " + ", ".join(parts) if est.n > 1 else "test set only, one seed")
+    if bounds is not None and est.low is not None and est.high is not None:
+        low, high = max(est.low, bounds[0]), min(est.high, bounds[1])
+        if (low, high) != (est.low, est.high):
+            notes.append(f"95 % CI clipped to the range: [{fmt(low, signed)}, {fmt(high, signed)}]{unit}")
     return f"{text}{unit} ({'; '.join(notes)}{_seeds_note(est, full)})"
 
 
 def pct(est: Estimate | None, full: Sequence[Any] = ()) -> str:
     """An accuracy (fraction) as a percentage cell, with seed and test-set error."""
-    return estimate(est, scale=100.0, unit=" %", full=full, accuracy=True)
+    return estimate(est, scale=100.0, unit=" %", full=full, accuracy=True, bounds=(0.0, 1.0))
 
 
 def pp(est: Estimate | None, full: Sequence[Any] = ()) -> str:

@@ -10,6 +10,7 @@ differences) and the seeds that would resolve ±1 pp at that SD
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,11 @@ def _cell(est: Estimate | None, **kwargs: Any) -> str:
 
 def _pct(est: Estimate | None) -> str:
     return _cell(est, scale=100.0, unit=" %")
+
+
+def _agreement(est: Estimate | None) -> str:
+    """A top-1 agreement (fraction) in %, saying how the test images' error entered."""
+    return _cell(est, scale=100.0, unit=" %", accuracy=True, bounds=(0.0, 1.0))
 
 
 def _pp(est: Estimate | None) -> str:
@@ -206,14 +212,14 @@ def _fidelity(agg: Aggregate) -> list[str]:
             agreement, kl = agg.fidelity(name, key, "agreement"), agg.fidelity(name, key, "kl")
             matched = registry.get(name).teacher_matched_to is not None  # a snapshot, not the baseline's checkpoint
             same = name != "baseline" and not matched
-            control = _pct(agg.fidelity("baseline", key, "agreement")) if same else "—"
+            control = _agreement(agg.fidelity("baseline", key, "agreement")) if same else "—"
             rows.append(
                 [
                     _label(name),
                     _pct(agg.acc(name)),
                     f"{_label(key)} (matched snapshot)" if matched else _label(key),
-                    _pct(agreement),
-                    _cell(kl, digits=3, unit=" nats"),
+                    _agreement(agreement),
+                    _cell(kl, digits=3, unit=" nats", accuracy=True, bounds=(0.0, math.inf)),
                     control,
                 ]
             )

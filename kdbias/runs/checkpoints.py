@@ -42,7 +42,9 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        # mmap: a tensor is read from the file when used, so a teacher's weights load without its
+        # optimiser state (two thirds of the file) ever being read
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as error:  # UnpicklingError (a blocked global), EOF, zip and OS errors
         text = str(error)
         lines = [line.strip() for line in text.splitlines() if line.strip()]

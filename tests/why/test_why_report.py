@@ -119,11 +119,12 @@ def test_effects_controls_power_and_fidelity_from_runs(tmp_path):
     fidelity = rows(text, "EXP-1 |")  # no such row: labels are exact cells
     assert fidelity == []
     exp1 = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
-    assert exp1[0][3] == f"{91:.2f} ± {stats.t.ppf(0.975, 2) * 1 / math.sqrt(3):.2f} % (n=3)"
+    seeds_only = "seeds only: the test-set error was not recorded"  # no per-image files in these runs
+    assert exp1[0][3] == f"{91:.2f} ± {stats.t.ppf(0.975, 2) * 1 / math.sqrt(3):.2f} % (n=3; {seeds_only})"
     baseline = [r for r in rows(text, "Baseline") if len(r) == 6 and r[0] == "Baseline"]
     assert [r[2] for r in baseline] == ["ResNet-18 teacher", "random ResNet-18"]
-    assert baseline[1][4] == "2.000 nats (n=3; no spread over seeds)"
-    assert exp1[0][5] == "80.00 % (n=3; no spread over seeds)"  # the Baseline against the same teacher
+    assert baseline[1][4] == f"2.000 nats (n=3; no spread over seeds; {seeds_only})"
+    assert exp1[0][5] == f"80.00 % (n=3; no spread over seeds; {seeds_only})"  # the Baseline against the same teacher
     assert "3→2, 6→4, 9→6, 11→7" in text
 
 
@@ -187,3 +188,13 @@ def test_fidelity_intervals_carry_the_test_images_error(tmp_path):
     assert exp1[4].startswith(f"{mean:.3f} ± {half:.3f} nats"), exp1[4]
     seeds_only = stats.t.ppf(0.975, 2) * stats.tstd([agree[s].mean() for s in SEEDS]) / math.sqrt(3)
     assert f"± {seeds_only * 100:.2f} %" not in exp1[3]  # wider than the seeds alone
+
+
+def test_an_interval_past_a_fractions_range_is_also_given_clipped():
+    from kdbias.report.cells import pct
+    from kdbias.report.stats import Estimate
+
+    wide = Estimate(0.48, 2, 0.05, 0.9, (0.43, 0.53), (0, 1), 0.95)  # 48 ± 90 %: past both ends
+    assert pct(wide).endswith("95 % CI clipped to the range: [0.00, 100.00] %)")
+    narrow = Estimate(0.48, 2, 0.01, 0.1, (0.47, 0.49), (0, 1), 0.95)
+    assert "clipped" not in pct(narrow)
