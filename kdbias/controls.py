@@ -31,8 +31,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-
 from kdbias import registry, runs
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import InputError
@@ -173,18 +171,10 @@ def _measure(checkpoint: Path, experiment, datamodule, callbacks, accelerator: s
     module = experiment.module_class.load_from_checkpoint(checkpoint)
     for callback in callbacks:
         callback.at_epoch = int(state.get("epoch", 0))
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=runs.config_value(config, "trainer.precision", "32-true"),
-        logger=False,
-        callbacks=callbacks,
-        default_root_dir=str(checkpoint.parent.parent),
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-    )
+    from kdbias.evaluate import measurement_trainer
+
+    root = str(checkpoint.parent.parent)  # the run folder: heatmaps and per-image files land there
+    trainer = measurement_trainer(config, accelerator, callbacks=callbacks, default_root_dir=root, limit_val_batches=1)
     if stage == "validate":
         trainer.validate(module, datamodule=datamodule, verbose=False)
         return {k: v for c in callbacks for k, v in c.summary_items().get("cka", {}).items()}

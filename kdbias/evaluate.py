@@ -43,7 +43,7 @@ from kdbias.data import CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, InputError
 from kdbias.modules.base import MODULE_KEY, ClassifierModule
 
-__all__ = ["build", "evaluate", "format_line", "main", "module_class", "run_dir_of", "test"]
+__all__ = ["build", "evaluate", "format_line", "main", "measurement_trainer", "module_class", "run_dir_of", "test"]
 
 PROG = "python -m kdbias.evaluate"
 DEFAULT_PRECISION = "32-true"
@@ -114,6 +114,25 @@ def build(
     return module, datamodule, config
 
 
+def measurement_trainer(
+    config: dict[str, Any], accelerator: str = "auto", precision: str | None = None, **kwargs: Any
+) -> L.Trainer:
+    """A Trainer that measures a finished run's checkpoint: one device, ``precision`` (else the
+    run's ``trainer.precision`` in ``config``, else ``32-true``), no logger, checkpoints, bar or
+    summary; ``kwargs`` (callbacks, ``default_root_dir``, ...) are passed on."""
+    trainer_config = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+    return L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        precision=precision or trainer_config.get("precision") or DEFAULT_PRECISION,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
 def test(
     module: ClassifierModule,
     datamodule: CIFARDataModule,
@@ -123,17 +142,7 @@ def test(
     precision: str | None = None,
 ) -> dict[str, Any]:
     """``trainer.test`` of a :func:`build` result on one device; the result of :func:`evaluate`."""
-    trainer_config = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
-    precision = precision or trainer_config.get("precision") or DEFAULT_PRECISION
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = measurement_trainer(config, accelerator, precision)
     (results,) = trainer.test(module, datamodule=datamodule, verbose=False)
     return {
         "checkpoint": str(path),

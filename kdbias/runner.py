@@ -210,9 +210,10 @@ def build_trainer(
     leader = _rank_zero()
     if leader and teacher is not None:
         how = " (auto: the selected checkpoint of the newest complete teacher run)" if plan.teacher_family else ""
+        where = "with random weights" if teacher.source == "random" else f"from {teacher.source}"
         print(
-            f"{plan.experiment.name}: teacher {teacher.name} from {teacher.source}{how}; frozen: eval mode, no "
-            "gradients, not in the student's checkpoints",
+            f"{plan.experiment.name}: teacher {teacher.name} {where}{how}; frozen: eval mode, no gradients, not "
+            "in the student's checkpoints",
             flush=True,
         )
     if plan.run_dir is None:

@@ -35,6 +35,18 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, not a kdbias checkpoint, or holds code."""
 
 
+def _load(path: Path, map_location: Any) -> Any:
+    """``torch.load`` memory-mapped (a tensor is read when used: a teacher's weights load without
+    its optimiser state, two thirds of the file, ever being read); a file in the legacy
+    (non-zip) format cannot be mapped and is read whole."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
     """``torch.load(path, weights_only=True)``: tensors and plain containers only, so a crafted
     file cannot run code. Raises :class:`CheckpointError` (one line: file, cause, fix)."""
@@ -42,9 +54,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        # mmap: a tensor is read from the file when used, so a teacher's weights load without its
-        # optimiser state (two thirds of the file) ever being read
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+        checkpoint = _load(path, map_location)
     except Exception as error:  # UnpicklingError (a blocked global), EOF, zip and OS errors
         text = str(error)
         lines = [line.strip() for line in text.splitlines() if line.strip()]

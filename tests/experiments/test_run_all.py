@@ -217,14 +217,14 @@ def test_loop_stops_at_the_first_failure_and_writes_the_report(run_all, tmp_path
         return 0
 
     monkeypatch.setattr("kdbias.launch.local.subprocess.Popen", _fake_start(outcome, started))
-    code = run_all.main(["--smoke", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")])
+    code = run_all.main(["--smoke", "--parallel", "1", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")])
     assert code == 1 and [name for name, _ in started] == ["teacher_resnet18", "teacher_convnextv2"]
     err = capsys.readouterr().err
     assert "FAILED: teacher_convnextv2 (seed 0) exited with code 1" in err and "teacher_convnextv2.py" in err
     log = root / runs.JOBS_DIR / "local" / "teacher_convnextv2-seed0.log"
     assert f"log: {log}" in err and log.read_text().startswith("epoch 1/1")
     assert (tmp_path / "R.md").is_file()
-    assert run_all.main(["--smoke", "--seeds", "1", "--runs_dir", str(root), "--status"]) == 0
+    assert run_all.main(["--smoke", "--parallel", "1", "--seeds", "1", "--runs_dir", str(root), "--status"]) == 0
     out = capsys.readouterr().out
     assert "failed     teacher_convnextv2 seed 0  teacher_convnextv2 (seed 0) exited with code 1 after" in out
     assert f"; log: {log}" in out
@@ -232,7 +232,7 @@ def test_loop_stops_at_the_first_failure_and_writes_the_report(run_all, tmp_path
     # a second call skips what completed and starts with what failed
     started.clear()
     monkeypatch.setattr("kdbias.launch.local.subprocess.Popen", _fake_start(lambda c, e: 1, started))
-    run_all.main(["--smoke", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")])
+    run_all.main(["--smoke", "--parallel", "1", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")])
     assert [name for name, _ in started] == ["teacher_convnextv2"]
 
 
@@ -278,7 +278,10 @@ def test_dry_run_trains_nothing_and_estimates_the_time(run_all, tmp_path, capsys
     out = capsys.readouterr().out
     n = len(registry.TEACHERS) + 2 * len(registry.STUDENTS)  # smoke default: 2 seeds
     assert f"{n} to train" in out and "would run: python" in out and not (tmp_path / "runs").exists()
-    assert f"estimated {n * 45 / 60:.1f} min one after another (no finished run yet" in out
+    per_run = 36  # s, written out: the preset-size estimate before any run finished
+    one = f"{n * per_run / 60:.1f} min"
+    assert f"estimated {one} one after another; about {n * per_run / 2 / 60:.1f} min with --parallel 2" in out
+    assert "(no finished run yet" in out
     # from finished runs: the baseline took 30 s for its epochs; the others take that rate too
     root = tmp_path / "done"
     write_run(root, "baseline", train_time_s=30.0)
