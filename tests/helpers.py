@@ -36,10 +36,16 @@ FAST = [
     "--analytics.enabled",
     "false",
 ]
-# Every analytics callback on, on a handful of images.
+# Every analytics callback on, every epoch (the smoke preset measures after its second), on a handful of images.
 TINY_ANALYTICS = [
     "--analytics.enabled",
     "true",
+    "--analytics.attention.every_n_epochs",
+    "1",
+    "--analytics.cka.every_n_epochs",
+    "1",
+    "--analytics.generalisation.every_n_epochs",
+    "1",
     "--analytics.attention.num_images",
     "8",
     "--analytics.hessian.num_images",

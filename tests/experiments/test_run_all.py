@@ -217,7 +217,9 @@ def test_loop_stops_at_the_first_failure_and_writes_the_report(run_all, tmp_path
         return 0
 
     monkeypatch.setattr("kdbias.launch.local.subprocess.Popen", _fake_start(outcome, started))
-    code = run_all.main(["--smoke", "--parallel", "1", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")])
+    code = run_all.main(
+        ["--smoke", "--parallel", "1", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")]
+    )
     assert code == 1 and [name for name, _ in started] == ["teacher_resnet18", "teacher_convnextv2"]
     err = capsys.readouterr().err
     assert "FAILED: teacher_convnextv2 (seed 0) exited with code 1" in err and "teacher_convnextv2.py" in err
@@ -232,7 +234,9 @@ def test_loop_stops_at_the_first_failure_and_writes_the_report(run_all, tmp_path
     # a second call skips what completed and starts with what failed
     started.clear()
     monkeypatch.setattr("kdbias.launch.local.subprocess.Popen", _fake_start(lambda c, e: 1, started))
-    run_all.main(["--smoke", "--parallel", "1", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")])
+    run_all.main(
+        ["--smoke", "--parallel", "1", "--seeds", "1", "--runs_dir", str(root), "--out", str(tmp_path / "R.md")]
+    )
     assert [name for name, _ in started] == ["teacher_convnextv2"]
 
 
