@@ -44,16 +44,23 @@ def check_summary(summary: dict[str, Any], experiment: str) -> tuple[dict[str, A
     return (dict(run) if run is not None else None), reason, dropped
 
 
+def _read_run_file(path: Path, reader: Any) -> Any:
+    """``reader(path)``; ``None`` when the file is absent, or (with a warning naming why) unreadable."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        return reader(path)
+    except UnreadableFile as error:
+        warnings.warn(f"ignoring {path}: {error}", ReportWarning, stacklevel=3)
+        return None
+
+
 def load_predictions(run: dict[str, Any]) -> Predictions | None:
     """The run's per-image test predictions when they hold its selected checkpoint's
     weights; ``None`` (with a warning when a file exists but is not usable) otherwise."""
     path = Path(run["run_dir"]) / PREDICTIONS_FILE
-    if not path.exists() and not path.is_symlink():
-        return None
-    try:
-        predictions = read_predictions(path)
-    except UnreadableFile as error:
-        warnings.warn(f"ignoring {path}: {error}", ReportWarning, stacklevel=2)
+    predictions = _read_run_file(path, read_predictions)
+    if predictions is None:
         return None
     selected = run.get("selected_checkpoint")
     tested = predictions.checkpoint
@@ -144,12 +151,8 @@ def load_fidelity_images(run: dict[str, Any]) -> dict[str, dict[str, Any]] | Non
     when its image count is the run's ``test_images``; ``None`` (with a warning when a file
     exists but is not usable) otherwise."""
     path = Path(run["run_dir"]) / FIDELITY_FILE
-    if not path.exists() and not path.is_symlink():
-        return None
-    try:
-        values = read_fidelity_images(path)
-    except UnreadableFile as error:
-        warnings.warn(f"ignoring {path}: {error}", ReportWarning, stacklevel=2)
+    values = _read_run_file(path, read_fidelity_images)
+    if values is None:
         return None
     images, counts = run.get("test_images"), {len(v["kl"]) for v in values.values()}
     if isinstance(images, int) and counts and counts != {images}:
