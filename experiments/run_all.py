@@ -236,8 +236,10 @@ def _local(args, plan, todo, elsewhere, gpus_per_run: int, preset: str, dataset:
 def _fill_controls(plan, runs_dir: str, dataset: str, preset: str) -> list[str]:
     """The controls each complete run of ``plan`` skipped (its teachers did not exist yet),
     measured now on its checkpoints (:func:`kdbias.controls.fill_controls`)."""
+    from kdbias.cli import quiet_lightning
     from kdbias.controls import fill_controls
 
+    quiet_lightning()
     lines: list[str] = []
     for run in plan:
         with warnings.catch_warnings():

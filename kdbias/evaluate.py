@@ -121,16 +121,22 @@ def measurement_trainer(
     run's ``trainer.precision`` in ``config``, else ``32-true``), no logger, checkpoints, bar or
     summary; ``kwargs`` (callbacks, ``default_root_dir``, ...) are passed on."""
     trainer_config = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
-    return L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        precision=precision or trainer_config.get("precision") or DEFAULT_PRECISION,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
+    rank_zero_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = rank_zero_info.level
+    rank_zero_info.setLevel(logging.WARNING)  # its "GPU available" lines are about this throwaway Trainer
+    try:
+        return L.Trainer(
+            accelerator=accelerator,
+            devices=1,
+            precision=precision or trainer_config.get("precision") or DEFAULT_PRECISION,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **kwargs,
+        )
+    finally:
+        rank_zero_info.setLevel(level)
 
 
 def test(

@@ -103,3 +103,22 @@ def test_bad_checkpoint_is_one_line_exit_2(kind, tmp_path, capsys):
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("python -m kdbias.evaluate: error: ") and str(path) in line
     assert ("not found" if kind == "missing" else "not a") in line
+
+
+def test_measurement_trainer_prints_no_setup_lines_and_restores_lightnings_logger(caplog):
+    """A throwaway measurement Trainer says nothing about its devices or batch limits; the
+    training Trainer afterwards still does (the logger's level is restored)."""
+    import logging
+
+    import lightning as L
+
+    source = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    before = source.level
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
+        level = source.level
+        evaluate.measurement_trainer({}, "cpu", limit_val_batches=1)
+        assert not [r for r in caplog.records if "available" in r.getMessage() or "limit_val" in r.getMessage()]
+        assert source.level == level
+        L.Trainer(accelerator="cpu", devices=1, logger=False, limit_val_batches=1, enable_checkpointing=False)
+        assert any("GPU available" in r.getMessage() for r in caplog.records)
+    assert source.level == before
