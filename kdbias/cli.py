@@ -30,13 +30,14 @@ A run's life, step by step, is :mod:`kdbias.runner`.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
 import re
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -276,11 +277,29 @@ def input_error(prog: str, error: BaseException) -> SystemExit:
     return SystemExit(2)
 
 
+LIGHTNING_RANK_ZERO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+@contextlib.contextmanager
+def no_setup_lines() -> Iterator[None]:
+    """Lightning's INFO lines off inside the block (a throwaway Trainer's "GPU available" and
+    batch-limit lines); the loggers' levels are restored after."""
+    loggers = [logging.getLogger(name) for name in LIGHTNING_RANK_ZERO]
+    levels = [source.level for source in loggers]
+    for source in loggers:
+        source.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for source, level in zip(loggers, levels):
+            source.setLevel(level)
+
+
 def quiet_lightning() -> None:
     """Lightning's lines that say nothing about this run, off: the seed line, product tips, a
     deprecation inside Lightning itself (every kdbias command calls this once)."""
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
-    for source in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    for source in LIGHTNING_RANK_ZERO:
         logging.getLogger(source).addFilter(_no_tips)  # Lightning's product tips on every run
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
 

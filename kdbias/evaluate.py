@@ -38,7 +38,7 @@ from typing import Any
 import lightning as L
 
 from kdbias import modules, registry, runs
-from kdbias.cli import input_error, quiet_lightning
+from kdbias.cli import input_error, no_setup_lines, quiet_lightning
 from kdbias.data import CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, InputError
 from kdbias.modules.base import MODULE_KEY, ClassifierModule
@@ -121,10 +121,7 @@ def measurement_trainer(
     run's ``trainer.precision`` in ``config``, else ``32-true``), no logger, checkpoints, bar or
     summary; ``kwargs`` (callbacks, ``default_root_dir``, ...) are passed on."""
     trainer_config = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
-    rank_zero_info = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    level = rank_zero_info.level
-    rank_zero_info.setLevel(logging.WARNING)  # its "GPU available" lines are about this throwaway Trainer
-    try:
+    with no_setup_lines():  # its "GPU available" lines are about this throwaway Trainer
         return L.Trainer(
             accelerator=accelerator,
             devices=1,
@@ -135,8 +132,6 @@ def measurement_trainer(
             enable_model_summary=False,
             **kwargs,
         )
-    finally:
-        rank_zero_info.setLevel(level)
 
 
 def test(

@@ -4,9 +4,11 @@ smoke run: the test accuracy its summary.json holds, numpy accuracy of the predi
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -108,10 +110,6 @@ def test_bad_checkpoint_is_one_line_exit_2(kind, tmp_path, capsys):
 def test_measurement_trainer_prints_no_setup_lines_and_restores_lightnings_logger(caplog):
     """A throwaway measurement Trainer says nothing about its devices or batch limits; the
     training Trainer afterwards still does (the logger's level is restored)."""
-    import logging
-
-    import lightning as L
-
     source = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     before = source.level
     with caplog.at_level(logging.INFO, logger="lightning.pytorch.utilities.rank_zero"):
