@@ -28,11 +28,14 @@ __all__ = [
     "EXPERIMENTS",
     "Experiment",
     "GROUPS",
+    "HYPOTHESES",
+    "Hypothesis",
     "PRESETS",
     "STUDENTS",
     "TEACHERS",
     "WHY_EXPERIMENTS",
     "get",
+    "hypotheses",
     "select",
 ]
 
@@ -254,6 +257,82 @@ STUDENTS: tuple[str, ...] = tuple(e.name for e in _MATRIX if e.role == "student"
 #: The rows beyond the plan (group ``"why"``) and every row.
 WHY_EXPERIMENTS: dict[str, Experiment] = {experiment.name: experiment for experiment in _WHY}
 ALL_EXPERIMENTS: dict[str, Experiment] = {**EXPERIMENTS, **WHY_EXPERIMENTS}
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A comparison the study declares before it sees data: a contrast of experiments' test accuracy
+    and the claim about it.
+
+    Attributes:
+        key: short identifier (the report's anchor).
+        question: the question in plain words.
+        contrast: ``((experiment, weight), ...)``: ``Δ = Σ weight · acc(experiment)``, image by image
+            on the same test images, paired by seed (a pair is ``((a, 1), (b, -1))``).
+        claim: ``">"``, ``">="`` or ``"<"``: ``Δ <claim> threshold``.
+        threshold: fraction (``0.03`` = +3 pp).
+        confirmatory: corrected together with the study's other confirmatory hypotheses (Holm);
+            ``False``: exploratory (uncorrected, labelled so).
+        group: the row group whose runs it needs (``"plan"`` or ``"why"``).
+        matched: for a comparison at matched teacher accuracy, the two experiments whose teachers'
+            held-out accuracies must be shown equivalent (TOST) before a verdict is given.
+    """
+
+    key: str
+    question: str
+    contrast: tuple[tuple[str, float], ...]
+    claim: str = ">"
+    threshold: float = 0.0
+    confirmatory: bool = False
+    group: str = "plan"
+    matched: tuple[str, str] | None = None
+
+    @property
+    def experiments(self) -> tuple[str, ...]:
+        """The experiments of the contrast, in order."""
+        return tuple(name for name, _ in self.contrast)
+
+
+def _pair(a: str, b: str) -> tuple[tuple[str, float], ...]:
+    return ((a, 1.0), (b, -1.0))
+
+
+#: The study's declared comparisons: the plan's three confirmatory hypotheses and the why rows' two,
+#: corrected together (Holm); every other comparison is exploratory.
+HYPOTHESES: tuple[Hypothesis, ...] = (
+    Hypothesis("exp1_negative", "Does distilling a ResNet-18 into the DeiT student hurt it (negative transfer)?",
+               _pair("exp1", "baseline"), "<", confirmatory=True),
+    Hypothesis("exp2_over_exp1", "Does the ConvNeXt V2 teacher transfer better than ResNet-18?",
+               _pair("exp2", "exp1"), ">", confirmatory=True),
+    Hypothesis("exp3_gain", "Does CKA distillation from DINOv2 gain at least 3 pp over its matched control "
+               "(the baseline at EXP-3's batch and steps)?", _pair("exp3", "baseline_b512"), ">=", 0.03,
+               confirmatory=True),
+    Hypothesis("exp3_gain_plan", "Does EXP-3 gain at least 3 pp over the Baseline (the plan's comparison; batch "
+               "and step count differ)?", _pair("exp3", "baseline"), ">=", 0.03),
+    Hypothesis("exp3_over_exp1", "Does EXP-3 beat EXP-1?", _pair("exp3", "exp1")),
+    Hypothesis("exp3_over_exp2", "Does EXP-3 beat EXP-2?", _pair("exp3", "exp2")),
+    Hypothesis("interaction", "Does CKA gain more (or lose less) from DINOv2 than from ResNet-18 (2 × 2 interaction)?",
+               (("exp3", 1.0), ("exp3_kl", -1.0), ("exp1_cka", -1.0), ("exp1", 1.0)), confirmatory=True,
+               group="why"),
+    Hypothesis("bias_at_matched_accuracy", "At equal teacher accuracy, does a CNN teacher's inductive bias hurt "
+               "(EXP-1 matched − ViT KL)?", _pair("exp1_matched", "exp_vit_kl"), "<", confirmatory=True,
+               group="why", matched=("exp1_matched", "exp_vit_kl")),
+    Hypothesis("loss_effect", "Does CKA + token beat soft KL, averaged over both teachers (2 × 2 main effect)?",
+               (("exp1_cka", 0.5), ("exp1", -0.5), ("exp3", 0.5), ("exp3_kl", -0.5)), group="why"),
+    Hypothesis("teacher_effect", "Is DINOv2 the better teacher, averaged over both losses (2 × 2 main effect)?",
+               (("exp3_kl", 0.5), ("exp1", -0.5), ("exp3", 0.5), ("exp1_cka", -0.5)), group="why"),
+    Hypothesis("random_teacher_floor", "Does a knowledge-free (untrained) teacher's signal help the student?",
+               _pair("exp_random_teacher", "baseline"), group="why"),
+    Hypothesis("knowledge_over_random", "Does the trained ResNet-18's knowledge add to the signal of an untrained "
+               "one?", _pair("exp1", "exp_random_teacher"), group="why"),
+    Hypothesis("batch_effect", "Does EXP-3's batch and step count alone change the baseline?",
+               _pair("baseline_b512", "baseline"), group="why"),
+)  # fmt: skip
+
+
+def hypotheses(groups: Sequence[str] = GROUPS) -> tuple[Hypothesis, ...]:
+    """The declared hypotheses of ``groups``, in declaration order."""
+    return tuple(h for h in HYPOTHESES if h.group in groups)
 
 
 def get(name: str) -> Experiment:

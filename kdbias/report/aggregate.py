@@ -26,8 +26,8 @@ from kdbias.report.stats import (
     accuracy_estimate,
     accuracy_estimate_binomial,
     binomial_interval,
+    contrast_estimate,
     finite,
-    paired_accuracy_delta,
     paired_delta,
     paired_delta_binomial,
     summarize,
@@ -165,7 +165,7 @@ class Aggregate:
         """Every seed of a selected student run: the experiment's full set of seeds."""
         return tuple(sorted({r["seed"] for n in registry.STUDENTS for r in self.runs.get(n, [])}))
 
-    def _per_image(self, names: Sequence[str], seeds: Sequence[int]) -> dict[str, dict[int, Any]] | None:
+    def per_image(self, names: Sequence[str], seeds: Sequence[int]) -> dict[str, dict[int, Any]] | None:
         """``{name: {seed: correct}}`` when every run of ``names`` at ``seeds`` has per-image
         predictions on the same labelled test images; else ``None``."""
         out: dict[str, dict[int, Any]] = {}
@@ -201,7 +201,7 @@ class Aggregate:
         accs = self.by_seed(name, "test_acc")
         if not accs:
             return None
-        per_image = self._per_image([name], sorted(accs))
+        per_image = self.per_image([name], sorted(accs))
         if per_image is not None:
             return accuracy_estimate(per_image[name])
         images = self._images([name])
@@ -218,9 +218,9 @@ class Aggregate:
         seeds = sorted(s for s in a if s in b)
         if not seeds:
             return None
-        per_image = self._per_image([name, reference], seeds)
+        per_image = self.per_image([name, reference], seeds)
         if per_image is not None:
-            return paired_accuracy_delta(per_image[name], per_image[reference])
+            return contrast_estimate(per_image, {name: 1.0, reference: -1.0})
         images = self._images([name, reference])
         return paired_delta_binomial(a, b, images) if images is not None else paired_delta(a, b)
 

@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdbias.report.engine import MARGIN
 from kdbias.report.load import ReportWarning, load_runs
 from kdbias.report.markdown import render_report
 from kdbias.runs import atomic_write_text
@@ -32,10 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preset", default=None, help="report runs of this preset: paper | smoke (default: as --dataset)"
     )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=MARGIN * 100,
+        help="equivalence margin of an accuracy difference, in percentage points: 'no difference' is said only "
+        "when a two one-sided tests procedure puts the difference within ±margin",
+    )
     return parser
 
 
-def write_report(runs_dir: str | Path, out: str | Path, dataset: str | None = None, preset: str | None = None) -> Path:
+def write_report(
+    runs_dir: str | Path,
+    out: str | Path,
+    dataset: str | None = None,
+    preset: str | None = None,
+    margin: float = MARGIN,
+) -> Path:
     """Load the runs under ``runs_dir``, write the report to ``out`` atomically
     (:func:`kdbias.runs.atomic_write_text`) and return ``out``.
 
@@ -49,19 +63,24 @@ def write_report(runs_dir: str | Path, out: str | Path, dataset: str | None = No
     skipped = [str(w.message) for w in caught if issubclass(w.category, ReportWarning)]
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    text = render_report(runs, dataset=dataset, preset=preset, out_dir=out.parent, runs_dir=runs_dir, skipped=skipped)
+    text = render_report(
+        runs, dataset=dataset, preset=preset, out_dir=out.parent, runs_dir=runs_dir, skipped=skipped, margin=margin
+    )
     atomic_write_text(out, text)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line: write the report, print one warning line per skipped file; exit 0."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not 0 < args.margin < 100:
+        parser.error(f"--margin must lie in (0, 100) percentage points, got {args.margin}")
     if not Path(args.runs_dir).is_dir():
         print(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
-        out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=args.preset)
+        out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=args.preset, margin=args.margin / 100)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"Wrote {out}")

@@ -7,10 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kdbias.registry import GROUPS
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, label
 from kdbias.report.analytics import attention_section, cka_section, hessian_section
+from kdbias.report.answers import answers, groups_run
 from kdbias.report.cells import PENDING, md, source_line
+from kdbias.report.engine import MARGIN
 from kdbias.report.findings import findings
+from kdbias.report.front import answers_section
 from kdbias.report.phases import matrix_section, methods_section, phase1_section, phase2_section
 from kdbias.report.why import why_section
 
@@ -27,22 +31,26 @@ HOW_TO_READ = f"""## How to read the numbers
   separately; the Methods table gives the held-out images each run actually evaluated.
 - *Two sources of error.* An accuracy varies with the training seed and with the finite test set (every run
   is tested on the same images). From each run's per-image predictions (`test_predictions.npz`) the
-  report forms c[s, i] (seed s, test image i; for a Δ, c_a[s, i] − c_b[s, i] on the same image). The
-  estimate is the mean over seeds and images; its variance is var_s(per-seed means) / S + var_i(per-image
-  means over seeds) / N (ddof = 1; a two-way seeds × images approximation that counts the interaction in
-  both terms, so it errs on the wide side; the image term does not shrink with more seeds, because the
-  seeds share the images). The 95 % interval is t(0.975, ν) · √(sum), ν by Welch–Satterthwaite. A cell reads
-  `86.02 ± 0.79 % (n=3; half-widths: seeds 0.41, test set 0.68)`: the whole interval, then what each source
-  alone would give. A run without per-image predictions gets a test-set term bounded by p̄(1 − p̄) / (N − 1)
-  (a Δ: (err_a + err_b) / (N − 1)), marked "binomial bound"; without a test-image count, "seeds only".
+  report forms x[s, i] (seed s, test image i; for a Δ, c_a[s, i] − c_b[s, i] on the same image; for a
+  2 × 2 effect, the same contrast of four runs). The estimate is the mean over seeds and images. Its seed
+  part is var_s(per-seed means) / S with S − 1 degrees of freedom, its test-image part var_i(per-image
+  means) / N with N − 1 (ddof = 1; the image part does not shrink with more seeds: the seeds share the
+  images). Each part gets its own t half-width and the interval's half-width is their root sum of squares:
+  never narrower than the seed part alone, however few seeds (a cell reads
+  `86.02 ± 0.79 % (n=3; half-widths: seeds 0.41, test set 0.68)`). Its coverage is measured on simulated
+  studies (README, Statistics). A run without per-image predictions gets a test-set term bounded by
+  p̄(1 − p̄) / (N − 1) (a Δ: (err_a + err_b) / (N − 1)), marked "binomial bound", and never decides a verdict.
 - *A Δ* is paired by seed and computed image by image on the same test images, over the seeds both
   experiments ran (n = pairs). A seed without a partner is left out; two experiments without a common seed
   are not compared. Every accuracy verdict states on how many test images the two runs disagree.
-- *A verdict* is yes, no or inconclusive: inconclusive when n < 2, when the interval contains 0 (or the
-  threshold of a threshold claim, such as +3 pp), for an accuracy Δ when there are no per-image predictions
-  or when fewer than 3 net test images per seed decide it; yes or no when the whole interval lies on one
-  side. `*not measured*`: the analytic did not run (no verdict is attempted). Directions of the hypotheses
-  are the plan's, never taken from the data.
+- *A verdict* is yes, no, no difference, inconclusive, not matched or not measured. yes / no: the p-value
+  that inverts the interval (Holm-adjusted for the confirmatory hypotheses of the Answers table) is below
+  0.05 and the estimate lies on the claimed / the other side. no difference: an equivalence test (two
+  one-sided tests) within the stated margin; a non-significant test alone is never read as no difference.
+  inconclusive: n < 2, no per-image predictions for an accuracy Δ, fewer than 3 net test images per seed,
+  or neither test decides. Verdicts outside the Answers table are exploratory: uncorrected, leads only.
+  `*not measured*`: the analytic did not run (no verdict is attempted). Directions of the hypotheses are
+  the study's declarations, never taken from the data.
 - *Seeds*: a cell or Δ over other seeds than the experiment's full set names its seeds.
 - *Measured once*: a teacher checkpoint's accuracy (its classifier's, or a headless teacher's k-NN accuracy)
   is one measurement: shown once, n = 1, with its Clopper–Pearson 95 % interval on the test images, never
@@ -73,7 +81,9 @@ def _header(agg: Aggregate, runs_dir: Any, skipped: Sequence[str]) -> list[str]:
     parts = ["# Mitigating Inductive Bias Mismatch in Heterogeneous Knowledge Distillation — results\n"]
     where = f" from `{md(str(runs_dir))}`" if runs_dir is not None else ""
     parts.append(f"Generated by `python -m kdbias.report`{where}. {source_line(agg)}\n")
-    parts.append("The tables come first; how to read their numbers is at the end of the document.\n")
+    parts.append(
+        "The answers come first, then the plan's tables and the details; how to read the numbers is at the end.\n"
+    )
     if agg.random_teachers():
         parts.append(
             "**Random-weight teacher**: "
@@ -112,15 +122,19 @@ def render_report(
     out_dir: str | Path | None = None,
     runs_dir: str | Path | None = None,
     skipped: Sequence[str] = (),
+    margin: float = MARGIN,
 ) -> str:
     """The Markdown report of ``runs`` (as returned by :func:`~kdbias.report.load.load_runs`).
 
     ``out_dir``: folder of the output file, for relative heatmap links (default: the current
     directory). ``runs_dir`` is quoted in the header (and noted when missing); ``skipped``:
-    loading warnings to list.
+    loading warnings to list; ``margin``: the equivalence margin of an accuracy Δ (fraction).
     """
     agg = aggregate(runs, dataset=dataset, preset=preset)
+    decided = answers(agg, margin)
+    run_groups = groups_run(agg)
     parts = _header(agg, runs_dir, skipped)
+    parts += answers_section(agg, decided, margin, [g for g in GROUPS if g not in run_groups] if agg.runs else [])
     parts += matrix_section(agg)
     parts += methods_section(agg)
     parts += phase1_section(agg)
@@ -129,11 +143,13 @@ def render_report(
     parts += cka_section(agg, out_dir, source_line(agg))
     parts += hessian_section(agg, source_line(agg))
     parts += attention_section(agg, source_line(agg))
-    parts += why_section(agg)  # beyond the plan: the rows of registry group "why"
+    if "why" in run_groups:
+        parts += why_section(agg, decided)  # beyond the plan: the rows of registry group "why"
     parts += [
         "## Key Findings\n",
         source_line(agg) + "\n",
-        "Each expectation of the plan, decided by the verdict rule above (paired by seed, 95 % CI).\n",
+        "The plan's expectations on the analytics, exploratory (uncorrected; paired by seed, 95 % CI); the accuracy "
+        "hypotheses are answered in the Answers table at the top.\n",
         "\n".join(f"{i}. {line}" for i, line in enumerate(findings(agg), start=1)) + "\n",
         HOW_TO_READ + "\n",
     ]

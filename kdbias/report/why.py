@@ -16,9 +16,9 @@ from typing import Any
 
 from kdbias import registry
 from kdbias.report.aggregate import Aggregate
-from kdbias.report.cells import estimate, once, source_line, table, verdict_text
-from kdbias.report.effects import factorial_effects
-from kdbias.report.power import detectable_difference, seeds_needed
+from kdbias.report.answers import Answer
+from kdbias.report.cells import estimate, once, source_line, table
+from kdbias.report.front import comparison_text, delta_text, detectable_text, p_text
 from kdbias.report.stats import Estimate
 
 __all__ = ["CELLS", "NOT_MEASURED", "why_section"]
@@ -35,7 +35,6 @@ CELLS = {
 }
 ROW_TEACHER = {"ResNet-18": "teacher_resnet18", "DINOv2-S/14": "teacher_dinov2_probe"}
 RANDOM_KEY = "random_teacher"
-RESOLVE = 0.01  # ±1 pp
 EFFECT_TITLES = {
     "loss": ("Loss: CKA − soft KL, averaged over both teachers", "CKA + token beats soft KL"),
     "teacher": ("Teacher: DINOv2 − ResNet-18, averaged over both losses", "DINOv2 is the better teacher"),
@@ -70,27 +69,22 @@ def _pp(est: Estimate | None) -> str:
     return _cell(est, scale=100.0, unit=" pp", signed=True)
 
 
-def _verdict(est: Estimate | None, claim: str = ">") -> str:
-    return f"**inconclusive** ({NOT_MEASURED})" if est is None else verdict_text(est, claim, scale=100.0, unit=" pp")
+def _rows(decided: list[Answer], keys: tuple[str, ...]) -> list[list[str]]:
+    """One row per declared hypothesis ``keys`` (those the study decided): the same numbers as the
+    Answers table (one engine), with the comparison written out."""
+    by_key = {a.hypothesis.key: a for a in decided}
+    rows = []
+    for key in keys:
+        a = by_key.get(key)
+        if a is None:
+            continue
+        verdict = f"**{a.decision.verdict}**" + (f": {a.decision.reason}" if a.decision.reason else "")
+        rows.append([comparison_text(a.hypothesis.contrast), delta_text(a), f"{verdict} ({a.family}; p {p_text(a)})",
+                     detectable_text(a)])  # fmt: skip
+    return rows
 
 
-def power_text(est: Estimate | None) -> str:
-    """The detectable-difference statement of one paired Δ (fractions; written in pp)."""
-    if est is None:
-        return NOT_MEASURED
-    if est.n < 2 or est.sd is None:
-        return f"n={est.n}: needs ≥ 2 paired seeds (no SD of the differences yet)"
-    smallest = detectable_difference(est.sd, est.n)
-    needed = seeds_needed(est.sd, RESOLVE)
-    seeds = f"> {100_000}" if needed is None else str(needed)
-    return f"detectable: ±{smallest * 100:.2f} pp with n={est.n} (SD {est.sd * 100:.2f} pp); ±1 pp needs {seeds} seeds"
-
-
-def _delta_rows(agg: Aggregate, items: list[tuple[str, str, Estimate | None, str, str]]) -> list[list[str]]:
-    return [
-        [title, _pp(est), f"{claim} ({sign} 0): {_verdict(est, sign)}", power_text(est)]
-        for title, claim, est, sign, _ in items
-    ]
+HEADER = ["Comparison", "Δ test acc [95 % CI]", "Verdict", "Detectable (80 % power)"]
 
 
 def _teacher_acc(agg: Aggregate, student: str, teacher_run: str | None) -> str:
@@ -109,55 +103,49 @@ def _source_name(agg: Aggregate, name: str) -> str:
     return Path(source).name if isinstance(source, str) and source else NOT_MEASURED
 
 
-def _two_by_two(agg: Aggregate) -> list[str]:
+def _two_by_two(agg: Aggregate, decided: list[Answer]) -> list[str]:
     rows = []
     for teacher in TEACHERS_2X2:
-        row = [teacher, _pct(agg.acc(ROW_TEACHER[teacher]))]
+        trained_once = agg.once(ROW_TEACHER[teacher])
+        row = [teacher, once(trained_once) if trained_once is not None else _pct(agg.acc(ROW_TEACHER[teacher]))]
         for loss in LOSSES_2X2:
             name = CELLS[teacher, loss]
             row.append(f"{_label(name)}: {_pct(agg.acc(name))}")
         rows.append(row)
-    cells = {(t, loss): agg.by_seed(name, "test_acc") for (t, loss), name in CELLS.items()}
-    effects = factorial_effects(cells, TEACHERS_2X2, LOSSES_2X2)
-    items = [(*EFFECT_TITLES[key], effects[key], ">", "") for key in ("loss", "teacher", "interaction")]
     pairs = {name: agg.method(name).get("layer_pairs") for name in ("exp1_cka", "exp3")}
     pair_text = "; ".join(
         f"{_label(n)}: {', '.join(f'{s}→{t}' for s, t in p) if isinstance(p, list) else NOT_MEASURED}"
         for n, p in pairs.items()
     )
-    batch = agg.delta("baseline_b512", "baseline")
+    batches = {name: agg.method(name).get("global_batch_size") for name in ("exp1", "exp3")}
     return [
         "### Teacher × loss (2 × 2)\n",
-        "Test accuracy (selected checkpoint, official test split), mean ± 95 % CI over seeds. Teacher Acc: the "
-        "teacher run's test accuracy (DINOv2: its linear probe on the frozen backbone).\n",
+        "Test accuracy (selected checkpoint, official test split), mean ± 95 % CI over seeds and test images. "
+        "Teacher Acc: the teacher run's test accuracy, measured once (DINOv2: its linear probe on the frozen "
+        "backbone).\n",
         table(["Teacher", "Teacher Acc", "Soft KL (τ, α of EXP-1)", "CKA + token (λs of EXP-3)"], rows) + "\n",
         f"Layer pairs (student block → teacher block; ResNet-18 by relative depth): {pair_text}.\n",
-        "Main effects and interaction, each a paired Δ over the seeds present in all four cells:\n",
-        table(["Effect", "Paired Δ", "Verdict", "Seeds a verdict needs"], _delta_rows(agg, items)) + "\n",
-        "Confounded within the 2 × 2: the CKA cells train at EXP-3's batch (512) and the KL cells at EXP-1's, so "
-        f"the loss effect includes the batch change; alone it is Baseline (b512) − Baseline = {_pp(batch)} "
-        f"({power_text(batch)}). The DINOv2 row also differs from the ResNet row in architecture, pretraining data "
-        "and accuracy together: the teacher effect does not name which.\n",
+        "Main effects and interaction, each computed image by image over the seeds present in all four cells:\n",
+        table(HEADER, _rows(decided, ("loss_effect", "teacher_effect", "interaction"))) + "\n",
+        "Confounded within the 2 × 2: the CKA cells train at EXP-3's batch "
+        f"({batches['exp3'] if batches['exp3'] is not None else NOT_MEASURED}) and the KL cells at EXP-1's "
+        f"({batches['exp1'] if batches['exp1'] is not None else NOT_MEASURED}), so the loss effect includes the "
+        "batch change; alone it is:\n",
+        table(HEADER, _rows(decided, ("batch_effect",))) + "\n",
+        "The DINOv2 row also differs from the ResNet row in architecture, pretraining data and accuracy together: "
+        "the teacher effect does not name which.\n",
     ]
 
 
-def _controls(agg: Aggregate) -> list[str]:
-    matched = agg.delta("exp1_matched", "exp_vit_kl")
-    floor = agg.delta("exp_random_teacher", "baseline")
-    above = agg.delta("exp1", "exp_random_teacher")
-    convnext = agg.delta("exp2", "exp1")
-    items = [
-        (
-            "Inductive bias at matched accuracy: EXP-1 matched − ViT KL",
-            "the CNN teacher's bias hurts at equal teacher accuracy",
-            matched,
-            "<",
-            "",
-        ),
-        ("Random-teacher floor: Random teacher − Baseline", "a knowledge-free teacher signal helps", floor, ">", ""),
-        ("EXP-1 − Random teacher", "the ResNet-18 teacher's knowledge adds to the signal", above, ">", ""),
-        ("ConvNeXt vs ResNet: EXP-2 − EXP-1", "the ConvNeXt V2 teacher transfers better", convnext, ">", ""),
-    ]
+def _controls(agg: Aggregate, decided: list[Answer]) -> list[str]:
+    keys = ("bias_at_matched_accuracy", "random_teacher_floor", "knowledge_over_random", "exp2_over_exp1")
+    matched = next((a for a in decided if a.hypothesis.matched is not None), None)
+    matching = (
+        f"Teachers' held-out accuracy (the matching): {_pp(matched.matched_estimate)}; "
+        f"**{matched.matched.verdict}** ({matched.matched.reason})."
+        if matched is not None and matched.matched is not None and matched.matched_estimate is not None
+        else f"Teachers' held-out accuracy (the matching): {NOT_MEASURED}."
+    )
     teachers = [
         [
             _label("exp1_matched"),
@@ -171,7 +159,9 @@ def _controls(agg: Aggregate) -> list[str]:
     ]
     return [
         "### Controls: matched accuracy, random teacher, ConvNeXt vs ResNet\n",
-        table(["Comparison", "Paired Δ", "Verdict", "Seeds a verdict needs"], _delta_rows(agg, items)) + "\n",
+        table(HEADER, _rows(decided, keys)) + "\n",
+        matching + " A comparison at matched accuracy gives a verdict only where the two teachers' held-out "
+        "accuracies are shown equivalent (two one-sided tests within the margin).\n",
         "Teachers' test accuracy, as the student runs recorded it (the matched snapshot is chosen on the held-out "
         "split only):\n",
         table(["Student", "Teacher", "Teacher Acc"], teachers) + "\n",
@@ -237,18 +227,17 @@ def _fidelity(agg: Aggregate) -> list[str]:
     ]
 
 
-def why_section(agg: Aggregate) -> list[str]:
+def why_section(agg: Aggregate, decided: list[Answer]) -> list[str]:
     """The "Why" section (Markdown parts): the 2 × 2 and its effects, the controls, what each plan
-    hypothesis can be answered by, fidelity, and the detectable difference beside every Δ."""
+    hypothesis can be answered by, fidelity; every Δ decided by the one engine (``decided``)."""
     return [
         "## Why: controls beyond the plan\n",
         source_line(agg) + "\n",
-        "Rows beyond the research plan (registry group `why`; `run_all.py --groups plan,why`). Every Δ is paired "
-        "by seed; *seeds a verdict needs* is the smallest |Δ| the present seeds detect (two-sided 95 %, 80 % "
-        "power, paired t at the observed SD of the per-seed differences) and the seeds that would resolve ±1 pp "
-        "at that SD: stated, never used to change a verdict.\n",
-        *_two_by_two(agg),
-        *_controls(agg),
+        "Rows beyond the research plan (registry group `why`; `run_all.py --groups plan,why`). Each Δ is the "
+        "Answers table's (same estimate, interval and verdict); the detectable difference is stated, never used "
+        "to change a verdict.\n",
+        *_two_by_two(agg, decided),
+        *_controls(agg, decided),
         *_hypotheses(agg),
         *_fidelity(agg),
     ]

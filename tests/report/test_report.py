@@ -46,14 +46,14 @@ def _matrix(accs: list[float], n: int = TEST_IMAGES) -> np.ndarray:
 
 
 def _two_way(x: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean and half-widths (all, seeds, test images), written out: var_s(row means) / S +
-    var_i(column means) / N, t with Welch–Satterthwaite degrees of freedom."""
+    """Mean and half-widths (all, seeds, test images), written out: seed part t(S-1) sqrt(var_s(row
+    means) / S), image part t(N-1) sqrt(var_i(column means) / N), whole = root sum of their squares."""
     S, N = x.shape
     a = np.var(x.mean(axis=1), ddof=1) / S
     b = np.var(x.mean(axis=0), ddof=1) / N
-    df = (a + b) ** 2 / (a**2 / (S - 1) + b**2 / (N - 1)) if a + b > 0 else S - 1
     t = scipy_stats.t.ppf
-    return x.mean(), t(0.975, df) * np.sqrt(a + b), t(0.975, S - 1) * np.sqrt(a), t(0.975, N - 1) * np.sqrt(b)
+    seed, test = t(0.975, S - 1) * np.sqrt(a), t(0.975, N - 1) * np.sqrt(b)
+    return x.mean(), np.sqrt(seed**2 + test**2), seed, test
 
 
 def _acc_cell(accs: list[float]) -> str:

@@ -54,18 +54,15 @@ def test_paired_delta_uses_common_seeds_only():
 
 
 def _reference_two_way(x: np.ndarray) -> tuple[float, float, float, float]:
-    """Mean, half-width, seed half-width, image half-width written out: variance
-    var_s(row means)/S + var_i(column means)/N, Welch–Satterthwaite df."""
+    """Mean, half-width, seed half-width, image half-width written out: seed part
+    t(S-1) sqrt(var_s(row means)/S), image part t(N-1) sqrt(var_i(column means)/N), the whole
+    half-width the root sum of their squares."""
     S, N = x.shape
     a = np.var(x.mean(axis=1), ddof=1) / S
     b = np.var(x.mean(axis=0), ddof=1) / N
-    df = (a + b) ** 2 / (a**2 / (S - 1) + b**2 / (N - 1))
-    return (
-        x.mean(),
-        scipy_stats.t.ppf(0.975, df) * np.sqrt(a + b),
-        scipy_stats.t.ppf(0.975, S - 1) * np.sqrt(a),
-        scipy_stats.t.ppf(0.975, N - 1) * np.sqrt(b),
-    )
+    seed = scipy_stats.t.ppf(0.975, S - 1) * np.sqrt(a)
+    test = scipy_stats.t.ppf(0.975, N - 1) * np.sqrt(b)
+    return x.mean(), math.hypot(seed, test), seed, test
 
 
 def test_paired_accuracy_delta_matches_the_written_out_variance_formula():
@@ -152,8 +149,8 @@ def test_binomial_bound_and_its_verdict():
     est = accuracy_estimate_binomial(accs, 1000)
     p = np.mean(list(accs.values()))
     a, b = np.var(list(accs.values()), ddof=1) / 3, p * (1 - p) / 999
-    df = (a + b) ** 2 / (a**2 / 2 + b**2 / 999)
-    assert est.half_width == pytest.approx(scipy_stats.t.ppf(0.975, df) * math.sqrt(a + b))
+    seed, test = scipy_stats.t.ppf(0.975, 2) * math.sqrt(a), scipy_stats.t.ppf(0.975, 999) * math.sqrt(b)
+    assert est.half_width == pytest.approx(math.hypot(seed, test))
     assert est.test_kind == "binomial bound"
     delta = paired_delta_binomial({0: 0.9, 1: 0.91}, {0: 0.5, 1: 0.5}, 1000)
     assert delta.test_kind == "binomial bound" and delta.half_width > 0

@@ -54,7 +54,7 @@ def test_identical_per_seed_differences_of_one_image_are_inconclusive(tmp_path):
     x = np.zeros((3, N))
     x[[0, 1, 2], [0, 1, 2]] = -1
     b = np.var(x.mean(axis=0), ddof=1) / N
-    half = scipy_stats.t.ppf(0.975, N - 1) * np.sqrt(b) * 100  # a = 0: Welch-Satterthwaite gives N - 1
+    half = scipy_stats.t.ppf(0.975, N - 1) * np.sqrt(b) * 100  # a = 0: the image part alone
     assert f"[{-100 / N - half:+.2f}, {-100 / N + half:+.2f}]" in line
     cell = _matrix_cell(text, "**EXP-1**", 5)
     assert cell.startswith(f"{-100 / N:+.2f} ± {half:.2f} pp (n=3; half-widths: seeds 0.00, test set")

@@ -7,12 +7,14 @@ import math
 import sys
 from pathlib import Path
 
-from scipy import optimize, stats
+import numpy as np
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
-from report_fixtures import write_run
+from report_fixtures import first_correct, write_run
 
 from kdbias.report import aggregate, load_runs, render_report
+from kdbias.report.answers import answers
 from kdbias.report.why import NOT_MEASURED, why_section
 
 SEEDS = (0, 1, 2)
@@ -70,41 +72,47 @@ def rows(text: str, first: str) -> list[list[str]]:
     return out
 
 
-def scipy_detectable(sd: float, n: int) -> float:
-    tc = stats.t.ppf(0.975, n - 1)
-
-    def power(d):
-        nc = d * math.sqrt(n) / sd
-        lower = stats.nct.cdf(-tc, n - 1, nc)
-        return stats.nct.sf(tc, n - 1, nc) + (0.0 if math.isnan(lower) else lower)  # SciPy: NaN for a tiny tail
-
-    return optimize.brentq(lambda d: power(d) - 0.8, 1e-9, 50 * sd)
+def why(runs: Path) -> str:
+    agg = aggregate(load_runs(runs))
+    return "\n".join(why_section(agg, answers(agg)))
 
 
-def test_effects_controls_power_and_fidelity_from_runs(tmp_path):
+def two_part(x: np.ndarray) -> tuple[float, float]:
+    """Mean and 95 % half-width of a per-image contrast x[s, i], written out: seed part
+    t(S-1) sqrt(var(row means)/S), image part t(N-1) sqrt(var(column means)/N), root sum of squares."""
+    S, N = x.shape
+    seed = stats.t.ppf(0.975, S - 1) * math.sqrt(x.mean(axis=1).var(ddof=1) / S)
+    image = stats.t.ppf(0.975, N - 1) * math.sqrt(x.mean(axis=0).var(ddof=1) / N)
+    return float(x.mean()), math.hypot(seed, image)
+
+
+def per_image(name: str) -> np.ndarray:
+    """The fixture's per-image correctness of ``name`` ([seeds, images]: the first acc · N images right)."""
+    return np.stack([first_correct(acc) for acc in ACC[name]]).astype(float)
+
+
+def test_effects_and_controls_are_computed_image_by_image_from_runs(tmp_path):
     build(tmp_path)
-    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
+    text = why(tmp_path)
     assert "*pending*" not in text
-    # hand computation per seed: loss ((CKA_R - KL_R) + (CKA_D - KL_D)) / 2
-    per_seed = {
-        "Loss:": [((ACC["exp1_cka"][i] - ACC["exp1"][i]) + (ACC["exp3"][i] - ACC["exp3_kl"][i])) / 2 for i in SEEDS],
-        "Teacher:": [((ACC["exp3_kl"][i] - ACC["exp1"][i]) + (ACC["exp3"][i] - ACC["exp1_cka"][i])) / 2 for i in SEEDS],
-        "Interaction:": [ACC["exp3"][i] - ACC["exp3_kl"][i] - ACC["exp1_cka"][i] + ACC["exp1"][i] for i in SEEDS],
+    c = {name: per_image(name) for name in ("exp1", "exp1_cka", "exp3_kl", "exp3")}
+    contrasts = {
+        "½·EXP-1 CKA − ½·EXP-1 + ½·EXP-3 − ½·EXP-3 KL": ((c["exp1_cka"] - c["exp1"]) + (c["exp3"] - c["exp3_kl"])) / 2,
+        "½·EXP-3 KL − ½·EXP-1 + ½·EXP-3 − ½·EXP-1 CKA": ((c["exp3_kl"] - c["exp1"]) + (c["exp3"] - c["exp1_cka"])) / 2,
+        "EXP-3 − EXP-3 KL − EXP-1 CKA + EXP-1": c["exp3"] - c["exp3_kl"] - c["exp1_cka"] + c["exp1"],
     }
-    for title, values in per_seed.items():
+    for title, x in contrasts.items():
         (row,) = rows(text, title)
-        mean, sd = sum(values) / 3, stats.tstd(values)
-        half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
-        assert row[1] == f"{mean * 100:+.2f} ± {half * 100:.2f} pp (n=3)"
-        low, high = mean - half, mean + half
-        word = "inconclusive" if low <= 0 <= high else ("yes" if low > 0 else "no")
-        assert f"**{word}**" in row[2]
-        assert f"detectable: ±{scipy_detectable(sd, 3) * 100:.2f} pp with n=3" in row[3]
-    (teacher,) = rows(text, "Teacher: DINOv2")
-    assert "**yes**" in teacher[2]  # DINOv2 row above the ResNet row in every seed and loss
-    (matched,) = rows(text, "Inductive bias at matched accuracy")
-    diffs = [a - b for a, b in zip(ACC["exp1_matched"], ACC["exp_vit_kl"])]
-    assert matched[1].startswith(f"{sum(diffs) / 3 * 100:+.2f} ±")
+        mean, half = two_part(x)
+        assert row[1] == f"{mean * 100:+.2f} pp [{(mean - half) * 100:+.2f}, {(mean + half) * 100:+.2f}]"
+        assert "exploratory" in row[2] or "confirmatory" in row[2]
+    (teacher,) = rows(text, "½·EXP-3 KL")
+    assert "**yes**" in teacher[2]  # DINOv2 above ResNet in every seed and loss, on 20-40 images per seed
+    (matched,) = rows(text, "EXP-1 matched − ViT KL")
+    mean, _ = two_part(per_image("exp1_matched") - per_image("exp_vit_kl"))
+    assert matched[1].startswith(f"{mean * 100:+.2f} pp [")
+    # no held-out teacher accuracies in these runs: the matching is not shown, so no verdict on bias
+    assert "**not matched**" in matched[2]
 
     def measured_once(k, n):  # one teacher checkpoint: its binomial interval, not a spread over students
         ci = stats.binomtest(k, n).proportion_ci(method="exact")
@@ -113,35 +121,58 @@ def test_effects_controls_power_and_fidelity_from_runs(tmp_path):
             f"Clopper–Pearson on {n} images)"
         )
 
-    assert rows(text, "EXP-1 matched")[0][1:] == ["ResNet-18 snapshot `epoch004.ckpt`", measured_once(860, 1000)]
-    assert rows(text, "ViT KL")[0][2] == measured_once(870, 1000)
-    assert rows(text, "Random-teacher floor")[0][1] != NOT_MEASURED
-    fidelity = rows(text, "EXP-1 |")  # no such row: labels are exact cells
-    assert fidelity == []
+    (snapshot,) = [r for r in rows(text, "EXP-1 matched") if len(r) == 3]
+    assert snapshot[1:] == ["ResNet-18 snapshot `epoch004.ckpt`", measured_once(860, 1000)]
+    (vit,) = [r for r in rows(text, "ViT KL") if len(r) == 3]
+    assert vit[2] == measured_once(870, 1000)
+    (resnet_row,) = [r for r in rows(text, "ResNet-18") if len(r) == 4]
+    assert resnet_row[1] == measured_once(940, 1000)  # the teacher run, trained once: shown once
+    assert rows(text, "Random teacher − Baseline")[0][1] != NOT_MEASURED
     exp1 = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
     seeds_only = "seeds only: the test-set error was not recorded"  # no per-image files in these runs
     assert exp1[0][3] == f"{91:.2f} ± {stats.t.ppf(0.975, 2) * 1 / math.sqrt(3):.2f} % (n=3; {seeds_only})"
     baseline = [r for r in rows(text, "Baseline") if len(r) == 6 and r[0] == "Baseline"]
     assert [r[2] for r in baseline] == ["ResNet-18 teacher", "random ResNet-18"]
-    assert baseline[1][4] == f"2.000 nats (n=3; no spread over seeds; {seeds_only})"
     assert exp1[0][5] == f"80.00 % (n=3; no spread over seeds; {seeds_only})"  # the Baseline against the same teacher
     assert "3→2, 6→4, 9→6, 11→7" in text
 
 
+def test_every_seed_differing_by_the_same_image_is_inconclusive_and_twenty_percent_is_decisive(tmp_path):
+    """Three seeds; EXP-3 gets one more image right than the other cells, the same image in every seed:
+    the interaction's interval is wide (one image) and the verdict inconclusive. With 20 % of the images
+    differing (the same ones in every seed) it is decisive."""
+    n = 360
+    for tag, extra in (("one", 1), ("many", 72)):
+        runs = tmp_path / tag
+        for name in ("exp1", "exp1_cka", "exp3_kl", "exp3", "baseline"):
+            for seed in SEEDS:
+                correct = np.zeros(n, dtype=bool)
+                correct[:180] = True
+                if name == "exp3":
+                    correct[180 : 180 + extra] = True
+                method = {"exp1_cka": {"loss": "cka"}, "exp3_kl": KL_METHOD}.get(name, {})
+                write_run(runs, name, seed, correct=correct, val_acc=float(correct.mean()), method=method)
+        text = why(runs)
+        (row,) = rows(text, "EXP-3 − EXP-3 KL − EXP-1 CKA + EXP-1")
+        assert ("**inconclusive**" in row[2]) == (tag == "one"), row
+        assert ("**yes**" in row[2]) == (tag == "many"), row
+
+
 def test_absent_runs_read_not_measured(tmp_path):
-    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
+    write_run(tmp_path, "exp1_cka", 0, val_acc=0.5, method={"loss": "cka"})  # a why row ran; the other cells did not
+    text = why(tmp_path)
     assert "*pending*" not in text
-    (row,) = rows(text, "Interaction")
-    assert row[1] == NOT_MEASURED and "inconclusive" in row[2] and row[3] == NOT_MEASURED
+    (row,) = rows(text, "EXP-3 − EXP-3 KL")
+    assert row[1] == NOT_MEASURED and "not measured" in row[2] and row[3] == NOT_MEASURED
 
 
 def test_one_seed_states_that_a_verdict_needs_two(tmp_path):
     for name in ("exp1", "exp1_cka", "exp3_kl", "exp3"):
         method = KL_METHOD if name in ("exp1", "exp3_kl") else {"loss": "cka"}
         write_run(tmp_path, name, 0, val_acc=0.5, method=method)
-    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
-    (row,) = rows(text, "Loss")
-    assert row[1] == "+0.00 pp (n=1)" and "needs ≥ 2 paired seeds" in row[3]
+    text = why(tmp_path)
+    (row,) = rows(text, "½·EXP-1 CKA")
+    assert row[1].startswith("+0.00 pp (one seed") and "one seed" in row[2] and "needs ≥ 2 seeds" in row[3]
 
 
 def test_render_report_has_the_section(tmp_path):
@@ -154,7 +185,7 @@ def test_render_report_has_the_section(tmp_path):
 def test_fidelity_intervals_carry_the_test_images_error(tmp_path):
     """With per-image fidelity files the agreement and KL intervals are the seed + test-image
     interval (two-way: variance of the seed means / S plus variance of the image means / N,
-    Welch–Satterthwaite df), written out here; the cell text shows it."""
+    each part with its own t, combined as the root sum of squares), written out here."""
     import numpy as np
 
     from kdbias.callbacks.fidelity import FIDELITY_FILE
@@ -177,10 +208,10 @@ def test_fidelity_intervals_carry_the_test_images_error(tmp_path):
         m = np.stack([np.asarray(per_seed[s], dtype=float) for s in SEEDS])
         a = m.mean(axis=1).var(ddof=1) / m.shape[0]
         b = m.mean(axis=0).var(ddof=1) / m.shape[1]
-        df = (a + b) ** 2 / (a**2 / (m.shape[0] - 1) + b**2 / (m.shape[1] - 1))
-        return m.mean(), stats.t.ppf(0.975, df) * math.sqrt(a + b)
+        seed = stats.t.ppf(0.975, m.shape[0] - 1) * math.sqrt(a)
+        return m.mean(), math.hypot(seed, stats.t.ppf(0.975, m.shape[1] - 1) * math.sqrt(b))
 
-    text = "\n".join(why_section(aggregate(load_runs(tmp_path))))
+    text = why(tmp_path)
     (exp1,) = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
     mean, half = two_way(agree)
     assert exp1[3].startswith(f"{mean * 100:.2f} ± {half * 100:.2f} %"), exp1[3]
