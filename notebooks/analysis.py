@@ -59,6 +59,8 @@ from kdbias.report import (
     source_line,
     t_ppf,
 )
+from kdbias.report.answers import answers
+from kdbias.report.front import comparison_text, delta_text, p_text
 
 sns.set_theme(context="notebook", style="whitegrid")
 
@@ -114,13 +116,19 @@ if not ORDER:
 # %% [markdown]
 # ## Summary
 #
-# Test accuracy (official test split, checkpoint selected on the held-out split) and the
-# plan's expectations, each a verdict with the paired Δ, its 95 % interval and n.
+# Test accuracy (official test split, checkpoint selected on the held-out split), the study's
+# declared hypotheses (confirmatory ones Holm-adjusted; the report's Answers table) and the plan's
+# expectations on the analytics (exploratory), each with its Δ and 95 % interval.
 
 # %%
 for name in ORDER:
     print(f"{label(name):<20} test acc {pct(agg.acc(name))}")
 print()
+for answer in answers(agg):  # the study's declared hypotheses, as in the report's Answers table
+    print(
+        f"- [{answer.family}] {answer.hypothesis.question} {comparison_text(answer.hypothesis.contrast)}: "
+        f"{answer.decision.verdict} ({delta_text(answer)}; p {p_text(answer)})"
+    )
 for line in findings(agg):
     print("-", line.replace("**", ""))
 

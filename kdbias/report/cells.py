@@ -9,7 +9,8 @@ from typing import Any
 
 from kdbias.callbacks.progress import format_duration as duration
 from kdbias.report.aggregate import Aggregate
-from kdbias.report.stats import MIN_DECIDING_IMAGES, Estimate, finite, verdict
+from kdbias.report.engine import decide
+from kdbias.report.stats import MIN_DECIDING_IMAGES, Estimate, binomial_interval, finite
 
 __all__ = [
     "PENDING",
@@ -84,6 +85,14 @@ def estimate(
 
     text = fmt(est.mean, signed)
     notes = [f"n={est.n}"]
+    at_bound = bounds is not None and est.mean in bounds and est.half_width is not None and est.half_width <= 1e-12
+    if at_bound and est.images:  # every image scored 0 (or 1) in every seed: an exact bound, never ± 0.00
+        low, high = binomial_interval(round(est.mean * est.images), est.images)
+        notes.append(
+            f"95 % CI [{fmt(low, False)}, {fmt(high, False)}]{unit}, Clopper–Pearson on {est.images} images: "
+            "every image alike in every seed"
+        )
+        return f"{text}{unit} ({'; '.join(notes)}{_seeds_note(est, full)})"
     if est.half_width is not None and est.half_width <= 1e-12 * max(1.0, abs(est.mean)) and est.test_kind is None:
         notes.append("no spread over seeds")
     elif est.half_width is not None:
@@ -155,12 +164,12 @@ def verdict_text(
     full: Sequence[Any] = (),
     missing: str = "no seed has both runs",
 ) -> str:
-    """``"**yes** (Δ = +1.20 pp, 95 % CI [+0.70, +1.70] pp, n=2; ...)"``: the verdict of
-    :func:`~kdbias.report.stats.verdict` and the numbers that decided it. An accuracy Δ
+    """``"**yes** (Δ = +1.20 pp, 95 % CI [+0.70, +1.70] pp, n=2; ...; exploratory, uncorrected)"``: the
+    verdict of :func:`~kdbias.report.engine.decide` and the numbers that decided it. An accuracy Δ
     also states its interval's sources and on how many test images the runs disagree."""
     if est is None:
         return f"**inconclusive** ({PENDING}: {missing})"
-    word = verdict(est, claim, threshold, accuracy=accuracy)
+    word = decide(est, claim, threshold, accuracy=accuracy).verdict
 
     def fmt(x: float) -> str:
         return format(x * scale, "+" + spec) if spec else f"{x * scale:+.{digits}f}"
@@ -183,7 +192,7 @@ def verdict_text(
         else:
             text += "; no per-image predictions: the images on which the runs disagree are unknown, no verdict"
     text += _seeds_note(est, full)
-    return f"**{word}** ({text})"
+    return f"**{word}** ({text}; exploratory, uncorrected)"
 
 
 def describe_method(method: dict[str, Any]) -> str:

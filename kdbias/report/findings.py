@@ -1,15 +1,17 @@
-"""The plan's expectations as computed comparisons: each reads yes, no or inconclusive.
+"""The plan's expectations on the analytics (attention distance, Hessian, CKA), each decided by the
+comparison engine (:func:`kdbias.report.engine.decide`) and labelled exploratory (uncorrected).
 
-Every comparison is paired by seed (:meth:`Aggregate.delta`) and decided by
-:func:`kdbias.report.stats.verdict`; each line shows Δ, its 95 % CI and n.
+The accuracy hypotheses are the study's declared ones (:data:`kdbias.registry.HYPOTHESES`), answered
+once, in the report's Answers table (:mod:`kdbias.report.answers`).
 """
 
 from __future__ import annotations
 
 from kdbias import registry
-from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, controls_of, label
+from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, label
 from kdbias.report.cells import verdict_text
-from kdbias.report.stats import Estimate, verdict
+from kdbias.report.engine import decide
+from kdbias.report.stats import Estimate
 
 __all__ = ["ATTENTION_HYPOTHESES", "BASELINE", "attention_label", "distilled", "findings"]
 
@@ -17,8 +19,8 @@ __all__ = ["ATTENTION_HYPOTHESES", "BASELINE", "attention_label", "distilled", "
 #: direction of every attention verdict comes from here, never from the data.
 ATTENTION_HYPOTHESES = {"exp1": ("<", "more locally"), "exp2": ("<", "more locally"), "exp3": (">", "more globally")}
 
+ATTENTION_MARGIN = 1.0  # px: "no difference" in attention distance needs an equivalence test within it
 BASELINE = "baseline"  # the plan's reference student (vanilla CE) and the CKA control
-GAIN = 0.03  # the plan's "EXP-3 >= +3 pp"
 LAYERS = ", ".join(str(i) for i in PLAN_LAYERS)
 
 
@@ -27,26 +29,22 @@ def distilled() -> list[str]:
     return [e.name for e in registry.EXPERIMENTS.values() if e.role == "student" and e.module != "TeacherModule"]
 
 
-def attention_label(delta: Estimate | None) -> str:
-    """``"longer than baseline"`` / ``"shorter than baseline"`` / ``"no clear difference"``
-    from the verdict on the paired Δ of the four-layer mean attention distance; ``*pending*``
-    without a pair."""
+def attention_label(delta: Estimate | None, margin: float = ATTENTION_MARGIN) -> str:
+    """``"longer than baseline"`` / ``"shorter than baseline"`` from the verdict on the paired Δ of the
+    four-layer mean attention distance; ``"within ±1 px of baseline"`` only when an equivalence test
+    (TOST, ``margin`` px) shows it; else ``"inconclusive"``; ``*pending*`` without a pair."""
     if delta is None:
         return "*pending*"
     if delta.n < 2:
         return "one seed: no label"
-    if verdict(delta, ">") == "yes":
+    decision = decide(delta, ">", margin=margin)
+    if decision.verdict == "yes":
         return "longer than baseline"
-    if verdict(delta, "<") == "yes":
+    if decision.verdict == "no":
         return "shorter than baseline"
-    return "no clear difference"
-
-
-def _acc(agg: Aggregate, a: str, b: str, claim: str = ">", threshold: float = 0.0) -> str:
-    return verdict_text(
-        agg.delta(a, b), claim, threshold, scale=100.0, unit=" pp", accuracy=True, full=agg.seed_set(),
-        missing=_missing(agg, a, b),
-    )  # fmt: skip
+    if decision.verdict == "no difference":
+        return f"within ±{margin:g} px of baseline (equivalence test)"
+    return "inconclusive"
 
 
 def _missing(agg: Aggregate, a: str, b: str) -> str:
@@ -65,30 +63,9 @@ def _analytic(agg: Aggregate, a: str, b: str, delta: Estimate | None, what: str,
     return verdict_text(delta, full=agg.seed_set(), missing=_missing(agg, a, b), **kw)
 
 
-def _batch(agg: Aggregate, name: str) -> str:
-    method = agg.method(name)
-    if not method:
-        return f"{label(name)}: *pending*"
-    return f"{label(name)}: batch {method.get('global_batch_size')}, {method.get('epochs')} epochs"
-
-
 def findings(agg: Aggregate) -> list[str]:
-    """The plan's expectations, one line each: ``"<claim>: **yes|no|inconclusive** (Δ, CI, n)"``."""
-    lines = [
-        f"EXP-1 shows negative transfer (test acc Δ vs Baseline < 0): {_acc(agg, 'exp1', BASELINE, '<')}",
-        f"EXP-2 > EXP-1 (test acc): {_acc(agg, 'exp2', 'exp1')}",
-        f"EXP-3 ≥ +3 pp vs Baseline (the plan's comparison; different batch and step count — "
-        f"{_batch(agg, 'exp3')}; {_batch(agg, BASELINE)}): {_acc(agg, 'exp3', BASELINE, '>=', GAIN)}",
-    ]
-    for control in controls_of("exp3"):
-        lines.append(
-            f"EXP-3 ≥ +3 pp vs its matched control {label(control)} (same batch and step count): "
-            f"{_acc(agg, 'exp3', control, '>=', GAIN)}"
-        )
-    lines += [
-        f"EXP-3 > EXP-1 (test acc): {_acc(agg, 'exp3', 'exp1')}",
-        f"EXP-3 > EXP-2 (test acc): {_acc(agg, 'exp3', 'exp2')}",
-    ]
+    """The plan's expectations on the analytics, one line each: ``"<claim>: **verdict** (Δ, CI, n; exploratory)"``."""
+    lines = []
     for name, (claim, words) in ATTENTION_HYPOTHESES.items():
         delta = agg.attention_delta(name, BASELINE)
         reading = "" if delta is None else f"; {attention_label(delta)}"

@@ -23,8 +23,9 @@ from kdbias.report.cells import (
     source_line,
     table,
 )
+from kdbias.report.engine import decide
 from kdbias.report.findings import BASELINE
-from kdbias.report.stats import finite, verdict
+from kdbias.report.stats import finite
 
 __all__ = ["TEACHER_TARGETS", "matrix_section", "methods_section", "phase1_section", "phase2_section"]
 
@@ -264,7 +265,7 @@ def phase1_section(agg: Aggregate) -> list[str]:
                     f"Target > {target * 100:g} %",
                     _target_cell(acc, target)
                     if several is None
-                    else f"{verdict(several, '>', target)} (n={several.n} teacher runs, seed interval)",
+                    else f"{decide(several, '>', target).verdict} (n={several.n} teacher runs, seed interval)",
                 ]
             )
         for student in (e.name for e in registry.EXPERIMENTS.values() if e.teacher == name):

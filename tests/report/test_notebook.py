@@ -69,8 +69,11 @@ def test_notebook_executes_on_runs(full_matrix, kernel_name, monkeypatch):
     monkeypatch.setenv("KDBIAS_RUNS_DIR", str(full_matrix))
     text, images = _execute(kernel_name)
     assert "17 completed run(s)" in text and "Source: digits / smoke" in text
-    assert "EXP-2 > EXP-1 (test acc): yes (Δ = +4.00 pp, 95 % CI" in text
-    assert "EXP-3 ≥ +3 pp vs its matched control Baseline (b512) (same batch and step count): yes" in text
+    assert (
+        "[confirmatory] Does the ConvNeXt V2 teacher transfer better than ResNet-18? EXP-2 − EXP-1: yes (+4.00 pp ["
+        in text
+    )
+    assert "EXP-3 − Baseline (b512): yes (" in text and "Holm" in text
     assert "skipped" not in text and "left out" not in text
     assert images == 4  # learning curves, attention distance, CKA heatmaps with controls, Hessian
 
