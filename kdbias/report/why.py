@@ -1,11 +1,9 @@
 """The report's "Why" section: the rows beyond the plan (registry group ``"why"``) and what they isolate.
 
-Every number comes from runs, paired by seed (:meth:`Aggregate.delta`,
-:func:`kdbias.report.effects.factorial_effects`); a comparison without runs reads
-"not measured". Beside every paired Δ: the smallest difference the present seeds could
-detect (two-sided 95 %, 80 % power, paired t, from the observed SD of the per-seed
-differences) and the seeds that would resolve ±1 pp at that SD
-(:mod:`kdbias.report.power`); stated, never used to change a verdict.
+Every Δ is a declared hypothesis decided once by the comparison engine (:mod:`kdbias.report.answers`):
+the 2 × 2's main effects and interaction image by image, the controls, each with the smallest
+difference its design could detect (:mod:`kdbias.report.power`), stated and never used to change a
+verdict. A comparison without runs reads "not measured".
 """
 
 from __future__ import annotations
