@@ -304,11 +304,11 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
                _pair("exp1", "baseline"), "<", confirmatory=True),
     Hypothesis("exp2_over_exp1", "Does the ConvNeXt V2 teacher transfer better than ResNet-18?",
                _pair("exp2", "exp1"), ">", confirmatory=True),
-    Hypothesis("exp3_gain", "Does CKA distillation from DINOv2 gain at least 3 pp over its matched control "
-               "(the baseline at EXP-3's batch and steps)?", _pair("exp3", "baseline_b512"), ">=", 0.03,
+    Hypothesis("exp3_gain", "Does CKA from DINOv2 (EXP-3) gain ≥ 3 pp over its matched control (the baseline at "
+               "its batch and steps)?", _pair("exp3", "baseline_b512"), ">=", 0.03,
                confirmatory=True),
-    Hypothesis("exp3_gain_plan", "Does EXP-3 gain at least 3 pp over the Baseline (the plan's comparison; batch "
-               "and step count differ)?", _pair("exp3", "baseline"), ">=", 0.03),
+    Hypothesis("exp3_gain_plan", "Does EXP-3 gain ≥ 3 pp over the Baseline (the plan's comparison; batch and "
+               "steps differ)?", _pair("exp3", "baseline"), ">=", 0.03),
     Hypothesis("exp3_over_exp1", "Does EXP-3 beat EXP-1?", _pair("exp3", "exp1")),
     Hypothesis("exp3_over_exp2", "Does EXP-3 beat EXP-2?", _pair("exp3", "exp2")),
     Hypothesis("interaction", "Does CKA gain more (or lose less) from DINOv2 than from ResNet-18 (2 × 2 interaction)?",

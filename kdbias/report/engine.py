@@ -131,8 +131,8 @@ def decide(
         return Decision(word, p, p_adjusted, equivalence, margin, "")
     if equivalence is not None and equivalence < alpha:
         return Decision("no difference", p, p_adjusted, equivalence, margin, "")
-    reason = f"p = {deciding:.2g} ≥ {alpha:g}" + (
-        f"; equivalence within ±{margin * 100:g} pp not shown (TOST p = {equivalence:.2g})"
+    reason = f"p{' (Holm)' if p_adjusted is not None else ''} = {deciding:.2g}" + (
+        f"; no equivalence within ±{margin * 100:g} pp (TOST p = {equivalence:.2g})"
         if equivalence is not None and margin is not None and accuracy
         else ""
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from kdbias.report.aggregate import Aggregate, label
+from kdbias.report.aggregate import label
 from kdbias.report.answers import Answer
 from kdbias.report.cells import table
 from kdbias.report.engine import ALPHA, NOT_MEASURED
@@ -70,8 +70,8 @@ def detectable_text(answer: Answer) -> str:
     smallest = design_detectable(est)
     needed = seeds_for(est, RESOLVE)
     if needed is None:
-        return f"±{smallest * 100:.2f} pp; ±1 pp unreachable with these {est.images} test images"
-    return f"±{smallest * 100:.2f} pp; ±1 pp needs {needed} seeds"
+        return f"±{smallest * 100:.2f} pp; ±1 pp: unreachable with {est.images} test images"
+    return f"±{smallest * 100:.2f} pp; ±1 pp: {needed} seeds"
 
 
 def _verdict(answer: Answer) -> str:
@@ -86,31 +86,25 @@ def _basis(answer: Answer) -> str:
     est = answer.estimate
     if est is None:
         return "—"
-    images = f" × {est.images}" if est.images and est.test_kind == "per-image" else " (seeds only)"
-    return f"{est.n}{images}"
+    if not (est.images and est.test_kind == "per-image"):
+        return f"{est.n} (seeds only)"
+    differ = f"; differ on {est.disagree}" if est.disagree is not None else ""
+    return f"{est.n} × {est.images}{differ}"
 
 
-def answers_table(answers: list[Answer]) -> str:
-    """The Markdown table: question, comparison, Δ [95 % CI], p, verdict, seeds × images, detectable."""
+def answers_table(answers: list[Answer], family: str) -> str:
+    """The Markdown table of one family: question, comparison, Δ [95 % CI], p, verdict, seeds × images,
+    detectable difference."""
     rows = []
-    for family in ("confirmatory", "exploratory"):
-        for a in (a for a in answers if a.family == family):
-            h = a.hypothesis
-            claim = f"{h.claim} {h.threshold * 100:+g} pp" if h.threshold else f"{h.claim} 0"
-            rows.append(
-                [h.question, f"{comparison_text(h.contrast)} {claim}", delta_text(a), p_text(a), _verdict(a),
-                 family, _basis(a), detectable_text(a)]
-            )  # fmt: skip
-    header = [
-        "Question",
-        "Comparison",
-        "Δ test acc [95 % CI]",
-        "p",
-        "Verdict",
-        "Family",
-        "Seeds × images",
-        "Detectable",
-    ]
+    for a in (a for a in answers if a.family == family):
+        h = a.hypothesis
+        sign = {">=": "≥"}.get(h.claim, h.claim)
+        claim = f"{sign} {h.threshold * 100:+g} pp" if h.threshold else f"{sign} 0"
+        rows.append(
+            [h.question, f"{comparison_text(h.contrast)} {claim}", delta_text(a), p_text(a), _verdict(a), _basis(a),
+             detectable_text(a)]
+        )  # fmt: skip
+    header = ["Question", "Comparison", "Δ test acc [95 % CI]", "p", "Verdict", "Seeds × images", "Detectable"]
     return table(header, rows)
 
 
@@ -132,9 +126,18 @@ def method_note(answers: list[Answer], margin: float) -> str:
     )
 
 
-def answers_section(agg: Aggregate, answers: list[Answer], margin: float, skipped_groups: list[str]) -> list[str]:
-    """``## Answers`` with the table and the note; the groups never run are named in one line."""
-    parts = ["## Answers\n", answers_table(answers) + "\n", method_note(answers, margin) + "\n"]
+def answers_section(answers: list[Answer], margin: float, skipped_groups: list[str]) -> list[str]:
+    """``## Answers``: the confirmatory table (Holm), the exploratory one, the note; the groups never
+    run are named in one line."""
+    k = sum(a.family == "confirmatory" for a in answers)
+    parts = [
+        "## Answers\n",
+        f"**Confirmatory** — the study's {k} declared hypotheses, Holm-adjusted together:\n",
+        answers_table(answers, "confirmatory") + "\n",
+        "**Exploratory** — uncorrected; leads, not findings:\n",
+        answers_table(answers, "exploratory") + "\n",
+        method_note(answers, margin) + "\n",
+    ]
     if skipped_groups:
         parts.append(
             "Not run, so left out of this report: row group(s) "

@@ -134,7 +134,7 @@ def render_report(
     decided = answers(agg, margin)
     run_groups = groups_run(agg)
     parts = _header(agg, runs_dir, skipped)
-    parts += answers_section(agg, decided, margin, [g for g in GROUPS if g not in run_groups] if agg.runs else [])
+    parts += answers_section(decided, margin, [g for g in GROUPS if g not in run_groups] if agg.runs else [])
     parts += matrix_section(agg)
     parts += methods_section(agg)
     parts += phase1_section(agg)

@@ -18,6 +18,13 @@ def _finding(text: str, start: str) -> str:
     return line
 
 
+def _answer(text: str, question: str) -> list[str]:
+    """The Answers-table row (cells) whose question contains ``question``."""
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in text.splitlines()]
+    (row,) = [r for r in rows if len(r) == 7 and question in r[0]]
+    return row
+
+
 def _matrix_cell(text: str, name: str, column: int) -> str:
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -44,12 +51,13 @@ def test_identical_per_seed_differences_of_one_image_are_inconclusive(tmp_path):
     """Each seed's EXP-1 misses one more image (another image per seed): the per-seed
     differences are identical (-1/360 three times), the seed interval alone has width 0."""
     text = _runs(tmp_path, lambda seed: [seed])
-    line = _finding(text, "EXP-1 shows negative transfer")
-    assert "**inconclusive**" in line
-    low, high = (float(x) for x in re.search(r"CI \[([-+0-9.]+), ([-+0-9.]+)\] pp", line).groups())
+    row = _answer(text, "negative transfer")
+    assert "**inconclusive**" in row[4]
+    low, high = (float(x) for x in re.search(r"\[([-+0-9.]+), ([-+0-9.]+)\]", row[2]).groups())
     assert high - low > 0.1 and low < 0 < high  # the interval is not zero
-    assert "the runs disagree on 3 of 360 test images (net -1.0 images per seed)" in line
-    assert "fewer than 3 images decide it" in line
+    assert row[5] == "3 × 360; differ on 3"
+    assert "fewer than 3 net test images per seed decide it" in row[4]
+    line = row[2]
     # the written-out interval: x[s, i] = -1 at image s; var of the column means / N plus 0 from seeds
     x = np.zeros((3, N))
     x[[0, 1, 2], [0, 1, 2]] = -1
@@ -63,9 +71,9 @@ def test_identical_per_seed_differences_of_one_image_are_inconclusive(tmp_path):
 
 def test_differences_on_a_fifth_of_the_images_decide(tmp_path):
     text = _runs(tmp_path, lambda seed: slice(0, N // 5))  # EXP-1 misses 72 images the Baseline gets
-    line = _finding(text, "EXP-1 shows negative transfer")
-    assert line.split(": ", 1)[1].startswith("**yes** (Δ = -20.00 pp")
-    assert "the runs disagree on 72 of 360 test images (net -72.0 images per seed)" in line
+    row = _answer(text, "negative transfer")
+    assert row[2].startswith("-20.00 pp [") and row[4] == "**yes**"
+    assert row[5] == "3 × 360; differ on 72"
 
 
 def test_teacher_accuracy_is_shown_once_with_a_binomial_interval(tmp_path):
