@@ -111,6 +111,13 @@ def answers_table(answers: list[Answer], family: str) -> str:
 def method_note(answers: list[Answer], margin: float) -> str:
     """How every row was computed, said once."""
     k = sum(a.family == "confirmatory" for a in answers)
+    two = any(a.estimate is not None and a.estimate.n == 2 for a in answers)
+    few = (
+        " With 2 seeds the seed part rests on one degree of freedom (t = 12.71): its intervals are wide by design, "
+        "and what the seeds would do at 3 or more is not known."
+        if two
+        else ""
+    )
     return (
         "Δ: test accuracy (selected checkpoint, official test split), image by image on the same test images and "
         "paired by seed; a 2 × 2 effect is the same contrast of four runs per image. Interval (95 %): a seed part "
@@ -122,7 +129,7 @@ def method_note(answers: list[Answer], margin: float) -> str:
         "tests) — never inferred from a non-significant test; inconclusive: data exist but decide neither; "
         "not measured: a run is missing. A comparison at matched teacher accuracy needs the two teachers' "
         "held-out accuracies to be equivalent first, else it reads not matched. Detectable: the smallest Δ "
-        "found 80 % of the time with these seeds and test images."
+        "found 80 % of the time with these seeds and test images." + few
     )
 
 
