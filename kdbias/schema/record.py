@@ -103,8 +103,10 @@ class Summary(TypedDict, total=False):
     hessian_trace_t: float  # the t quantile (probes - 1 df) of the 95 % interval
     hessian_top_eig: float
     hessian_top_eig_residual: float
-    hessian_top_eig_iterations: int
-    hessian_top_eig_converged: bool
+    hessian_top_eig_spread: float  # relative spread of the independent starts' values
+    hessian_top_eig_starts: int  # independent Lanczos starts (>= 2 to certify the top eigenvalue)
+    hessian_top_eig_iterations: int  # Hessian-vector products over all starts
+    hessian_top_eig_converged: bool  # certified: every start converged and they agree
     gen_gap_acc: float
     gen_gap_loss: float
     attn_dist: dict[str, float]

@@ -103,8 +103,16 @@ COUNTS = (
     "teacher_knn_images",
     "hessian_trace_probes",
     "hessian_top_eig_iterations",
+    "hessian_top_eig_starts",
 )
-NON_NEGATIVE = ("train_time_s", "analytics_time_s", "hessian_trace_stderr", "hessian_top_eig_residual", "test_loss")
+NON_NEGATIVE = (
+    "train_time_s",
+    "analytics_time_s",
+    "hessian_trace_stderr",
+    "hessian_top_eig_residual",
+    "hessian_top_eig_spread",
+    "test_loss",
+)
 NUMBERS = ("hessian_trace", "hessian_top_eig", "gen_gap_loss", "hessian_trace_t")  # any sign
 CKA_FIGURES = ("diag", "off_diag", "contrast", "trained", "untrained_contrast", "untrained_diag")
 

@@ -321,7 +321,7 @@ def test_cka_untrained_contrast_of_control_not_available(tmp_path):
 # ------------------------------------------------------------------ analytics
 
 
-def test_hessian_single_run_significance(tmp_path):
+def test_hessian_trace_interval_without_a_test_against_zero(tmp_path):
     runs = tmp_path / "runs"
     write_run(
         runs,
@@ -338,18 +338,42 @@ def test_hessian_single_run_significance(tmp_path):
     hessian = _section(text, "### Hessian Analysis")
     (exp1,) = _rows(hessian, "EXP-1")
     t3 = scipy_stats.t.ppf(0.975, 3)
-    assert (
-        exp1[1]
-        == f"12 ± {t3 * 10:.4g} (n=1; Hutchinson, 4 probes, ± t(0.975, 3) = {t3:.3g} × s.e.) — **not significant**"
-    )
-    assert exp1[2] == "21.25 (n=1; residual 0.11: an eigenvalue lies within 11 % of it)"
-    assert "not significant" in exp1[3] and "sharper" not in exp1[3]
+    assert exp1[1] == f"12 ± {t3 * 10:.4g} (n=1; Hutchinson, 4 probes, ± t(0.975, 3) = {t3:.3g} × s.e.)"
+    # recorded without a certificate about the top eigenvalue: no number
+    assert exp1[2] == "**not converged** (n=1 certified; no value shown)"
     (exp2,) = _rows(hessian, "EXP-2")
     assert exp2[1] == f"250 ± {t3 * 20:.4g} (n=1; Hutchinson, 4 probes, ± t(0.975, 3) = {t3:.3g} × s.e.)"
-    assert "higher = sharper" in exp2[3]
+    assert "significant" not in hessian and "excludes 0" not in hessian
+    assert "higher = sharper" in exp1[3] and "higher = sharper" in exp2[3]
     matrix = _rows(text, "**EXP-1**")[0]
-    assert "not significant" in matrix[9] and matrix[8] == "*not measured*"  # Hessian trace beside the gen. gap
+    assert matrix[9].startswith("12 ±") and matrix[8] == "*not measured*"  # Hessian trace beside the gen. gap
     assert "**inconclusive**" in _finding(text, "Hessian trace EXP-1 > EXP-2")
+
+
+def test_top_eigenvalue_averages_only_certified_runs(tmp_path):
+    """Certified = converged with >= 2 agreeing starts; a mean over seeds uses those runs only and
+    says how many of n they are; none certified: "not converged", never a number."""
+    runs = tmp_path / "runs"
+    certified = dict(hessian_top_eig_converged=True, hessian_top_eig_starts=2, hessian_top_eig_residual=1e-4)
+    for seed, (value, ok) in enumerate([(10.0, True), (14.0, True), (99.0, False)]):
+        flags = certified if ok else dict(certified, hessian_top_eig_converged=False)
+        write_run(runs, "exp1", seed=seed, val_acc=0.8, hessian_top_eig=value, **flags)
+    for seed, value in enumerate((50.0, 60.0)):  # every run unconverged
+        write_run(runs, "exp2", seed=seed, val_acc=0.8, hessian_top_eig=value, hessian_top_eig_converged=False,
+                  hessian_top_eig_starts=2)  # fmt: skip
+    write_run(runs, "exp3", seed=0, val_acc=0.8, hessian_top_eig=7.5, **certified)
+    write_run(runs, "exp3", seed=1, val_acc=0.8, hessian_top_eig=8.0, hessian_top_eig_converged=True)  # one start
+    hessian = _section(render_report(load_runs(runs)), "### Hessian Analysis")
+    half = scipy_stats.t.ppf(0.975, 1) * np.std([10.0, 14.0], ddof=1) / np.sqrt(2)
+    (exp1,) = _rows(hessian, "EXP-1")
+    assert exp1[2].startswith(f"12 ± {half:.4g} (n=2; seeds 0, 1)") and exp1[2].endswith(
+        "over the 2 of 3 runs that converged"
+    )
+    assert "99" not in exp1[2]
+    (exp2,) = _rows(hessian, "EXP-2")
+    assert exp2[2] == "**not converged** (0 of 2 runs certified; no value shown)"
+    (exp3,) = _rows(hessian, "EXP-3")
+    assert exp3[2] == "7.5 (n=1 of 2: the others did not converge; 2 starts agree, residual 0.0001)"
 
 
 def test_attention_uses_the_plan_layers_and_a_paired_label(tmp_path):
