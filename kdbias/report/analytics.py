@@ -42,7 +42,10 @@ DEPTH_NOTE = (
     "agree, and teachers of another depth mapped by relative depth. The control of each comparison is the Baseline "
     "(no teacher) measured against the same teacher, so Δ contrast is what distillation added. For a student "
     "whose loss aligns chosen layer pairs, `trained` is the mean CKA of those cells and `untrained contrast` the "
-    "contrast with those cells held out of both means; the control's figure is computed on the same cells."
+    "contrast with those cells held out of both means; the control's figure is computed on the same cells. "
+    "Every CKA figure stands next to its permutation floor: the same figure on the same features with the "
+    "teacher's images re-paired within each batch (no image with itself), i.e. what these features read "
+    "without pairing; a value near its floor says nothing about alignment."
 )
 
 
@@ -59,12 +62,25 @@ def _links(agg: Aggregate, name: str, key: str, out_dir: str | Path | None) -> l
 
 
 def _teacher_of_key(agg: Aggregate, key: str) -> str:
-    for name in (key, BASELINE):
-        for run in agg.runs.get(name, []):
-            teacher = ((run.get("cka") or {}).get(key) or {}).get("teacher")
-            if isinstance(teacher, str):
-                return teacher
-    return f"{label(key)}'s teacher"
+    """The teacher's name, labelled when it has random weights (a smoke run's offline teacher)."""
+    name, random = f"{label(key)}'s teacher", key in agg.random_teachers()
+    for experiment in (key, BASELINE):
+        for run in agg.runs.get(experiment, []):
+            entry = (run.get("cka") or {}).get(key) or {}
+            random = random or entry.get("source") == "random"
+            if isinstance(entry.get("teacher"), str) and name.endswith("'s teacher"):
+                name = entry["teacher"]
+    return f"{name} (random weights, smoke: not a result)" if random else name
+
+
+def _with_floor(agg: Aggregate, name: str, key: str, figure: str, cell: str) -> str:
+    """``cell`` (a CKA figure of ``name``) followed by its permutation floor over the same seeds."""
+    if cell in (PENDING, NOT_MEASURED) or cell.startswith("not available"):
+        return cell
+    floor = agg.stat(name, f"cka.{key}.floor_{figure}")
+    if floor is None:
+        return f"{cell}; floor not recorded"
+    return f"{cell}; floor {estimate(floor, digits=3, full=agg.seed_set())}"
 
 
 def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | Path | None) -> list[str]:
@@ -83,6 +99,8 @@ def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | P
         delta = agg.delta(key, BASELINE, path)
         delta_cell = estimate(delta, digits=3, signed=True, full=full)
         verdict = verdict_text(delta, ">", digits=3, full=full, missing=_why_missing(agg, key))
+    student_cell = _with_floor(agg, key, key, figure, student_cell)
+    control_cell = _with_floor(agg, BASELINE, key, figure, control_cell)
     links = _links(agg, key, key, out_dir)
     control_links = _links(agg, BASELINE, key, out_dir)
     heatmaps = " ".join(links) or PENDING
@@ -104,8 +122,8 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
             )
     header = [
         "Comparison",
-        "Student",
-        f"Control ({label(BASELINE)} vs the same teacher)",
+        "Student (with its permutation floor)",
+        f"Control ({label(BASELINE)} vs the same teacher; with its floor)",
         "Δ (paired)",
         "Verdict",
         "Heatmaps",

@@ -27,6 +27,7 @@ class MethodRecord(TypedDict, total=False):
     lambda_tok: float
     layer_pairs: list[list[int]]
     cka_representation: str  # "image" | "token"
+    unbiased_cka: bool  # the CKA loss's estimator: debiased HSIC (True) or biased (False)
     teacher_image_size: int
     mix: str | None  # None | "cutmix" | "mixup": how training batches were mixed
 
@@ -49,8 +50,15 @@ class CKARecord(TypedDict, total=False):
     trained: float
     untrained_contrast: float
     untrained_diag: float
+    # permutation floors: each figure on the matrix with the teacher's images re-paired (unpaired images)
+    floor_diag: float
+    floor_off_diag: float
+    floor_contrast: float
+    floor_trained: float
+    floor_untrained_contrast: float
+    floor_untrained_diag: float
     teacher: str
-    source: str
+    source: str  # the teacher's weights: checkpoint path, "hub", a weights file, or "random" (smoke only)
     heatmap: str  # path relative to the run folder
     trained_pairs: list[list[int]] | None
     measured: str  # "later": measured after training by kdbias.controls (on last.ckpt); absent: during training
