@@ -189,7 +189,8 @@ def top_eig_cell(agg: Aggregate, name: str) -> str:
     good = {seed: v for seed, v in values.items() if _certified(runs[seed])}
     n, k = len(values), len(good)
     if not good:
-        return f"**not converged** ({'0 of ' + str(n) + ' runs' if n > 1 else 'n=1'} certified; no value shown)"
+        runs_text = f"0 of {n} runs certified" if n > 1 else "n=1, not certified"
+        return f"**not converged** ({runs_text}: the starts did not converge or agree; no value shown)"
     if k >= 2:
         cell = estimate(summarize(good.values(), seeds=good.keys()), spec=".4g", full=agg.seed_set())
         return f"{cell} over the {k} of {n} runs that converged" if k < n else f"{cell} over seeds, all converged"

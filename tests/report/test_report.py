@@ -363,7 +363,7 @@ def test_hessian_trace_interval_without_a_test_against_zero(tmp_path):
     t3 = scipy_stats.t.ppf(0.975, 3)
     assert exp1[1] == f"12 ± {t3 * 10:.4g} (n=1; Hutchinson, 4 probes, ± t(0.975, 3) = {t3:.3g} × s.e.)"
     # recorded without a certificate about the top eigenvalue: no number
-    assert exp1[2] == "**not converged** (n=1 certified; no value shown)"
+    assert exp1[2] == "**not converged** (n=1, not certified: the starts did not converge or agree; no value shown)"
     (exp2,) = _rows(hessian, "EXP-2")
     assert exp2[1] == f"250 ± {t3 * 20:.4g} (n=1; Hutchinson, 4 probes, ± t(0.975, 3) = {t3:.3g} × s.e.)"
     assert "significant" not in hessian and "excludes 0" not in hessian
@@ -394,7 +394,7 @@ def test_top_eigenvalue_averages_only_certified_runs(tmp_path):
     )
     assert "99" not in exp1[2]
     (exp2,) = _rows(hessian, "EXP-2")
-    assert exp2[2] == "**not converged** (0 of 2 runs certified; no value shown)"
+    assert exp2[2] == "**not converged** (0 of 2 runs certified: the starts did not converge or agree; no value shown)"
     (exp3,) = _rows(hessian, "EXP-3")
     assert exp3[2] == "7.5 (n=1 of 2: the others did not converge; 2 starts agree, residual 0.0001)"
 
