@@ -324,6 +324,8 @@ class CKAHeatmapCallback(AnalyticsCallback):
         if self.control is None and self.last:
             items.update(cka_diag_alignment=self.last["diag"], cka_diag_contrast=self.last["contrast"])
             items.update(
-                cka_diag_alignment_floor=self.last["floor_diag"], cka_diag_contrast_floor=self.last["floor_contrast"]
+                # .get: a measurement restored from a checkpoint written before floors were kept has none
+                cka_diag_alignment_floor=self.last.get("floor_diag"),
+                cka_diag_contrast_floor=self.last.get("floor_contrast"),
             )
         return items
