@@ -11,7 +11,7 @@ the top eigenvector settles on the second one (seen in about 1 to 4 % of starts 
 :func:`hessian_top_eigenvalue_certified` therefore runs Lanczos from several independent
 random starts and certifies the largest Ritz value only when every start converged *and*
 the starts agree; with ``s`` starts that each miss the top with probability ``p``, a wrong
-value is certified with probability ``p^s`` (``s = 2``: about 1e-3 at the worst ``p`` above).
+value is certified with probability ``p^s`` (``s = 2``: about 2e-3 at the worst ``p`` above).
 """
 
 from __future__ import annotations
