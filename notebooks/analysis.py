@@ -276,7 +276,7 @@ else:
 #
 # Trace (Hutchinson) of the training-loss Hessian at the end of training: mean with the
 # 95 % Student-t interval over seeds, or for a single run ± t(0.975, probes − 1) × its
-# Hutchinson standard error. Hatched bars are not significant (the interval contains 0).
+# Hutchinson standard error. Hatched bars have no interval (standard error or probe count not recorded).
 
 # %%
 bars = []

@@ -20,9 +20,17 @@ from kdbias.analytics.hessian import (
     hessian_vector_product,
 )
 from kdbias.analytics.knn import knn_accuracy
+from kdbias.analytics.lanczos import (
+    CertifiedEigenvalue,
+    LanczosEstimate,
+    hessian_top_eigenvalue_certified,
+    hessian_top_eigenvalue_lanczos,
+)
 
 __all__ = [
+    "CertifiedEigenvalue",
     "EigenEstimate",
+    "LanczosEstimate",
     "MinibatchCKA",
     "TraceEstimate",
     "cell_contrast",
@@ -33,7 +41,9 @@ __all__ = [
     "diagonal_contrast_split",
     "grid_distances",
     "hessian_top_eigenvalue",
+    "hessian_top_eigenvalue_certified",
     "hessian_top_eigenvalue_estimate",
+    "hessian_top_eigenvalue_lanczos",
     "hessian_trace",
     "hessian_trace_estimate",
     "hessian_vector_product",

@@ -8,6 +8,11 @@ self terms ``HSIC(K_i, K_i)`` and ``HSIC(L_j, L_j)``::
 
 With the unbiased estimator this converges to population CKA as batches are
 added, whatever the batch size, which must however be the same for every batch.
+
+The *permutation floor* of a cell is the same sum with the second model's examples re-paired
+within each batch by a random cycle (:func:`~kdbias.losses.cka.unpaired_order`): the CKA the
+same features read without pairing (about 0 for the unbiased estimator). The self terms are
+unchanged by a re-pairing, so the floor shares the denominator.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch import Tensor
 
 from kdbias.losses._precision import autocast_disabled
-from kdbias.losses.cka import unbiased_hsic
+from kdbias.losses.cka import unbiased_hsic, unpaired_order
 
 __all__ = [
     "MinibatchCKA",
@@ -39,20 +44,30 @@ class MinibatchCKA:
         num_layers_y: number of layers in the second model (columns).
         dtype: accumulation and computation dtype (float64 by default; Grams are
             formed in it too, on the features' device, also under ``torch.autocast``).
+        floor_seed: also accumulate the permutation floor (:meth:`compute_floor`): batch ``b``'s
+            second-model examples are re-paired by :func:`~kdbias.losses.cka.unpaired_order` drawn
+            from a CPU ``torch.Generator`` seeded ``floor_seed`` at ``reset()`` (successive draws
+            per batch). ``None``: no floor.
 
-    Usage: ``reset()``, ``update(feats_x, feats_y)`` once per batch, ``compute()``.
+    Usage: ``reset()``, ``update(feats_x, feats_y)`` once per batch, ``compute()`` (and
+    ``compute_floor()``).
     """
 
-    def __init__(self, num_layers_x: int, num_layers_y: int, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(
+        self, num_layers_x: int, num_layers_y: int, dtype: torch.dtype = torch.float64, floor_seed: int | None = None
+    ) -> None:
         if num_layers_x < 1 or num_layers_y < 1:
             raise ValueError(f"need at least one layer per side, got {num_layers_x} and {num_layers_y}")
         self.num_layers_x = num_layers_x
         self.num_layers_y = num_layers_y
         self.dtype = dtype
+        self.floor_seed = floor_seed
         self.reset()
 
     def reset(self) -> None:
         """Forget all accumulated batches."""
+        self.floor_generator = None if self.floor_seed is None else torch.Generator().manual_seed(self.floor_seed)
+        self.hsic_xy_floor: Tensor | None = None  # [Lx, Ly]
         self.hsic_xy: Tensor | None = None  # [Lx, Ly]
         self.hsic_xx: Tensor | None = None  # [Lx]
         self.hsic_yy: Tensor | None = None  # [Ly]
@@ -93,6 +108,10 @@ class MinibatchCKA:
             xy = _pairwise_unbiased_hsic(grams_x, grams_y)
             xx = unbiased_hsic(grams_x, grams_x)
             yy = xx if grams_y is grams_x else unbiased_hsic(grams_y, grams_y)
+            if self.floor_generator is not None:
+                perm = unpaired_order(n, self.floor_generator).to(grams_y.device)
+                floor = _pairwise_unbiased_hsic(grams_x, grams_y[:, perm][:, :, perm])
+                self.hsic_xy_floor = floor if self.hsic_xy_floor is None else self.hsic_xy_floor + floor
         if self.hsic_xy is None:
             self.hsic_xy, self.hsic_xx, self.hsic_yy = xy, xx, yy
         else:
@@ -107,6 +126,14 @@ class MinibatchCKA:
         if self.hsic_xy is None:
             raise RuntimeError("MinibatchCKA.compute() called before any update()")
         return self.hsic_xy / torch.outer(self.hsic_xx, self.hsic_yy).sqrt()
+
+    def compute_floor(self) -> Tensor:
+        """``[num_layers_x, num_layers_y]`` permutation-floor CKA (same denominator as :meth:`compute`)."""
+        if self.floor_seed is None:
+            raise RuntimeError("MinibatchCKA was built without floor_seed; pass one to accumulate the floor")
+        if self.hsic_xy_floor is None:
+            raise RuntimeError("MinibatchCKA.compute_floor() called before any update()")
+        return self.hsic_xy_floor / torch.outer(self.hsic_xx, self.hsic_yy).sqrt()
 
     def _grams(self, feats: Sequence[Tensor]) -> Tensor:
         """``[L, n, n]`` linear Grams of the centred, flattened features."""

@@ -118,11 +118,19 @@ class CKAHeatmapCallback(AnalyticsCallback):
     ``untrained_contrast`` (depth-matched cells that are not trained, minus the off-diagonal
     cells that are not trained).
 
+    Permutation floor: the same matrix with the teacher's images re-paired within each batch by
+    a random cycle (no image paired with itself; :class:`~kdbias.analytics.cka_matrix.MinibatchCKA`
+    with ``floor_seed``), i.e. the CKA these features read without pairing; every figure above
+    has its floor ``floor_<figure>`` computed the same way on the floor matrix.
+
     Outputs per measurement (global rank 0), ``<key>`` naming the comparison (``key``):
-    ``<log_dir>/analytics/cka_heatmaps/<key>/epoch_<e>.png`` and ``.json`` (matrix, blocks,
-    figures); TensorBoard image ``cka/<key>/heatmap`` and scalars ``cka/<key>/<figure>``
-    (and, for the module's own teacher, ``cka/diag_alignment`` and ``cka/diag_contrast``).
-    ``summary_items()``: ``{"cka": {key: {...figures, "teacher", "source", "heatmap"}}}``.
+    ``<log_dir>/analytics/cka_heatmaps/<key>/epoch_<e>.png`` and ``.json`` (matrix ``cka``,
+    floor matrix ``cka_floor``, blocks, figures and ``floor_<figure>``); TensorBoard image
+    ``cka/<key>/heatmap`` and scalars ``cka/<key>/<figure>`` and ``cka/<key>/floor_<figure>``
+    (and, for the module's own teacher, ``cka/diag_alignment``, ``cka/diag_contrast`` and their
+    ``..._floor``). ``summary_items()``: ``{"cka": {key: {...figures, ...floor_<figure>,
+    "teacher", "source", "heatmap"}}}`` (plus ``cka_diag_alignment``, ``cka_diag_contrast`` and
+    their ``_floor`` for the module's own teacher).
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
         teacher_blocks: Sequence[int] | None = None,
         student_blocks: Sequence[int] | None = None,
         subset_seed: int = 0,
+        floor_seed: int = 0,
     ) -> None:
         super().__init__(every_n_epochs, subset_seed)
         if num_batches < 1:
@@ -150,6 +159,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
         self.trained_pairs = None if trained_pairs is None else [(int(s), int(t)) for s, t in trained_pairs]
         self.teacher_blocks = None if teacher_blocks is None else [int(i) for i in teacher_blocks]
         self.student_blocks = None if student_blocks is None else [int(i) for i in student_blocks]
+        self.floor_seed = int(floor_seed)
         self.subsets = {"val": ("val", self.num_batches * self.batch_size)}
 
     def _key_items(self) -> dict[str, Any]:
@@ -214,11 +224,12 @@ class CKAHeatmapCallback(AnalyticsCallback):
                 )
 
     @torch.no_grad()
-    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> torch.Tensor:
-        """``[len(student_blocks), len(teacher_blocks)]`` float64 CKA matrix (CPU)."""
+    def compute(self, trainer: L.Trainer, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[len(student_blocks), len(teacher_blocks)]`` float64 CKA matrix and its permutation
+        floor (CPU)."""
         s_blocks, t_blocks = self.blocks(pl_module)
         teacher = self.teacher(pl_module).to(pl_module.device)
-        acc = MinibatchCKA(len(s_blocks), len(t_blocks))
+        acc = MinibatchCKA(len(s_blocks), len(t_blocks), floor_seed=self.floor_seed)
         n = len(self.subset("val")[1])
         usable = min(self.num_batches, n // self.batch_size) * self.batch_size
         with eval_mode(pl_module, teacher), trainer.precision_plugin.forward_context():
@@ -227,7 +238,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
             ):
                 student = block_outputs(pl_module.model, pl_module.student_input(images), s_blocks)
                 acc.update(student, teacher.blocks(images, t_blocks))
-        return acc.compute().cpu()
+        return acc.compute().cpu(), acc.compute_floor().cpu()
 
     def figures(self, matrix: torch.Tensor, pl_module: L.LightningModule) -> dict[str, float]:
         """The diagonal figures of ``matrix`` (block indices are positions in ``blocks()``)."""
@@ -248,9 +259,10 @@ class CKAHeatmapCallback(AnalyticsCallback):
 
     @override
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
-        matrix = self.compute(trainer, pl_module)
+        matrix, floor = self.compute(trainer, pl_module)
         s_blocks, t_blocks = self.blocks(pl_module)
         figures = self.figures(matrix, pl_module)
+        figures.update({f"floor_{name}": value for name, value in self.figures(floor, pl_module).items()})
         teacher = self.teacher(pl_module)
         epoch = self.epoch_of(trainer)
         rel = HEATMAP_DIR / self.key / f"epoch_{epoch}.png"
@@ -264,7 +276,8 @@ class CKAHeatmapCallback(AnalyticsCallback):
             s_blocks,
             t_blocks,
             title=f"{self.comparison(teacher)}, epoch {epoch}\n"
-            f"contrast (diagonal - off-diagonal) {figures['contrast']:.3f}",
+            f"contrast (diagonal - off-diagonal) {figures['contrast']:.3f}, permutation floor "
+            f"{figures['floor_contrast']:.3f}",
             trained_cells=trained,
         )
         if self.log_dir is not None:
@@ -280,6 +293,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
                     "teacher_blocks": t_blocks,
                     "trained_pairs": self.pairs(pl_module),
                     "cka": matrix.tolist(),
+                    "cka_floor": floor.tolist(),
                     **figures,
                 },
             )
@@ -296,6 +310,12 @@ class CKAHeatmapCallback(AnalyticsCallback):
         metrics = {f"cka/{self.key}/{name}": value for name, value in figures.items() if value is not None}
         if self.control is None:
             metrics.update({"cka/diag_alignment": figures["diag"], "cka/diag_contrast": figures["contrast"]})
+            metrics.update(
+                {
+                    "cka/diag_alignment_floor": figures["floor_diag"],
+                    "cka/diag_contrast_floor": figures["floor_contrast"],
+                }
+            )
         return metrics
 
     @override
@@ -303,4 +323,9 @@ class CKAHeatmapCallback(AnalyticsCallback):
         items: dict[str, Any] = {"cka": {self.key: dict(self.last)}} if self.last else {}
         if self.control is None and self.last:
             items.update(cka_diag_alignment=self.last["diag"], cka_diag_contrast=self.last["contrast"])
+            items.update(
+                # .get: a measurement restored from a checkpoint written before floors were kept has none
+                cka_diag_alignment_floor=self.last.get("floor_diag"),
+                cka_diag_contrast_floor=self.last.get("floor_contrast"),
+            )
         return items

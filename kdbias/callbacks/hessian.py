@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from typing_extensions import override
 
 from kdbias.analytics.hessian import TraceEstimate, hessian_trace_estimate
-from kdbias.analytics.lanczos import LanczosEstimate, hessian_top_eigenvalue_lanczos
+from kdbias.analytics.lanczos import CertifiedEigenvalue, hessian_top_eigenvalue_certified
 from kdbias.callbacks.base import AnalyticsCallback, eval_mode
 from kdbias.models import unwrap_model
 
@@ -68,17 +68,22 @@ class HessianCallback(AnalyticsCallback):
 
     Trace: exactly ``max_iter`` Rademacher probes (no early stop, ``tol=0``), so its standard
     error and the 95 % interval ``trace ± t(0.975, max_iter - 1) · stderr`` are those of a
-    fixed sample. Top eigenvalue: :func:`~kdbias.analytics.lanczos.hessian_top_eigenvalue_lanczos`
-    with at most ``eig_max_iter`` steps (default: ``max_iter``, the same budget of
-    Hessian-vector products), stopped when both the Ritz value's relative change and the
-    relative residual are below ``tol``; ``hessian_top_eig_converged`` says whether it was.
+    fixed sample. Top eigenvalue: :func:`~kdbias.analytics.lanczos.hessian_top_eigenvalue_certified`:
+    Lanczos from ``eig_starts`` independent random starts (default: the function's, 2), each with
+    at most ``eig_max_iter`` steps (default: ``max_iter``) and stopped when both the Ritz value's
+    relative change and the relative residual are below ``tol``; the value is the largest Ritz
+    value, and ``hessian_top_eig_converged`` is true only when every start converged and the
+    starts agree (relative spread within the function's ``agree_tol``, 1 %): a certificate about
+    the *top* eigenvalue, not merely some eigenvalue.
 
     Logs ``hessian/trace``, ``hessian/trace_stderr`` (Hutchinson standard error over the
-    probes), ``hessian/top_eig`` and ``hessian/top_eig_residual`` (relative residual
-    ``||Hv - θv|| / |θ|`` of the Ritz pair); ``summary_items()``: ``hessian_trace``,
-    ``hessian_trace_stderr``, ``hessian_trace_probes``, ``hessian_trace_t`` (the t quantile
-    of the interval), ``hessian_top_eig``, ``hessian_top_eig_residual``,
-    ``hessian_top_eig_iterations``, ``hessian_top_eig_converged`` (latest values).
+    probes), ``hessian/top_eig``, ``hessian/top_eig_residual`` (relative residual
+    ``||Hv - θv|| / |θ|`` of the Ritz pair), ``hessian/top_eig_spread`` (relative spread over the
+    starts) and ``hessian/top_eig_converged`` (1 certified, 0 not); ``summary_items()``:
+    ``hessian_trace``, ``hessian_trace_stderr``, ``hessian_trace_probes``, ``hessian_trace_t``
+    (the t quantile of the interval), ``hessian_top_eig``, ``hessian_top_eig_residual``,
+    ``hessian_top_eig_spread``, ``hessian_top_eig_starts``, ``hessian_top_eig_iterations``
+    (Hessian-vector products over all starts), ``hessian_top_eig_converged`` (latest values).
 
     Memory: the graph of the loss over all ``num_images`` is held for the double
     backward; lower ``num_images`` if it does not fit.
@@ -94,6 +99,7 @@ class HessianCallback(AnalyticsCallback):
         seed: int = 0,
         subset_seed: int = 0,
         eig_max_iter: int | None = None,
+        eig_starts: int | None = None,
     ) -> None:
         super().__init__(every_n_epochs, subset_seed)
         eig_max_iter = max_iter if eig_max_iter is None else eig_max_iter
@@ -104,9 +110,14 @@ class HessianCallback(AnalyticsCallback):
             )
         if tol < 0:
             raise ValueError(f"tol must be >= 0, got {tol}")
+        if eig_starts is not None and eig_starts < 2:
+            raise ValueError(
+                f"eig_starts must be >= 2 (independent starts certify the top eigenvalue), got {eig_starts}"
+            )
         self.num_images, self.batch_size = int(num_images), int(batch_size)
         self.max_iter, self.tol, self.seed = int(max_iter), float(tol), int(seed)
         self.eig_max_iter = int(eig_max_iter)
+        self.eig_starts = None if eig_starts is None else int(eig_starts)
         self.subsets = {"train": ("train", self.num_images)}
 
     def _key_items(self) -> dict[str, Any]:
@@ -129,8 +140,8 @@ class HessianCallback(AnalyticsCallback):
     def params(self, pl_module: L.LightningModule) -> list[Tensor]:
         return [p for p in pl_module.model.parameters() if p.requires_grad]
 
-    def compute(self, pl_module: L.LightningModule) -> tuple[TraceEstimate, LanczosEstimate]:
-        """Trace (``max_iter`` probes) and top-eigenvalue (Lanczos) estimates at the current weights."""
+    def compute(self, pl_module: L.LightningModule) -> tuple[TraceEstimate, CertifiedEigenvalue]:
+        """Trace (``max_iter`` probes) and certified top-eigenvalue (Lanczos) estimates at the current weights."""
         with (
             torch.inference_mode(False),
             torch.enable_grad(),
@@ -139,8 +150,9 @@ class HessianCallback(AnalyticsCallback):
         ):
             loss_fn, params = self.loss_fn(pl_module), self.params(pl_module)
             trace = hessian_trace_estimate(loss_fn, params, max_iter=self.max_iter, tol=0.0, seed=self.seed)
-            top = hessian_top_eigenvalue_lanczos(
-                loss_fn, params, max_iter=self.eig_max_iter, tol=self.tol, seed=self.seed
+            starts = {} if self.eig_starts is None else {"starts": self.eig_starts}
+            top = hessian_top_eigenvalue_certified(
+                loss_fn, params, max_iter=self.eig_max_iter, tol=self.tol, seed=self.seed, **starts
             )
         return trace, top
 
@@ -154,6 +166,8 @@ class HessianCallback(AnalyticsCallback):
             "hessian_trace_t": float(scipy_stats.t.ppf(0.975, trace.num_probes - 1)),
             "hessian_top_eig": top.eigenvalue,
             "hessian_top_eig_residual": top.residual,
+            "hessian_top_eig_spread": top.spread,
+            "hessian_top_eig_starts": len(top.starts),
             "hessian_top_eig_iterations": top.num_iterations,
             "hessian_top_eig_converged": top.converged,
         }
@@ -162,6 +176,8 @@ class HessianCallback(AnalyticsCallback):
             "hessian/trace_stderr": trace.stderr,
             "hessian/top_eig": top.eigenvalue,
             "hessian/top_eig_residual": top.residual,
+            "hessian/top_eig_spread": top.spread,
+            "hessian/top_eig_converged": float(top.converged),
         }
 
     @override
@@ -185,6 +201,8 @@ class HessianCallback(AnalyticsCallback):
             "hessian_trace_t",
             "hessian_top_eig",
             "hessian_top_eig_residual",
+            "hessian_top_eig_spread",
+            "hessian_top_eig_starts",
             "hessian_top_eig_iterations",
             "hessian_top_eig_converged",
         )

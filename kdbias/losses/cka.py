@@ -13,7 +13,14 @@
                 - 2 / (n-2) * 1^T K~ L~ 1] / (n (n-3))
 
 Biased CKA of independent representations is far from 0 when the width is large
-compared with ``n``; unbiased CKA is close to 0.
+compared with ``n``; unbiased CKA is close to 0. At EXP-3's batch (512 images) and widths
+(student 64 tokens x 192 = 12,288 features, teacher 8,192-24,576) biased CKA of *independent*
+isotropic features reads about 0.95, so ``1 - CKA`` hardly moves; the debiased estimator reads
+about 0 there and about 1 for features that share a low-rank latent. :func:`cka_loss` therefore
+uses the debiased estimator by default (:data:`UNBIASED_CKA_LOSS`); the biased one is a flag.
+
+The *permutation floor* (:func:`permutation_floor`) is the CKA of the same features with one
+side's example order permuted (unpaired examples): what CKA reads without any pairing.
 """
 
 from __future__ import annotations
@@ -25,9 +32,23 @@ from torch import Tensor
 
 from kdbias.losses._precision import autocast_disabled
 
-__all__ = ["biased_hsic", "cka_loss", "gram_linear", "hsic", "linear_cka", "unbiased_hsic"]
+__all__ = [
+    "UNBIASED_CKA_LOSS",
+    "biased_hsic",
+    "cka_loss",
+    "gram_linear",
+    "hsic",
+    "linear_cka",
+    "permutation_floor",
+    "unbiased_hsic",
+    "unpaired_order",
+]
 
 Form = Literal["auto", "gram", "feature"]
+
+#: The CKA loss's estimator: debiased HSIC (Song et al. 2012), whose value separates aligned from
+#: independent features at wide representations and small batches (see the module docstring).
+UNBIASED_CKA_LOSS = True
 
 
 def gram_linear(x: Tensor) -> Tensor:
@@ -122,12 +143,18 @@ def linear_cka(
 def cka_loss(
     x: Tensor,
     y: Tensor,
-    unbiased: bool = False,
+    unbiased: bool = UNBIASED_CKA_LOSS,
     eps: float = 1e-12,
     *,
     form: Form = "auto",
 ) -> Tensor:
-    """``1 - linear_cka(x, y, unbiased)``: a scalar loss in ``[0, 1]`` (biased form).
+    """``1 - linear_cka(x, y, unbiased)``: a scalar loss, about 1 for independent features and
+    0 for aligned ones.
+
+    Estimator: debiased HSIC by default (:data:`UNBIASED_CKA_LOSS`; needs ``n >= 4``; the loss
+    can then exceed 1 slightly, as the estimate of an independent pair can be slightly negative);
+    ``unbiased=False`` gives the biased form of Kornblith et al. 2019 (in ``[0, 1]``, but near 0
+    for independent features that are wide compared with ``n``).
 
     Shapes, dtype and ``form`` as in :func:`linear_cka`. ``eps`` guards the
     denominator ``sqrt(HSIC(K, K) * HSIC(L, L))``: the self terms are computed on
@@ -137,6 +164,38 @@ def cka_loss(
     its CKA is then 0 (loss 1) with finite, zero gradient, instead of NaN.
     """
     return 1.0 - linear_cka(x, y, unbiased, form=form, eps=eps)
+
+
+def unpaired_order(
+    n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+) -> Tensor:
+    """A random order of ``n >= 2`` examples that pairs none with itself: ``perm[i] != i`` for every ``i``.
+
+    A uniformly random ``n``-cycle: ``randperm(n)`` visits the examples in a random order and
+    each is sent to the next one visited. ``generator`` (on ``device``) keeps the draw off the
+    global random stream. Returns an int64 ``[n]`` index tensor on ``device``.
+    """
+    if n < 2:
+        raise ValueError(f"an unpaired order needs at least 2 examples, got n={n}")
+    visit = torch.randperm(n, generator=generator, device=device)
+    perm = torch.empty_like(visit)
+    perm[visit] = visit.roll(-1)
+    return perm
+
+
+def permutation_floor(
+    x: Tensor, y: Tensor, perm: Tensor, unbiased: bool = UNBIASED_CKA_LOSS, *, form: Form = "auto"
+) -> Tensor:
+    """``linear_cka(x, y[perm], unbiased)``: CKA of ``x`` with ``y``'s examples re-paired by ``perm``.
+
+    With ``perm`` from :func:`unpaired_order` (no example paired with itself) this is the CKA
+    that the same features read without pairing, the floor against which a paired value is
+    judged (about 0 for the debiased estimator, far above 0 for the biased one at large widths).
+    ``x``, ``y``: ``[n, ...]`` as in :func:`linear_cka`; ``perm``: ``[n]`` indices. Not
+    differentiated: computed under ``no_grad``. Returns a scalar tensor.
+    """
+    with torch.no_grad():
+        return linear_cka(x.detach(), y.detach()[perm], unbiased, form=form)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:

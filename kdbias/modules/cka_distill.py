@@ -9,7 +9,14 @@ import torch
 from torch import nn
 
 from kdbias.errors import InputError
-from kdbias.losses import cka_loss, pool_tokens_to_grid, token_loss
+from kdbias.losses import (
+    UNBIASED_CKA_LOSS,
+    cka_loss,
+    permutation_floor,
+    pool_tokens_to_grid,
+    token_loss,
+    unpaired_order,
+)
 from kdbias.models import (
     check_block_indices,
     compiled,
@@ -34,8 +41,12 @@ class CKADistillModule(DistillationModule):
     grid: the coarser of the two, the finer one average-pooled to it (DINOv2/14 at 224 px:
     16x16 -> the student's 8x8; at 112 px both are 8x8 and nothing is pooled):
 
-    - ``L_cka`` = mean over pairs of ``1 - linear_cka(student, teacher)``. CKA compares
-      similarity structure, so the widths may differ without a projector. With
+    - ``L_cka`` = mean over pairs of ``1 - linear_cka(student, teacher, unbiased_cka)``. CKA
+      compares similarity structure, so the widths may differ without a projector. The
+      estimator is the debiased HSIC by default (``unbiased_cka=True``, Song et al. 2012): at
+      the paper's batch and widths it reads about 0 for independent features and about 1 for
+      aligned ones, where the biased estimator reads about 0.95 for both (see
+      :mod:`kdbias.losses.cka`); ``unbiased_cka=False`` selects the biased one. With
       ``cka_representation="image"`` (default) each image is one sample (its tokens
       flattened, ``[B, N * D]``): the loss aligns how the two networks arrange *images*
       relative to each other. ``"token"`` makes every grid token a sample
@@ -66,12 +77,17 @@ class CKADistillModule(DistillationModule):
         layer_pairs: ``[(student_block, teacher_block), ...]``, 0-based.
         lambda_cka, lambda_tok: loss weights (>= 0).
         cka_representation: ``"image"`` or ``"token"`` (see above).
-        unbiased_cka: the debiased HSIC estimator (needs a batch of at least 4).
+        unbiased_cka: the debiased HSIC estimator (default; needs a batch of at least 4);
+            ``False``: the biased one.
         num_classes, dataset, pretrained, arch_kwargs, optim, compile: as for
             :class:`~kdbias.modules.TeacherModule`.
 
-    Logs ``train/loss_ce``, ``train/loss_cka``, ``train/loss_tok`` and
-    ``train/cka_s<i>_t<j>`` per pair (on logging steps).
+    Logs ``train/loss_ce``, ``train/loss_cka``, ``train/loss_tok``; on logging steps only, per
+    pair ``train/cka_s<i>_t<j>`` (the trained CKA) and ``train/cka_floor_s<i>_t<j>`` (its
+    permutation floor: the same features with the teacher's images re-paired by a random cycle,
+    :func:`~kdbias.losses.permutation_floor`, seeded by the global step and drawn on the device,
+    no host sync), and their means over pairs ``train/cka`` (= 1 - ``train/loss_cka``) and
+    ``train/cka_floor``.
     """
 
     def __init__(
@@ -85,7 +101,7 @@ class CKADistillModule(DistillationModule):
         lambda_cka: float = 0.5,
         lambda_tok: float = 0.5,
         cka_representation: Literal["image", "token"] = "image",
-        unbiased_cka: bool = False,
+        unbiased_cka: bool = UNBIASED_CKA_LOSS,
         num_classes: int = 10,
         dataset: str = "cifar10",
         pretrained: str | None = None,
@@ -178,7 +194,7 @@ class CKADistillModule(DistillationModule):
 
     def method_record(self) -> dict[str, Any]:
         hp = self.hparams
-        keys = ("lambda_cka", "lambda_tok", "layer_pairs", "cka_representation", "teacher_image_size")
+        keys = ("lambda_cka", "lambda_tok", "layer_pairs", "cka_representation", "unbiased_cka", "teacher_image_size")
         return {"loss": "cka", "ce_weight": 1.0, **{k: hp[k] for k in keys if k in hp}}
 
     @property
@@ -225,7 +241,7 @@ class CKADistillModule(DistillationModule):
         estimator (token CKA has ``batch * grid^2`` samples and is never too small)."""
         if arguments.get("cka_representation", "image") != "image":
             return
-        unbiased = arguments.get("unbiased_cka", False)
+        unbiased = arguments.get("unbiased_cka", UNBIASED_CKA_LOSS)
         needed, estimator = (4, "unbiased (debiased HSIC)") if unbiased else (2, "biased")
         if batch_size < needed:
             raise InputError(
@@ -255,13 +271,31 @@ class CKADistillModule(DistillationModule):
             cka_terms.append(cka_loss(s_rep, t_rep, unbiased=unbiased))
             tok_terms.append(token_loss(projector(s), t))
         if self._trainer is not None and self.logging_step():
-            for (s_idx, t_idx), term in zip(self.layer_pairs, cka_terms):
-                self.log(f"train/cka_s{s_idx}_t{t_idx}", 1.0 - term.detach(), on_step=True, on_epoch=False)
+            self._log_cka(cka_terms, student_tokens, teacher_tokens)
         ce = self.cross_entropy(logits, targets)
         l_cka = torch.stack(cka_terms).mean()
         l_tok = torch.stack(tok_terms).mean()
         loss = ce + self.hparams.lambda_cka * l_cka + self.hparams.lambda_tok * l_tok
         return {"loss": loss, "ce": ce, "cka": l_cka, "tok": l_tok}, logits
+
+    def _log_cka(self, terms: list[torch.Tensor], student: list[torch.Tensor], teacher: list[torch.Tensor]) -> None:
+        """Each pair's trained CKA next to its permutation floor (tensors, no host sync)."""
+        device = student[0].device
+        perm = unpaired_order(student[0].shape[0], torch.Generator(device=device).manual_seed(self.global_step), device)
+        by_image = self.hparams.cka_representation == "image"
+        values, floors = [], []
+        for (s_idx, t_idx), term, s, t in zip(self.layer_pairs, terms, student, teacher):
+            if by_image:
+                s_rep, t_rep, order = s, t, perm
+            else:  # token samples: re-pair the images, keep each token's grid position
+                s_rep, t_rep = s.flatten(0, 1), t.flatten(0, 1)
+                order = (perm[:, None] * s.shape[1] + torch.arange(s.shape[1], device=device)).flatten()
+            values.append(1.0 - term.detach())
+            floors.append(permutation_floor(s_rep, t_rep, order, self.hparams.unbiased_cka))
+            self.log(f"train/cka_s{s_idx}_t{t_idx}", values[-1], on_step=True, on_epoch=False)
+            self.log(f"train/cka_floor_s{s_idx}_t{t_idx}", floors[-1], on_step=True, on_epoch=False)
+        self.log("train/cka", torch.stack(values).mean(), on_step=True, on_epoch=False)
+        self.log("train/cka_floor", torch.stack(floors).mean(), on_step=True, on_epoch=False)
 
 
 def _spec(

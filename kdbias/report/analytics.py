@@ -18,6 +18,7 @@ __all__ = [
     "hessian_cell",
     "hessian_section",
     "hessian_trace",
+    "top_eig_cell",
 ]
 
 
@@ -41,7 +42,10 @@ DEPTH_NOTE = (
     "agree, and teachers of another depth mapped by relative depth. The control of each comparison is the Baseline "
     "(no teacher) measured against the same teacher, so Δ contrast is what distillation added. For a student "
     "whose loss aligns chosen layer pairs, `trained` is the mean CKA of those cells and `untrained contrast` the "
-    "contrast with those cells held out of both means; the control's figure is computed on the same cells."
+    "contrast with those cells held out of both means; the control's figure is computed on the same cells. "
+    "Every CKA figure stands next to its permutation floor: the same figure on the same features with the "
+    "teacher's images re-paired within each batch (no image with itself), i.e. what these features read "
+    "without pairing; a value near its floor says nothing about alignment."
 )
 
 
@@ -58,12 +62,25 @@ def _links(agg: Aggregate, name: str, key: str, out_dir: str | Path | None) -> l
 
 
 def _teacher_of_key(agg: Aggregate, key: str) -> str:
-    for name in (key, BASELINE):
-        for run in agg.runs.get(name, []):
-            teacher = ((run.get("cka") or {}).get(key) or {}).get("teacher")
-            if isinstance(teacher, str):
-                return teacher
-    return f"{label(key)}'s teacher"
+    """The teacher's name, labelled when it has random weights (a smoke run's offline teacher)."""
+    name, random = f"{label(key)}'s teacher", key in agg.random_teachers()
+    for experiment in (key, BASELINE):
+        for run in agg.runs.get(experiment, []):
+            entry = (run.get("cka") or {}).get(key) or {}
+            random = random or entry.get("source") == "random"
+            if isinstance(entry.get("teacher"), str) and name.endswith("'s teacher"):
+                name = entry["teacher"]
+    return f"{name} (random weights, smoke: not a result)" if random else name
+
+
+def _with_floor(agg: Aggregate, name: str, key: str, figure: str, cell: str) -> str:
+    """``cell`` (a CKA figure of ``name``) followed by its permutation floor over the same seeds."""
+    if cell in (PENDING, NOT_MEASURED) or cell.startswith("not available"):
+        return cell
+    floor = agg.stat(name, f"cka.{key}.floor_{figure}")
+    if floor is None:
+        return f"{cell}; floor not recorded"
+    return f"{cell}; floor {estimate(floor, digits=3, full=agg.seed_set())}"
 
 
 def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | Path | None) -> list[str]:
@@ -82,6 +99,8 @@ def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | P
         delta = agg.delta(key, BASELINE, path)
         delta_cell = estimate(delta, digits=3, signed=True, full=full)
         verdict = verdict_text(delta, ">", digits=3, full=full, missing=_why_missing(agg, key))
+    student_cell = _with_floor(agg, key, key, figure, student_cell)
+    control_cell = _with_floor(agg, BASELINE, key, figure, control_cell)
     links = _links(agg, key, key, out_dir)
     control_links = _links(agg, BASELINE, key, out_dir)
     heatmaps = " ".join(links) or PENDING
@@ -103,8 +122,8 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
             )
     header = [
         "Comparison",
-        "Student",
-        f"Control ({label(BASELINE)} vs the same teacher)",
+        "Student (with its permutation floor)",
+        f"Control ({label(BASELINE)} vs the same teacher; with its floor)",
         "Δ (paired)",
         "Verdict",
         "Heatmaps",
@@ -116,30 +135,28 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
 
 
 def hessian_trace(agg: Aggregate, name: str) -> tuple[str, bool | None]:
-    """The Hessian-trace cell of ``name`` and whether it is significant (``None``: unknown).
+    """The Hessian-trace cell of ``name`` and whether it carries an interval (``None``: no value).
 
     n >= 2: mean ± t-CI over seeds; n = 1: the Hutchinson estimate ± ``t_{0.975, P-1}`` × its
-    standard error over its ``P`` probes. Significant when the interval excludes 0.
+    standard error over its ``P`` probes. The trace of a CE Hessian near a minimum is positive, so
+    the interval states precision (never a test against 0); orderings between students are paired
+    comparisons (Key Findings).
     """
     traces = agg.by_seed(name, "hessian_trace")
     if not traces:
         return _absent(agg, name), None
     if len(traces) >= 2:
         stat = summarize(traces.values(), seeds=traces.keys())
-        assert stat is not None and stat.low is not None and stat.high is not None
-        cell = estimate(stat, spec=".4g", full=agg.seed_set()) + " over seeds"
-        significant = not stat.low <= 0.0 <= stat.high
-    else:
-        run = next(r for r in agg.runs[name] if r["seed"] in traces)
-        value, stderr = traces[run["seed"]], finite(run.get("hessian_trace_stderr"))
-        probes = run.get("hessian_trace_probes")
-        if stderr is None or not isinstance(probes, int) or probes < 2:
-            return f"{value:.4g} (n=1; no interval: standard error or probe count not recorded)", None
-        t = t_ppf(0.975, probes - 1)
-        half = t * stderr
-        detail = f"Hutchinson, {probes} probes, ± t(0.975, {probes - 1}) = {t:.3g} × s.e."
-        cell, significant = f"{value:.4g} ± {half:.4g} (n=1; {detail})", not value - half <= 0.0 <= value + half
-    return (cell if significant else f"{cell} — **not significant**"), significant
+        assert stat is not None
+        return estimate(stat, spec=".4g", full=agg.seed_set()) + " over seeds", stat.half_width is not None
+    run = next(r for r in agg.runs[name] if r["seed"] in traces)
+    value, stderr = traces[run["seed"]], finite(run.get("hessian_trace_stderr"))
+    probes = run.get("hessian_trace_probes")
+    if stderr is None or not isinstance(probes, int) or probes < 2:
+        return f"{value:.4g} (n=1; no interval: standard error or probe count not recorded)", False
+    t = t_ppf(0.975, probes - 1)
+    detail = f"Hutchinson, {probes} probes, ± t(0.975, {probes - 1}) = {t:.3g} × s.e."
+    return f"{value:.4g} ± {t * stderr:.4g} (n=1; {detail})", True
 
 
 def hessian_cell(agg: Aggregate, name: str) -> str:
@@ -155,24 +172,35 @@ def gen_gap_cell(agg: Aggregate, name: str) -> str:
     return estimate(stat, scale=100.0, unit=" pp", full=agg.seed_set())
 
 
-def _top_eig(agg: Aggregate, name: str) -> str:
-    """Over seeds: mean ± seed interval (no per-run certificate); one run: its value with
-    its residual bound and whether the iteration met its convergence criterion."""
+def _certified(run: dict) -> bool:
+    """Whether a run's top eigenvalue carries a certificate about the *top* eigenvalue: its
+    independent Lanczos starts (at least 2) all converged and agreed (``hessian_top_eig_converged``)."""
+    starts = run.get("hessian_top_eig_starts")
+    return run.get("hessian_top_eig_converged") is True and isinstance(starts, int) and starts >= 2
+
+
+def top_eig_cell(agg: Aggregate, name: str) -> str:
+    """The top-eigenvalue cell: only certified runs (:func:`_certified`) enter a value, with how
+    many of the ``n`` measured runs they are; with none, ``not converged`` and no number."""
     values = agg.by_seed(name, "hessian_top_eig")
     if not values:
         return _absent(agg, name)
-    if len(values) >= 2:
-        return (
-            estimate(summarize(values.values(), seeds=values.keys()), spec=".4g", full=agg.seed_set()) + " over seeds"
-        )
-    run = next(r for r in agg.runs[name] if r["seed"] in values)
-    cell = f"{values[run['seed']]:.4g} (n=1"
+    runs = {r["seed"]: r for r in agg.runs[name] if r["seed"] in values}
+    good = {seed: v for seed, v in values.items() if _certified(runs[seed])}
+    n, k = len(values), len(good)
+    if not good:
+        runs_text = f"0 of {n} runs certified" if n > 1 else "n=1, not certified"
+        return f"**not converged** ({runs_text}: the starts did not converge or agree; no value shown)"
+    if k >= 2:
+        cell = estimate(summarize(good.values(), seeds=good.keys()), spec=".4g", full=agg.seed_set())
+        return f"{cell} over the {k} of {n} runs that converged" if k < n else f"{cell} over seeds, all converged"
+    seed = next(iter(good))
+    run = runs[seed]
+    cell = f"{good[seed]:.4g} (n=1{'' if n == 1 else f' of {n}: the others did not converge'}"
+    cell += f"; {run['hessian_top_eig_starts']} starts agree"
     residual = finite(run.get("hessian_top_eig_residual"))
     if residual is not None:
-        cell += f"; residual {residual:.2g}: an eigenvalue lies within {residual * 100:.2g} % of it"
-    converged = run.get("hessian_top_eig_converged")
-    if converged is not None:
-        cell += "; converged" if converged else "; **not converged** within its iterations"
+        cell += f", residual {residual:.2g}"
     return cell + ")"
 
 
@@ -180,22 +208,23 @@ def hessian_section(agg: Aggregate, source: str) -> list[str]:
     """Hessian trace and top eigenvalue per student, with their significance."""
     rows = []
     for name in registry.STUDENTS:
-        cell, significant = hessian_trace(agg, name)
-        if significant is None:
-            reading = cell if cell in (PENDING, NOT_MEASURED) else "no interval: not interpreted"
-        elif significant:
-            reading = "significant (interval excludes 0): higher = sharper minimum"
+        cell, has_interval = hessian_trace(agg, name)
+        if has_interval is None:
+            reading = cell
         else:
-            reading = "not significant (interval contains 0): no sharpness reading"
-        rows.append([label(name), cell, _top_eig(agg, name), reading])
+            reading = "higher = sharper minimum; orderings between students: Key Findings (paired by seed)"
+        rows.append([label(name), cell, top_eig_cell(agg, name), reading])
     return [
         "### Hessian Analysis (Loss Landscape Geometry)\n",
         source + "\n",
         "Trace: Hutchinson estimate of the training-loss Hessian trace at the end of training, a fixed number of "
         "Rademacher probes; over seeds the mean ± seed interval, for one run ± t(0.975, probes − 1) × its standard "
-        "error. Top eigenvalue: Lanczos iteration (full reorthogonalisation) stopped when both the Ritz value's change "
-        "and the residual ‖Hv − λv‖ / |λ| fall below the tolerance; over seeds the mean ± seed interval (the per-run "
-        "residual certifies one run, not a mean). Orderings between students are in Key Findings (paired by seed).\n",
+        "error (a precision, not a test against 0: the trace is positive near a minimum). Top eigenvalue: Lanczos "
+        "(full reorthogonalisation) from independent random starts, each stopped when both the Ritz value's change "
+        "and the residual ‖Hv − λv‖ / |λ| fall below the tolerance; a run's value is certified only when every start "
+        "converged and they agree within 1 % (a start that settled on a lower eigenvalue is outvoted). Only certified "
+        "runs enter the mean ± seed interval, with how many of the n runs they are; a run that is not certified reads "
+        "*not converged*. Orderings between students are in Key Findings (paired by seed).\n",
         table(["Model", "Hessian Trace", "Top Eigenvalue", "Interpretation"], rows) + "\n",
     ]
 

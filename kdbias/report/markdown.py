@@ -64,9 +64,10 @@ HOW_TO_READ = f"""## How to read the numbers
   incomplete runs, runs whose accuracy is not in [0, 1] and runs whose recorded method does not validate are
   skipped with a warning; another field of the wrong kind or range is dropped with a warning.
 - *Hessian trace*: Hutchinson with a fixed number of probes; over seeds the mean ± seed interval; a single
-  run shows its estimate ± t(0.975, probes − 1) × its standard error and is marked *not significant* when
-  that interval contains 0. "Higher = sharper" is written only next to significant numbers. The top
-  eigenvalue comes from Lanczos iteration stopped on the Ritz value and the residual together.
+  run shows its estimate ± t(0.975, probes − 1) × its standard error (a precision: the trace is positive near
+  a minimum, so it is never tested against 0). The top eigenvalue comes from Lanczos from independent starts,
+  certified only when every start converged and they agree; uncertified runs read *not converged* and are
+  never averaged.
 - *Generalisation gap*: train − held-out accuracy, measured in eval mode on fixed unaugmented images; shown
   beside the Hessian trace, each with its own label.
 - *Attention distance*: the plan's layers {LAYERS} (pixels, mean over heads). A student is "longer than

@@ -27,6 +27,7 @@ class MethodRecord(TypedDict, total=False):
     lambda_tok: float
     layer_pairs: list[list[int]]
     cka_representation: str  # "image" | "token"
+    unbiased_cka: bool  # the CKA loss's estimator: debiased HSIC (True) or biased (False)
     teacher_image_size: int
     mix: str | None  # None | "cutmix" | "mixup": how training batches were mixed
 
@@ -49,8 +50,15 @@ class CKARecord(TypedDict, total=False):
     trained: float
     untrained_contrast: float
     untrained_diag: float
+    # permutation floors: each figure on the matrix with the teacher's images re-paired (unpaired images)
+    floor_diag: float
+    floor_off_diag: float
+    floor_contrast: float
+    floor_trained: float
+    floor_untrained_contrast: float
+    floor_untrained_diag: float
     teacher: str
-    source: str
+    source: str  # the teacher's weights: checkpoint path, "hub", a weights file, or "random" (smoke only)
     heatmap: str  # path relative to the run folder
     trained_pairs: list[list[int]] | None
     measured: str  # "later": measured after training by kdbias.controls (on last.ckpt); absent: during training
@@ -103,8 +111,10 @@ class Summary(TypedDict, total=False):
     hessian_trace_t: float  # the t quantile (probes - 1 df) of the 95 % interval
     hessian_top_eig: float
     hessian_top_eig_residual: float
-    hessian_top_eig_iterations: int
-    hessian_top_eig_converged: bool
+    hessian_top_eig_spread: float  # relative spread of the independent starts' values
+    hessian_top_eig_starts: int  # independent Lanczos starts (>= 2 to certify the top eigenvalue)
+    hessian_top_eig_iterations: int  # Hessian-vector products over all starts
+    hessian_top_eig_converged: bool  # certified: every start converged and they agree
     gen_gap_acc: float
     gen_gap_loss: float
     attn_dist: dict[str, float]

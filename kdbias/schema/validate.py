@@ -78,6 +78,7 @@ def validate_method(method: Any) -> tuple[MethodRecord | None, str | None]:
         ("precision", lambda v: isinstance(v, str) and PRECISIONS.match(v)),
         ("distill_token", lambda v: v in DISTILL_TOKENS),
         ("cka_representation", lambda v: v in REPRESENTATIONS),
+        ("unbiased_cka", lambda v: isinstance(v, bool)),
         ("mix", lambda v: v in MIXES),
         ("layer_pairs", _pairs),
     )
@@ -103,10 +104,19 @@ COUNTS = (
     "teacher_knn_images",
     "hessian_trace_probes",
     "hessian_top_eig_iterations",
+    "hessian_top_eig_starts",
 )
-NON_NEGATIVE = ("train_time_s", "analytics_time_s", "hessian_trace_stderr", "hessian_top_eig_residual", "test_loss")
+NON_NEGATIVE = (
+    "train_time_s",
+    "analytics_time_s",
+    "hessian_trace_stderr",
+    "hessian_top_eig_residual",
+    "hessian_top_eig_spread",
+    "test_loss",
+)
 NUMBERS = ("hessian_trace", "hessian_top_eig", "gen_gap_loss", "hessian_trace_t")  # any sign
 CKA_FIGURES = ("diag", "off_diag", "contrast", "trained", "untrained_contrast", "untrained_diag")
+CKA_FIGURES += tuple(f"floor_{figure}" for figure in CKA_FIGURES)  # each figure's permutation floor
 
 
 def validate_summary(summary: dict[str, Any], experiment: str) -> tuple[Summary | None, str | None, list[str]]:
@@ -282,6 +292,8 @@ def _cka(summary: dict[str, Any], run: dict[str, Any], dropped: list[str]) -> No
                 kept[figure] = float(entry[figure])
         if isinstance(entry.get("teacher"), str) and NAME.match(entry["teacher"]):
             kept["teacher"] = entry["teacher"]
+        if isinstance(entry.get("source"), str) and len(entry["source"]) <= 4096:
+            kept["source"] = entry["source"]
         if isinstance(entry.get("heatmap"), str) and RELATIVE_PATH.match(entry["heatmap"]):
             kept["heatmap"] = entry["heatmap"]
         if entry.get("trained_pairs") is not None and _pairs(entry["trained_pairs"]):

@@ -342,3 +342,41 @@ def test_diagonal_contrast_split_errors():
         diagonal_contrast_split(m, [(i, i) for i in range(4)])
     with pytest.raises(ValueError, match="Lx, Ly >= 2"):
         diagonal_contrast_split(torch.zeros(1, 4), [(0, 0)])
+
+
+def test_permutation_floor_matches_numpy_on_manually_repaired_batches():
+    """Floor cell (i, j) = sum_b HSIC(x_i, y_j re-paired) / sqrt(sum_b HSIC(x_i, x_i) sum_b HSIC(y_j, y_j)),
+    each batch re-paired by successive draws of unpaired_order from one generator seeded floor_seed."""
+    from kdbias.losses import unpaired_order
+
+    acc = MinibatchCKA(2, 3, floor_seed=5)
+    gen = torch.Generator().manual_seed(5)
+    xy, xx, yy = np.zeros((2, 3)), np.zeros(2), np.zeros(3)
+    for b in range(3):
+        base, fx = _model_feats(10 + b, 20, [4, 11])
+        _, fy = _model_feats(20 + b, 20, [3, 6, 9], base=base)
+        acc.update(fx, fy)
+        order = unpaired_order(20, gen).numpy()
+        x_np, y_np = [f.numpy() for f in fx], [f.numpy()[order] for f in fy]  # teacher examples re-paired
+        xy += [[_np_unbiased_hsic(a, c) for c in y_np] for a in x_np]
+        xx += [_np_unbiased_hsic(a, a) for a in x_np]
+        yy += [_np_unbiased_hsic(c, c) for c in y_np]
+    floor = acc.compute_floor()
+    np.testing.assert_allclose(floor.numpy(), xy / np.sqrt(np.outer(xx, yy)), rtol=1e-9, atol=1e-12)
+    paired = acc.compute()
+    assert floor.abs().mean() < paired.mean() - 0.2  # the pairing is what made it high
+    acc.reset()  # the generator restarts: the same batches give the same floor
+    for b in range(3):
+        base, fx = _model_feats(10 + b, 20, [4, 11])
+        acc.update(fx, _model_feats(20 + b, 20, [3, 6, 9], base=base)[1])
+    torch.testing.assert_close(acc.compute_floor(), floor)
+
+
+def test_floor_needs_floor_seed():
+    acc = MinibatchCKA(1, 1)
+    _, f = _model_feats(0, 8, [3])
+    acc.update(f, f)
+    with pytest.raises(RuntimeError, match="floor_seed"):
+        acc.compute_floor()
+    with pytest.raises(RuntimeError, match="before any update"):
+        MinibatchCKA(1, 1, floor_seed=0).compute_floor()

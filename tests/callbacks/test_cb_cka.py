@@ -7,6 +7,7 @@ from lightning.pytorch.callbacks import Callback
 
 from kdbias.analytics.cka_matrix import cka_matrix, diagonal_alignment, diagonal_contrast_split
 from kdbias.callbacks import CKAHeatmapCallback, SummaryCallback
+from kdbias.losses import unpaired_order
 from kdbias.models import block_outputs
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*in eval mode at the start of training.*")
@@ -59,6 +60,12 @@ def test_cka_heatmap_cnn_teacher(kit, tmp_path):
     direct = cka_matrix(s, t)
     torch.testing.assert_close(torch.tensor(saved["cka"], dtype=torch.float64), direct, rtol=1e-5, atol=1e-6)
     align = diagonal_alignment(direct)
+    # the permutation floor: each batch's teacher images re-paired by a random cycle (floor_seed 0)
+    gen = torch.Generator().manual_seed(0)
+    repaired = [[f[order] for f in batch] for batch, order in zip(t, [unpaired_order(8, gen) for _ in t])]
+    floor = cka_matrix(s, repaired)
+    torch.testing.assert_close(torch.tensor(saved["cka_floor"], dtype=torch.float64), floor, rtol=1e-5, atol=1e-6)
+    floor_align = diagonal_alignment(floor)
 
     summary = cb.summary_items()
     entry = summary["cka"]["teacher"]
@@ -67,6 +74,12 @@ def test_cka_heatmap_cnn_teacher(kit, tmp_path):
     assert entry["contrast"] == pytest.approx(align["contrast"], rel=1e-5, abs=1e-6)
     assert summary["cka_diag_alignment"] == pytest.approx(align["diag"], rel=1e-5)
     assert summary["cka_diag_contrast"] == pytest.approx(align["contrast"], rel=1e-5, abs=1e-6)
+    for figure in ("diag", "off_diag", "contrast"):
+        assert entry[f"floor_{figure}"] == pytest.approx(floor_align[figure], rel=1e-5, abs=1e-6)
+        assert saved[f"floor_{figure}"] == entry[f"floor_{figure}"]
+    assert summary["cka_diag_contrast_floor"] == entry["floor_contrast"]
+    assert scalars["cka/diag_contrast_floor"][0][1] == pytest.approx(floor_align["contrast"], rel=1e-5, abs=1e-6)
+    assert scalars["cka/teacher/floor_diag"][0][1] == pytest.approx(floor_align["diag"], rel=1e-5, abs=1e-6)
     assert scalars["cka/diag_alignment"][0][1] == pytest.approx(align["diag"], rel=1e-5)
     written = json.loads((run / "summary.json").read_text())
     assert {k: written[k] for k in summary} == summary

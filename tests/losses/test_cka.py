@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 import torch
 
-from kdbias.losses import biased_hsic, cka_loss, gram_linear, linear_cka, unbiased_hsic
+from kdbias.losses import (
+    biased_hsic,
+    cka_loss,
+    gram_linear,
+    linear_cka,
+    permutation_floor,
+    unbiased_hsic,
+    unpaired_order,
+)
 
 # Reference: Kornblith et al. 2019's numpy implementation (Gram form), written out.
 
@@ -186,3 +194,68 @@ def test_cka_loss_equals_one_minus_cka(unbiased, n, dx, dy):
     y = x[:, :1].expand(n, dy) * 0.3 + _randn(20, n, dy, dtype=torch.float32)
     expected = 1.0 - linear_cka(x, y, unbiased)
     assert abs(cka_loss(x, y, unbiased).item() - expected.item()) < 1e-6
+
+
+# --- The default loss separates aligned from independent features at the paper's batch and widths ----
+
+PAPER_BATCH, STUDENT_WIDTH = 512, 64 * 192  # EXP-3: 512 images, 64 student tokens x 192 channels
+
+
+@pytest.fixture(scope="module")
+def paper_features():
+    """float32 features at EXP-3's batch: a student side (12,288 wide) and teacher sides 8,192 and
+    24,576 wide, independent isotropic, or linear maps of one shared rank-32 latent plus noise."""
+    g = torch.Generator().manual_seed(0)
+    n = PAPER_BATCH
+    latent = torch.randn(n, 32, generator=g)
+
+    def side(width, shared):
+        noise = torch.randn(n, width, generator=g)
+        return latent @ torch.randn(32, width, generator=g) + noise if shared else noise
+
+    return {(width, shared): side(width, shared) for width in (STUDENT_WIDTH, 8192, 24576) for shared in (False, True)}
+
+
+@pytest.mark.parametrize("teacher_width", [8192, 24576])
+def test_default_loss_separates_independent_from_low_rank_shared_features(paper_features, teacher_width):
+    student = paper_features[STUDENT_WIDTH, False]
+    independent = cka_loss(student, paper_features[teacher_width, False])
+    shared = cka_loss(paper_features[STUDENT_WIDTH, True], paper_features[teacher_width, True])
+    assert independent.item() >= 0.8, "independent features must leave the loss high"
+    assert shared.item() <= 0.2, "features sharing a rank-32 latent must bring the loss low"
+    # the biased estimator (the flag) cannot tell independent features from aligned ones here
+    biased = cka_loss(student, paper_features[teacher_width, False], unbiased=False)
+    assert biased.item() <= 0.1
+
+
+def test_default_loss_is_one_minus_the_debiased_cka_written_out():
+    x, y = _demo()
+    assert cka_loss(x, y).item() == pytest.approx(1.0 - _np_cka(x.numpy(), y.numpy(), unbiased=True), abs=1e-10)
+
+
+def test_unpaired_order_pairs_no_example_with_itself():
+    for n in (2, 3, 5, 64):
+        for seed in range(5):
+            perm = unpaired_order(n, torch.Generator().manual_seed(seed))
+            assert sorted(perm.tolist()) == list(range(n))  # a permutation
+            assert (perm != torch.arange(n)).all()  # with no fixed point
+    draws = {tuple(unpaired_order(5, torch.Generator().manual_seed(s)).tolist()) for s in range(200)}
+    assert len(draws) == 24  # every 5-cycle (4! of them) is drawn: a random cycle, not one fixed shift
+    with pytest.raises(ValueError, match="at least 2"):
+        unpaired_order(1)
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+def test_permutation_floor_is_cka_of_the_manually_repaired_examples(unbiased):
+    n = 24
+    x = _randn(30, n, 6)
+    y = x @ _randn(31, 6, 9) + 0.1 * _randn(32, n, 9)  # strongly paired
+    perm = unpaired_order(n, torch.Generator().manual_seed(3))
+    y_np, order = y.numpy(), perm.numpy()
+    repaired = np.stack([y_np[order[i]] for i in range(n)])  # example i now meets example order[i]'s y
+    expected = _np_cka(x.numpy(), repaired, unbiased)
+    floor = permutation_floor(x.requires_grad_(), y, perm, unbiased)
+    assert floor.item() == pytest.approx(expected, abs=1e-10)
+    assert not floor.requires_grad
+    paired = linear_cka(x, y, unbiased).item()
+    assert paired > 0.7 and floor.item() < paired - 0.5  # the pairing is what made it high

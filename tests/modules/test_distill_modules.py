@@ -8,6 +8,7 @@ from helpers import DIGITS, OPTIM, TINY_VIT, cka_module, kl_module, quiet_traine
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from kdbias.data import IMAGENET_MEAN, IMAGENET_STD, dataset_stats
+from kdbias.losses import unpaired_order
 from kdbias.models import build_model
 from kdbias.modules import KLDistillModule, TeacherModule, state_sha256
 from kdbias.teacher import FrozenTeacher
@@ -54,6 +55,20 @@ def _linear_cka(x, y):
     return (y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm())
 
 
+def _song_hsic(x, y):
+    """Unbiased HSIC (Song et al. 2012), written out on linear Grams with zeroed diagonals."""
+    k, l = x.double() @ x.double().T, y.double() @ y.double().T
+    k, l = k - torch.diag(k.diagonal()), l - torch.diag(l.diagonal())
+    n, one = len(k), torch.ones(len(k), dtype=torch.float64)
+    return (
+        (k * l).sum() + (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (one @ k @ l @ one)
+    ) / (n * (n - 3))
+
+
+def _debiased_cka(x, y):
+    return _song_hsic(x, y) / (_song_hsic(x, x) * _song_hsic(y, y)).sqrt()
+
+
 def _pool(tokens, grid):
     b, n, d = tokens.shape
     side = int(n**0.5)
@@ -61,8 +76,11 @@ def _pool(tokens, grid):
     return tokens.view(b, grid, k, grid, k, d).mean((2, 4)).reshape(b, grid * grid, d)
 
 
-def test_cka_module_pairs_blocks_and_computes_its_losses_as_written(digits_dm):
-    module = cka_module(layer_pairs=[(1, 0), (0, 1)])  # crossed pairs: pairing errors cannot cancel
+@pytest.mark.parametrize("unbiased", [None, False])  # None: the module's default, the debiased estimator
+def test_cka_module_pairs_blocks_and_computes_its_losses_as_written(digits_dm, unbiased):
+    flag = {} if unbiased is None else {"unbiased_cka": unbiased}
+    module = cka_module(layer_pairs=[(1, 0), (0, 1)], **flag)  # crossed pairs: pairing errors cannot cancel
+    reference = _linear_cka if unbiased is False else _debiased_cka
     module.eval()
     images, labels = fixed_batch(digits_dm, 8)
     losses, logits = module.training_losses(images, labels)
@@ -91,7 +109,7 @@ def test_cka_module_pairs_blocks_and_computes_its_losses_as_written(digits_dm):
     for (s, t), projector in zip([(1, 0), (0, 1)], module.projectors):
         st = _pool(taken["s", s][:, 1:], grid)  # drop CLS, pool 8x8 -> 4x4
         tt = taken["t", t][:, 1:]
-        cka_terms.append(1 - _linear_cka(st.flatten(1), tt.flatten(1)))
+        cka_terms.append(1 - reference(st.flatten(1), tt.flatten(1)))
         projected = st @ projector.weight.T + projector.bias
         cos = (projected * tt).sum(-1) / (projected.norm(dim=-1) * tt.norm(dim=-1))
         tok_terms.append((1 - cos).mean())
@@ -100,6 +118,37 @@ def test_cka_module_pairs_blocks_and_computes_its_losses_as_written(digits_dm):
     torch.testing.assert_close(losses["tok"].double(), l_tok.detach().double(), rtol=1e-4, atol=1e-5)
     ce = F.cross_entropy(logits, labels)
     torch.testing.assert_close(losses["loss"], ce + 0.5 * losses["cka"] + 0.5 * losses["tok"])
+
+
+@pytest.mark.parametrize("representation", ["image", "token"])
+def test_cka_module_logs_each_trained_cka_next_to_its_permutation_floor(digits_dm, representation):
+    module = cka_module(cka_representation=representation)
+    module.eval()
+    images, labels = fixed_batch(digits_dm, 8)
+    with torch.no_grad():
+        losses, _ = module.training_losses(images, labels)  # no trainer: nothing logged
+        student, teacher = module._taps_fn(images)[1], module.teacher_tokens(images)
+        logged = {}
+        module.log = lambda name, value, **_: logged.__setitem__(name, value)
+        module._log_cka([1 - losses["cka"]] * 2, student, teacher)  # values: logged as given
+    order = unpaired_order(8, torch.Generator().manual_seed(0))  # global step 0
+    assert (order != torch.arange(8)).all()
+    floors = []
+    for (s_idx, t_idx), s, t in zip(module.layer_pairs, student, teacher):
+        t_repaired = torch.stack([t[int(order[i])] for i in range(8)])  # image i meets image order[i]'s teacher
+        if representation == "image":
+            floors.append(_debiased_cka(s.flatten(1), t_repaired.flatten(1)))
+        else:  # every token a sample, grid positions kept
+            floors.append(_debiased_cka(s.flatten(0, 1), t_repaired.flatten(0, 1)))
+        torch.testing.assert_close(logged[f"train/cka_floor_s{s_idx}_t{t_idx}"].double(), floors[-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(logged["train/cka_floor"].double(), torch.stack(floors).mean(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(logged["train/cka"], losses["cka"])
+
+
+def test_cka_module_fit_logs_the_floor(digits_dm):
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, log_every_n_steps=1)
+    trainer.fit(cka_module(), datamodule=digits_dm)
+    assert {"train/cka", "train/cka_floor", "train/cka_floor_s0_t0", "train/loss_cka"} <= set(trainer.callback_metrics)
 
 
 def test_student_init_depends_on_the_seed_only():

@@ -231,18 +231,31 @@ def attention(px: float, layers: int = 12, heads: int = 3) -> dict[str, Any]:
     }
 
 
-def cka_entry(contrast: float, teacher: str, trained: float | None = None, untrained: float | None = None) -> dict:
-    """One ``cka[key]`` entry: ``diag`` = 0.5 + contrast, ``off_diag`` = 0.5."""
+def cka_entry(
+    contrast: float,
+    teacher: str,
+    trained: float | None = None,
+    untrained: float | None = None,
+    floor: float | None = None,
+    source: str = "fixture",
+) -> dict:
+    """One ``cka[key]`` entry: ``diag`` = 0.5 + contrast, ``off_diag`` = 0.5; with ``floor``, every
+    figure's permutation floor: ``floor_contrast`` = ``floor``, ``floor_diag`` = 0.01 + floor,
+    ``floor_off_diag`` = 0.01 (and ``floor_trained`` = 2 · floor with ``trained``)."""
     entry: dict[str, Any] = {
         "diag": 0.5 + contrast,
         "off_diag": 0.5,
         "contrast": contrast,
         "teacher": teacher,
-        "source": "fixture",
+        "source": source,
         "trained_pairs": None,
     }
     if trained is not None:
         entry.update(trained=trained, untrained_contrast=untrained, trained_pairs=PAIRS)
+    if floor is not None:
+        entry.update(floor_diag=0.01 + floor, floor_off_diag=0.01, floor_contrast=floor)
+        if trained is not None:
+            entry.update(floor_trained=2 * floor, floor_untrained_contrast=floor)
     return entry
 
 
