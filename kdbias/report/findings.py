@@ -87,7 +87,7 @@ def findings(agg: Aggregate) -> list[str]:
         verdict_cell = _analytic(agg, name, BASELINE, delta, "CKA", claim=">", digits=3)
         lines.append(
             f"{label(name)}'s CKA diagonal contrast vs {teacher} is above its control (the Baseline vs "
-            f"the same teacher): {verdict_cell}"
+            f"the same teacher): {verdict_cell}{_floors(agg, name, 'contrast')}"
         )
         if any(name == e.name and e.module == "CKADistillModule" for e in registry.EXPERIMENTS.values()):
             lines.append(_untrained_line(agg, name, teacher))
@@ -112,4 +112,15 @@ def _untrained_line(agg: Aggregate, name: str, teacher: str) -> str:
     if agg.has(BASELINE) and not agg.by_seed(BASELINE, path):
         return f"{statement}: **not measured** (the control's untrained contrast on the same cells was not recorded)"
     delta = agg.delta(name, BASELINE, path)
-    return f"{statement}: {_analytic(agg, name, BASELINE, delta, 'CKA', claim='>', digits=3)}"
+    verdict_cell = _analytic(agg, name, BASELINE, delta, "CKA", claim=">", digits=3)
+    return f"{statement}: {verdict_cell}{_floors(agg, name, 'untrained_contrast')}"
+
+
+def _floors(agg: Aggregate, name: str, figure: str) -> str:
+    """``"; permutation floors: EXP-1 +0.001, Baseline -0.002"``: the same contrast on unpaired images
+    (mean over seeds) for the student and its control, so a Δ near its floors reads as such."""
+    parts = []
+    for who in (name, BASELINE):
+        floor = agg.stat(who, f"cka.{name}.floor_{figure}")
+        parts.append(f"{label(who)} {'not recorded' if floor is None else format(floor.mean, '+.3f')}")
+    return "; permutation floors (unpaired images): " + ", ".join(parts)

@@ -46,6 +46,12 @@ def test_every_cka_value_stands_next_to_its_permutation_floor(tmp_path):
     (exp1,) = _rows(text, "EXP-1 student vs resnet18_cifar: contrast")  # a run from before floors were kept
     assert exp1[1].endswith("; floor not recorded") and "random weights" not in exp1[0]
     assert "permutation floor" in _section(text, "### CKA Heatmaps")
+    (finding,) = [line for line in text.splitlines() if line.startswith("3. EXP-3's CKA diagonal contrast")] or [
+        line for line in text.splitlines() if "EXP-3's CKA diagonal contrast" in line and "floors" in line
+    ]
+    assert f"permutation floors (unpaired images): EXP-3 {np.mean(floors):+.3f}, Baseline {np.mean(floors):+.3f}" in (
+        finding
+    )
 
 
 def test_top_eigenvalue_averages_only_certified_runs(tmp_path):
