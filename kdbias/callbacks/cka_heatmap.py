@@ -130,7 +130,8 @@ def plot_cka_heatmap(
 def _source_mark(trainer: L.Trainer, pl_module: L.LightningModule, teacher: FrozenTeacher) -> str:
     """The heatmap's mark of a result that is not one: the offline digits (smoke) data, a
     random-weight teacher; ``""`` for neither."""
-    dataset = getattr(getattr(trainer, "datamodule", None), "dataset", None) or getattr(pl_module, "hparams", {}).get("dataset")
+    datamodule = getattr(trainer, "datamodule", None)
+    dataset = getattr(datamodule, "dataset", None) or getattr(pl_module, "hparams", {}).get("dataset")
     marks = ["SMOKE: offline digits data, not CIFAR" if dataset == "digits" else ""]
     marks.append("teacher with random weights" if getattr(teacher, "source", None) == "random" else "")
     return "; ".join(m for m in marks if m)
