@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FAMILIES", "VERDICT_STYLES", "ForestRow", "forest_figure", "forest_plot"]
+__all__ = ["FAMILIES", "VERDICT_STYLES", "ForestRow", "decimals", "forest_figure", "forest_plot"]
 
 #: Families of comparisons, drawn in this order.
 FAMILIES = ("confirmatory", "exploratory")
@@ -77,12 +77,20 @@ class ForestRow:
         """Whether the estimate is a finite number (else the row is listed, not drawn)."""
         return self.estimate is not None and math.isfinite(self.estimate)
 
-    def numbers(self) -> str:
+    def numbers(self, decimals: int = 2) -> str:
         """``"+1.20 [+0.70, +1.70] pp"``, or ``"+1.20 pp, no interval"``."""
         unit = f" {self.unit}" if self.unit else ""
         if self.low is None:
-            return f"{self.estimate:+.2f}{unit}, no interval"
-        return f"{self.estimate:+.2f} [{self.low:+.2f}, {self.high:+.2f}]{unit}"
+            return f"{self.estimate:+.{decimals}f}{unit}, no interval"
+        return f"{self.estimate:+.{decimals}f} [{self.low:+.{decimals}f}, {self.high:+.{decimals}f}]{unit}"
+
+
+def decimals(rows: Sequence[ForestRow]) -> int:
+    """Decimals that show the largest finite number of ``rows`` (estimate or interval end) with
+    at least two significant digits: 2 for 0.1 and above, 3 below it, ..., at most 6."""
+    values = [abs(v) for r in rows for v in (r.estimate, r.low, r.high) if v is not None and math.isfinite(v)]
+    largest = max(values, default=0.0)
+    return 2 if largest == 0 else min(6, max(2, 1 - math.floor(math.log10(largest))))
 
 
 def _groups(rows: Sequence[ForestRow]) -> list[tuple[str, list[tuple[str, list[ForestRow]]]]]:
@@ -156,6 +164,7 @@ def _panel(ax, unit: str, grouped: list[tuple[str, list[ForestRow]]]) -> None:
     """One unit's rows on ``ax``, top to bottom, a label line above each family."""
     y = _lines(grouped) - 1
     ticks, labels = [], []
+    digits = decimals([row for _, members in grouped for row in members])
     for family, members in grouped:
         if not members:
             continue
@@ -170,7 +179,7 @@ def _panel(ax, unit: str, grouped: list[tuple[str, list[ForestRow]]]) -> None:
                 ax.plot([row.threshold] * 2, [y - 0.38, y + 0.38], color="#333333", linewidth=1.4, linestyle="--")
             ax.plot([row.estimate], [y], linestyle="none", marker=marker, markersize=8, color=colour,
                     markerfacecolor=colour if filled else "white", markeredgewidth=1.5, zorder=3)  # fmt: skip
-            ax.text(1.01, y, row.numbers(), transform=ax.get_yaxis_transform(), va="center", fontsize="x-small")
+            ax.text(1.01, y, row.numbers(digits), transform=ax.get_yaxis_transform(), va="center", fontsize="x-small")
             ticks.append(y)
             labels.append("\n".join(textwrap.wrap(row.label, _LABEL_WIDTH)) or " ")
             y -= 1

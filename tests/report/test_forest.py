@@ -122,3 +122,17 @@ def test_rows_refuse_what_cannot_be_drawn(kwargs, message):
     base = dict(label="r", family="exploratory", unit="pp", estimate=1.5, low=1.0, high=2.0, threshold=None)
     with pytest.raises(ValueError, match=message):
         ForestRow(**{**base, "verdict": "yes", **kwargs})
+
+
+def test_numbers_keep_two_significant_digits_of_the_panels_largest_value():
+    from kdbias.report.forest import decimals
+
+    def row(estimate, low=None, high=None):
+        return ForestRow("r", "exploratory", "", estimate, low, high, None, "yes")
+
+    assert decimals([row(0.5), row(12.0, 10.0, 14.0)]) == 2
+    assert decimals([row(0.05, 0.01, 0.09)]) == 3  # 0.09 -> "0.090"
+    assert decimals([row(0.004, -0.009, 0.002)]) == 4  # 0.009 -> "0.0090"
+    assert decimals([row(1e-12)]) == 6 and decimals([row(0.0)]) == 2
+    fig = forest_figure([row(0.05, 0.01, 0.09)], "t")
+    assert "+0.050 [+0.010, +0.090]" in {t.get_text() for t in fig.axes[0].texts}
