@@ -139,7 +139,7 @@ for line in findings(agg):
 # %% [markdown]
 # ## Learning curves
 #
-# The students, per epoch (runs of different batch sizes take different numbers of steps
+# The plan's students, per epoch (runs of different batch sizes take different numbers of steps
 # per epoch, so steps would not compare): held-out accuracy, the cross-entropy term of
 # the training loss and the held-out cross-entropy. The objectives differ (CE; 0.5·CE +
 # 0.5·τ²·KL; CE + CKA + token terms), so their totals are not drawn on one axis: only the
@@ -275,14 +275,19 @@ if not columns:
 else:
     matrices = [np.asarray(found[2]["cka"], dtype=float) for _, *pair in columns for found in pair if found]
     vmin, vmax, decimals = colour_scale(np.concatenate([m.ravel() for m in matrices]))
-    fig, axes = plt.subplots(2, len(columns), figsize=(4.2 * len(columns) + 1.5, 8.6), squeeze=False,
+    wide = min(len(columns), 4)  # columns per band; each band: students above, controls below
+    bands = -(-len(columns) // wide)
+    fig, axes = plt.subplots(2 * bands, wide, figsize=(4.2 * wide + 1.5, 4.3 * 2 * bands), squeeze=False,
                              layout="constrained")  # fmt: skip
+    for i in range(len(columns), bands * wide):  # the last band's empty places
+        axes[-2][i % wide].axis("off")
+        axes[-1][i % wide].axis("off")
     image = None
-    for col, (key, student, control) in enumerate(columns):
+    for i, (key, student, control) in enumerate(columns):
         for row, (who, found) in enumerate(
             ((f"{label(key)} student", student), (f"{label(BASELINE)} (control)", control))
         ):
-            ax = axes[row][col]
+            ax = axes[2 * (i // wide) + row][i % wide]
             if found is None:
                 ax.axis("off")
                 ax.set_title(f"{who} vs the {label(key)} teacher: no matrix", fontsize="small")
