@@ -106,8 +106,9 @@ PALETTE = {name: _colours[i] for i, name in enumerate(ORDER)}
 MARKER = {name: MARKERS[i % len(MARKERS)] for i, name in enumerate(ORDER)}
 # The data source, for every title: the report's provenance line, plus the random-weight teachers.
 SOURCE = source_line(agg).removeprefix("Source: ").rstrip(".")
-if agg.random_teachers():
-    SOURCE += "; random-weight teachers: " + ", ".join(label(n) for n in agg.random_teachers())
+RANDOM = [name for name in agg.random_teachers() if name in ORDER]  # of the experiments drawn here
+if RANDOM:
+    SOURCE += "; random-weight teachers: " + ", ".join(label(n) for n in RANDOM)
 print(f"RUNS_DIR = {RUNS_DIR.resolve()}: {len(runs)} completed run(s)")
 print(source_line(agg))
 for dataset, preset, count in agg.ignored:
@@ -202,7 +203,7 @@ else:
                 names.append(name)
     handles.append(Line2D([], [], color="grey", linewidth=0.8, alpha=0.6, label="one seed (thin)"))
     fig.legend(handles=handles, loc="outside right center", fontsize="small", title="student (bold: seed mean)")
-    fig.suptitle(f"Learning curves of the students, one colour per experiment\n{SOURCE}", fontsize="small")
+    fig.suptitle(f"Learning curves of the plan's students, one colour per experiment\n{SOURCE}", fontsize="small")
     save(fig, "learning_curves")
 
 # %% [markdown]
