@@ -72,10 +72,10 @@ def plot_cka_heatmap(
     (``mark_diagonal``; :func:`~kdbias.analytics.cka_matrix.depth_matched_cells`, dashed
     white-on-black outline) and ``trained_cells`` (cyan solid outline; ``(row, col)``
     positions in the matrix, e.g. the cells a CKA loss trains); a note under the axes says
-    which is which. ``source``: where the numbers come from when they are not a real result
-    (e.g. "SMOKE: offline digits data, not CIFAR; teacher with random weights"), a last title line. The figure is drawn
-    on an Agg canvas without pyplot: no GUI backend, no global figure registry; it is freed
-    with its last reference.
+    which is which. ``source``: a last title line saying where the numbers come from when they
+    are not a result (e.g. "SMOKE: offline digits data, not CIFAR; teacher with random
+    weights"). The figure is drawn on an Agg canvas without pyplot: no GUI backend, no global
+    figure registry; it is freed with its last reference.
     """
     import seaborn as sns
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -128,8 +128,8 @@ def plot_cka_heatmap(
 
 
 def _source_mark(trainer: L.Trainer, pl_module: L.LightningModule, teacher: FrozenTeacher) -> str:
-    """The heatmap's mark of a result that is not one: the offline digits (smoke) data, a
-    random-weight teacher; ``""`` for neither."""
+    """The heatmap title's warning line: the offline digits (smoke) data and / or a teacher with
+    random weights; ``""`` for neither."""
     datamodule = getattr(trainer, "datamodule", None)
     dataset = getattr(datamodule, "dataset", None) or getattr(pl_module, "hparams", {}).get("dataset")
     marks = ["SMOKE: offline digits data, not CIFAR" if dataset == "digits" else ""]
