@@ -21,13 +21,34 @@ from kdbias.models import block_outputs, check_block_indices, num_blocks
 from kdbias.runs import atomic_write_json
 from kdbias.teacher import FrozenTeacher
 
-__all__ = ["CKAHeatmapCallback", "HEATMAP_DIR", "plot_cka_heatmap"]
+__all__ = ["CKAHeatmapCallback", "HEATMAP_DIR", "colour_scale", "plot_cka_heatmap"]
 
 HEATMAP_DIR = Path("analytics") / "cka_heatmaps"
 
 
 #: Largest grid whose cells carry their CKA value as text (beyond it the numbers are unreadable).
 ANNOTATE_MAX_CELLS = 144
+
+
+def colour_scale(values, scale: tuple[float, float] | None = None) -> tuple[float, float, int]:
+    """``(vmin, vmax, decimals)`` of a heatmap: ``scale`` or the data's finite range, widened
+    to 0.01 when the values are (nearly) equal; ``decimals`` (2 or more) separates values
+    across the range in about ten steps, so cells on a narrow scale (0.96-1.00) still differ."""
+    import numpy as np
+
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if scale is not None:
+        low, high = float(scale[0]), float(scale[1])
+    elif finite.size:
+        low, high = float(finite.min()), float(finite.max())
+    else:
+        low, high = 0.0, 1.0
+    if high - low < 0.01:
+        middle = (low + high) / 2
+        low, high = middle - 0.005, middle + 0.005
+    decimals = max(2, int(np.ceil(-np.log10((high - low) / 10))))
+    return low, high, decimals
 
 
 def plot_cka_heatmap(
@@ -37,17 +58,24 @@ def plot_cka_heatmap(
     title: str = "",
     trained_cells: Sequence[Sequence[int]] = (),
     mark_diagonal: bool = True,
+    source: str = "",
+    scale: tuple[float, float] | None = None,
 ):
     """Seaborn heatmap of a ``[student, teacher]`` CKA matrix; returns a matplotlib ``Figure``.
 
     Rows: student blocks (first at the bottom, so the depth diagonal rises to the right);
-    columns: teacher blocks. Colour scale fixed to [0, 1] so epochs and runs compare. Cells
-    carry their value (8 pt) up to :data:`ANNOTATE_MAX_CELLS` cells, none beyond. Marked:
-    the depth-matched cells (``mark_diagonal``; :func:`~kdbias.analytics.cka_matrix.depth_matched_cells`,
-    dashed white-on-black outline) and ``trained_cells`` (cyan solid outline; ``(row, col)``
+    columns: teacher blocks. Colour scale: ``scale`` or the matrix's own range
+    (:func:`colour_scale`; CKA of similar networks sits in a narrow band such as 0.96-1.00,
+    which a fixed 0-1 scale would paint one colour), stated on the colour bar. Cells carry
+    their value (8 pt, enough decimals to tell the scale's values apart) up to
+    :data:`ANNOTATE_MAX_CELLS` cells, none beyond. Marked: the depth-matched cells
+    (``mark_diagonal``; :func:`~kdbias.analytics.cka_matrix.depth_matched_cells`, dashed
+    white-on-black outline) and ``trained_cells`` (cyan solid outline; ``(row, col)``
     positions in the matrix, e.g. the cells a CKA loss trains); a note under the axes says
-    which is which. The figure is drawn on an Agg canvas without pyplot: no GUI backend,
-    no global figure registry; it is freed with its last reference.
+    which is which. ``source``: a last title line saying where the numbers come from when they
+    are not a result (e.g. "SMOKE: offline digits data, not CIFAR; teacher with random
+    weights"). The figure is drawn on an Agg canvas without pyplot: no GUI backend, no global
+    figure registry; it is freed with its last reference.
     """
     import seaborn as sns
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -57,23 +85,25 @@ def plot_cka_heatmap(
     m = torch.as_tensor(matrix).detach().double().cpu().numpy()
     rows, cols = len(student_blocks), len(teacher_blocks)
     annotate = rows * cols <= ANNOTATE_MAX_CELLS
-    cell = 0.55 if annotate else 0.35
-    fig = Figure(figsize=(3.2 + cell * cols, 2.4 + cell * rows), dpi=110, layout="constrained")
+    vmin, vmax, decimals = colour_scale(m, scale)
+    cell = (0.5 + 0.08 * decimals) if annotate else 0.35
+    fig = Figure(figsize=(3.4 + cell * cols, 2.6 + cell * rows), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    origin = "from this matrix" if scale is None else "shared"
     sns.heatmap(
         m[::-1],
         ax=ax,
-        vmin=0.0,
-        vmax=1.0,
+        vmin=vmin,
+        vmax=vmax,
         cmap="magma",
         square=False,
         annot=annotate,
-        fmt=".2f",
+        fmt=f".{decimals}f",
         annot_kws={"fontsize": 8},
         xticklabels=list(teacher_blocks),
         yticklabels=list(student_blocks)[::-1],
-        cbar_kws={"label": "linear CKA"},
+        cbar_kws={"label": f"linear CKA (colour scale {vmin:.{decimals}f} to {vmax:.{decimals}f}, {origin})"},
     )
 
     def outline(r: int, c: int, **style: Any) -> None:  # row r counted from the bottom
@@ -91,9 +121,20 @@ def plot_cka_heatmap(
         notes.append("solid cyan: cells the loss trains")
     ax.set_xlabel("teacher block" + (f"\n({'; '.join(notes)})" if notes else ""))
     ax.set_ylabel("student block")
-    if title:
-        ax.set_title(title, fontsize=10)
+    heading = "\n".join(part for part in (title, source) if part)
+    if heading:
+        ax.set_title(heading, fontsize=10)
     return fig
+
+
+def _source_mark(trainer: L.Trainer, pl_module: L.LightningModule, teacher: FrozenTeacher) -> str:
+    """The heatmap title's warning line: the offline digits (smoke) data and / or a teacher with
+    random weights; ``""`` for neither."""
+    datamodule = getattr(trainer, "datamodule", None)
+    dataset = getattr(datamodule, "dataset", None) or getattr(pl_module, "hparams", {}).get("dataset")
+    marks = ["SMOKE: offline digits data, not CIFAR" if dataset == "digits" else ""]
+    marks.append("teacher with random weights" if getattr(teacher, "source", None) == "random" else "")
+    return "; ".join(m for m in marks if m)
 
 
 class CKAHeatmapCallback(AnalyticsCallback):
@@ -279,6 +320,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
             f"contrast (diagonal - off-diagonal) {figures['contrast']:.3f}, permutation floor "
             f"{figures['floor_contrast']:.3f}",
             trained_cells=trained,
+            source=_source_mark(trainer, pl_module, teacher),
         )
         if self.log_dir is not None:
             path = Path(self.log_dir) / rel

@@ -46,3 +46,42 @@ def test_titles_say_own_teacher_or_which_experiments_teacher_is_the_control():
     assert control.comparison(teacher) == (
         "student vs the EXP-2 teacher convnextv2_tiny_cifar (control, measurement only)"
     )
+
+
+def test_colour_scale_comes_from_the_data_and_the_colour_bar_says_so():
+    matrix = np.array([[0.962, 0.981, 0.990], [0.975, 0.999, 0.968]])
+    fig = plot_cka_heatmap(matrix, [0, 1], [0, 1, 2])
+    mesh = fig.axes[0].collections[0]
+    assert mesh.get_clim() == (0.962, 0.999)  # the matrix's min and max, not 0-1
+    colourbar = fig.axes[1]
+    assert "0.962 to 0.999" in colourbar.get_ylabel() and "from this matrix" in colourbar.get_ylabel()
+    # a range of 0.037 in about ten steps needs three decimals; drawn top row first = last student block
+    texts = [t.get_text() for t in fig.axes[0].texts if t.get_text()]
+    assert texts == [f"{v:.3f}" for v in matrix[::-1].ravel()]
+    shared = plot_cka_heatmap(matrix, [0, 1], [0, 1, 2], scale=(0.0, 1.0))
+    assert shared.axes[0].collections[0].get_clim() == (0.0, 1.0) and "shared" in shared.axes[1].get_ylabel()
+    assert [t.get_text() for t in shared.axes[0].texts if t.get_text()][0] == "0.97"  # two decimals on 0-1
+
+
+def test_colour_scale_of_a_constant_matrix_is_widened():
+    from kdbias.callbacks.cka_heatmap import colour_scale
+
+    low, high, decimals = colour_scale(np.full((3, 3), 0.5))
+    assert (round(low, 6), round(high, 6), decimals) == (0.495, 0.505, 3)
+
+
+def test_smoke_data_and_random_teachers_are_marked_in_the_title():
+    from types import SimpleNamespace
+
+    from kdbias.callbacks.cka_heatmap import _source_mark
+
+    module = SimpleNamespace(hparams={"dataset": "cifar10"})
+    smoke = SimpleNamespace(datamodule=SimpleNamespace(dataset="digits"))
+    cifar = SimpleNamespace(datamodule=None)
+    assert _source_mark(smoke, module, SimpleNamespace(source="random")) == (
+        "SMOKE: offline digits data, not CIFAR; teacher with random weights"
+    )
+    assert _source_mark(cifar, module, SimpleNamespace(source="hub")) == ""
+    assert _source_mark(cifar, module, SimpleNamespace(source="random")) == "teacher with random weights"
+    fig = plot_cka_heatmap(torch.rand(2, 2), [0, 1], [0, 1], title="student vs its own teacher", source="SMOKE: x")
+    assert fig.axes[0].get_title() == "student vs its own teacher\nSMOKE: x"

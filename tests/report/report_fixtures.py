@@ -189,6 +189,10 @@ def write_run(
             rel = f"analytics/cka_heatmaps/{key}/epoch_2.png"
             _png(run_dir / rel)
             entry.setdefault("heatmap", rel)
+            matrix = np.full((12, 12), entry["off_diag"]) + np.eye(12) * (entry["diag"] - entry["off_diag"])
+            matrix = {"cka": matrix.tolist(), "trained_pairs": entry.get("trained_pairs")}
+            blocks = {"student_blocks": list(range(12)), "teacher_blocks": list(range(12)), "epoch": 2}
+            (run_dir / rel).with_suffix(".json").write_text(json.dumps({**blocks, **matrix}))
     (run_dir / "summary.json").write_text(json.dumps(full, indent=2))
     return run_dir
 
@@ -277,6 +281,8 @@ def write_full_matrix(runs: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
         return {
             "val/acc": [(s, final * (s + 1) / 3) for s in range(3)],
             "train/loss": [(s, 2.3 - 0.5 * s) for s in range(3)],
+            "train/loss_ce": [(s, 2.2 - 0.5 * s) for s in range(3)],
+            "val/loss": [(s, 2.25 - 0.4 * s) for s in range(3)],
             "epoch": [(s, float(s)) for s in range(3)],  # Lightning logs the epoch with every scalar
         }
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from kdbias import registry
+from kdbias.report import aggregate, load_runs, render_report
+from kdbias.report.phases import teacher_accuracy_cell
 
 jupytext = pytest.importorskip("jupytext")
 nbclient = pytest.importorskip("nbclient")
@@ -49,6 +51,7 @@ def kernel_name(tmp_path, monkeypatch):
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("KDBIAS_FIG_DIR", str(tmp_path / "figures"))  # never into the repository
     return "kdbias-test"
 
 
@@ -65,9 +68,14 @@ def _execute(kernel_name: str):
 
 
 def test_notebook_executes_on_runs(full_matrix, kernel_name, monkeypatch):
-    (full_matrix / "exp2" / "version_0" / "analytics" / "cka_heatmaps" / "exp2" / "epoch_2.png").unlink()  # a gap
+    (full_matrix / "exp2" / "version_0" / "analytics" / "cka_heatmaps" / "exp2" / "epoch_2.json").unlink()  # a gap
     monkeypatch.setenv("KDBIAS_RUNS_DIR", str(full_matrix))
     text, images = _execute(kernel_name)
+    runs = load_runs(full_matrix)
+    agg, report = aggregate(runs), render_report(runs)
+    for teacher in registry.TEACHERS:  # the report's own cell, character for character
+        cell = teacher_accuracy_cell(agg, teacher)
+        assert "Clopper–Pearson" in cell and cell in report and f"test acc {cell}\n" in text
     assert "17 completed run(s)" in text and "Source: digits / smoke" in text
     assert (
         "[confirmatory] Does the ConvNeXt V2 teacher transfer better than ResNet-18? EXP-2 − EXP-1: yes (+4.00 pp ["
