@@ -51,7 +51,8 @@ def write_report(
     margin: float = MARGIN,
 ) -> Path:
     """Load the runs under ``runs_dir``, write the report to ``out`` atomically
-    (:func:`kdbias.runs.atomic_write_text`) and return ``out``.
+    (:func:`kdbias.runs.atomic_write_text`) with its forest plot beside it (``comparisons.png`` for
+    ``RESULTS.md``, else ``<stem>_comparisons.png``) and return ``out``.
 
     Every loading warning (a skipped file, dropped fields) is listed in the report and
     re-issued as a :class:`~kdbias.report.load.ReportWarning`.
@@ -63,9 +64,11 @@ def write_report(
     skipped = [str(w.message) for w in caught if issubclass(w.category, ReportWarning)]
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    figure = out.with_name("comparisons.png" if out.stem == "RESULTS" else f"{out.stem}_comparisons.png")
     text = render_report(
-        runs, dataset=dataset, preset=preset, out_dir=out.parent, runs_dir=runs_dir, skipped=skipped, margin=margin
-    )
+        runs, dataset=dataset, preset=preset, out_dir=out.parent, runs_dir=runs_dir, skipped=skipped, margin=margin,
+        figure=figure,
+    )  # fmt: skip
     atomic_write_text(out, text)
     return out
 

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from kdbias.report.aggregate import label
+from kdbias.report.aggregate import Aggregate, label
 from kdbias.report.answers import Answer
 from kdbias.report.cells import table
 from kdbias.report.engine import ALPHA, NOT_MEASURED
+from kdbias.report.forest import ForestRow
 from kdbias.report.power import design_detectable, seeds_for
 
-__all__ = ["answers_table", "comparison_text", "delta_text", "detectable_text", "method_note", "p_text"]
+__all__ = [
+    "answers_table",
+    "comparison_text",
+    "delta_text",
+    "detectable_text",
+    "forest_rows",
+    "forest_title",
+    "method_note",
+    "p_text",
+]
 
 RESOLVE = 0.01  # the ±1 pp a design is asked to resolve
 
@@ -152,3 +162,43 @@ def answers_section(answers: list[Answer], margin: float, skipped_groups: list[s
             + " (`python experiments/run_all.py --groups plan,why`).\n"
         )
     return parts
+
+
+def forest_rows(answers: list[Answer]) -> list[ForestRow]:
+    """One forest-plot row per answer with data (pp); one seed: a point without an interval."""
+    words = {"no difference": "equivalent"}
+    rows = []
+    for a in answers:
+        est = a.estimate
+        if est is None or a.decision.verdict == NOT_MEASURED:
+            continue
+        has_interval = est.n >= 2 and est.low is not None and est.high is not None
+        text = comparison_text(a.hypothesis.contrast)
+        rows.append(
+            ForestRow(
+                label=text if len(text) <= 40 else a.hypothesis.key.replace("_", " "),
+                family=a.family,
+                unit="pp",
+                estimate=est.mean * 100,
+                low=est.low * 100 if has_interval else None,  # type: ignore[operator]
+                high=est.high * 100 if has_interval else None,  # type: ignore[operator]
+                threshold=a.hypothesis.threshold * 100 if a.hypothesis.threshold else None,
+                verdict=words.get(a.decision.verdict, a.decision.verdict),
+            )
+        )
+    return rows
+
+
+def forest_title(agg: Aggregate) -> str:
+    """``"Test-accuracy differences, 95 % CI — digits / smoke (offline smoke data; random-weight teacher: EXP-3)"``."""
+    source = f"{agg.dataset} / {agg.preset}"
+    notes = []
+    if agg.dataset == "digits":
+        notes.append("offline smoke data, not CIFAR")
+    elif agg.preset != "paper":
+        notes.append(f"reduced '{agg.preset}' preset")
+    randoms = agg.random_teachers()
+    if randoms:
+        notes.append("random-weight teacher: " + ", ".join(label(n) for n in randoms))
+    extra = f" ({'; '.join(notes)})" if notes else ""
+    return f"Every declared comparison of test accuracy, 95 % CI — {source}{extra}"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,11 @@ from kdbias.registry import GROUPS
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, label
 from kdbias.report.analytics import attention_section, cka_section, hessian_section
 from kdbias.report.answers import answers, groups_run
-from kdbias.report.cells import PENDING, md, source_line
+from kdbias.report.cells import PENDING, href, md, source_line
 from kdbias.report.engine import MARGIN
 from kdbias.report.findings import findings
-from kdbias.report.front import answers_section
+from kdbias.report.forest import forest_plot
+from kdbias.report.front import answers_section, forest_rows, forest_title
 from kdbias.report.phases import matrix_section, methods_section, phase1_section, phase2_section
 from kdbias.report.why import why_section
 
@@ -78,6 +81,16 @@ HOW_TO_READ = f"""## How to read the numbers
 - `{PENDING}`: no usable run produced that number yet. No other number is ever filled in."""
 
 
+def _draw(rows: list, title: str, path: Path) -> None:
+    """The forest plot at ``path``, written to a temporary file first and renamed (never half a PNG)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        forest_plot(rows, title, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _header(agg: Aggregate, runs_dir: Any, skipped: Sequence[str]) -> list[str]:
     parts = ["# Mitigating Inductive Bias Mismatch in Heterogeneous Knowledge Distillation — results\n"]
     where = f" from `{md(str(runs_dir))}`" if runs_dir is not None else ""
@@ -124,18 +137,33 @@ def render_report(
     runs_dir: str | Path | None = None,
     skipped: Sequence[str] = (),
     margin: float = MARGIN,
+    figure: str | Path | None = None,
 ) -> str:
     """The Markdown report of ``runs`` (as returned by :func:`~kdbias.report.load.load_runs`).
 
     ``out_dir``: folder of the output file, for relative heatmap links (default: the current
     directory). ``runs_dir`` is quoted in the header (and noted when missing); ``skipped``:
-    loading warnings to list; ``margin``: the equivalence margin of an accuracy Δ (fraction).
+    loading warnings to list; ``margin``: the equivalence margin of an accuracy Δ (fraction); ``figure``:
+    where to draw the forest plot of the Answers (a PNG, linked from the document; ``None``: no figure).
     """
     agg = aggregate(runs, dataset=dataset, preset=preset)
     decided = answers(agg, margin)
     run_groups = groups_run(agg)
     parts = _header(agg, runs_dir, skipped)
-    parts += answers_section(decided, margin, [g for g in GROUPS if g not in run_groups] if agg.runs else [])
+    if figure is not None and agg.runs:
+        rows = forest_rows(decided)
+        if any(math.isfinite(r.estimate) for r in rows):
+            _draw(rows, forest_title(agg), Path(figure))
+            link = href({"run_dir": str(Path(figure).parent)}, Path(figure).name, out_dir)
+            decided_figure = f"![Every declared comparison: Δ with its 95 % interval]({link})\n"
+        else:
+            decided_figure = None
+    else:
+        decided_figure = None
+    answers_part = answers_section(decided, margin, [g for g in GROUPS if g not in run_groups] if agg.runs else [])
+    if decided_figure is not None:
+        answers_part.insert(1, decided_figure)
+    parts += answers_part
     parts += matrix_section(agg)
     parts += methods_section(agg)
     parts += phase1_section(agg)

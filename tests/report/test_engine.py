@@ -159,3 +159,23 @@ def test_confirmatory_p_values_are_holm_adjusted_together(tmp_path):
 
 def test_estimate_without_parts_has_no_p_value():
     assert p_value(Estimate(0.1, 3, None, None, ())) is None
+
+
+def test_the_report_draws_its_forest_plot_beside_it_and_links_it(tmp_path):
+    from kdbias.report import write_report
+
+    n = 360
+    for name in ("baseline", "exp1"):
+        for seed in range(2):
+            correct = np.zeros(n, dtype=bool)
+            correct[: (200 if name == "baseline" else 150) + seed] = True
+            write_run(tmp_path / "runs", name, seed, correct=correct)
+    out = write_report(tmp_path / "runs", tmp_path / "out" / "RESULTS.md")
+    figure = tmp_path / "out" / "comparisons.png"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![Every declared comparison: Δ with its 95 % interval](comparisons.png)" in out.read_text()
+    other = write_report(tmp_path / "runs", tmp_path / "out" / "smoke.md")  # another report: its own figure
+    assert (tmp_path / "out" / "smoke_comparisons.png").is_file() and "(smoke_comparisons.png)" in other.read_text()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "RESULTS.md", "comparisons.png", "smoke.md", "smoke_comparisons.png"
+    ]  # fmt: skip
