@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from kdbias import registry
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, label
-from kdbias.report.cells import NOT_MEASURED, PENDING, estimate, href, table, verdict_text
+from kdbias.report.cells import NOT_MEASURED, PENDING, compact_cells, estimate, href, table, verdict_text
 from kdbias.report.findings import ATTENTION_HYPOTHESES, BASELINE, attention_label, distilled
 from kdbias.report.stats import finite, summarize, t_ppf
 
@@ -70,7 +71,7 @@ def _teacher_of_key(agg: Aggregate, key: str) -> str:
             random = random or entry.get("source") == "random"
             if isinstance(entry.get("teacher"), str) and name.endswith("'s teacher"):
                 name = entry["teacher"]
-    return f"{name} (random weights, smoke: not a result)" if random else name
+    return f"{name} (random weights: not a result)" if random else name
 
 
 def _with_floor(agg: Aggregate, name: str, key: str, figure: str, cell: str) -> str:
@@ -111,6 +112,30 @@ def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | P
 
 def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list[str]:
     """The CKA table: each distilled student vs its teacher, against the Baseline's control."""
+    with compact_cells():  # mean [95 % interval] per cell; the note under the table says how
+        full_rows = _cka_rows(agg, out_dir)
+    rows = [row[:-1] for row in full_rows]  # the heatmap links go below the table, one line per comparison
+    links = [f"- {row[0]}: {row[-1]}" for row in full_rows if row[-1] not in ("—", PENDING, NOT_MEASURED, "")]
+    header = [
+        "Comparison",
+        "Student (with its permutation floor)",
+        f"Control ({label(BASELINE)} vs the same teacher; with its floor)",
+        "Δ (paired)",
+        "Verdict",
+    ]
+    note = (
+        "Cells: mean [95 % interval] over seeds (Student t, seeds − 1 degrees of freedom); Δ paired by seed; "
+        "verdicts exploratory (uncorrected)."
+    )
+    parts = ["### CKA Heatmaps\n", source + "\n", DEPTH_NOTE + "\n", table(header, rows) + "\n", note + "\n"]
+    if links:
+        parts.append(
+            "Heatmaps (per seed; the control is the Baseline against the same teacher):\n\n" + "\n".join(links) + "\n"
+        )
+    return parts
+
+
+def _cka_rows(agg: Aggregate, out_dir: str | Path | None) -> list[list[str]]:
     rows = []
     for key in distilled():
         teacher = _teacher_of_key(agg, key)
@@ -120,15 +145,7 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
             rows.append(
                 _cka_row(agg, key, "untrained_contrast", f"{label(key)} vs {teacher}: untrained contrast", out_dir)
             )
-    header = [
-        "Comparison",
-        "Student (with its permutation floor)",
-        f"Control ({label(BASELINE)} vs the same teacher; with its floor)",
-        "Δ (paired)",
-        "Verdict",
-        "Heatmaps",
-    ]
-    return ["### CKA Heatmaps\n", source + "\n", DEPTH_NOTE + "\n", table(header, rows) + "\n"]
+    return rows
 
 
 # --------------------------------------------------------------------------- Hessian
@@ -148,7 +165,8 @@ def hessian_trace(agg: Aggregate, name: str) -> tuple[str, bool | None]:
     if len(traces) >= 2:
         stat = summarize(traces.values(), seeds=traces.keys())
         assert stat is not None
-        return estimate(stat, spec=".4g", full=agg.seed_set()) + " over seeds", stat.half_width is not None
+        cell = estimate(stat, spec=".4g", full=agg.seed_set(), bounds=(0.0, math.inf)) + " over seeds"
+        return cell, stat.half_width is not None
     run = next(r for r in agg.runs[name] if r["seed"] in traces)
     value, stderr = traces[run["seed"]], finite(run.get("hessian_trace_stderr"))
     probes = run.get("hessian_trace_probes")
@@ -247,7 +265,8 @@ def _mean_cell(agg: Aggregate, name: str) -> str:
 
 
 def attention_cell(agg: Aggregate, name: str) -> str:
-    """Matrix cell: the four-layer mean, and for a student its label relative to the baseline."""
+    """Matrix cell: the four-layer mean (the baseline), or a student's label relative to the baseline
+    with its paired Δ (its own mean is in the attention table)."""
     mean = _mean_cell(agg, name)
     if name == BASELINE or mean in (PENDING, NOT_MEASURED) or mean.startswith("n/a"):
         return mean if name != BASELINE or mean in (PENDING, NOT_MEASURED) else f"{mean} (reference)"
@@ -255,7 +274,7 @@ def attention_cell(agg: Aggregate, name: str) -> str:
     if delta is None:
         return f"{mean}; vs baseline {_absent(agg, BASELINE) if not agg.has_attention(BASELINE) else PENDING}"
     delta_cell = estimate(delta, unit=" px", signed=True, full=agg.seed_set())
-    return f"{attention_label(delta)} ({mean}; Δ {delta_cell})"
+    return f"{attention_label(delta)}: Δ {delta_cell}"
 
 
 def attention_section(agg: Aggregate, source: str) -> list[str]:

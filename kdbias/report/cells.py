@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from kdbias.report.stats import MIN_DECIDING_IMAGES, Estimate, binomial_interval
 
 __all__ = [
     "PENDING",
+    "compact_cells",
     "describe_method",
     "duration",
     "estimate",
@@ -83,6 +86,8 @@ def estimate(
             return format(x, ("+" if sign else "") + spec)
         return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
+    if _COMPACT.get():
+        return _compact(est, fmt, unit, signed, full, bounds, accuracy)
     text = fmt(est.mean, signed)
     notes = [f"n={est.n}"]
     at_bound = bounds is not None and est.mean in bounds and est.half_width is not None and est.half_width <= 1e-12
@@ -118,6 +123,42 @@ def estimate(
     return f"{text}{unit} ({'; '.join(notes)}{_seeds_note(est, full)})"
 
 
+_COMPACT: ContextVar[bool] = ContextVar("kdbias_compact_cells", default=False)
+
+
+@contextmanager
+def compact_cells() -> Iterator[None]:
+    """Within the block, :func:`estimate` (and :func:`pct`, :func:`pp`, :func:`once`) write the short
+    form ``"86.02 % [85.23, 86.81]"`` — the table's note says once how its intervals were built."""
+    token = _COMPACT.set(True)
+    try:
+        yield
+    finally:
+        _COMPACT.reset(token)
+
+
+def _compact(est: Estimate, fmt: Any, unit: str, signed: bool, full: Sequence[Any], bounds: Any, accuracy: bool) -> str:
+    """``"X unit [low, high]"`` (clipped to ``bounds``), ``"X unit (n=1)"`` or ``"X unit (no spread)"``;
+    a proportion at a bound gets its Clopper–Pearson interval; other seeds than ``full`` are named; an
+    accuracy-like figure without its test-image term says ``(seeds only)``."""
+    text = fmt(est.mean, signed) + unit
+    seeds = _seeds_note(est, full).replace("; seeds", " (seeds") + (")" if _seeds_note(est, full) else "")
+    if accuracy and est.test_kind is None:
+        seeds = " (seeds only)" + seeds
+    at_bound = bounds is not None and est.mean in bounds and est.half_width is not None and est.half_width <= 1e-12
+    if at_bound and est.images:
+        low, high = binomial_interval(round(est.mean * est.images), est.images)
+    elif est.n < 2 or est.low is None or est.high is None:
+        return f"{text} (n=1){seeds}" if est.n < 2 else f"{text} (no interval){seeds}"
+    elif est.half_width is not None and est.half_width <= 1e-12 * max(1.0, abs(est.mean)) and est.test_kind is None:
+        return f"{text} (no spread){seeds}"
+    else:
+        low, high = est.low, est.high
+        if bounds is not None:
+            low, high = max(low, bounds[0]), min(high, bounds[1])
+    return f"{text} [{fmt(low, signed)}, {fmt(high, signed)}]{seeds}"
+
+
 def pct(est: Estimate | None, full: Sequence[Any] = ()) -> str:
     """An accuracy (fraction) as a percentage cell, with seed and test-set error."""
     return estimate(est, scale=100.0, unit=" %", full=full, accuracy=True, bounds=(0.0, 1.0))
@@ -140,6 +181,10 @@ def once(value: Any) -> str:
     360 images)"``."""
     if value is None:
         return PENDING
+    if _COMPACT.get():
+        mark = ("random-weight, " if value.random else "") + ("k-NN, " if value.kind == "k-NN" else "")
+        interval = f" [{value.low * 100:.2f}, {value.high * 100:.2f}]" if value.low is not None else ""
+        return f"{value.value * 100:.2f} %{interval} ({mark}once)"
     prefix = "k-NN " if value.kind == "k-NN" else ""
     prefix = ("random-weight teacher (smoke): " if value.random else "") + prefix
     text = f"{prefix}{value.value * 100:.2f} % (measured once, n=1"
@@ -170,6 +215,8 @@ def verdict_text(
     if est is None:
         return f"**inconclusive** ({PENDING}: {missing})"
     word = decide(est, claim, threshold, accuracy=accuracy).verdict
+    if _COMPACT.get():  # the Δ and its interval stand in their own cell
+        return f"**{word}** (exploratory, uncorrected{_seeds_note(est, full)})"
 
     def fmt(x: float) -> str:
         return format(x * scale, "+" + spec) if spec else f"{x * scale:+.{digits}f}"

@@ -31,7 +31,7 @@ def distilled() -> list[str]:
 
 def attention_label(delta: Estimate | None, margin: float = ATTENTION_MARGIN) -> str:
     """``"longer than baseline"`` / ``"shorter than baseline"`` from the verdict on the paired Δ of the
-    four-layer mean attention distance; ``"within ±1 px of baseline"`` only when an equivalence test
+    four-layer mean attention distance; ``"≈ baseline (±1 px, TOST)"`` only when an equivalence test
     (TOST, ``margin`` px) shows it; else ``"inconclusive"``; ``*pending*`` without a pair."""
     if delta is None:
         return "*pending*"
@@ -43,7 +43,7 @@ def attention_label(delta: Estimate | None, margin: float = ATTENTION_MARGIN) ->
     if decision.verdict == "no":
         return "shorter than baseline"
     if decision.verdict == "no difference":
-        return f"within ±{margin:g} px of baseline (equivalence test)"
+        return f"≈ baseline (±{margin:g} px, TOST)"
     return "inconclusive"
 
 

@@ -11,6 +11,7 @@ from kdbias.report.analytics import attention_cell, gen_gap_cell, hessian_cell
 from kdbias.report.cells import (
     NOT_MEASURED,
     PENDING,
+    compact_cells,
     describe_method,
     duration,
     estimate,
@@ -135,11 +136,50 @@ def _teacher_acc_cell(agg: Aggregate, name: str) -> str:
 def _delta_cell(agg: Aggregate, name: str, reference: str) -> str:
     if name == reference:
         return "—"
-    note = " (different batch and step count)" if controls_of(name) and agg.has(name) else ""
+    note = " (other batch and steps)" if controls_of(name) and agg.has(name) else ""
     return pp(agg.delta(name, reference), agg.seed_set()) + note
 
 
 def matrix_section(agg: Aggregate) -> list[str]:
+    with compact_cells():  # the details (each interval's parts, n) are in Phase 2; the note says how
+        rows = _matrix_rows(agg)
+    seeds = ", ".join(str(s) for s in agg.seed_set()) or "none"
+    notes = [
+        "",
+        "Cells: mean [95 % interval] over the seeds " + seeds + " (another set is named in the cell; (n=1): one seed, "
+        "no interval). Student Acc and Δ: seeds and test images together, Δ image by image on the same test images "
+        "and paired by seed (each part of the interval: Phase 2); a fraction's interval is clipped to [0, 100] %. "
+        "Student Acc: official test split; checkpoints selected on a held-out split of the training set, never on "
+        "the test split" + _last_epoch_note(agg) + ".",
+        "Teacher Acc: one frozen teacher checkpoint measured once on the test images (never averaged over the "
+        "students that reuse it) with its Clopper–Pearson 95 % interval; for soft-KL students its accuracy on the "
+        "test split (`teacher.test_acc`); `k-NN`: weighted k-NN accuracy of a frozen headless teacher's features. "
+        + _batch_note(agg),
+        "Gen. Gap and Hessian Trace are two measurements, side by side: the measured generalisation gap (train − "
+        "held-out accuracy, eval mode) and the Hessian trace of the training loss (sharpness).",
+    ]
+    return [
+        "## Experimental Matrix\n",
+        source_line(agg) + "\n",
+        table(MATRIX_HEADER, rows) + "\n" + "\n".join(notes) + "\n",
+    ]
+
+
+MATRIX_HEADER = [
+    "Experiment",
+    "Teacher Architecture",
+    "Distillation Type",
+    "Teacher Acc",
+    "Student Acc",
+    "Δ vs Baseline",
+    "Δ vs matched control",
+    "Inductive Bias (Attn Dist)",
+    "Gen. Gap (train − held-out acc)",
+    "Hessian Trace (sharpness)",
+]
+
+
+def _matrix_rows(agg: Aggregate) -> list[list[str]]:
     rows = []
     for name in registry.STUDENTS:
         controls = controls_of(name)
@@ -159,42 +199,7 @@ def matrix_section(agg: Aggregate) -> list[str]:
                 hessian_cell(agg, name),
             ]
         )
-    notes = [
-        "",
-        "Student Acc: official test split; checkpoints selected on a held-out split of the training set, never on "
-        "the test split" + _last_epoch_note(agg) + ".",
-        "Teacher Acc: one frozen teacher checkpoint, measured once (n=1, never averaged over the students that "
-        "reuse it), with its Clopper–Pearson 95 % interval on the test images: for soft-KL students its accuracy "
-        "on the test split (`teacher.test_acc`; Phase 1 checks that it equals the teacher run's own); `k-NN`: "
-        "weighted k-NN accuracy of the frozen headless teacher's features on test images (no classifier).",
-        "Student Acc and Δ: mean over seeds ± the 95 % interval of seeds and test images together (after "
-        "`half-widths:` what each source alone would give); Δ is computed image by image on the same test "
-        "images, paired by seed (n = pairs). " + _batch_note(agg),
-        "Gen. Gap and Hessian Trace are two measurements, side by side: the measured generalisation gap (train − "
-        "held-out accuracy, eval mode) and the Hessian trace of the training loss (sharpness).",
-    ]
-    return [
-        "## Experimental Matrix\n",
-        source_line(agg) + "\n",
-        table(
-            [
-                "Experiment",
-                "Teacher Architecture",
-                "Distillation Type",
-                "Teacher Acc",
-                "Student Acc",
-                "Δ vs Baseline",
-                "Δ vs matched control",
-                "Inductive Bias (Attn Dist)",
-                "Gen. Gap (train − held-out acc)",
-                "Hessian Trace (sharpness)",
-            ],
-            rows,
-        )
-        + "\n"
-        + "\n".join(notes)
-        + "\n",
-    ]
+    return rows
 
 
 def _last_epoch_note(agg: Aggregate) -> str:

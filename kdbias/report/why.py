@@ -15,7 +15,7 @@ from typing import Any
 from kdbias import registry
 from kdbias.report.aggregate import Aggregate
 from kdbias.report.answers import Answer
-from kdbias.report.cells import estimate, once, source_line, table
+from kdbias.report.cells import compact_cells, estimate, once, source_line, table
 from kdbias.report.front import comparison_text, delta_text, detectable_text, p_text
 from kdbias.report.stats import Estimate
 
@@ -188,6 +188,12 @@ def _hypotheses(agg: Aggregate) -> list[str]:
 
 
 def _fidelity(agg: Aggregate) -> list[str]:
+    with compact_cells():  # mean [95 % interval]; the note above the table says how
+        rows = _fidelity_rows(agg)
+    return _fidelity_parts(rows)
+
+
+def _fidelity_rows(agg: Aggregate) -> list[list[str]]:
     students = [*registry.STUDENTS, *(e.name for e in registry.WHY_EXPERIMENTS.values() if e.role == "student")]
     rows = []
     for name in students:
@@ -211,12 +217,16 @@ def _fidelity(agg: Aggregate) -> list[str]:
                     control,
                 ]
             )
+    return rows
+
+
+def _fidelity_parts(rows: list[list[str]]) -> list[str]:
     return [
         "### Fidelity to the teacher\n",
         "Top-1 agreement and KL(teacher ‖ student) at τ = 1 (nats, mean over images), measured once on the "
         "official test split with the selected checkpoint; the Baseline against every teacher is the control. "
-        "Intervals: seeds and test images (per-image values, as for accuracy), or seeds only where a run kept "
-        "no per-image values.\n",
+        "Cells: mean [95 % interval]: seeds and test images (per-image values, as for accuracy), or seeds only "
+        "where a run kept no per-image values; a fraction's interval is clipped to its range.\n",
         table(
             ["Student", "Test Acc", "Against", "Agreement", "KL (teacher ‖ student)", "Baseline's agreement (control)"],
             rows,

@@ -74,11 +74,31 @@ def _pp_cell(a: list[float], b: list[float]) -> str:
     return f"{mean:+.2f} ± {half:.2f} pp (n={len(a)}; half-widths: seeds {seeds:.2f}, test set {test:.2f})"
 
 
-def _one_cell(acc: float, n: int = TEST_IMAGES) -> str:
-    """A single seed: the test-image half-width t(0.975, N-1) · sd / sqrt(N)."""
-    c = _matrix([acc], n)[0]
-    half = scipy_stats.t.ppf(0.975, n - 1) * c.std(ddof=1) / math.sqrt(n) * 100
-    return f"{acc * 100:.2f} ± {half:.2f} % (n=1; test set only, one seed)"
+def _short(cell: str) -> str:
+    """The matrix's compact form of a full cell: ``"X unit [low, high]"`` from ``"X ± h unit (...)"``
+    (a fraction clipped to [0, 100] %)."""
+    m = re.match(r"([-+]?[0-9.]+) ± ([0-9.]+) (%|pp) ", cell)
+    assert m, cell
+    mean, half, unit = float(m.group(1)), float(m.group(2)), m.group(3)
+    low, high = mean - half, mean + half
+    if unit == "%":
+        return f"{mean:.2f} % [{max(low, 0):.2f}, {min(high, 100):.2f}]"
+    return f"{mean:+.2f} pp [{low:+.2f}, {high:+.2f}]"
+
+
+def _acc_short(accs: list[float]) -> str:
+    mean, half, _, _ = (100 * v for v in _two_way(_matrix(accs)))
+    return f"{mean:.2f} % [{max(mean - half, 0):.2f}, {min(mean + half, 100):.2f}]"
+
+
+def _pp_short(a: list[float], b: list[float]) -> str:
+    mean, half, _, _ = (100 * v for v in _two_way(_matrix(a) - _matrix(b)))
+    return f"{mean:+.2f} pp [{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
+def _once_short(acc: float, n: int = TEST_IMAGES) -> str:
+    ci = scipy_stats.binomtest(round(acc * n), n).proportion_ci(0.95, method="exact")
+    return f"{acc * 100:.2f} % [{ci.low * 100:.2f}, {ci.high * 100:.2f}] (once)"
 
 
 def _once(acc: float, n: int = TEST_IMAGES) -> str:
@@ -99,8 +119,11 @@ def test_paired_delta_and_cells_match_written_out_t_interval(tmp_path):
         write_run(runs, "exp2", seed=seed, val_acc=exp2[seed], teacher_acc=0.96)
     text = render_report(load_runs(runs))
     (row,) = _rows(text, "**EXP-2**")
-    assert row[4] == _acc_cell(exp2)
-    assert row[5] == _pp_cell(exp2, base)
+    assert row[4] == _acc_short(exp2)  # the matrix: mean [95 % interval]
+    assert row[5] == _pp_short(exp2, base)
+    phase2 = _section(text, "### EXP-2:")  # the details: the whole interval and its two parts
+    assert f"| Student Test Accuracy | {_acc_cell(exp2)} |" in phase2
+    assert f"| Δ vs Baseline | {_pp_cell(exp2, base)} |" in phase2
 
 
 def test_unpaired_seeds_are_not_compared(tmp_path):
@@ -114,7 +137,7 @@ def test_unpaired_seeds_are_not_compared(tmp_path):
     assert delta.seeds == (1,) and delta.n == 1 and delta.mean == pytest.approx(-0.01)
     text = render_report(load_runs(runs))
     cell = _rows(text, "**EXP-1**")[0][5]
-    assert cell.startswith("-1.00 ± ") and cell.endswith("(n=1; test set only, one seed; seeds 1)")
+    assert cell == "-1.00 pp (n=1) (seeds 1)"
     row = _answer(text, "negative transfer")
     assert row[2].startswith("-1.00 pp (one seed") and row[4].startswith("**inconclusive**: one seed")
     assert row[5].startswith("1 × 1000")
@@ -168,7 +191,7 @@ def test_other_configurations_are_never_averaged(tmp_path):
     assert agg.acc("exp1").values == (0.70, 0.72)
     text = render_report(load_runs(runs))
     (row,) = _rows(text, "**EXP-1**")
-    assert row[2] == "Soft KL (τ=2, α=0.5)" and row[4].startswith("71.00 ±")
+    assert row[2] == "Soft KL (τ=2, α=0.5)" and row[4].startswith("71.00 % [")
     assert "99.00" not in text
     (tau4,) = agg.left_out["exp1"]
     assert tau4[0]["method"]["temperature"] == 4.0
@@ -182,7 +205,7 @@ def test_configuration_tie_goes_to_the_newest_run(tmp_path):
     write_run(runs, "exp1", seed=0, val_acc=0.75, method={"temperature": 4.0})
     text = render_report(load_runs(runs))
     (row,) = _rows(text, "**EXP-1**")
-    assert row[2] == "Soft KL (τ=4, α=0.5)" and row[4] == _one_cell(0.75)
+    assert row[2] == "Soft KL (τ=4, α=0.5)" and row[4] == "75.00 % (n=1)"
 
 
 def test_runs_without_signature_are_grouped_by_method(tmp_path):
@@ -217,10 +240,10 @@ def test_method_parameters_are_read_from_the_runs(tmp_path):
     (exp3,) = _rows(text, "**EXP-3**")
     assert exp3[1] == "vit_small_patch14_dinov2"
     assert exp3[2] == "CKA + token (λ_cka=1, λ_tok=0.25, layers 2:4,11:11, teacher 224 px)"
-    assert exp3[3] == "k-NN 70.00 % (measured once, n=1; image count not recorded: no interval)"
+    assert exp3[3] == "70.00 % (k-NN, once)"  # image count not recorded: no interval
     (exp2,) = _rows(text, "**EXP-2**")
     assert exp2[1:3] == ["my_convnext", "Soft KL (τ=3, α=0.7)"]
-    assert exp2[3] == _once(0.9)  # from the teacher's per-image predictions
+    assert exp2[3] == _once_short(0.9)  # from the teacher's per-image predictions
     (methods,) = _rows(_section(text, "## Methods"), "EXP-2")
     assert methods[2] == "0.3"  # the CE weight the run recorded
     assert "use their last epoch: Baseline" in _section(text, "## Experimental Matrix")
@@ -257,7 +280,7 @@ def test_teacher_acc_in_matrix_equals_phase1_test_acc(tmp_path):
     # 951 of 1000 images: the interval reaches below the 94 % target, so not decided
     assert f"**inconclusive** (95.10 %, 95 % CI [{ci.low * 100:.2f}, {ci.high * 100:.2f}] % vs > 94 %" in phase1
     assert "95.10 % (one measurement, repeated by every student run) — equals the teacher run's test accuracy" in phase1
-    assert _rows(text, "**EXP-1**")[0][3] == _once(0.951)  # measured once, never "± 0.00 (n=2)"
+    assert _rows(text, "**EXP-1**")[0][3] == _once_short(0.951)  # measured once, never "± 0.00 (n=2)"
     convnext = _section(text, "### ConvNeXt V2 teacher")
     assert "**not reached**" in convnext and "**differs** from the teacher run's test accuracy" in convnext
     assert "the students' teacher checkpoint is this run's selected one" in phase1
@@ -275,8 +298,8 @@ def test_matched_control_row(tmp_path):
     text = render_report(load_runs(runs))
     vs_base, vs_control = _pp_cell(exp3, base), _pp_cell(exp3, b512)
     (row,) = _rows(text, "**EXP-3**")
-    assert row[5] == f"{vs_base} (different batch and step count)"
-    assert row[6] == f"{vs_control} vs Baseline (b512)"
+    assert row[5] == f"{_short(vs_base)} (other batch and steps)"
+    assert row[6] == f"{_short(vs_control)} vs Baseline (b512)"
     phase2 = _section(text, "### EXP-3:")
     assert f"| Δ vs Baseline (the plan's comparison; different batch and step count) | {vs_base} |" in phase2
     assert f"| Δ vs Baseline (b512) (matched control: same batch and step count) | {vs_control} |" in phase2
@@ -299,17 +322,18 @@ def test_cka_rows_against_the_baseline_control(tmp_path):
     (exp1,) = _rows(text, "EXP-1 student vs resnet18_cifar: contrast")
     diffs = np.array([0.08, 0.09, 0.07])
     half = scipy_stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / math.sqrt(3)
-    assert exp1[3] == f"+0.080 ± {half:.3f} (n=3)"
-    assert exp1[4].startswith("**yes** (Δ = +0.080, 95 % CI")
-    link = re.search(r"\[seed 0\]\(([^)]+)\)", exp1[5]).group(1)
+    assert exp1[3] == f"+0.080 [{0.08 - half:+.3f}, {0.08 + half:+.3f}]"
+    assert exp1[4] == "**yes** (exploratory, uncorrected)"
+    (links,) = [line for line in text.splitlines() if line.startswith("- EXP-1 student vs resnet18_cifar: contrast:")]
+    link = re.search(r"\[seed 0\]\(([^)]+)\)", links).group(1)
     assert link == "../../runs/exp1/version_0/analytics/cka_heatmaps/exp1/epoch_2.png"
     assert (out_dir / link).resolve().is_file()
-    assert "; control: [seed 0](../../runs/baseline/version_0/analytics/cka_heatmaps/exp1/epoch_2.png)" in exp1[5]
+    assert "; control: [seed 0](../../runs/baseline/version_0/analytics/cka_heatmaps/exp1/epoch_2.png)" in links
     (untrained,) = _rows(text, "EXP-3 vs dinov2: untrained contrast")
-    assert untrained[1].startswith("0.020 ±") and untrained[2].startswith("0.010 ±")
-    assert untrained[3] == "+0.010 (n=3; no spread over seeds)"
+    assert untrained[1].startswith("0.020 [") and untrained[2].startswith("0.010 [")
+    assert untrained[3] == "+0.010 (no spread)"
     (trained,) = _rows(text, "EXP-3 vs dinov2: trained pairs (mean CKA)")
-    assert trained[3] == "+0.300 (n=3; no spread over seeds)"
+    assert trained[3] == "+0.300 (no spread)"
     # no EXP-2 run (pending); the Baseline ran but measured no CKA against EXP-2's teacher
     assert _rows(text, "EXP-2 student vs EXP-2's teacher: contrast")[0][1:4] == ["*pending*", "*not measured*", "—"]
     assert "depth-matched diagonal" in text and "relative depth" in text
@@ -374,8 +398,8 @@ def test_attention_uses_the_plan_layers_and_a_paired_label(tmp_path):
     assert exp1[1] == "-3.00 px (n=3; no spread over seeds)" and exp1[5] == "-3.00 px (n=3; no spread over seeds)"
     assert exp1[6].startswith("shorter than baseline — plan: Δ < 0: **yes**")
     (exp3,) = _rows(section, "EXP-3")[1:]
-    assert exp3[6].startswith("within ±1 px of baseline (equivalence test) — plan: Δ > 0")  # TOST, ±1 px
-    assert _rows(text, "**EXP-1**")[0][7].startswith("shorter than baseline (6.03 ±")
+    assert exp3[6].startswith("≈ baseline (±1 px, TOST) — plan: Δ > 0")  # an equivalence test within ±1 px
+    assert _rows(text, "**EXP-1**")[0][7] == "shorter than baseline: Δ -3.00 px (no spread)"
     assert "**yes**" in _finding(text, "EXP-1 attends more locally than the Baseline")
     assert "**inconclusive**" in _finding(text, "EXP-3 attends more globally than the Baseline")
 
@@ -392,10 +416,10 @@ def test_source_labels_and_pair_selection(tmp_path):
     smoke = "Source: digits / smoke — offline smoke data, NOT a CIFAR result."
     tables = len(re.findall(r"^\| (Metric|Experiment|Comparison|Model) \|", text, flags=re.M))
     assert text.count("\n" + smoke + "\n") >= tables >= 10
-    assert "cifar10 / paper (1 run)" in text and _rows(text, "**Baseline**")[0][4] == _one_cell(0.8)
+    assert "cifar10 / paper (1 run)" in text and _rows(text, "**Baseline**")[0][4] == "80.00 % (n=1)"
     paper = render_report(load_runs(runs), dataset="cifar10", preset="paper")
     assert "Source: cifar10 / paper — the plan's paper preset." in paper and "NOT a CIFAR" not in paper
-    assert _rows(paper, "**Baseline**")[0][4] == _one_cell(0.86) and _rows(paper, "**EXP-1**")[0][4] == "*pending*"
+    assert _rows(paper, "**Baseline**")[0][4] == "86.00 % (n=1)" and _rows(paper, "**EXP-1**")[0][4] == "*pending*"
     reduced = render_report(load_runs(runs), dataset="cifar10", preset="smoke")
     assert "Source: no completed runs" in reduced
 
@@ -417,7 +441,7 @@ def test_full_matrix_has_no_pending_cell(full_matrix):
     text = render_report(load_runs(full_matrix))
     cells = [line for line in text.splitlines() if line.startswith("|") or re.match(r"\d+\. ", line)]
     assert cells and not [line for line in cells if "pending" in line]
-    assert _rows(text, "**EXP-3**")[0][3] == "k-NN 70.00 % (measured once, n=1; image count not recorded: no interval)"
+    assert _rows(text, "**EXP-3**")[0][3] == "70.00 % (k-NN, once)"
     assert re.search(r"± 0\.0+(?![0-9])", text) is None  # no zero-width interval anywhere
 
 
@@ -444,7 +468,8 @@ def test_main_writes_the_file(tmp_path, monkeypatch):
     write_run(runs, "exp1", val_acc=0.79)
     out = tmp_path / "out" / "R.md"
     assert main([str(runs), "--out", str(out)]) == 0
-    assert out.read_text() == render_report(load_runs(runs), out_dir=out.parent, runs_dir=str(runs))
+    figure = out.parent / "R_comparisons.png"
+    assert out.read_text() == render_report(load_runs(runs), out_dir=out.parent, runs_dir=str(runs), figure=figure)
     monkeypatch.chdir(tmp_path)
     assert main(["runs"]) == 0  # default --out: RESULTS.md in the current directory
     assert "| **EXP-1** |" in (tmp_path / "RESULTS.md").read_text()

@@ -35,14 +35,15 @@ def test_every_cka_value_stands_next_to_its_permutation_floor(tmp_path):
         write_run(runs, "exp1", seed=seed, val_acc=0.8, cka={"exp1": cka_entry(0.1, "resnet18_cifar")})  # no floor
     text = render_report(load_runs(runs))
     half = scipy_stats.t.ppf(0.975, 2) * np.std(floors, ddof=1) / math.sqrt(3)
-    floor_cell = f"floor {np.mean(floors):.3f} ± {half:.3f} (n=3)"
-    teacher = "dinov2 (random weights, smoke: not a result)"  # a random-weight teacher is labelled
+    floor_cell = f"floor {np.mean(floors):.3f} [{np.mean(floors) - half:.3f}, {np.mean(floors) + half:.3f}]"
+    teacher = "dinov2 (random weights: not a result)"  # a random-weight teacher is labelled
     (contrast,) = _rows(text, f"EXP-3 student vs {teacher}: contrast")
     assert contrast[1].endswith("; " + floor_cell) and contrast[2].endswith("; " + floor_cell)
-    assert contrast[1].startswith("0.210 ±")
+    assert contrast[1].startswith("0.210 [")
     (trained,) = _rows(text, f"EXP-3 vs {teacher}: trained pairs (mean CKA)")
     half2 = scipy_stats.t.ppf(0.975, 2) * np.std(2 * np.array(floors), ddof=1) / math.sqrt(3)
-    assert trained[1] == f"0.900 (n=3; no spread over seeds); floor {2 * np.mean(floors):.3f} ± {half2:.3f} (n=3)"
+    low2, high2 = 2 * np.mean(floors) - half2, 2 * np.mean(floors) + half2
+    assert trained[1] == f"0.900 (no spread); floor {2 * np.mean(floors):.3f} [{low2:.3f}, {high2:.3f}]"
     (exp1,) = _rows(text, "EXP-1 student vs resnet18_cifar: contrast")  # a run from before floors were kept
     assert exp1[1].endswith("; floor not recorded") and "random weights" not in exp1[0]
     assert "permutation floor" in _section(text, "### CKA Heatmaps")

@@ -129,11 +129,11 @@ def test_effects_and_controls_are_computed_image_by_image_from_runs(tmp_path):
     assert resnet_row[1] == measured_once(940, 1000)  # the teacher run, trained once: shown once
     assert rows(text, "Random teacher − Baseline")[0][1] != NOT_MEASURED
     exp1 = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
-    seeds_only = "seeds only: the test-set error was not recorded"  # no per-image files in these runs
-    assert exp1[0][3] == f"{91:.2f} ± {stats.t.ppf(0.975, 2) * 1 / math.sqrt(3):.2f} % (n=3; {seeds_only})"
+    half = stats.t.ppf(0.975, 2) * 1 / math.sqrt(3)  # no per-image files in these runs: seeds only
+    assert exp1[0][3] == f"91.00 % [{91 - half:.2f}, {91 + half:.2f}] (seeds only)"
     baseline = [r for r in rows(text, "Baseline") if len(r) == 6 and r[0] == "Baseline"]
     assert [r[2] for r in baseline] == ["ResNet-18 teacher", "random ResNet-18"]
-    assert exp1[0][5] == f"80.00 % (n=3; no spread over seeds; {seeds_only})"  # the Baseline against the same teacher
+    assert exp1[0][5] == "80.00 % (no spread) (seeds only)"  # the Baseline against the same teacher
     assert "3→2, 6→4, 9→6, 11→7" in text
 
 
@@ -214,11 +214,12 @@ def test_fidelity_intervals_carry_the_test_images_error(tmp_path):
     text = why(tmp_path)
     (exp1,) = [r for r in rows(text, "EXP-1") if len(r) == 6 and r[2] == "ResNet-18 teacher"]
     mean, half = two_way(agree)
-    assert exp1[3].startswith(f"{mean * 100:.2f} ± {half * 100:.2f} %"), exp1[3]
+    assert exp1[3] == f"{mean * 100:.2f} % [{(mean - half) * 100:.2f}, {min(mean + half, 1) * 100:.2f}]", exp1[3]
+    agreement_mean = mean
     mean, half = two_way(kl)
-    assert exp1[4].startswith(f"{mean:.3f} ± {half:.3f} nats"), exp1[4]
+    assert exp1[4] == f"{mean:.3f} nats [{mean - half:.3f}, {mean + half:.3f}]", exp1[4]
     seeds_only = stats.t.ppf(0.975, 2) * stats.tstd([agree[s].mean() for s in SEEDS]) / math.sqrt(3)
-    assert f"± {seeds_only * 100:.2f} %" not in exp1[3]  # wider than the seeds alone
+    assert f"{(agreement_mean - seeds_only) * 100:.2f}" not in exp1[3]  # wider than the seeds alone
 
 
 def test_an_interval_past_a_fractions_range_is_also_given_clipped():
