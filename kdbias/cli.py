@@ -49,7 +49,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from kdbias import registry, runner
 from kdbias.config_files import check_class_paths
 from kdbias.controls import control_teacher
-from kdbias.data import DATASETS, CIFARDataModule
+from kdbias.data import CIFARDataModule
+from kdbias.data.folder import resolve_dataset
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
 from kdbias.experiment import ANALYTICS_CALLBACKS
 
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 SMOKE_FLAG = "--smoke"
+_LINK_FAILED = re.compile(r"^.*Call to compute_fn of link '[^']*' with args \(.*?\) failed: ", re.DOTALL)
 _SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
 
 
@@ -93,6 +95,7 @@ class _Parser(LightningArgumentParser):
         if not self.exit_on_error:
             return super().error(message, ex)
         hint = self._suggestions(message)
+        message = _LINK_FAILED.sub("", str(message))  # a compute_fn's own message, without the parser's wrapping
         sys.stderr.write(f"{self.prog}: error: {one_line(message)}{hint} (options: {self.prog} --help)\n")
         self.exit(2)
 
@@ -201,7 +204,9 @@ class KDBiasCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.dataset", "model.dataset")
-        parser.link_arguments("data.dataset", "model.num_classes", compute_fn=_num_classes)
+        parser.link_arguments(
+            ("data.dataset", "data.data_dir", "data.image_size"), "model.num_classes", compute_fn=_num_classes
+        )
         parser.link_arguments("seed_everything", "data.seed", compute_fn=_seed)
 
     def before_instantiate_classes(self) -> None:
@@ -254,10 +259,9 @@ def preset_config(experiment: registry.Experiment, configs_dir: str | Path, pres
         return KDBiasCLI(experiment, configs_dir, args, parse_only=True).config
 
 
-def _num_classes(dataset: str) -> int:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[dataset].num_classes
+def _num_classes(dataset: str, data_dir: str, image_size: int | None) -> int:
+    """Classes of the dataset (a folder dataset is registered here, at parse time)."""
+    return resolve_dataset(dataset, data_dir, image_size).num_classes
 
 
 def _seed(seed: Any) -> int:

@@ -36,7 +36,9 @@ class DatasetInfo:
     says whether a mirrored image keeps its label. Sizes are image counts: ``num_train``
     of the official training split, ``num_test`` of the official test split, and
     ``num_holdout`` the default number of training images held out as the validation
-    split (5,000 for CIFAR; the same 10 % share, rounded, for digits).
+    split (5,000 for CIFAR; the same 10 % share, rounded, for digits and folder datasets).
+    ``root``/``classes``: the folder and its class names of a folder dataset
+    (:func:`kdbias.data.register_folder_dataset`); ``None``/``()`` for the built-in ones.
     """
 
     name: str
@@ -48,6 +50,8 @@ class DatasetInfo:
     num_holdout: int
     image_size: int = 32
     hflip: bool = True
+    root: str | None = None
+    classes: tuple[str, ...] = ()
 
 
 CIFAR_HOLDOUT = 5_000  # CIFAR training images held out for validation by default (of 50,000)
