@@ -313,19 +313,42 @@ def _no_tips(record: logging.LogRecord) -> bool:
     return not str(record.getMessage()).startswith("💡")
 
 
-def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
+def own_teacher(name: str) -> registry.Experiment:
+    """A teacher run of your own, filed under ``runs/<name>/``: :class:`~kdbias.modules.TeacherModule`
+    with the ResNet-18 teacher's recipe and presets (any ``--model.arch``); students distil from
+    it with ``--model.teacher run:<name>``. ``ValueError`` for a name that is not a plain
+    identifier or that the matrix already uses."""
+    if not re.fullmatch(r"[A-Za-z][\w-]*", name or ""):
+        raise ValueError(f"--name {name!r}: a teacher run's name is a plain identifier (letters, digits, _ and -)")
+    if name in registry.ALL_EXPERIMENTS:
+        raise ValueError(f"--name {name}: an experiment of the matrix; run experiments/{name}.py, or pick another name")
+    recipe = registry.get(next(n for n in registry.TEACHERS if registry.get(n).module == "TeacherModule"))
+    return registry.Experiment(
+        name,
+        name,
+        "TeacherModule",
+        recipe.pieces,
+        "teacher",
+        f"Your own teacher {name}: {recipe.label}'s recipe and presets with any --model.arch (and "
+        "--model.pretrained weights); students name it with --model.teacher run:" + name,
+    )
+
+
+def main(name: str | registry.Experiment, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
     """Entry point of ``experiments/<name>.py``: parse and check, plan, build, then train and
     test; return the run directory (``None`` when ``--resume`` found the run finished).
+    ``name``: an experiment of :mod:`kdbias.registry`, or one built here (:func:`own_teacher`).
 
     Input errors (:data:`kdbias.errors.SETUP_INPUT_ERRORS` until training starts,
     :data:`kdbias.errors.FIT_INPUT_ERRORS` after) end in one line and exit status 2; any other
     exception propagates with its traceback (exit status 1)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    prog = f"{name}.py"
+    experiment = name if isinstance(name, registry.Experiment) else None
+    prog = f"{name if experiment is None else experiment.name}.py"
     quiet_lightning()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
     try:
-        cli = KDBiasCLI(registry.get(name), configs_dir, args)
+        cli = KDBiasCLI(experiment or registry.get(name), configs_dir, args)
         assert cli.plan is not None
         runner.prepare_data(cli.plan, cli.datamodule)
     except runner.Finished as done:

@@ -56,6 +56,9 @@ class KLDistillModule(DistillationModule):
     (the teacher on the same images) besides the base module's tags.
     """
 
+    #: The loss needs the teacher's logits: a headless teacher is refused before anything is built.
+    distils_logits = True
+
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
