@@ -224,7 +224,7 @@ def sweep_section(
             "value; Δ paired by seed against the preset's value, image by image (95 % CI over seeds and test "
             "images). Exploratory: a sweep is not a declared hypothesis.",
             "",
-            table(header, body),
+            *table(header, body).split("\n"),
             "",
         ]
         lines += [f"- left out: {md(note)}" for note in notes] + ([""] if notes else [])
