@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kdbias.report.load import ReportWarning, load_runs
 from kdbias.report.markdown import render_report
+from kdbias.report.sweep import read_sweeps, sweep_section
 from kdbias.runs import atomic_write_text
 
 __all__ = ["build_parser", "main", "write_report"]
@@ -50,6 +51,9 @@ def write_report(runs_dir: str | Path, out: str | Path, dataset: str | None = No
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     text = render_report(runs, dataset=dataset, preset=preset, out_dir=out.parent, runs_dir=runs_dir, skipped=skipped)
+    sweeps = sweep_section(runs, read_sweeps(runs_dir), dataset=dataset, preset=preset)
+    if sweeps:  # one table per swept experiment (run_all --sweep), after the plan's sections
+        text = text.rstrip("\n") + "\n\n" + "\n".join(sweeps).rstrip("\n") + "\n"
     atomic_write_text(out, text)
     return out
 
