@@ -11,14 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import CONFIGS, EXPERIMENTS, FAST, ROOT, TINY_ARGS
+from helpers import CONFIGS, EXPERIMENTS, FAST, ROOT, TINY_ARGS, digits_folder
 
 from kdbias import registry
 from kdbias.cli import KDBiasCLI, main, own_teacher
 from kdbias.launch.sweep import parse_sweeps
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "data"))
-from test_folder import digits_folder
 
 README = (ROOT / "README.md").read_text()
 

@@ -9,30 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import digits_folder, write_images
 from PIL import Image
 
 from kdbias.data import DATASETS, CIFARDataModule, FolderDatasetError, load_digits_split, register_folder_dataset
 from kdbias.data.folder import STATS_FILE, resolve_dataset, scan_folder
-
-
-def write_images(root: Path, images: torch.Tensor, labels: torch.Tensor, limit: int | None = None) -> None:
-    """uint8 ``[N, 3, H, W]`` images as ``root/c<label>/<k>.png`` (at most ``limit`` per class)."""
-    counts: dict[int, int] = {}
-    for k, (image, label) in enumerate(zip(images, labels.tolist())):
-        if limit is not None and counts.get(label, 0) >= limit:
-            continue
-        counts[label] = counts.get(label, 0) + 1
-        folder = root / f"c{label}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{k:04d}.png")
-
-
-def digits_folder(root: Path, limit: int | None = None) -> Path:
-    """The digits' train and test splits as ``root/train`` and ``root/test`` PNG class folders."""
-    tr_x, tr_y, te_x, te_y = load_digits_split(seed=0)
-    write_images(root / "train", tr_x, tr_y, limit)
-    write_images(root / "test", te_x, te_y, limit)
-    return root
 
 
 @pytest.fixture(scope="module")
