@@ -79,6 +79,8 @@ class KLDistillModule(DistillationModule):
         if teacher_deferred():  # load_from_checkpoint: the student alone (attach_teacher builds it)
             frozen = None
         else:
+            if isinstance(spec, PretrainedTeacher):
+                spec.check_logits(num_classes)  # soft KL needs logits: a headless teacher is refused before it is built
             frozen = spec.build(dataset, num_classes) if isinstance(spec, TeacherSpec) else spec
         super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile)
         self.save_hyperparameters(ignore=["teacher"])
