@@ -169,12 +169,14 @@ def _convnextv2_tiny_cifar(num_classes: int, pretrained: Pretrained, drop_path_r
     return model
 
 
-def _deit_p4(arch: str, num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, **kw) -> nn.Module:
+def _deit_p4(
+    arch: str, num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, img_size: int = 32, **kw
+) -> nn.Module:
     return _create(
         f"{arch}.fb_in1k",
         pretrained,
         partial(_vit_filter, adapt_layer_scale=True),
-        img_size=32,
+        img_size=img_size,  # 32 px (CIFAR); another side for a folder dataset's --data.image_size
         patch_size=4,
         num_classes=num_classes,
         drop_path_rate=drop_path_rate,
