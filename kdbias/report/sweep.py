@@ -173,7 +173,7 @@ def _columns(rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> list[tu
     if layers:
         cols.append((f"attention distance, layer {layers[-1]} (px)", ("attn_dist", layers[-1]), 1.0, ""))
     for key in sorted({k for r in every for k in (r.get("cka") or {})}):
-        cols.append((f"CKA contrast vs {md(key)}", ("cka", key, "contrast"), 1.0, ""))
+        cols.append((f"CKA contrast, {md(key)}'s teacher", ("cka", key, "contrast"), 1.0, ""))
     return cols
 
 
@@ -215,7 +215,8 @@ def sweep_section(
             for _, path, scale, unit in cols:
                 values_by_seed = _by_seed(group, path)
                 est = summarize(values_by_seed.values(), seeds=values_by_seed) if values_by_seed else None
-                cells.append(estimate(est, scale=scale, unit=unit) if est else "*not measured*")
+                bounds = (0.0, 1.0) if path[0] == "fidelity" else None  # a fraction: its interval clipped to [0, 1]
+                cells.append(estimate(est, scale=scale, unit=unit, bounds=bounds) if est else "*not measured*")
             body.append(cells)
         lines += [
             f"{heading} Sweep: {md(sweep['experiment'])} over {', '.join(md(k) for k in keys)}",
