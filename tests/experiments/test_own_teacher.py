@@ -115,3 +115,20 @@ def test_folder_dataset_classes_reach_the_module(tmp_path):
     config = KDBiasCLI(registry.get("baseline"), CONFIGS, args, parse_only=True).config
     assert config.model.num_classes == 3 and config.model.dataset == "folder"
     assert CIFARDataModule("folder", data_dir=tmp_path / "f").num_classes == 3
+
+
+@pytest.mark.parametrize("case", ["missing", "one_class", "ignored_data_dir"])
+def test_bad_folder_on_the_command_line_is_one_line_exit_2(tmp_path, capsys, case):
+    from PIL import Image
+
+    folder = tmp_path / "imgs"
+    if case == "one_class":
+        (folder / "a").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(folder / "a" / "x.png")
+    dataset = [] if case == "ignored_data_dir" else ["--data.dataset", "folder"]
+    with pytest.raises(SystemExit) as code:
+        run_experiment("baseline", tmp_path / "runs", *dataset, "--data.data_dir", str(folder))
+    err = capsys.readouterr().err.strip()
+    assert code.value.code == 2 and len(err.splitlines()) == 1 and "compute_fn" not in err
+    words = {"missing": "no such folder", "one_class": "one class folder", "ignored_data_dir": "not read by dataset"}
+    assert words[case] in err and str(folder) in err
