@@ -5,6 +5,7 @@ report covers them (slow)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shlex
 import sys
@@ -84,7 +85,12 @@ def test_the_study_runs_on_tiny_data(tmp_path, monkeypatch):
     lines = commands()
     for line in lines[:3]:  # teacher, baseline, exp1 on the folder
         name = Path(line[1]).stem
-        assert main(name, CONFIGS, [*_localise(line[2:], images, runs), *FAST, *TINY_ARGS[name]]) is not None
+        run_dir = main(name, CONFIGS, [*_localise(line[2:], images, runs), *FAST, *TINY_ARGS[name]])
+    from kdbias.evaluate import evaluate
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    again = evaluate(run_dir / summary["selected_checkpoint"])  # a new process's view: the folder from config.yaml
+    assert again["dataset"] == "folder" and again["test_acc"] == pytest.approx(summary["test_acc"], abs=1e-6)
     from kdbias.report.cli import main as report
 
     out = tmp_path / "RESULTS.md"
