@@ -2,7 +2,7 @@
 
 ``run_all`` records each sweep in ``<runs_dir>/sweeps.json`` (:data:`SWEEPS_FILE`)::
 
-    {"format": "kdbias sweeps", "sweeps": [{"experiment": "exp1", "dataset": "digits",
+    {"format": "kdbias sweeps", "sweeps": [{"experiment": "EXPERIMENT", "dataset": "digits",
       "preset": "smoke", "keys": ["model.temperature"], "reference": {"model.temperature": 4.0}}]}
 
 ``reference``: the preset's value of each swept key (the configuration a run without
