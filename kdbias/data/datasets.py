@@ -82,7 +82,10 @@ def _info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}") from None
+        raise ValueError(
+            f"unknown dataset {name!r}; valid: {', '.join(DATASETS)} (a folder of images is registered first: "
+            "CIFARDataModule(dataset='folder', data_dir=PATH) or kdbias.data.register_folder_dataset)"
+        ) from None
 
 
 def dataset_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
