@@ -208,8 +208,9 @@ def plan_matrix(
 def _points(
     name: str, argv: list[str], sweeps: Sequence[tuple[str, Sequence[str]]]
 ) -> tuple[list[Point], tuple[tuple[str, Any], ...]]:
-    """``(points, preset_values)`` of a student: the grid, plus ``()`` (the preset's run) first
-    when no grid point has the preset's values; ``([()], ())`` without sweeps."""
+    """``(points, preset_values)`` of a student: the grid with the point of the preset's values
+    last (``()``, the preset's run, added when no grid point has them), so that within a seed
+    the preset's run is the newest; ``([()], ())`` without sweeps."""
     if not sweeps:
         return [()], ()
     preset = expected_config(name, argv)
@@ -218,8 +219,8 @@ def _points(
     for point in grid:
         config = expected_config(name, [*argv, *point_args(point)])
         if all(runs.config_value(config, key) == value for key, value in reference):
-            return grid, reference
-    return [(), *grid], reference
+            return [p for p in grid if p != point] + [point], reference
+    return [*grid, ()], reference
 
 
 def _decide(

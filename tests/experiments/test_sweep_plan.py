@@ -26,19 +26,20 @@ def _no_parser(monkeypatch):
 def test_each_value_for_every_seed_plus_the_reference(tmp_path):
     plan = plan_matrix(tmp_path, 2, smoke=True, only=["exp1"], sweeps=[("model.temperature", ["1", "2"])])
     assert [(r.seed, r.sweep) for r in plan] == [
-        (seed, point) for seed in (0, 1) for point in ((), (("model.temperature", "1"),), (("model.temperature", "2"),))
+        (seed, point) for seed in (0, 1) for point in ((("model.temperature", "1"),), (("model.temperature", "2"),), ())
     ]
     assert len({r.key for r in plan}) == len({r.slug for r in plan}) == 6
     assert all(r.preset_values == (("model.temperature", 4.0),) for r in plan)
-    assert [r.config["model"]["temperature"] for r in plan[:3]] == [4.0, 1.0, 2.0]
-    assert plan[1].argv[-2:] == ("--model.temperature", "1") and plan[1].slug == "exp1-seed0-temperature1"
-    assert "the sweep's reference" in plan[0].describe()
+    assert [r.config["model"]["temperature"] for r in plan[:3]] == [1.0, 2.0, 4.0]  # the preset's run last
+    assert plan[0].argv[-2:] == ("--model.temperature", "1") and plan[0].slug == "exp1-seed0-temperature1"
+    assert "the sweep's reference" in plan[2].describe()
 
 
 def test_a_grid_that_holds_the_preset_has_no_extra_run(tmp_path):
     sweeps = [("model.temperature", ["1", "4"]), ("model.alpha", ["0.5", "0.9"])]
     plan = plan_matrix(tmp_path, 1, smoke=True, only=["exp1"], sweeps=sweeps)
     assert len(plan) == 4 and () not in [r.sweep for r in plan]
+    assert plan[-1].sweep == (("model.temperature", "4"), ("model.alpha", "0.5"))  # the preset's values last
     assert plan[0].preset_values == (("model.temperature", 4.0), ("model.alpha", 0.5))
 
 
