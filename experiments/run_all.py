@@ -1,7 +1,7 @@
 """Run the whole experiment matrix in dependency order, then write the report.
 
     python experiments/run_all.py [--smoke] [--seeds N] [--groups plan,why] [--runs_dir runs] [--out RESULTS.md]
-        [--dry-run | --status] [--only NAME ...] [--launcher local|slurm] [--parallel N]
+        [--dry-run | --status] [--only NAME ...] [--sweep KEY=V1,V2 ...] [--launcher local|slurm] [--parallel N]
         [SLURM: --partition P --account A --time MIN --gpus_per_run G --nodes N --cpus_per_task C --mem_gb M]
         [-- EXTRA ARGS FOR EVERY SCRIPT]
 
@@ -15,6 +15,10 @@ process trains it (its folder is locked), and otherwise started. The launchers
 at a time, one GPU set each, stopping at the first failure; ``slurm`` submits one job per
 run through submitit, students after their teachers (``afterok``), requeued jobs
 resuming. The report (:mod:`kdbias.report`) is written at the end, also after a failure.
+
+``--sweep model.temperature=1,2,4`` (several flags: a grid) trains every planned student once
+per value and seed, each its own run folder (:mod:`kdbias.launch.sweep`); the sweep is recorded
+in ``<runs_dir>/sweeps.json`` and the report shows it as a table (:mod:`kdbias.report.sweep`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kdbias.launch.fork import can_fork, fork_start
 from kdbias.launch.local import run_local
 from kdbias.launch.plan import PlannedRun  # noqa: F401  (the planned-run type, for callers)
 from kdbias.launch.slurm import SlurmSettings, job_plan, submit_matrix
+from kdbias.launch.sweep import parse_sweeps, record_sweep
 from kdbias.report import write_report
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parent
@@ -72,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--groups", default="plan", help=f"comma-separated row groups of the registry ({', '.join(registry.GROUPS)})"
     )
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="plan only these experiments")
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="train every planned student at each value (and seed); several flags: a grid",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan (and SLURM's job plan), run nothing")
     parser.add_argument("--status", action="store_true", help="state of every run of the matrix, then exit")
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local", help="where the runs train")
@@ -135,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 extra_args=args.extra,
                 only=args.only,
                 groups=args.groups,
+                sweeps=parse_sweeps(args.sweep),
             )
     except ValueError as error:
         print(f"run_all.py: error: {' '.join(str(error).split())}", file=sys.stderr)
@@ -183,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for run in todo:
                 print("would run: " + shlex.join(run.command(python="python")))
         return 0
+    swept = {run.experiment: dict(run.preset_values) for run in plan if run.preset_values}
+    for experiment, reference in swept.items():
+        record_sweep(args.runs_dir, experiment, resolved, preset, reference)
     if args.launcher == "slurm":
         return _slurm(args, plan, todo, elsewhere, settings, preset, resolved)
     return _local(args, plan, todo, elsewhere, gpus, preset, resolved)

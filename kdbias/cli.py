@@ -49,7 +49,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from kdbias import registry, runner
 from kdbias.config_files import check_class_paths
 from kdbias.controls import control_teacher
-from kdbias.data import DATASETS, CIFARDataModule
+from kdbias.data import CIFARDataModule
+from kdbias.data.folder import resolve_dataset
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
 from kdbias.experiment import ANALYTICS_CALLBACKS
 
@@ -64,6 +65,7 @@ __all__ = [
 ]
 
 SMOKE_FLAG = "--smoke"
+_LINK_FAILED = re.compile(r"^.*Call to compute_fn of link '[^']*' with args \(.*?\) failed: ", re.DOTALL)
 _SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
 
 
@@ -93,6 +95,7 @@ class _Parser(LightningArgumentParser):
         if not self.exit_on_error:
             return super().error(message, ex)
         hint = self._suggestions(message)
+        message = _LINK_FAILED.sub("", str(message))  # a compute_fn's own message, without the parser's wrapping
         sys.stderr.write(f"{self.prog}: error: {one_line(message)}{hint} (options: {self.prog} --help)\n")
         self.exit(2)
 
@@ -201,7 +204,9 @@ class KDBiasCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.dataset", "model.dataset")
-        parser.link_arguments("data.dataset", "model.num_classes", compute_fn=_num_classes)
+        parser.link_arguments(
+            ("data.dataset", "data.data_dir", "data.image_size"), "model.num_classes", compute_fn=_num_classes
+        )
         parser.link_arguments("seed_everything", "data.seed", compute_fn=_seed)
 
     def before_instantiate_classes(self) -> None:
@@ -254,10 +259,9 @@ def preset_config(experiment: registry.Experiment, configs_dir: str | Path, pres
         return KDBiasCLI(experiment, configs_dir, args, parse_only=True).config
 
 
-def _num_classes(dataset: str) -> int:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[dataset].num_classes
+def _num_classes(dataset: str, data_dir: str, image_size: int | None) -> int:
+    """Classes of the dataset (a folder dataset is registered here, at parse time)."""
+    return resolve_dataset(dataset, data_dir, image_size).num_classes
 
 
 def _seed(seed: Any) -> int:
@@ -309,19 +313,42 @@ def _no_tips(record: logging.LogRecord) -> bool:
     return not str(record.getMessage()).startswith("💡")
 
 
-def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
+def own_teacher(name: str) -> registry.Experiment:
+    """A teacher run of your own, filed under ``runs/<name>/``: :class:`~kdbias.modules.TeacherModule`
+    with the ResNet-18 teacher's recipe and presets (any ``--model.arch``); students distil from
+    it with ``--model.teacher run:<name>``. ``ValueError`` for a name that is not a plain
+    identifier or that the matrix already uses."""
+    if not re.fullmatch(r"[A-Za-z][\w-]*", name or ""):
+        raise ValueError(f"--name {name!r}: a teacher run's name is a plain identifier (letters, digits, _ and -)")
+    if name in registry.ALL_EXPERIMENTS:
+        raise ValueError(f"--name {name}: an experiment of the matrix; run experiments/{name}.py, or pick another name")
+    recipe = registry.get(next(n for n in registry.TEACHERS if registry.get(n).module == "TeacherModule"))
+    return registry.Experiment(
+        name,
+        name,
+        "TeacherModule",
+        recipe.pieces,
+        "teacher",
+        f"Your own teacher {name}: {recipe.label}'s recipe and presets with any --model.arch (and "
+        "--model.pretrained weights); students name it with --model.teacher run:" + name,
+    )
+
+
+def main(name: str | registry.Experiment, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
     """Entry point of ``experiments/<name>.py``: parse and check, plan, build, then train and
     test; return the run directory (``None`` when ``--resume`` found the run finished).
+    ``name``: an experiment of :mod:`kdbias.registry`, or one built here (:func:`own_teacher`).
 
     Input errors (:data:`kdbias.errors.SETUP_INPUT_ERRORS` until training starts,
     :data:`kdbias.errors.FIT_INPUT_ERRORS` after) end in one line and exit status 2; any other
     exception propagates with its traceback (exit status 1)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    prog = f"{name}.py"
+    experiment = name if isinstance(name, registry.Experiment) else None
+    prog = f"{name if experiment is None else experiment.name}.py"
     quiet_lightning()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
     try:
-        cli = KDBiasCLI(registry.get(name), configs_dir, args)
+        cli = KDBiasCLI(experiment or registry.get(name), configs_dir, args)
         assert cli.plan is not None
         runner.prepare_data(cli.plan, cli.datamodule)
     except runner.Finished as done:

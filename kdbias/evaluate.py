@@ -100,15 +100,17 @@ def build(
     run_dir = run_dir_of(path)
     config = runs.read_config(run_dir) if run_dir is not None else {}
     cls = module_class(checkpoint, run_dir)
+    dataset = checkpoint["hyper_parameters"]["dataset"]
     del checkpoint  # load_from_checkpoint reads it again, into the module
-    module = cls.load_from_checkpoint(path, map_location="cpu")
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    kwargs: dict[str, Any] = {k: data[k] for k in ("data_dir", "verify_md5") if data.get(k) is not None}
+    keys = ("data_dir", "verify_md5", "image_size")
+    kwargs: dict[str, Any] = {k: data[k] for k in keys if data.get(k) is not None}
     if data_dir is not None:
         kwargs["data_dir"] = data_dir
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
-    datamodule = CIFARDataModule(module.hparams.dataset, **kwargs)
+    datamodule = CIFARDataModule(dataset, **kwargs)  # first: a folder dataset is registered here
+    module = cls.load_from_checkpoint(path, map_location="cpu")
     datamodule.prepare_data()
     datamodule.setup("test")
     return module, datamodule, config

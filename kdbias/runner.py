@@ -54,7 +54,7 @@ from kdbias.experiment import (
     signature_config,
 )
 from kdbias.resume import plan_resume
-from kdbias.teacher import FrozenTeacher
+from kdbias.teacher import FrozenTeacher, PretrainedTeacher, teacher_spec
 
 __all__ = [
     "ENV_RUN_DIR",
@@ -71,6 +71,8 @@ __all__ = [
 #: Set by global rank 0 to its run directory; DDP processes that Lightning starts inherit it.
 ENV_RUN_DIR = "KDBIAS_RUN_DIR"
 _RANK_VARIABLES = ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "JSM_NAMESPACE_RANK")
+#: ``--model.teacher run:NAME``: the teacher run called NAME (``runs/NAME/``).
+RUN_PREFIX = "run:"
 Control = Callable[[str], tuple[FrozenTeacher, list[tuple[int, int]] | None]]
 
 
@@ -88,7 +90,9 @@ class RunPlan:
 
     ``config_text``/``config_data``: the resolved configuration as YAML (what ``config.yaml``
     holds) and parsed; ``teacher_family``: the family an auto-found teacher must have;
-    ``run_dir``/``ckpt_path``: set when resuming (else claimed by :func:`build_trainer`).
+    ``run_dir``/``ckpt_path``: set when resuming (else claimed by :func:`build_trainer`);
+    ``teacher_run``: the teacher run a student names (``--model.teacher run:NAME``), the key
+    of its fidelity.
     """
 
     experiment: registry.Experiment
@@ -103,6 +107,7 @@ class RunPlan:
     teacher_family: str | None = None
     run_dir: Path | None = None
     ckpt_path: Path | None = None
+    teacher_run: str | None = None
 
     def describe(self) -> str:
         return f"{self.experiment.name} seed {self.seed} on {self.dataset} ({self.preset} preset)"
@@ -127,6 +132,9 @@ def check_config(experiment: registry.Experiment, config: Namespace) -> Analytic
     model = _plain(config.model)
     teacher = model.get("teacher")
     if isinstance(teacher, Mapping) and "init_args" in teacher:  # a spec: its arch stands for the shape checks
+        spec = teacher_spec(dict(teacher))
+        if isinstance(spec, PretrainedTeacher) and getattr(experiment.module_class, "distils_logits", False):
+            spec.check_logits(model.get("num_classes", 0))  # a headless teacher, refused before anything is built
         model = {**model, "teacher": None}
     experiment.module_class.check_arguments(**model)
     experiment.module_class.check_batch_size(config.data.batch_size, **model)
@@ -173,18 +181,26 @@ def plan_run(
 
 
 def _resolve_teacher(plan: RunPlan, model: Namespace) -> None:
-    """``teacher: auto`` (also as ``CheckpointTeacher(path="auto")``) -> the checkpoint path."""
+    """``teacher: auto`` (also as ``CheckpointTeacher(path="auto")``) -> the checkpoint path;
+    ``run:NAME`` -> the selected checkpoint of the newest complete run ``NAME`` (a teacher run of
+    any experiment, e.g. ``experiments/teacher.py --name NAME``) on the same dataset and preset."""
     experiment, teacher = plan.experiment, model.get("teacher")
     spec = isinstance(teacher, Namespace) and str(teacher.get("class_path", "")).endswith("CheckpointTeacher")
     path = teacher.init_args.get("path", "auto") if spec else teacher
-    if experiment.teacher is None or path not in (None, "auto"):
+    if isinstance(path, str) and path.startswith(RUN_PREFIX):
+        plan.teacher_run = path[len(RUN_PREFIX) :]
+        if not plan.teacher_run or plan.teacher_run != Path(plan.teacher_run).name:
+            raise ValueError(f"--model.teacher {path}: name a teacher run, e.g. run:my_r34 (runs/my_r34/)")
+        found = str(runs.teacher_checkpoint(plan.runs_dir, plan.teacher_run, plan.dataset, plan.preset))
+    elif experiment.teacher is None or path not in (None, "auto"):
         return
-    found = str(why.resolve_teacher(plan.runs_dir, experiment, plan.dataset, plan.preset))
+    else:
+        found = str(why.resolve_teacher(plan.runs_dir, experiment, plan.dataset, plan.preset))
+        plan.teacher_family = experiment.teacher_family
     if spec:
         teacher.init_args.path = found
     else:
         model.teacher = found
-    plan.teacher_family = experiment.teacher_family
 
 
 # -- 2. claim and build --------------------------------------------------------------------
@@ -256,7 +272,9 @@ def _trainer(plan: RunPlan, trainer_class, config: dict[str, Any], module, datam
         log_every_n_steps=config.get("log_every_n_steps") or 50,
         control=control,
         summary_extra={},
-    ) + why.why_callbacks(plan.experiment, plan.run_dir, plan.runs_dir, plan.dataset, plan.preset, module)
+    ) + why.why_callbacks(
+        plan.experiment, plan.run_dir, plan.runs_dir, plan.dataset, plan.preset, module, plan.teacher_run
+    )
     user = config.get("callbacks") or []
     plugins = config.get("plugins") or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]

@@ -36,9 +36,11 @@ from kdbias.models import (
     build_model,
     check_arch_kwargs,
     compiled,
+    head_classes,
     model_input_stats,
     unwrap_model,
 )
+from kdbias.models.heads import check_head
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.runs import CheckpointError, load_checkpoint
 
@@ -289,9 +291,9 @@ class CheckpointTeacher(TeacherSpec):
     """The network of a :class:`~kdbias.modules.TeacherModule` checkpoint.
 
     Args:
-        path: the checkpoint (read with ``weights_only=True``), or ``"auto"``: the selected
-            checkpoint of the newest complete run of the experiment's teacher (resolved by the
-            command line, :func:`kdbias.runs.teacher_checkpoint`).
+        path: the checkpoint (read with ``weights_only=True``); ``"auto"``: the selected checkpoint
+            of the newest complete run of the experiment's teacher; ``"run:NAME"``: of run ``NAME``
+            (both resolved by the command line, :func:`kdbias.runs.teacher_checkpoint`).
         family: the network class it must have (``"ResNet"``, ``"ConvNeXt"``), or ``None``.
     """
 
@@ -300,16 +302,18 @@ class CheckpointTeacher(TeacherSpec):
         self.family = family
 
     def build(self, dataset: str, num_classes: int, compile: bool | str = False) -> FrozenTeacher:
-        if self.path == "auto":
+        if self.path == "auto" or self.path.startswith("run:"):
             raise ValueError(
-                "teacher 'auto' is resolved by the experiment scripts (the selected checkpoint of the teacher run); "
-                "pass the path of a TeacherModule checkpoint."
+                f"teacher {self.path!r} is resolved by the experiment scripts (the selected checkpoint of the teacher "
+                "run); pass the path of a TeacherModule checkpoint."
             )
         return FrozenTeacher.from_checkpoint(self.path, dataset, num_classes, family=self.family).compiled(compile)
 
 
 class PretrainedTeacher(TeacherSpec):
     """A network from :func:`~kdbias.models.build_model` with pretrained weights.
+    Its head is kept when the weights have one over exactly the dataset's classes
+    (:func:`~kdbias.models.head_classes`), else it is headless (:meth:`check_logits`).
 
     Args:
         arch: kdbias model name (``dinov2_vits14``) or timm name.
@@ -330,9 +334,17 @@ class PretrainedTeacher(TeacherSpec):
         self.arch, self.weights, self.image_size = arch, weights, image_size
         self.arch_kwargs = dict(arch_kwargs) if arch_kwargs else None
 
+    def head(self, num_classes: int) -> int:
+        """``num_classes`` when the weights' head is over that many classes, else 0 (headless)."""
+        return num_classes if num_classes > 0 and head_classes(self.arch, self.weights) == num_classes else 0
+
+    def check_logits(self, num_classes: int) -> None:
+        """:func:`~kdbias.models.heads.check_head`: refused unless the head fits (soft KL needs it)."""
+        check_head(self.arch, self.weights, num_classes)
+
     def build(self, dataset: str, num_classes: int = 0, compile: bool | str = False) -> FrozenTeacher:
         teacher = FrozenTeacher.from_pretrained(
-            self.arch, self.weights, dataset, self.image_size, self.arch_kwargs, num_classes=0
+            self.arch, self.weights, dataset, self.image_size, self.arch_kwargs, num_classes=self.head(num_classes)
         )
         return teacher.compiled(compile)
 

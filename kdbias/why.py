@@ -106,18 +106,24 @@ def _load(runs_dir: Path, key: str, dataset: str, preset: str, num_classes: int)
 
 
 def fidelity_references(
-    experiment: registry.Experiment, runs_dir: str | Path, dataset: str, preset: str, num_classes: int
+    experiment: registry.Experiment,
+    runs_dir: str | Path,
+    dataset: str,
+    preset: str,
+    num_classes: int,
+    teacher_run: str | None = None,
 ) -> tuple[dict[str, Callable[[], FrozenTeacher] | str], str | None]:
     """``({key: teacher loader or OWN}, primary key)`` of the fidelity measured for ``experiment``:
-    its own teacher (key: ``experiment.teacher``, or :data:`RANDOM_KEY`) and the controls of
+    its own teacher (key: ``teacher_run`` when the run names its teacher run, else
+    ``experiment.teacher``, or :data:`RANDOM_KEY`) and the controls of
     :data:`CONTROL_REFERENCES` whose teacher runs are complete (others are "not measured")."""
     out: dict[str, Callable[[], FrozenTeacher] | str] = {}
     primary = None
     if experiment.role == "student" and experiment.module == "KLDistillModule":
-        primary = experiment.teacher or RANDOM_KEY
+        primary = teacher_run or experiment.teacher or RANDOM_KEY
         out[primary] = OWN
-    if experiment.module == "CKADistillModule" and experiment.teacher is not None:
-        primary = experiment.teacher
+    if experiment.module == "CKADistillModule" and (teacher_run or experiment.teacher) is not None:
+        primary = teacher_run or experiment.teacher
         out[primary] = OWN
     controls = CONTROL_REFERENCES.get(experiment.name, ())
     if controls == "every teacher":
@@ -131,12 +137,19 @@ def fidelity_references(
 
 
 def why_callbacks(
-    experiment: registry.Experiment, run_dir: Path, runs_dir: str | Path, dataset: str, preset: str, module: Any
+    experiment: registry.Experiment,
+    run_dir: Path,
+    runs_dir: str | Path,
+    dataset: str,
+    preset: str,
+    module: Any,
+    teacher_run: str | None = None,
 ) -> list[Any]:
-    """Snapshots for a matched-from teacher run; fidelity for students (see the module docstring)."""
+    """Snapshots for a matched-from teacher run; fidelity for students (see the module docstring;
+    ``teacher_run``: the teacher run the student names, the key of its fidelity)."""
     if experiment.role == "teacher":
         matched = any(e.teacher == experiment.name and e.teacher_matched_to for e in registry.ALL_EXPERIMENTS.values())
         every = SNAPSHOT_EVERY.get(preset, SNAPSHOT_EVERY["paper"])
         return [SnapshotCallback(run_dir / runs.CHECKPOINT_DIR / SNAPSHOT_DIR, every)] if matched else []
-    teachers, primary = fidelity_references(experiment, runs_dir, dataset, preset, module.num_classes)
+    teachers, primary = fidelity_references(experiment, runs_dir, dataset, preset, module.num_classes, teacher_run)
     return [FidelityCallback(teachers, primary)] if teachers else []

@@ -287,3 +287,28 @@ class StallOnceAt(Callback):
 
             Path(self.flag).write_text(f"{os.getpid()}\n")
             time.sleep(self.seconds)
+
+
+def write_images(root: Path, images: Any, labels: Any, limit: int | None = None) -> None:
+    """uint8 ``[N, 3, H, W]`` images as ``root/c<label>/<k>.png`` (at most ``limit`` per class)."""
+    from PIL import Image
+
+    counts: dict[int, int] = {}
+    for k, (image, label) in enumerate(zip(images, labels.tolist())):
+        if limit is not None and counts.get(label, 0) >= limit:
+            continue
+        counts[label] = counts.get(label, 0) + 1
+        folder = root / f"c{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{k:04d}.png")
+
+
+def digits_folder(root: Path, limit: int | None = None) -> Path:
+    """The digits' train and test splits as ``root/train`` and ``root/test`` PNG class folders
+    (a folder dataset for ``--data.dataset folder``)."""
+    from kdbias.data import load_digits_split
+
+    tr_x, tr_y, te_x, te_y = load_digits_split(seed=0)
+    write_images(root / "train", tr_x, tr_y, limit)
+    write_images(root / "test", te_x, te_y, limit)
+    return root

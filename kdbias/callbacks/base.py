@@ -16,6 +16,10 @@ When a measurement runs (:meth:`AnalyticsCallback.due`):
   in ``on_train_epoch_end`` instead;
 - in ``validate``: at every validation end (an explicit evaluation of a checkpoint).
 
+A schedule that cannot fire within ``max_epochs`` (``every_n_epochs > max_epochs``) measures
+once at the last epoch instead (:attr:`AnalyticsCallback.at_fit_end`); the first analytics
+callback of the Trainer says so at the start of ``fit``, in one warning naming them all.
+
 Steps: values are logged at ``trainer.global_step`` (optimizer steps so far). Lightning
 logs its own epoch-end ``val/*`` at its batch counter, which at an epoch's closing
 validation is one lower; pair the two by epoch, not by step.
@@ -36,6 +40,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
@@ -99,6 +104,9 @@ class AnalyticsCallback(Callback):
         #: The training epoch of the weights measured outside ``fit`` (a checkpoint measured
         #: later, :mod:`kdbias.controls`); ``None``: ``trainer.current_epoch``.
         self.at_epoch: int | None = None
+        #: Set at the start of ``fit`` when ``every_n_epochs`` cannot fire within ``max_epochs``:
+        #: then the last epoch is due instead.
+        self.at_fit_end = False
 
     def epoch_of(self, trainer: L.Trainer) -> int:
         """The epoch a measurement is labelled with (:attr:`at_epoch`, else the trainer's)."""
@@ -191,6 +199,25 @@ class AnalyticsCallback(Callback):
             yield self._normalize(x), y
 
     # -- scheduling -------------------------------------------------------------------
+    def cannot_fire(self, trainer: L.Trainer) -> bool:
+        """Whether the epoch schedule never comes due within ``max_epochs`` (callbacks with their
+        own schedule or their own measurement at the end of training never say so)."""
+        own = type(self).due is not AnalyticsCallback.due or type(self).on_train_end is not Callback.on_train_end
+        epochs = trainer.max_epochs
+        return not own and isinstance(epochs, int) and 0 < epochs < self.every_n_epochs
+
+    @override
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        mine = [c for c in trainer.callbacks if isinstance(c, AnalyticsCallback)]
+        late = [c for c in mine if c.cannot_fire(trainer)]
+        self.at_fit_end = self in late
+        if late and mine[0] is self:
+            names = ", ".join(f"{c.describe()} (every_n_epochs={c.every_n_epochs})" for c in late)
+            rank_zero_warn(
+                f"analytics whose schedule cannot fire within max_epochs={trainer.max_epochs}: {names}; they measure "
+                "once at the end of the last epoch instead (lower every_n_epochs to measure during training)."
+            )
+
     def due(self, trainer: L.Trainer) -> bool:
         """Whether a measurement is due now (see the module docstring)."""
         if trainer.sanity_checking:
@@ -200,7 +227,8 @@ class AnalyticsCallback(Callback):
         if trainer.state.fn != TrainerFn.FITTING:
             return False
         epoch = trainer.current_epoch
-        return (epoch + 1) % self.every_n_epochs == 0 and self.measured_epoch != epoch
+        last = self.at_fit_end and epoch + 1 == trainer.max_epochs
+        return ((epoch + 1) % self.every_n_epochs == 0 or last) and self.measured_epoch != epoch
 
     @staticmethod
     def _closes_epoch(trainer: L.Trainer) -> bool:
@@ -242,7 +270,8 @@ class AnalyticsCallback(Callback):
         left in progress lines): the due epochs among the remaining ones; override for
         measurements at other times."""
         first, total = trainer.current_epoch + 1, trainer.max_epochs or 0
-        return sum(1 for epoch in range(first, total) if (epoch + 1) % self.every_n_epochs == 0)
+        due = sum(1 for epoch in range(first, total) if (epoch + 1) % self.every_n_epochs == 0)
+        return due + (1 if self.at_fit_end and first < total else 0)
 
     @property
     def mean_duration_s(self) -> float | None:

@@ -1,4 +1,4 @@
-"""Data: CIFAR-10 / CIFAR-100 / offline digits, and batched on-device augmentation."""
+"""Data: CIFAR-10 / CIFAR-100 / offline digits / a folder of images, and batched on-device augmentation."""
 
 from kdbias.data.augment import cutmix, mixup, normalize, random_crop, random_crop_flip, random_hflip, to_soft_targets
 from kdbias.data.cifar import CorruptDatasetError, DatasetNotFoundError, download_cifar, load_cifar
@@ -11,6 +11,7 @@ from kdbias.data.datasets import (
     dataset_stats,
     load_digits_split,
 )
+from kdbias.data.folder import FolderDatasetError, register_folder_dataset
 
 __all__ = [
     "CIFARDataModule",
@@ -18,6 +19,7 @@ __all__ = [
     "DATASETS",
     "DatasetInfo",
     "DatasetNotFoundError",
+    "FolderDatasetError",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "cutmix",
@@ -30,5 +32,6 @@ __all__ = [
     "random_crop",
     "random_crop_flip",
     "random_hflip",
+    "register_folder_dataset",
     "to_soft_targets",
 ]

@@ -1,5 +1,5 @@
-"""``CIFARDataModule``: CIFAR-10 / CIFAR-100 / digits held as uint8 tensors, augmented
-on the device after transfer."""
+"""``CIFARDataModule``: CIFAR-10 / CIFAR-100 / digits / a folder of images held as uint8
+tensors, augmented on the device after transfer."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 
 from kdbias.data.augment import cutmix, mixup, normalize, random_crop_flip
 from kdbias.data.cifar import download_cifar, load_cifar
-from kdbias.data.datasets import DATASETS, load_digits_split
+from kdbias.data.datasets import load_digits_split
+from kdbias.data.folder import load_folder_split, resolve_dataset
 from kdbias.data.sampling import TensorBatchDataset, collate_batch, fixed_indices, stratified_indices, stream_seed
 
 __all__ = ["CIFARDataModule", "TensorBatchDataset"]
@@ -30,7 +31,8 @@ def _is_int(value: Any) -> bool:
 
 
 class CIFARDataModule(pl.LightningDataModule):
-    """CIFAR-10, CIFAR-100 or the offline digits data, with batched GPU-side augmentation.
+    """CIFAR-10, CIFAR-100, the offline digits data or a folder of images (one sub-folder per
+    class, :mod:`kdbias.data.folder`), with batched GPU-side augmentation.
 
     Each split is held as one uint8 tensor ``[N, 3, 32, 32]`` plus int64 labels ``[N]``;
     loaders yield uint8 batches. ``on_after_batch_transfer`` then works on the device:
@@ -65,8 +67,12 @@ class CIFARDataModule(pl.LightningDataModule):
     rank and the step count).
 
     Args:
-        dataset: ``"cifar10"``, ``"cifar100"`` or ``"digits"``.
-        data_dir: root holding ``cifar-10-batches-py`` / ``cifar-100-python``.
+        dataset: ``"cifar10"``, ``"cifar100"``, ``"digits"``, ``"folder"`` (the class folders
+            under ``data_dir``) or a name registered with
+            :func:`~kdbias.data.register_folder_dataset`.
+        data_dir: root holding ``cifar-10-batches-py`` / ``cifar-100-python``; for ``"folder"``
+            the image folder. A dataset that reads nothing from it (digits, a registered folder)
+            refuses a ``data_dir`` other than the default rather than ignore it.
         batch_size: training batch size per process, >= 1.
         val_batch_size: evaluation (val / test / predict) batch size, >= 1 (default
             ``batch_size``).
@@ -91,6 +97,8 @@ class CIFARDataModule(pl.LightningDataModule):
         split_seed: seed of the held-out selection, independent of ``seed``.
         verify_md5: check each CIFAR batch file's image count and torchvision's published
             MD5; ``False`` accepts a deliberately modified copy (its format is still checked).
+        image_size: side of the images of a folder dataset (resized when read); ``None``: the
+            dataset's own (32 for every built-in dataset and for ``"folder"``).
     """
 
     def __init__(
@@ -111,13 +119,12 @@ class CIFARDataModule(pl.LightningDataModule):
         holdout: int | None = None,
         split_seed: int = 0,
         verify_md5: bool = True,
+        image_size: int | None = None,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
         if mix is not None and mix not in MIXES:
             raise ValueError(f"unknown mix {mix!r}; valid: None, {', '.join(MIXES)}")
-        info = DATASETS[dataset]
+        info = resolve_dataset(dataset, data_dir, image_size)
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
         if val_batch_size is not None and (not _is_int(val_batch_size) or val_batch_size < 1):
@@ -211,12 +218,13 @@ class CIFARDataModule(pl.LightningDataModule):
 
     # -- data ------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Download CIFAR into ``data_dir`` if its files are missing (nothing for digits)."""
-        if self.dataset != "digits":
+        """Download CIFAR into ``data_dir`` if its files are missing (nothing for digits or folders)."""
+        if self.dataset in ("cifar10", "cifar100"):
             download_cifar(self.dataset, self.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the three splits once as uint8 ``[N, 3, 32, 32]`` / int64 ``[N]`` tensors.
+        """Load the three splits once as uint8 ``[N, 3, S, S]`` / int64 ``[N]`` tensors (S = 32; a
+        folder dataset: its ``image_size``).
 
         The held-out split (``val_indices``) is drawn from the official training split
         first; ``train_subset`` then picks from the remaining images (``train_indices``).
@@ -228,6 +236,8 @@ class CIFARDataModule(pl.LightningDataModule):
             return
         if self.dataset == "digits":
             tr_x, tr_y, te_x, te_y = load_digits_split(seed=0)
+        elif self.info.root is not None:
+            tr_x, tr_y, te_x, te_y = load_folder_split(self.info)
         else:
             tr_x, tr_y = load_cifar(self.dataset, self.data_dir, train=True, verify_md5=self.verify_md5)
             te_x, te_y = load_cifar(self.dataset, self.data_dir, train=False, verify_md5=self.verify_md5)

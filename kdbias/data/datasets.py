@@ -36,7 +36,9 @@ class DatasetInfo:
     says whether a mirrored image keeps its label. Sizes are image counts: ``num_train``
     of the official training split, ``num_test`` of the official test split, and
     ``num_holdout`` the default number of training images held out as the validation
-    split (5,000 for CIFAR; the same 10 % share, rounded, for digits).
+    split (5,000 for CIFAR; the same 10 % share, rounded, for digits and folder datasets).
+    ``root``/``classes``: the folder and its class names of a folder dataset
+    (:func:`kdbias.data.register_folder_dataset`); ``None``/``()`` for the built-in ones.
     """
 
     name: str
@@ -48,6 +50,8 @@ class DatasetInfo:
     num_holdout: int
     image_size: int = 32
     hflip: bool = True
+    root: str | None = None
+    classes: tuple[str, ...] = ()
 
 
 CIFAR_HOLDOUT = 5_000  # CIFAR training images held out for validation by default (of 50,000)
@@ -78,7 +82,10 @@ def _info(name: str) -> DatasetInfo:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}") from None
+        raise ValueError(
+            f"unknown dataset {name!r}; valid: {', '.join(DATASETS)} (a folder of images is registered first: "
+            "CIFARDataModule(dataset='folder', data_dir=PATH) or kdbias.data.register_folder_dataset)"
+        ) from None
 
 
 def dataset_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -6,6 +6,10 @@ preset *and configuration* exists (:func:`kdbias.runs.config_differences`: seeds
 run-local keys aside). The configuration a run would get is parsed from the preset and
 the arguments exactly as ``experiments/<name>.py`` parses them (nothing is built). Runs
 of another configuration are listed, never skipped-as-done.
+
+Sweeps (``sweeps``, :mod:`kdbias.launch.sweep`): every student run is planned once per grid
+point, with the point's overrides; the preset's own values are planned too when no point
+has them (the reference the report's Δ is paired against).
 """
 
 from __future__ import annotations
@@ -13,11 +17,12 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from kdbias import registry, runs
+from kdbias.launch.sweep import Point, point_args, point_slug, sweep_grid
 
 __all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix"]
 
@@ -36,7 +41,8 @@ class PlannedRun:
     touched) or ``"run"``. ``argv``: arguments of ``experiments/<experiment>.py``.
     ``needs``: keys (``experiment:seed``) of the planned runs it depends on. ``others``:
     runs of the same experiment and seed with another configuration, ``(run_dir, {key:
-    (theirs, expected)})``.
+    (theirs, expected)})``. ``sweep``: the swept ``(key, value)`` overrides of this run (``()``:
+    none, or the preset's values); ``preset_values``: the preset's value of each swept key.
     """
 
     experiment: str
@@ -47,15 +53,19 @@ class PlannedRun:
     needs: tuple[str, ...] = ()
     others: tuple[tuple[Path, dict[str, tuple[Any, Any]]], ...] = field(default=(), compare=False)
     config: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    sweep: Point = ()
+    preset_values: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     @property
     def key(self) -> str:
-        return f"{self.experiment}:{self.seed}"
+        point = ",".join(f"{k}={v}" for k, v in self.sweep)
+        return f"{self.experiment}:{self.seed}" + (f"[{point}]" if point else "")
 
     @property
     def slug(self) -> str:
-        """File-name form of the run: ``<experiment>-seed<k>``."""
-        return f"{self.experiment}-seed{self.seed}"
+        """File-name form of the run: ``<experiment>-seed<k>`` (swept: ``-temperature1`` added)."""
+        tail = point_slug(self.sweep)
+        return f"{self.experiment}-seed{self.seed}" + (f"-{tail}" if tail else "")
 
     def command(self, experiments_dir: str | Path = EXPERIMENTS_DIR, python: str = sys.executable) -> list[str]:
         return [python, str(Path(experiments_dir) / f"{self.experiment}.py"), *self.argv]
@@ -63,7 +73,12 @@ class PlannedRun:
     def describe(self) -> str:
         where = f" ({self.run_dir})" if self.run_dir is not None else ""
         state = "running elsewhere" if self.action == "running" else self.action
-        lines = [f"{state:<6} {self.experiment} seed {self.seed}{where}"]
+        point = "".join(f" {k}={v}" for k, v in self.sweep)
+        if self.preset_values and not self.sweep:
+            point = (
+                " (the preset's " + ", ".join(f"{k}={v}" for k, v in self.preset_values) + ": the sweep's reference)"
+            )
+        lines = [f"{state:<6} {self.experiment} seed {self.seed}{point}{where}"]
         for run_dir, diff in self.others:
             listed = "; ".join(f"{k}: {a!r} (preset {b!r})" for k, (a, b) in list(diff.items())[:4])
             more = f"; +{len(diff) - 4} more" if len(diff) > 4 else ""
@@ -137,6 +152,7 @@ def plan_matrix(
     only: Sequence[str] | None = None,
     match_config: bool = True,
     groups: str | Sequence[str] = "plan",
+    sweeps: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> list[PlannedRun]:
     """The matrix in dependency order (teachers once, then every student seed-major) with the
     action each run needs; a pure function of the files under ``runs_dir``.
@@ -144,6 +160,8 @@ def plan_matrix(
     ``groups``: the registry's row groups (``"plan"``, ``"plan,why"``; :func:`kdbias.registry.select`,
     which adds the rows they depend on). ``only``: experiment names to plan among them
     (default: all). ``match_config``: compare configurations (off: seed, dataset and preset only).
+    ``sweeps``: ``[(key, [values])]`` (:func:`kdbias.launch.sweep.parse_sweeps`): students once per
+    grid point (module docstring).
     """
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
@@ -157,26 +175,52 @@ def plan_matrix(
     if only:  # named rows of any group, each with its role
         teachers = tuple(n for n in registry.ALL_EXPERIMENTS if n in names and registry.get(n).role == "teacher")
         students = tuple(n for n in registry.ALL_EXPERIMENTS if n in names and registry.get(n).role == "student")
-    order = [(n, teacher_seed) for n in teachers]
-    order += [(n, seed) for seed in range(seeds) for n in students]
-    keys = {f"{n}:{s}" for n, s in order}
-    configs: dict[str, dict[str, Any]] = {}
+    if sweeps and not students:
+        raise ValueError("--sweep applies to student rows; name one with --only (teachers are trained once)")
+    base = ["--smoke"] if smoke else []
+    base += ["--data.dataset", dataset] if dataset is not None else []
+    points = {name: _points(name, [*base, *extra_args], sweeps) for name in students}
+    order: list[tuple[str, int, Point]] = [(n, teacher_seed, ()) for n in teachers]
+    order += [(n, seed, point) for seed in range(seeds) for n in students for point in points[n][0]]
+    keys = {f"{n}:{s}" for n, s, _ in order}
+    configs: dict[tuple[str, Point], dict[str, Any]] = {}
     plan = []
-    for name, seed in order:
+    for name, seed, point in order:
         argv = ["--smoke"] if smoke else []
         argv += ["--seed_everything", str(seed), "--runs_dir", str(runs_dir)]
         if dataset is not None:
             argv += ["--data.dataset", dataset]
-        argv += list(extra_args)
+        argv += [*extra_args, *point_args(point)]
         config = None
-        if match_config:
-            if name not in configs:
-                configs[name] = expected_config(name, [a for a in argv if a != "--resume"])
-            config = _with_teacher({**configs[name], "seed_everything": seed}, name, runs_dir, resolved, preset)
-        plan.append(
-            _decide(name, seed, runs_dir, resolved, preset, config, argv, _needs(name, seed, keys, teacher_seed))
-        )
+        if match_config or point:
+            if (name, point) not in configs:
+                configs[name, point] = expected_config(name, [a for a in argv if a != "--resume"])
+            config = _with_teacher({**configs[name, point], "seed_everything": seed}, name, runs_dir, resolved, preset)
+        run = _decide(name, seed, runs_dir, resolved, preset, config, argv, _needs(name, seed, keys, teacher_seed))
+        if sweeps and name in points:
+            swept = {k for k, _ in sweeps}
+            others = tuple(o for o in run.others if not set(o[1]) <= swept)  # the sweep's other points: planned
+            run = replace(run, sweep=point, preset_values=points[name][1], others=others)
+        plan.append(run)
     return plan
+
+
+def _points(
+    name: str, argv: list[str], sweeps: Sequence[tuple[str, Sequence[str]]]
+) -> tuple[list[Point], tuple[tuple[str, Any], ...]]:
+    """``(points, preset_values)`` of a student: the grid with the point of the preset's values
+    last (``()``, the preset's run, added when no grid point has them), so that within a seed
+    the preset's run is the newest; ``([()], ())`` without sweeps."""
+    if not sweeps:
+        return [()], ()
+    preset = expected_config(name, argv)
+    reference = tuple((key, runs.config_value(preset, key)) for key, _ in sweeps)
+    grid = sweep_grid(sweeps)
+    for point in grid:
+        config = expected_config(name, [*argv, *point_args(point)])
+        if all(runs.config_value(config, key) == value for key, value in reference):
+            return [p for p in grid if p != point] + [point], reference
+    return [*grid, ()], reference
 
 
 def _decide(

@@ -11,6 +11,7 @@ from kdbias.models.build import (
     model_input_stats,
     unwrap_model,
 )
+from kdbias.models.heads import head_classes
 from kdbias.models.input_adapter import InputAdapter
 from kdbias.models.taps import (
     attention_maps,
@@ -37,6 +38,7 @@ __all__ = [
     "check_block_indices",
     "check_compile",
     "compiled",
+    "head_classes",
     "forward_features_and_blocks",
     "is_vit",
     "materialized_attention",

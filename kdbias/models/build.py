@@ -66,7 +66,7 @@ def _from_hub(model_id: str, **kwargs) -> nn.Module:
         ) from error
 
 
-def _read_weights(path: Path) -> dict:
+def read_weights(path: Path) -> dict:
     """The state dict in ``path``, read with ``weights_only=True``; ``PretrainedWeightsError``
     naming the file when it cannot be read or holds anything but tensors (no code runs)."""
     try:
@@ -82,7 +82,7 @@ def _read_weights(path: Path) -> dict:
 
 def _mismatches(model: nn.Module, path: Path, state_filter: StateFilter | None) -> list[str]:
     """Keys of ``path`` (after timm's filter) that do not fit ``model``, classifier excluded."""
-    state = _read_weights(path)
+    state = read_weights(path)
     if state_filter is not None:
         try:
             state = state_filter(state, model)
@@ -117,8 +117,13 @@ def _from_file(model_id: str, path: Path, state_filter: StateFilter | None, **kw
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
-    _read_weights(path)  # refuse an unreadable or unsafe file before timm sees it
-    overlay = dict(file=str(path))
+    state = read_weights(path)  # refuse an unreadable or unsafe file before timm sees it
+    overlay: dict = dict(file=str(path))
+    from kdbias.models.heads import state_head_classes  # heads builds meta networks with this module
+
+    head = state_head_classes(model_id, {k: v.shape for k, v in state.items()})
+    if head and head == kwargs.get("num_classes"):
+        overlay["num_classes"] = head  # the file's head fits: timm keeps it (else it drops the head)
     try:
         model = timm.create_model(model_id, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
     except Exception as error:  # shape mismatch in load_state_dict, unreadable file, filter failure
@@ -164,12 +169,14 @@ def _convnextv2_tiny_cifar(num_classes: int, pretrained: Pretrained, drop_path_r
     return model
 
 
-def _deit_p4(arch: str, num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, **kw) -> nn.Module:
+def _deit_p4(
+    arch: str, num_classes: int, pretrained: Pretrained, drop_path_rate: float = 0.1, img_size: int = 32, **kw
+) -> nn.Module:
     return _create(
         f"{arch}.fb_in1k",
         pretrained,
         partial(_vit_filter, adapt_layer_scale=True),
-        img_size=32,
+        img_size=img_size,  # 32 px (CIFAR); another side for a folder dataset's --data.image_size
         patch_size=4,
         num_classes=num_classes,
         drop_path_rate=drop_path_rate,

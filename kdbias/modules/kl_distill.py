@@ -56,6 +56,9 @@ class KLDistillModule(DistillationModule):
     (the teacher on the same images) besides the base module's tags.
     """
 
+    #: The loss needs the teacher's logits: a headless teacher is refused before anything is built.
+    distils_logits = True
+
     def __init__(
         self,
         arch: str = "deit_tiny_p4",
@@ -76,6 +79,8 @@ class KLDistillModule(DistillationModule):
         if teacher_deferred():  # load_from_checkpoint: the student alone (attach_teacher builds it)
             frozen = None
         else:
+            if isinstance(spec, PretrainedTeacher):
+                spec.check_logits(num_classes)  # soft KL needs logits: a headless teacher is refused before it is built
             frozen = spec.build(dataset, num_classes) if isinstance(spec, TeacherSpec) else spec
         super().__init__(arch, frozen, num_classes, dataset, pretrained, arch_kwargs, optim, compile)
         self.save_hyperparameters(ignore=["teacher"])

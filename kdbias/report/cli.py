@@ -11,6 +11,7 @@ from pathlib import Path
 from kdbias.report.engine import MARGIN
 from kdbias.report.load import ReportWarning, load_runs
 from kdbias.report.markdown import render_report
+from kdbias.report.sweep import read_sweeps, sweep_section
 from kdbias.runs import atomic_write_text
 
 __all__ = ["build_parser", "main", "write_report"]
@@ -65,9 +66,10 @@ def write_report(
     for w in caught:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     figure = out.with_name("comparisons.png" if out.stem == "RESULTS" else f"{out.stem}_comparisons.png")
+    sweeps = sweep_section(runs, read_sweeps(runs_dir), dataset=dataset, preset=preset)
     text = render_report(
         runs, dataset=dataset, preset=preset, out_dir=out.parent, runs_dir=runs_dir, skipped=skipped, margin=margin,
-        figure=figure,
+        figure=figure, sweeps=sweeps,
     )  # fmt: skip
     atomic_write_text(out, text)
     return out

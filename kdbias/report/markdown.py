@@ -138,13 +138,15 @@ def render_report(
     skipped: Sequence[str] = (),
     margin: float = MARGIN,
     figure: str | Path | None = None,
+    sweeps: Sequence[str] = (),
 ) -> str:
     """The Markdown report of ``runs`` (as returned by :func:`~kdbias.report.load.load_runs`).
 
     ``out_dir``: folder of the output file, for relative heatmap links (default: the current
     directory). ``runs_dir`` is quoted in the header (and noted when missing); ``skipped``:
     loading warnings to list; ``margin``: the equivalence margin of an accuracy Δ (fraction); ``figure``:
-    where to draw the forest plot of the Answers (a PNG, linked from the document; ``None``: no figure).
+    where to draw the forest plot of the Answers (a PNG, linked from the document; ``None``: no figure);
+    ``sweeps``: the sweep tables (:func:`kdbias.report.sweep.sweep_section`), placed before the findings.
     """
     agg = aggregate(runs, dataset=dataset, preset=preset)
     decided = answers(agg, margin)
@@ -174,6 +176,7 @@ def render_report(
     parts += attention_section(agg, source_line(agg))
     if "why" in run_groups:
         parts += why_section(agg, decided)  # beyond the plan: the rows of registry group "why"
+    parts += list(sweeps)  # one table per swept experiment (run_all --sweep)
     parts += [
         "## Key Findings\n",
         source_line(agg) + "\n",

@@ -61,3 +61,25 @@ def test_no_gap_without_validation(kit, tiny_vit_module, tmp_path):
     kit.fit(tiny_vit_module(), [cb], tmp_path, max_epochs=1, check_val_every_n_epoch=2)
     assert cb.num_measurements == 0
     assert cb.summary_items() == {"gen_gap_acc": None, "gen_gap_loss": None}
+
+
+def test_a_schedule_that_cannot_fire_warns_once_and_measures_at_the_end(kit, tiny_vit_module, tmp_path, recwarn):
+    """every_n_epochs 5 and 7 with max_epochs 2: one warning naming both, then one measurement
+    each at the end of the last epoch (at the last global step), none after epoch 0."""
+    from kdbias.callbacks import AttentionDistanceCallback
+
+    gap = GeneralisationGapCallback(every_n_epochs=5, num_images=8, batch_size=8)
+    attention = AttentionDistanceCallback(every_n_epochs=7, num_images=8)
+    trainer = kit.fit(tiny_vit_module(), [gap, attention], tmp_path, max_epochs=2)
+    late = [w for w in recwarn.list if "cannot fire within max_epochs=2" in str(w.message)]
+    assert len(late) == 1
+    assert "every_n_epochs=5" in str(late[0].message) and "every_n_epochs=7" in str(late[0].message)
+    assert gap.num_measurements == 1 and attention.num_measurements == 1
+    assert [s for s, _ in kit.scalars(trainer.log_dir)["gen_gap/acc"]] == [trainer.global_step]
+
+
+def test_a_schedule_that_fires_says_nothing(kit, tiny_vit_module, tmp_path, recwarn):
+    gap = GeneralisationGapCallback(every_n_epochs=2, num_images=8, batch_size=8)
+    kit.fit(tiny_vit_module(), [gap], tmp_path, max_epochs=2)
+    assert not [w for w in recwarn.list if "cannot fire" in str(w.message)]
+    assert gap.num_measurements == 1 and not gap.at_fit_end

@@ -1,0 +1,120 @@
+"""README "Your own study": every command of its block is accepted by its own parser on tiny data
+(fast); run for real on a folder of digit PNGs, a teacher of one's own and a sweep, then the
+report covers them (slow)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import CONFIGS, EXPERIMENTS, FAST, ROOT, TINY_ARGS, digits_folder
+
+from kdbias import registry
+from kdbias.cli import KDBiasCLI, main, own_teacher
+from kdbias.launch.sweep import parse_sweeps
+
+README = (ROOT / "README.md").read_text()
+
+
+def commands() -> list[list[str]]:
+    """The command lines of the section's bash block, comments dropped."""
+    section = README.split("## Your own study", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [shlex.split(line, comments=True) for line in block.splitlines() if line.strip() and line[0] != "#"]
+
+
+def _run_all():
+    spec = importlib.util.spec_from_file_location("kdbias_run_all_own_study", EXPERIMENTS / "run_all.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _localise(args: list[str], images: Path, runs: Path) -> list[str]:
+    out = [str(images) if a == "my_images" else a for a in args]
+    return out + ["--runs_dir", str(runs)]
+
+
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+def test_every_command_is_accepted(tmp_path):
+    images = digits_folder(tmp_path / "my_images", limit=3)
+    lines = commands()
+    assert [c[1] for c in lines] == [
+        "experiments/teacher_resnet18.py",
+        "experiments/baseline.py",
+        "experiments/exp1.py",
+        "-m",
+        "experiments/teacher.py",
+        "experiments/exp1.py",
+        "experiments/run_all.py",
+    ]
+    for line in lines:
+        script, args = line[1], line[2:]
+        if script == "-m":
+            from kdbias.report.cli import build_parser
+
+            assert build_parser().parse_args(args[1:]).dataset == "folder"
+        elif script.endswith("run_all.py"):
+            parsed = _run_all().build_parser().parse_args(args)
+            assert parse_sweeps(parsed.sweep) == [("model.temperature", ["1", "2", "4"])] and parsed.seeds == 2
+        else:
+            name = Path(script).stem
+            if name == "teacher":
+                k = args.index("--name")
+                experiment, args = own_teacher(args[k + 1]), args[:k] + args[k + 2 :]
+            else:
+                experiment = registry.get(name)
+            config = KDBiasCLI(experiment, CONFIGS, _localise(args, images, tmp_path), parse_only=True).config
+            if "folder" in args:
+                assert config.data.dataset == "folder" and config.model.num_classes == 10
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+def test_the_study_runs_on_tiny_data(tmp_path, monkeypatch):
+    """The block for real at the tiny scale: folder runs and their report, a teacher of one's own
+    (timm's tiny test_resnet for resnet34) named by a student, and the sweep's table."""
+    images = digits_folder(tmp_path / "my_images", limit=6)
+    runs = tmp_path / "runs"
+    lines = commands()
+    for line in lines[:3]:  # teacher, baseline, exp1 on the folder
+        name = Path(line[1]).stem
+        run_dir = main(name, CONFIGS, [*_localise(line[2:], images, runs), *FAST, *TINY_ARGS[name]])
+    from kdbias.data import DATASETS
+    from kdbias.evaluate import evaluate
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    DATASETS.pop("folder")  # as in a new process: the folder is found again from the run's config.yaml
+    again = evaluate(run_dir / summary["selected_checkpoint"])
+    assert again["dataset"] == "folder" and again["test_acc"] == pytest.approx(summary["test_acc"], abs=1e-6)
+    from kdbias.report.cli import main as report
+
+    out = tmp_path / "RESULTS.md"
+    assert report([str(runs), "--dataset", "folder", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "folder / smoke" in text and "*pending*" in text  # exp2/exp3 never ran
+    teacher_args = [a.replace("resnet34", "test_resnet") for a in lines[4][2:]]
+    k = teacher_args.index("--name")
+    rest = _localise(teacher_args[:k] + teacher_args[k + 2 :], images, runs)
+    assert main(own_teacher(teacher_args[k + 1]), CONFIGS, [*rest, *FAST]) == runs / "my_r34" / "version_0"
+    student = main("exp1", CONFIGS, [*_localise(lines[5][2:], images, runs), *FAST, *TINY_ARGS["exp1"]])
+    assert '"my_r34"' in (student / "summary.json").read_text()
+    monkeypatch.chdir(tmp_path)
+    # The sweep's teacher first, tiny (the extra arguments after -- reach every script, so the
+    # teacher is not among the --only rows here); then the README's sweep over exp1.
+    tiny_teacher = [*FAST, *TINY_ARGS["teacher_resnet18"], "--smoke", "--runs_dir", str(tmp_path / "sweep")]
+    assert main("teacher_resnet18", CONFIGS, tiny_teacher) is not None
+    sweep = [a for a in lines[6][2:] if a != "teacher_resnet18"]
+    sweep += ["--runs_dir", str(tmp_path / "sweep"), "--out", str(tmp_path / "SWEEP.md"), "--", *FAST]
+    sweep += TINY_ARGS["exp1"]
+    assert _run_all().main(sweep) == 0
+    table = (tmp_path / "SWEEP.md").read_text().split("Sweep: exp1", 1)[1]
+    for row in ("| τ = 1 |", "| τ = 2 |", "| τ = 4 (preset) |"):
+        assert row in table
+    assert not re.search(r"\b[0-9a-f]{16}\b", table)
