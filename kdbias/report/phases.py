@@ -227,7 +227,13 @@ def _batch(agg: Aggregate, name: str) -> str:
     method = agg.method(name)
     if not method:
         return f"{label(name)}: {PENDING}"
-    return f"{label(name)}: batch {number(method.get('global_batch_size'))}, {number(method.get('epochs'))} epochs"
+    epochs = method.get("epochs")
+    return f"{label(name)}: batch {number(method.get('global_batch_size'))}, {number(epochs)} epoch{_s(epochs)}"
+
+
+def _s(count: object) -> str:
+    """``""`` for a count of one, else ``"s"`` ("1 epoch", "2 epochs")."""
+    return "" if count == 1 else "s"
 
 
 def _target_cell(stat: Any, target: float) -> str:
@@ -267,7 +273,7 @@ def phase1_section(agg: Aggregate) -> list[str]:
         epochs, best = agg.stat(name, "epochs_completed"), agg.stat(name, "best_epoch")
         best_cell = estimate(best, digits=0 if best is None or best.n == 1 else 1)
         if best is not None and epochs is not None:
-            best_cell += f" of {epochs.mean:.0f} epochs"
+            best_cell += f" of {epochs.mean:.0f} epoch{_s(round(epochs.mean))}"
         run = agg.newest(name)
         selection = run.get("selection") if run else None
         time = agg.stat(name, "train_time_s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -179,3 +180,27 @@ def test_the_report_draws_its_forest_plot_beside_it_and_links_it(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "RESULTS.md", "comparisons.png", "smoke.md", "smoke_comparisons.png"
     ]  # fmt: skip
+
+
+def test_every_batch_epoch_and_layer_a_sentence_names_comes_from_the_runs(tmp_path):
+    """Runs with unusual settings (batch 96 / 40, 1 and 7 epochs, layer pairs 2→4 and 11→11): every
+    sentence that names a batch, an epoch count or a layer pair quotes those values, never a preset's."""
+    from kdbias.report import render_report
+
+    kl = {"loss": "soft_kl", "temperature": 4.0, "alpha": 0.5, "global_batch_size": 96, "epochs": 1}
+    cka = {"loss": "cka", "global_batch_size": 40, "epochs": 7, "layer_pairs": [[2, 4], [11, 11]]}
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        write_run(runs, "baseline", seed, val_acc=0.8, method={"global_batch_size": 96, "epochs": 1})
+        write_run(runs, "baseline_b512", seed, val_acc=0.8, method={"global_batch_size": 40, "epochs": 7})
+        write_run(runs, "exp1", seed, val_acc=0.8, method=kl)
+        write_run(runs, "exp3", seed, val_acc=0.8, method=cka)
+        write_run(runs, "exp3_kl", seed, val_acc=0.8, method=kl)
+        write_run(runs, "exp1_cka", seed, val_acc=0.8, method=cka)
+    text = render_report(load_runs(runs))
+    assert "(EXP-3: batch 40, 7 epochs; Baseline: batch 96, 1 epoch)" in text
+    assert "Baseline (b512): batch 40, 7 epochs" in text
+    assert "the CKA cells train at EXP-3's batch (40) and the KL cells at EXP-1's (96)" in text
+    assert "EXP-1 CKA: 2→4, 11→11; EXP-3: 2→4, 11→11" in text
+    assert "1 epochs" not in text
+    assert not re.search(r"batch \(?512|\(512\)", text.split("## How to read")[0])  # no preset's batch quoted
