@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import runs as run_layout
-from kdbias.callbacks.fidelity import FIDELITY_FILE, read_fidelity_images
-from kdbias.callbacks.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, read_predictions
 from kdbias.schema import UnreadableFile, read_summary_file, validate_summary
+from kdbias.schema.fidelity import FIDELITY_FILE, read_fidelity_images
+from kdbias.schema.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, read_predictions
 
 __all__ = ["ReportWarning", "check_summary", "load_fidelity_images", "load_predictions", "load_runs", "read_scalars"]
 
