@@ -43,11 +43,12 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from kdbias import registry, runner
-from kdbias.config_files import check_class_paths
+from kdbias.config_files import check_config_classes
 from kdbias.console import emit, input_error, one_line, quiet_lightning
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
 from kdbias.experiment import ANALYTICS_CALLBACKS
+from kdbias.runs import DEFAULT_RUNS_DIR
 from kdbias.why import control_teacher
 
 __all__ = [
@@ -92,7 +93,7 @@ class _Parser(LightningArgumentParser):
     def _suggestions(self, message: str) -> str:
         if "nrecognized" not in message and "not expected" not in message.lower():
             return ""
-        known = sorted({s for action in self._actions for s in action.option_strings if s.startswith("--")})
+        known = sorted(set(re.findall(r"(?<![\w-])--[\w.\-]+", self.format_help())))  # every option, as --help lists it
         hints = []
         for given in dict.fromkeys(re.findall(r"--[\w.\-]+", message)):
             if given in known:
@@ -134,7 +135,7 @@ class KDBiasCLI(LightningCLI):
             raise FileNotFoundError(f"preset files missing: {', '.join(missing)}; run from a complete checkout.")
         smoke = experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
         args = expand_smoke(args, smoke)
-        check_class_paths(args)
+        check_config_classes(args)
         description = (
             f"{experiment.description}\n\nPresets: the paper preset is the default configuration; {SMOKE_FLAG} "
             "applies the offline CPU preset. Options: run, module (--model.*), data (--data.*), analytics "
@@ -179,7 +180,9 @@ class KDBiasCLI(LightningCLI):
             help="with --resume: comma-separated configuration keys that may differ (only trainer.max_epochs)",
         )
         parser.add_argument("--preset", type=str, default="paper", help="name of the preset (set by the preset files)")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="root of <runs_dir>/<experiment>/version_<n>/")
+        parser.add_argument(
+            "--runs_dir", type=str, default=DEFAULT_RUNS_DIR, help="root of <runs_dir>/<experiment>/version_<n>/"
+        )
 
     def _smoke_files(self) -> list[Path]:
         paper = self.experiment.config_files(self.configs_dir, "paper")

@@ -145,7 +145,11 @@ def test_fit_trains_only_the_student_and_keeps_teacher_in_eval(factory, digits_d
     student_before = {k: v.clone() for k, v in module.model.state_dict().items()}
     trainer = quiet_trainer(
         tmp_path,
-        max_epochs=2, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=1, default_root_dir=tmp_path
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=digits_dm)
     for k, v in module.teacher.network.state_dict().items():
@@ -170,7 +174,11 @@ def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last")
     trainer = quiet_trainer(
         tmp_path,
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, callbacks=[checkpoint], num_sanity_val_steps=0
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[checkpoint],
+        num_sanity_val_steps=0,
     )
     if isinstance(module, KLDistillModule):  # a checkpoint names its teacher by path: give it one
         module = kl_module(str(teacher_checkpoint(tmp_path / "teacher", digits_dm)))
@@ -186,8 +194,7 @@ def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
 def test_kl_fit_logs_components_and_teacher_accuracy(digits_dm, tmp_path):
     module = kl_module()
     trainer = quiet_trainer(
-        tmp_path,
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, log_every_n_steps=1
+        tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, log_every_n_steps=1
     )
     trainer.fit(module, datamodule=digits_dm)
     for tag in ("train/loss", "train/loss_ce", "train/loss_kd", "val/acc", "val/teacher_acc"):

@@ -77,8 +77,7 @@ def test_trainer_predict_and_test_on_raw_and_datamodule_batches(digits_dm, tmp_p
 def _fit_and_save(module, folder, datamodule):
     checkpoint = ModelCheckpoint(dirpath=folder, filename="last")
     trainer = quiet_trainer(
-        folder,
-        max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[checkpoint], num_sanity_val_steps=0
+        folder, max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[checkpoint], num_sanity_val_steps=0
     )
     trainer.fit(module, datamodule=datamodule)
     return folder / "last.ckpt"
