@@ -145,15 +145,16 @@ def _candidates(run_dir: Path) -> Iterator[Path]:
 
 
 def newest_loadable_checkpoint(run_dir: str | Path) -> Path | None:
-    """``last.ckpt`` if it loads, else the newest other checkpoint that loads (with a
-    warning naming the broken file); ``None`` when none does."""
+    """``last.ckpt`` if it loads, else the newest other training checkpoint that loads (with a
+    warning naming the broken file); ``None`` when none does. ``best.ckpt`` holds the weights
+    only (no optimiser state), so it is never one: training resumes from ``last.ckpt``."""
     for path in _candidates(Path(run_dir)):
         try:
             checkpoint = load_checkpoint(path)
         except CheckpointError as error:
             warnings.warn(f"skipping {path}: {error}", stacklevel=2)
             continue
-        if "loops" in checkpoint and "state_dict" in checkpoint:
+        if "loops" in checkpoint and "state_dict" in checkpoint and "optimizer_states" in checkpoint:
             return path
-        warnings.warn(f"skipping {path}: not a resumable training checkpoint", stacklevel=2)
+        warnings.warn(f"skipping {path}: not a resumable training checkpoint (weights only)", stacklevel=2)
     return None

@@ -1,5 +1,5 @@
-"""``--resume``: a finished run is left alone, a broken ``last.ckpt`` falls back to
-``best.ckpt``, a changed configuration is refused (except more epochs, which stretch the
+"""``--resume``: a finished run is left alone, a broken ``last.ckpt`` keeps the run and starts
+a new one (``best.ckpt`` holds weights only), a changed configuration is refused (except more epochs, which stretch the
 schedule to the new end).
 
 The SIGKILL of a real script is ``test_resume_kill.py``; the bitwise equality of a resumed
@@ -60,22 +60,38 @@ BROKEN = {
 }
 
 
+def test_best_ckpt_holds_the_weights_and_last_ckpt_the_training_state(tmp_path):
+    """``best.ckpt`` keeps what testing, students and the report read (weights, hyperparameters,
+    epoch); the optimiser and schedule state that resuming needs lives in ``last.ckpt`` only."""
+    run_dir = interrupted_run("baseline", tmp_path / "runs", epochs=EPOCHS)
+    last, best = load(run_dir / "checkpoints" / "last.ckpt"), load(run_dir / "checkpoints" / "best.ckpt")
+    assert {"optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
+    assert not {"optimizer_states", "lr_schedulers", "callbacks"} & set(best)
+    assert {"state_dict", "hyper_parameters", "epoch", "global_step"} <= set(best)
+    assert best["state_dict"].keys() == last["state_dict"].keys()
+    size = (run_dir / "checkpoints" / "best.ckpt").stat().st_size
+    assert size < 0.6 * (run_dir / "checkpoints" / "last.ckpt").stat().st_size  # AdamW: two moments per weight
+
+
 @pytest.mark.parametrize("kind", list(BROKEN))
-def test_resume_with_broken_last_ckpt_uses_best_ckpt(tmp_path, capsys, kind):
+def test_resume_with_broken_last_ckpt_keeps_the_run_and_starts_anew(tmp_path, capsys, kind):
+    """``best.ckpt`` holds no optimiser state, so it cannot continue training: a broken
+    ``last.ckpt`` leaves the run untouched (its best weights still testable) and a new run starts."""
     root = tmp_path / "runs"
     run_dir = interrupted_run("baseline", root, epochs=EPOCHS)
     last, best = run_dir / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "best.ckpt"
     last.write_bytes(BROKEN[kind](last.read_bytes()))
+    kept = best.read_bytes()
     capsys.readouterr()
-    assert run_experiment("baseline", root, "--trainer.max_epochs", str(EPOCHS), "--resume") == run_dir
+    new = run_experiment("baseline", root, "--trainer.max_epochs", str(EPOCHS), "--resume")
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if line.startswith("--resume: warning:") and str(last) in line]
     assert warnings, out
-    assert f"Resuming {run_dir} from {best}" in out
-    assert versions(root, "baseline") == ["version_0"]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"--resume: no loadable checkpoint in {run_dir}; it is kept, and a new run starts." in out
+    assert new != run_dir and versions(root, "baseline") == ["version_0", "version_1"]
+    assert best.read_bytes() == kept
+    summary = json.loads((new / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["epochs_completed"] == EPOCHS
-    assert load(last)["epoch"] == EPOCHS - 1
 
 
 @pytest.mark.parametrize(
