@@ -56,7 +56,11 @@ def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
     enabled = runs.config_value(config, "analytics.enabled", True)
     cka = [k for k in against if k != experiment.name and k not in (summary.get("cka") or {})] if enabled else []
     refs, _ = why.fidelity_references(
-        experiment, runs.config_value(config, "runs_dir", "runs"), summary["dataset"], summary["preset"], 1
+        experiment,
+        runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR),
+        summary["dataset"],
+        summary["preset"],
+        1,
     )
     fidelity = [k for k in refs if k not in (summary.get("fidelity") or {})]
     return cka, fidelity
@@ -79,7 +83,8 @@ def fill_controls(
     summary, config = runs.read_summary(run_dir) or {}, runs.read_config(run_dir)
     experiment = registry.get(summary["experiment"])
     dataset, preset = summary["dataset"], summary["preset"]
-    runs_dir = Path(runs_dir if runs_dir is not None else runs.config_value(config, "runs_dir", "runs"))
+    runs_dir = Path(runs_dir if runs_dir is not None else runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR))
+    run = runs.Run.from_dir(run_dir)
     lines: list[str] = []
     with runs.RunLock(run_dir):
         datamodule = CIFARDataModule(**(config.get("data") or {}))
@@ -88,7 +93,7 @@ def fill_controls(
         measured: dict[str, dict[str, Any]] = {}
         if cka:
             measured["cka"] = _measure(
-                run_dir / runs.CHECKPOINT_DIR / runs.LAST_CKPT,
+                run.last_ckpt,
                 experiment,
                 datamodule,
                 cka,
@@ -98,7 +103,7 @@ def fill_controls(
             )
         fidelity = _fidelity_references(experiment, runs_dir, dataset, preset, fidelity_keys)
         if fidelity:
-            selected = run_dir / str(summary.get("selected_checkpoint") or f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}")
+            selected = run.selected_checkpoint(summary)
             measured["fidelity"] = _measure(selected, experiment, datamodule, fidelity, accelerator, config, "test")
         for key in fidelity_keys:
             lines.append(

@@ -27,7 +27,8 @@ folder when it moves (:class:`RunCheckpoint`). Readers accept only regular files
 size cap and survive any one bad file with a :class:`RunsWarning`.
 
 Parts: :mod:`~kdbias.runs.files`, :mod:`~kdbias.runs.lock`, :mod:`~kdbias.runs.layout`,
-:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`, :mod:`~kdbias.runs.config_diff`
+:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`, :mod:`~kdbias.runs.run` (a typed
+:class:`Run`: identity and every path under its folder), :mod:`~kdbias.runs.config_diff`
 (what differs between two configurations), :mod:`~kdbias.runs.teachers` (the one teacher resolver).
 """
 
@@ -76,6 +77,7 @@ from kdbias.runs.lookup import (
     resumable_run,
     teacher_checkpoint,
 )
+from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry
 from kdbias.runs.teachers import resolve_teacher
 
 __all__ = [
@@ -83,6 +85,7 @@ __all__ = [
     "BEST_CKPT",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
+    "DEFAULT_RUNS_DIR",
     "CheckpointError",
     "HPARAMS_FILE",
     "JOBS_DIR",
@@ -91,6 +94,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_SUMMARY_BYTES",
     "RUN_LOCAL_KEYS",
+    "Run",
     "RunCheckpoint",
     "RunLock",
     "RunningElsewhere",
@@ -99,6 +103,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "checkpoint_entry",
     "claim_run_dir",
     "config_changes",
     "config_differences",
