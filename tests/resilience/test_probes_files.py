@@ -213,7 +213,8 @@ def test_last_ckpt_is_final_epoch_best_ckpt_is_best_val_acc(tmp_path):
     assert int(bias.argmax()) == 3 and float(bias.max()) == 10.0  # the final (spoiled) state
     assert best["epoch"] == best_epoch and best["global_step"] == (best_epoch + 1) * batches
     assert float(best["state_dict"]["student.model.head.bias"].max()) != 10.0
-    monitor = next(v for k, v in best["callbacks"].items() if "val/acc" in k)
+    assert "optimizer_states" not in best and "callbacks" not in best  # weights only; the state is last.ckpt's
+    monitor = next(v for k, v in last["callbacks"].items() if "val/acc" in k)
     assert float(monitor["best_model_score"]) == pytest.approx(max(val))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["best_epoch"] == best_epoch and summary["selected_checkpoint"] == "checkpoints/best.ckpt"
