@@ -110,13 +110,11 @@ def fill_controls(
                 f"fidelity to {key}: " + ("measured" if key in measured.get("fidelity", {}) else "teacher run missing")
             )
         if measured:
-            fresh = runs.read_summary(run_dir) or summary
-            for section, values in measured.items():
-                fresh[section] = {
-                    **(fresh.get(section) or {}),
-                    **{k: {**v, "measured": "later"} for k, v in values.items()},
-                }
-            runs.atomic_write_json(run_dir / runs.SUMMARY_FILE, fresh)
+            later = {
+                section: {k: {**v, "measured": "later"} for k, v in values.items()}
+                for section, values in measured.items()
+            }
+            run.update_summary(later)
     return [f"{run_dir}: {line}" for line in lines]
 
 

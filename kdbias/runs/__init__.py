@@ -77,7 +77,7 @@ from kdbias.runs.lookup import (
     resumable_run,
     teacher_checkpoint,
 )
-from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry
+from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry, merge_items
 from kdbias.runs.teachers import resolve_teacher
 
 __all__ = [
@@ -119,6 +119,7 @@ __all__ = [
     "load_checkpoint",
     "lock_owner",
     "matching_runs",
+    "merge_items",
     "newest_loadable_checkpoint",
     "read_config",
     "read_config_checked",

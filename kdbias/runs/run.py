@@ -12,13 +12,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kdbias.runs.files import CONFIG_FILE, SUMMARY_FILE, read_summary
+from kdbias.runs.files import CONFIG_FILE, SUMMARY_FILE, atomic_write_json, read_summary
 from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
 from kdbias.schema.fidelity import FIDELITY_FILE
 from kdbias.schema.predictions import PREDICTIONS_FILE
 from kdbias.schema.snapshots import SNAPSHOT_DIR
 
-__all__ = ["DEFAULT_RUNS_DIR", "Run", "checkpoint_entry"]
+__all__ = ["DEFAULT_RUNS_DIR", "Run", "checkpoint_entry", "merge_items"]
 
 #: The runs folder of every command when none is given (``--runs_dir``).
 DEFAULT_RUNS_DIR = "runs"
@@ -28,6 +28,16 @@ def checkpoint_entry(name: str) -> str:
     """How a run's files name one of its checkpoints: ``checkpoints/<name>``, relative to the
     run folder (``summary["selected_checkpoint"]``, the predictions file's ``checkpoint``)."""
     return f"{CHECKPOINT_DIR}/{Path(name).name}"
+
+
+def merge_items(summary: dict[str, Any], items: dict[str, Any]) -> None:
+    """``summary.update(items)``, merging (not replacing) values that are dicts on both sides
+    (several CKA callbacks each report one entry of ``summary["cka"]``)."""
+    for key, value in items.items():
+        if isinstance(value, dict) and isinstance(summary.get(key), dict):
+            summary[key] = {**summary[key], **value}
+        else:
+            summary[key] = value
 
 
 @dataclass(frozen=True)
@@ -117,3 +127,12 @@ class Run:
         selected = (summary or {}).get("selected_checkpoint")
         inside = isinstance(selected, str) and "/" in selected and ".." not in Path(selected).parts
         return self.path(selected) if inside and not Path(selected).is_absolute() else self.last_ckpt
+
+    def update_summary(self, items: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``items`` into the run's ``summary.json`` (:func:`merge_items`) and rewrite it
+        atomically: how anything outside training (the controls measured later) adds a figure.
+        Returns the summary written."""
+        summary = read_summary(self.folder) or {}
+        merge_items(summary, items)
+        atomic_write_json(self.summary, summary)
+        return summary
