@@ -19,7 +19,8 @@ and calls, in order:
    checkpoint (``best.ckpt`` by the held-out ``val/acc``, logged as ``test/*``; without a
    held-out split the last weights are the selected ones, logged as both); ``summary.json``
    completed and TensorBoard's HPARAMS entry written (:mod:`kdbias.logs`: what is logged, to
-   which loggers, in one events file).
+   which loggers, in one events file); the complete run's ``last.ckpt`` drops its optimiser
+   moments (:func:`kdbias.runs.compact_finished_checkpoint`: a complete run is never resumed).
 
 A run that fails before its first checkpoint removes its directory.
 """
@@ -361,6 +362,8 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         items["teacher_acc"] = selected["test/teacher_acc"]
         items["teacher"] = {"test_acc": selected["test/teacher_acc"]}
     written = summary.update(**items)
+    if trainer.is_global_zero and plan.run.last_ckpt.is_file():  # complete: never resumed, so no optimiser moments
+        runs.compact_finished_checkpoint(plan.run.last_ckpt)
     if trainer.is_global_zero:
         logs.log_hparams(trainer, module, datamodule, written)
     logs.close_loggers(trainer)

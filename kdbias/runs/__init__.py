@@ -84,6 +84,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "BEST_CKPT",
     "CHECKPOINT_DIR",
+    "COMPACTED_KEY",
     "CONFIG_FILE",
     "DEFAULT_RUNS_DIR",
     "CheckpointError",
@@ -105,6 +106,7 @@ __all__ = [
     "atomic_write_text",
     "checkpoint_entry",
     "claim_run_dir",
+    "compact_finished_checkpoint",
     "config_changes",
     "config_differences",
     "config_value",
@@ -140,9 +142,11 @@ __all__ = [
 #: Names of :mod:`kdbias.runs.checkpoints` (torch and Lightning), imported on first use: the
 #: report reads runs without them.
 _CHECKPOINT_NAMES = (
+    "COMPACTED_KEY",
     "AtomicCheckpointIO",
     "CheckpointError",
     "RunCheckpoint",
+    "compact_finished_checkpoint",
     "load_checkpoint",
     "newest_loadable_checkpoint",
 )

@@ -242,3 +242,41 @@ def test_first_resumed_step_uses_the_stretched_schedule(stretched):
     _, logged, _ = stretched
     new = WarmupCosine(BATCHES, 4 * BATCHES, FLOOR)
     assert logged[2 * BATCHES] == pytest.approx(LR * new(2 * BATCHES), rel=1e-5)
+
+
+def test_a_finished_runs_last_ckpt_keeps_steps_and_drops_the_optimiser_moments(tmp_path):
+    """Once complete, a run is never resumed: ``last.ckpt`` keeps its weights, step counts and
+    optimiser hyper-parameters but not the per-weight moments, and is offered for resuming no more."""
+    import io
+
+    import torch
+
+    from kdbias.runs import COMPACTED_KEY, compact_finished_checkpoint, newest_loadable_checkpoint
+
+    weights = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.AdamW(weights.parameters(), lr=1e-3)
+    for _ in range(3):
+        weights(torch.randn(4, 64)).sum().backward()
+        optimizer.step()
+    state = {"state_dict": weights.state_dict(), "loops": {}, "epoch": 2, "optimizer_states": [optimizer.state_dict()]}
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    path = folder / "last.ckpt"
+    torch.save(state, path)
+    full = path.stat().st_size
+    assert newest_loadable_checkpoint(tmp_path) == path
+    compact_finished_checkpoint(path)
+    kept = torch.load(path, weights_only=True)
+    assert kept[COMPACTED_KEY] is True and kept["epoch"] == 2
+    for key, value in weights.state_dict().items():
+        assert torch.equal(kept["state_dict"][key], value)
+    (saved,) = kept["optimizer_states"]
+    assert saved["param_groups"] == optimizer.state_dict()["param_groups"]
+    assert {index: set(entry) for index, entry in saved["state"].items()} == {0: {"step"}, 1: {"step"}}
+    assert float(saved["state"][0]["step"]) == 3.0
+    buffer = io.BytesIO()
+    torch.save({"state_dict": weights.state_dict()}, buffer)
+    assert path.stat().st_size < full / 2 and path.stat().st_size < 2 * len(buffer.getvalue())
+    assert newest_loadable_checkpoint(tmp_path) is None  # never resumed from
+    compact_finished_checkpoint(path)  # a second call changes nothing
+    assert torch.load(path, weights_only=True)[COMPACTED_KEY] is True
