@@ -30,48 +30,42 @@ A run's life, step by step, is :mod:`kdbias.runner`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import logging
-import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdbias import registry, runner
-from kdbias.config_files import check_class_paths
-from kdbias.controls import control_teacher
+from kdbias.config_files import check_config_classes
+from kdbias.console import emit, input_error, one_line, quiet_lightning
 from kdbias.data import CIFARDataModule
 from kdbias.data.folder import resolve_dataset
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
 from kdbias.experiment import ANALYTICS_CALLBACKS
+from kdbias.runs import DEFAULT_RUNS_DIR
+from kdbias.why import control_teacher
 
 __all__ = [
     "KDBiasCLI",
     "add_analytics_arguments",
     "expand_smoke",
-    "input_error",
     "main",
-    "one_line",
     "preset_config",
 ]
 
 SMOKE_FLAG = "--smoke"
 _LINK_FAILED = re.compile(r"^.*Call to compute_fn of link '[^']*' with args \(.*?\) failed: ", re.DOTALL)
+#: ``experiments/`` of this checkout: one script per experiment, and its presets under ``configs/``.
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+CONFIGS_DIR = EXPERIMENTS_DIR / "configs"
 _SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
-
-
-def one_line(message: object) -> str:
-    """``message`` with its whitespace (newlines included) collapsed to single spaces."""
-    return " ".join(str(message).split())
 
 
 def expand_smoke(argv: Sequence[str], files: Sequence[Path]) -> list[str]:
@@ -102,7 +96,7 @@ class _Parser(LightningArgumentParser):
     def _suggestions(self, message: str) -> str:
         if "nrecognized" not in message and "not expected" not in message.lower():
             return ""
-        known = sorted({s for action in self._actions for s in action.option_strings if s.startswith("--")})
+        known = sorted(set(re.findall(r"(?<![\w-])--[\w.\-]+", self.format_help())))  # every option, as --help lists it
         hints = []
         for given in dict.fromkeys(re.findall(r"--[\w.\-]+", message)):
             if given in known:
@@ -144,7 +138,7 @@ class KDBiasCLI(LightningCLI):
             raise FileNotFoundError(f"preset files missing: {', '.join(missing)}; run from a complete checkout.")
         smoke = experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
         args = expand_smoke(args, smoke)
-        check_class_paths(args)
+        check_config_classes(args)
         description = (
             f"{experiment.description}\n\nPresets: the paper preset is the default configuration; {SMOKE_FLAG} "
             "applies the offline CPU preset. Options: run, module (--model.*), data (--data.*), analytics "
@@ -189,7 +183,9 @@ class KDBiasCLI(LightningCLI):
             help="with --resume: comma-separated configuration keys that may differ (only trainer.max_epochs)",
         )
         parser.add_argument("--preset", type=str, default="paper", help="name of the preset (set by the preset files)")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="root of <runs_dir>/<experiment>/version_<n>/")
+        parser.add_argument(
+            "--runs_dir", type=str, default=DEFAULT_RUNS_DIR, help="root of <runs_dir>/<experiment>/version_<n>/"
+        )
 
     def _smoke_files(self) -> list[Path]:
         paper = self.experiment.config_files(self.configs_dir, "paper")
@@ -270,49 +266,6 @@ def _seed(seed: Any) -> int:
     return seed
 
 
-def input_error(prog: str, error: BaseException) -> SystemExit:
-    """Print ``error`` as one line on stderr (``prog: error: ...``; rank 0) and return the
-    ``SystemExit(2)`` to raise (``KDBIAS_TRACEBACK=1``: re-raise ``error`` with its traceback)."""
-    if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
-        raise error
-    if rank_zero_only.rank == 0:
-        kind = "" if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: "
-        print(f"{prog}: error: {kind}{one_line(error)}", file=sys.stderr, flush=True)
-    return SystemExit(2)
-
-
-LIGHTNING_RANK_ZERO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-
-
-@contextlib.contextmanager
-def no_setup_lines() -> Iterator[None]:
-    """Lightning's INFO lines off inside the block (a throwaway Trainer's "GPU available" and
-    batch-limit lines); the loggers' levels are restored after."""
-    loggers = [logging.getLogger(name) for name in LIGHTNING_RANK_ZERO]
-    levels = [source.level for source in loggers]
-    for source in loggers:
-        source.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for source, level in zip(loggers, levels):
-            source.setLevel(level)
-
-
-def quiet_lightning() -> None:
-    """Lightning's lines that say nothing about this run, off: the seed line, product tips, a
-    deprecation inside Lightning itself (every kdbias command calls this once)."""
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
-    for source in LIGHTNING_RANK_ZERO:
-        logging.getLogger(source).addFilter(_no_tips)  # Lightning's product tips on every run
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
-
-
-def _no_tips(record: logging.LogRecord) -> bool:
-    """A logging filter: drop Lightning's advertising lines (they start with a light bulb)."""
-    return not str(record.getMessage()).startswith("💡")
-
-
 def own_teacher(name: str) -> registry.Experiment:
     """A teacher run of your own, filed under ``runs/<name>/``: :class:`~kdbias.modules.TeacherModule`
     with the ResNet-18 teacher's recipe and presets (any ``--model.arch``); students distil from
@@ -352,7 +305,7 @@ def main(name: str | registry.Experiment, configs_dir: str | Path, argv: Sequenc
         assert cli.plan is not None
         runner.prepare_data(cli.plan, cli.datamodule)
     except runner.Finished as done:
-        print(f"{prog}: {done.run_dir} is finished (complete summary.json); nothing to train.", flush=True)
+        emit(f"{prog}: {done.run_dir} is finished (complete summary.json); nothing to train.")
         return None
     except SETUP_INPUT_ERRORS as error:
         raise input_error(prog, error) from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["TRUSTED_PREFIXES", "check_class_paths", "class_paths"]
+__all__ = ["TRUSTED_PREFIXES", "check_config_classes", "class_paths"]
 
 #: Class paths a configuration file may name without the user repeating them.
 TRUSTED_PREFIXES = ("kdbias.", "lightning.pytorch.")
@@ -44,7 +44,7 @@ def _config_files(argv: Sequence[str]) -> list[Path]:
     return files
 
 
-def check_class_paths(argv: Sequence[str]) -> None:
+def check_config_classes(argv: Sequence[str]) -> None:
     """``ValueError`` naming the file and the class when a ``--config`` file in ``argv`` names
     a ``class_path`` outside :data:`TRUSTED_PREFIXES` that the command line does not name too.
     Unreadable files are left for the parser to report."""

@@ -13,17 +13,21 @@ import pickle
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 
-from kdbias.callbacks.nonfinite import NonFiniteLossError
 from kdbias.data.cifar import CorruptDatasetError
 from kdbias.models import PretrainedWeightsError
 from kdbias.runs import CheckpointError
 
-__all__ = ["FIT_INPUT_ERRORS", "InputError", "SETUP_INPUT_ERRORS"]
+__all__ = ["FIT_INPUT_ERRORS", "InputError", "NonFiniteLossError", "SETUP_INPUT_ERRORS"]
 
 
 class InputError(ValueError):
     """A value the user gave cannot work, found once training has started (e.g. a batch too
     small for the CKA estimator): reported in one line."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss component became NaN or Inf; the message names the step and the component
+    (raised by :class:`~kdbias.callbacks.NonFiniteGuard`)."""
 
 
 #: Input errors at any time: files, weights, checkpoints, Lightning's configuration, divergence.

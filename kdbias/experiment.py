@@ -5,9 +5,10 @@ Lightning objects and checks what Lightning would accept silently:
 
 - :class:`Analytics`: the Phase-3 settings of a run (``analytics:`` in the presets), one
   section per callback under the callback's own argument names (:data:`ANALYTICS_CALLBACKS`);
-- :func:`run_callbacks`: checkpointing (``last.ckpt`` every epoch, ``best.ckpt`` by the
-  held-out ``val/acc``), the summary, the learning rate (one curve per distinct schedule),
-  the non-finite guard, the RNG state, progress lines, and the analytics for the module's role;
+- :func:`run_callbacks`: checkpointing (``last.ckpt`` every epoch with the training state,
+  ``best.ckpt``: the weights only, by the held-out ``val/acc``), the summary, the learning
+  rate (one curve per distinct schedule), the non-finite guard, the RNG state, progress lines,
+  and the analytics for the module's role;
 - :func:`check_trainer_settings`: ranges of the Trainer arguments;
 - :func:`config_changes`: what differs between a saved configuration and a new one.
 """
@@ -15,6 +16,7 @@ Lightning objects and checks what Lightning would accept silently:
 from __future__ import annotations
 
 import inspect
+import logging
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +41,8 @@ from kdbias.callbacks import (
     TeacherKNNCallback,
 )
 from kdbias.models import is_vit
-from kdbias.runs import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, RunCheckpoint
+from kdbias.runs import BEST_CKPT, LAST_CKPT, Run, RunCheckpoint
+from kdbias.runs.config_diff import RUN_LOCAL_KEYS, config_changes, flatten
 from kdbias.teacher import FrozenTeacher
 
 __all__ = [
@@ -56,27 +59,8 @@ __all__ = [
     "run_callbacks",
 ]
 
-#: Configuration keys that say where and how a run executes, not what it computes: a
-#: change is never an error on ``--resume`` and they are left out of a run's signature.
-RUN_LOCAL_KEYS = (
-    "resume",
-    "smoke",
-    "allow_changed",
-    "runs_dir",
-    "data.num_workers",
-    "data.pin_memory",
-    "data.data_dir",
-    "data.verify_md5",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "trainer.default_root_dir",
-    "trainer.logger",
-    "trainer.callbacks",
-    "trainer.plugins",
-    "trainer.benchmark",
-    "config",
-)
+log = logging.getLogger(__name__)
+
 #: Changes ``--resume --allow_changed KEY`` accepts (then applied to the schedule).
 RESUME_SAFE_CHANGES = ("trainer.max_epochs",)
 
@@ -143,11 +127,7 @@ class Analytics:
 def run_callbacks(
     *,
     module: L.LightningModule,
-    run_dir: Path,
-    experiment: str,
-    dataset: str,
-    preset: str,
-    seed: int,
+    run: Run,
     analytics: Analytics,
     has_validation: bool,
     progress_lines: bool,
@@ -155,15 +135,15 @@ def run_callbacks(
     control: Callable[[str], tuple[FrozenTeacher, list[tuple[int, int]] | None]],
     summary_extra: dict[str, Any],
 ) -> list[Callback]:
-    """The callbacks of one experiment run (see the module docstring).
+    """The callbacks of ``run`` (in its claimed folder; see the module docstring).
 
     ``control(key)`` returns the teacher of experiment ``key`` and the cells its loss
     trains (for CKA controls, ``analytics.cka_against``).
     """
-    folder = run_dir / CHECKPOINT_DIR
+    folder, run_dir, experiment = run.checkpoints, run.folder, run.experiment
     callbacks: list[Callback] = [
         RunCheckpoint(dirpath=folder, filename=Path(LAST_CKPT).stem, save_top_k=1, enable_version_counter=False),
-        SummaryCallback(experiment, dataset, preset, seed, extra=summary_extra),
+        SummaryCallback(experiment, run.dataset, run.preset, run.seed, extra=summary_extra),
         ScheduleMonitor(logging_interval="step"),
         NonFiniteGuard(check_every_n_steps=log_every_n_steps),
         RNGStateCallback(),
@@ -173,12 +153,13 @@ def run_callbacks(
     if has_validation:
         callbacks.insert(
             0,
-            RunCheckpoint(
+            RunCheckpoint(  # weights and hyperparameters only: what the test pass, students and the report read
                 dirpath=folder,
                 filename=Path(BEST_CKPT).stem,
                 monitor="val/acc",
                 mode="max",
                 save_top_k=1,
+                save_weights_only=True,
                 enable_version_counter=False,
             ),
         )
@@ -219,7 +200,7 @@ def analytics_callbacks(
         try:
             control_teacher, trained_pairs = control(key)
         except FileNotFoundError as missing:  # a control, not a dependency: this run goes on without it
-            print(f"{experiment}: CKA control against the {key} teacher skipped: {missing}", flush=True)
+            log.info(f"{experiment}: CKA control against the {key} teacher skipped: {missing}")
             continue
         out.append(settings.callback("cka", teacher=control_teacher, key=key, trained_pairs=trained_pairs))
     return out
@@ -295,49 +276,3 @@ def check_run_flags(resume: bool, allow_changed: Any) -> None:
     """``--allow_changed`` only with ``--resume`` (and only safe keys)."""
     if allowed_changes(allow_changed) and not resume:
         raise ValueError("--allow_changed applies to --resume only; add --resume, or drop --allow_changed.")
-
-
-# --------------------------------------------------------------------------- configurations
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and other values are leaves)."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def _local(key: str) -> bool:
-    return any(key == k or key.startswith(f"{k}.") for k in RUN_LOCAL_KEYS)
-
-
-def config_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Dotted keys whose values differ between two configurations, ``{key: (saved, new)}``,
-    run-local keys (:data:`RUN_LOCAL_KEYS`) left out."""
-    a, b = flatten(saved), flatten(new)
-    changed = {}
-    for key in sorted(set(a) | set(b)):
-        if not _local(key) and _plain(a.get(key)) != _plain(b.get(key)):
-            changed[key] = (a.get(key), b.get(key))
-    return changed
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, so that YAML round trips compare equal."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def signature_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The configuration without run-local keys and seeds: what runs averaged into one
-    report cell must share."""
-    flat = flatten(config)
-    return {
-        k: _plain(v) for k, v in sorted(flat.items()) if not _local(k) and k not in ("seed_everything", "data.seed")
-    }

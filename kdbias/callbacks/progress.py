@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,18 +11,11 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from kdbias.callbacks.base import AnalyticsCallback
+from kdbias.console import format_duration
 
 __all__ = ["EpochLineProgress", "format_duration"]
 
-
-def format_duration(seconds: float) -> str:
-    """``"42.0 s"``, ``"3.5 min"`` or ``"2.10 h"``."""
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
+log = logging.getLogger(__name__)
 
 
 class EpochLineProgress(Callback):
@@ -110,7 +104,7 @@ class EpochLineProgress(Callback):
         analytics_s = sum(c.elapsed_s for c in self._analytics(trainer)) - self._analytics_at_start
         self._training_s += max(0.0, time.perf_counter() - self._epoch_start - analytics_s)
         if trainer.is_global_zero:
-            print(self.line(trainer), flush=True)
+            log.info(self.line(trainer))
 
     def _test_images(self, trainer: L.Trainer) -> int:
         total = int(getattr(trainer.datamodule, "num_test", 0) or 0)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from kdbias.runs import atomic_write_json
+from kdbias.schema.snapshots import SNAPSHOT_DIR, SNAPSHOT_INDEX, read_snapshots
 
 __all__ = ["SNAPSHOT_DIR", "SNAPSHOT_INDEX", "SnapshotCallback", "read_snapshots"]
-
-SNAPSHOT_DIR = "snapshots"  # under the run's checkpoints/
-SNAPSHOT_INDEX = "index.json"
 
 
 class SnapshotCallback(Callback):
@@ -45,12 +41,3 @@ class SnapshotCallback(Callback):
             index = read_snapshots(self.dirpath)
             index[name] = {"epoch": int(epoch), "val_acc": float(trainer.callback_metrics["val/acc"])}
             atomic_write_json(self.dirpath / SNAPSHOT_INDEX, index)
-
-
-def read_snapshots(dirpath: str | Path) -> dict[str, Any]:
-    """The snapshot index ``{file: {"epoch", "val_acc"}}`` of ``dirpath`` ({} when there is none)."""
-    path = Path(dirpath) / SNAPSHOT_INDEX
-    if not path.is_file():
-        return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else {}

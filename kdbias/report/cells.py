@@ -9,7 +9,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from kdbias.callbacks.progress import format_duration as duration
+from kdbias.console import format_duration as duration
 from kdbias.report.aggregate import Aggregate
 from kdbias.report.engine import decide
 from kdbias.report.stats import MIN_DECIDING_IMAGES, Estimate, binomial_interval, finite

@@ -8,11 +8,12 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdbias.console import emit
 from kdbias.report.engine import MARGIN
 from kdbias.report.load import ReportWarning, load_runs
 from kdbias.report.markdown import render_report
 from kdbias.report.sweep import read_sweeps, sweep_section
-from kdbias.runs import atomic_write_text
+from kdbias.runs import DEFAULT_RUNS_DIR, atomic_write_text
 
 __all__ = ["build_parser", "main", "write_report"]
 
@@ -24,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fill the research plan's tables from completed runs (summary.json files) and write Markdown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("runs_dir", nargs="?", default="runs", help="root of <experiment>/version_<n>/ run directories")
+    parser.add_argument(
+        "runs_dir", nargs="?", default=DEFAULT_RUNS_DIR, help="root of <experiment>/version_<n>/ run directories"
+    )
     parser.add_argument("--out", default="RESULTS.md", help="output Markdown file")
     parser.add_argument(
         "--dataset",
@@ -82,11 +85,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0 < args.margin < 100:
         parser.error(f"--margin must lie in (0, 100) percentage points, got {args.margin}")
     if not Path(args.runs_dir).is_dir():
-        print(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
+        emit(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
         out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=args.preset, margin=args.margin / 100)
     for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    print(f"Wrote {out}")
+        emit(f"warning: {w.message}", file=sys.stderr)
+    emit(f"Wrote {out}")
     return 0

@@ -7,8 +7,9 @@
       events.out.tfevents.*     TensorBoard scalars, heatmaps, hparams (kdbias.logs: one file per process)
       config.yaml               the resolved configuration (``--config`` reruns it)
       hparams.yaml              the module's and datamodule's hyperparameters (plain YAML)
-      checkpoints/last.ckpt     the latest epoch, rewritten after every epoch
-      checkpoints/best.ckpt     the best epoch by the held-out ``val/acc``
+      checkpoints/last.ckpt     the latest epoch with its training state, rewritten after every epoch
+                                (optimiser moments dropped once complete: compact_finished_checkpoint)
+      checkpoints/best.ckpt     the weights of the best epoch by the held-out ``val/acc``
       analytics/cka_heatmaps/   heatmap PNG + JSON per measurement
       summary.json              final figures; ``"status": "complete"`` once tested
       test_predictions.npz      per-image test predictions of the selected checkpoint
@@ -27,20 +28,16 @@ folder when it moves (:class:`RunCheckpoint`). Readers accept only regular files
 size cap and survive any one bad file with a :class:`RunsWarning`.
 
 Parts: :mod:`~kdbias.runs.files`, :mod:`~kdbias.runs.lock`, :mod:`~kdbias.runs.layout`,
-:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`.
+:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`, :mod:`~kdbias.runs.run` (a typed
+:class:`Run`: identity and every path under its folder), :mod:`~kdbias.runs.config_diff`
+(what differs between two configurations), :mod:`~kdbias.runs.teachers` (the one teacher resolver).
 """
 
 from __future__ import annotations
 
-from kdbias.runs.checkpoints import (
-    BEST_CKPT,
-    LAST_CKPT,
-    AtomicCheckpointIO,
-    CheckpointError,
-    RunCheckpoint,
-    load_checkpoint,
-    newest_loadable_checkpoint,
-)
+from typing import Any
+
+from kdbias.runs.config_diff import RUN_LOCAL_KEYS, config_changes, flatten, signature_config
 from kdbias.runs.files import (
     CONFIG_FILE,
     HPARAMS_FILE,
@@ -60,8 +57,10 @@ from kdbias.runs.files import (
     remove_temp_files,
 )
 from kdbias.runs.layout import (
+    BEST_CKPT,
     CHECKPOINT_DIR,
     JOBS_DIR,
+    LAST_CKPT,
     claim_run_dir,
     discard_if_unstarted,
     has_checkpoint,
@@ -79,12 +78,16 @@ from kdbias.runs.lookup import (
     resumable_run,
     teacher_checkpoint,
 )
+from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry, merge_items
+from kdbias.runs.teachers import resolve_teacher
 
 __all__ = [
     "AtomicCheckpointIO",
     "BEST_CKPT",
     "CHECKPOINT_DIR",
+    "COMPACTED_KEY",
     "CONFIG_FILE",
+    "DEFAULT_RUNS_DIR",
     "CheckpointError",
     "HPARAMS_FILE",
     "JOBS_DIR",
@@ -92,6 +95,8 @@ __all__ = [
     "LOCK_FILE",
     "MAX_CONFIG_BYTES",
     "MAX_SUMMARY_BYTES",
+    "RUN_LOCAL_KEYS",
+    "Run",
     "RunCheckpoint",
     "RunLock",
     "RunningElsewhere",
@@ -100,11 +105,15 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "checkpoint_entry",
     "claim_run_dir",
+    "compact_finished_checkpoint",
+    "config_changes",
     "config_differences",
     "config_value",
     "discard_if_unstarted",
     "file_mode",
+    "flatten",
     "has_checkpoint",
     "hold_lock",
     "is_complete",
@@ -113,6 +122,7 @@ __all__ = [
     "load_checkpoint",
     "lock_owner",
     "matching_runs",
+    "merge_items",
     "newest_loadable_checkpoint",
     "read_config",
     "read_config_checked",
@@ -121,9 +131,31 @@ __all__ = [
     "read_summary_checked",
     "release_lock",
     "remove_temp_files",
+    "resolve_teacher",
     "resumable_run",
     "run_dirs",
+    "signature_config",
     "sweep_torn",
     "teacher_checkpoint",
     "version_of",
 ]
+
+#: Names of :mod:`kdbias.runs.checkpoints` (torch and Lightning), imported on first use: the
+#: report reads runs without them.
+_CHECKPOINT_NAMES = (
+    "COMPACTED_KEY",
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "RunCheckpoint",
+    "compact_finished_checkpoint",
+    "load_checkpoint",
+    "newest_loadable_checkpoint",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CHECKPOINT_NAMES:
+        from kdbias.runs import checkpoints
+
+        return getattr(checkpoints, name)
+    raise AttributeError(f"module 'kdbias.runs' has no attribute {name!r}")

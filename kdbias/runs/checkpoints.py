@@ -10,25 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from kdbias.runs.files import atomic_write_bytes
-from kdbias.runs.layout import CHECKPOINT_DIR
+from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
 
 __all__ = [
+    "COMPACTED_KEY",
     "BEST_CKPT",
     "AtomicCheckpointIO",
     "CheckpointError",
     "LAST_CKPT",
     "RunCheckpoint",
+    "compact_finished_checkpoint",
     "load_checkpoint",
     "newest_loadable_checkpoint",
 ]
 
-LAST_CKPT = "last.ckpt"
-BEST_CKPT = "best.ckpt"
+
+#: Set in a finished run's ``last.ckpt`` once :func:`compact_finished_checkpoint` dropped its
+#: optimiser tensors (it can no longer continue training).
+COMPACTED_KEY = "kdbias_compacted"
 
 
 class CheckpointError(ValueError):
@@ -83,12 +86,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     across file systems is a copy: a full disk left truncated ``last.ckpt``/``best.ckpt``.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(path, buffer.getvalue())
 
-    def load_checkpoint(self, path: _PATH, map_location: Any = None, weights_only: bool | None = None) -> dict:
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 
@@ -142,6 +145,29 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state)
 
 
+def compact_finished_checkpoint(path: str | Path) -> None:
+    """Drop the optimiser's per-weight tensors (Adam moments, momentum buffers) from a finished
+    run's ``last.ckpt``, atomically. A complete run is never resumed (``--resume`` reports it
+    finished and trains nothing), so they would never be read again; the weights, step counts,
+    optimiser hyper-parameters, schedules, loops and callback states stay. The file is marked
+    (:data:`COMPACTED_KEY`) and no longer offered for resuming."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get(COMPACTED_KEY) or not checkpoint.get("optimizer_states"):
+        return
+    compact = []
+    for state in checkpoint["optimizer_states"]:
+        per_weight = {
+            index: {k: v for k, v in entry.items() if not (isinstance(v, torch.Tensor) and v.numel() > 1)}
+            for index, entry in (state.get("state") or {}).items()
+        }
+        compact.append({**state, "state": per_weight})
+    checkpoint["optimizer_states"] = compact
+    checkpoint[COMPACTED_KEY] = True
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def _candidates(run_dir: Path) -> Iterator[Path]:
     folder = run_dir / CHECKPOINT_DIR
     files = [p for p in folder.glob("*.ckpt") if p.is_file()]
@@ -149,15 +175,17 @@ def _candidates(run_dir: Path) -> Iterator[Path]:
 
 
 def newest_loadable_checkpoint(run_dir: str | Path) -> Path | None:
-    """``last.ckpt`` if it loads, else the newest other checkpoint that loads (with a
-    warning naming the broken file); ``None`` when none does."""
+    """``last.ckpt`` if it loads, else the newest other training checkpoint that loads (with a
+    warning naming the broken file); ``None`` when none does. ``best.ckpt`` holds the weights
+    only (no optimiser state), so it is never one: training resumes from ``last.ckpt``."""
     for path in _candidates(Path(run_dir)):
         try:
             checkpoint = load_checkpoint(path)
         except CheckpointError as error:
             warnings.warn(f"skipping {path}: {error}", stacklevel=2)
             continue
-        if "loops" in checkpoint and "state_dict" in checkpoint:
+        if {"loops", "state_dict", "optimizer_states"} <= set(checkpoint) and not checkpoint.get(COMPACTED_KEY):
             return path
-        warnings.warn(f"skipping {path}: not a resumable training checkpoint", stacklevel=2)
+        why = "weights only, or a finished run's"
+        warnings.warn(f"skipping {path}: not a resumable training checkpoint ({why})", stacklevel=2)
     return None

@@ -1,4 +1,7 @@
-"""The ``summary.json`` record: its fields, its version, and the one validating reader.
+"""The formats of the files under a run: ``summary.json`` (its fields, its version, the one
+validating reader) and the per-image and snapshot files (:mod:`~kdbias.schema.predictions`,
+:mod:`~kdbias.schema.fidelity`, :mod:`~kdbias.schema.snapshots`). Plain Python and NumPy only:
+the report reads runs without Lightning.
 
 A run's summary is filled in three places: :class:`~kdbias.callbacks.SummaryCallback`
 (identity, held-out figures, times), every callback that is a :class:`SummaryContributor`
@@ -17,9 +20,17 @@ newer kdbias wrote it).
 
 from kdbias.schema.files import MAX_SUMMARY_BYTES, UnreadableFile, read_regular_file, read_summary_file
 from kdbias.schema.record import (
+    DISTILL_TOKENS,
+    MIXES,
     SCHEMA_VERSION,
+    SELECTION_BEST,
+    SELECTION_LAST,
+    SELECTIONS,
     CKARecord,
+    DistillToken,
     MethodRecord,
+    Mix,
+    Selection,
     Summary,
     SummaryContributor,
     TeacherRecord,
@@ -27,6 +38,14 @@ from kdbias.schema.record import (
 from kdbias.schema.validate import finite, validate_method, validate_summary
 
 __all__ = [
+    "DISTILL_TOKENS",
+    "MIXES",
+    "SELECTIONS",
+    "SELECTION_BEST",
+    "SELECTION_LAST",
+    "DistillToken",
+    "Mix",
+    "Selection",
     "MAX_SUMMARY_BYTES",
     "SCHEMA_VERSION",
     "CKARecord",

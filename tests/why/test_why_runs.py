@@ -9,7 +9,7 @@ import torch
 from helpers import DIGITS, OPTIM, TINY_DINO, kl_module, quiet_trainer, teacher_checkpoint
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from kdbias import registry, why
+from kdbias import registry, runs, why
 from kdbias.callbacks.fidelity import FIDELITY_FILE, OWN, FidelityCallback, read_fidelity_images
 from kdbias.callbacks.snapshots import SnapshotCallback, read_snapshots
 from kdbias.modules import KLDistillModule, ProbeTeacherModule
@@ -84,6 +84,7 @@ def test_snapshots_and_fidelity_on_the_selected_checkpoint_only(tmp_path, digits
     fidelity = FidelityCallback({"own": OWN, "random_teacher": lambda: random_teacher}, primary="own")
     best = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/acc", mode="max")
     trainer = quiet_trainer(
+        tmp_path,
         max_epochs=2,
         limit_train_batches=2,
         limit_val_batches=1,
@@ -118,7 +119,11 @@ def test_probe_trains_its_head_only_and_loads_as_a_resized_teacher(tmp_path, dig
     backbone = {k: v.clone() for k, v in probe.model.state_dict().items() if not k.startswith("head")}
     head = probe.head.weight.clone()
     trainer = quiet_trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[ModelCheckpoint(tmp_path, "last")]
+        tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[ModelCheckpoint(tmp_path, "last")],
     )
     trainer.fit(probe, datamodule=digits_dm)
     assert all(torch.equal(v, probe.model.state_dict()[k]) for k, v in backbone.items())
@@ -161,6 +166,8 @@ def test_fidelity_references(tmp_path, digits_dm):
 
 
 def test_only_the_matched_from_teacher_keeps_snapshots(tmp_path):
-    resnet = why.why_callbacks(registry.get("teacher_resnet18"), tmp_path, tmp_path, "digits", "smoke", None)
+    run = runs.Run(tmp_path, "teacher_resnet18", "digits", "smoke", 0, tmp_path)
+    resnet = why.why_callbacks(registry.get("teacher_resnet18"), run, None)
     assert [type(c).__name__ for c in resnet] == ["SnapshotCallback"] and resnet[0].every_n_epochs == 1
-    assert why.why_callbacks(registry.get("teacher_convnextv2"), tmp_path, tmp_path, "digits", "paper", None) == []
+    convnext = runs.Run(tmp_path, "teacher_convnextv2", "digits", "paper", 0, tmp_path)
+    assert why.why_callbacks(registry.get("teacher_convnextv2"), convnext, None) == []
