@@ -6,8 +6,7 @@ and calls, in order:
 1. :func:`plan_run` (before anything is instantiated): :func:`check_config` refuses every
    value that cannot work (Trainer settings, module and DataModule arguments, layer indices
    and the teacher's input size on meta-device networks, resume flags, analytics); then the
-   teacher is resolved (``auto``: the selected checkpoint of the newest complete teacher
-   run) and ``--resume`` is planned (the run, its checkpoint, the configuration diff);
+   teacher is resolved (:func:`kdbias.runs.resolve_teacher`) and ``--resume`` planned;
 2. :func:`build_trainer` (the module and the DataModule are built by then): the run
    directory is claimed (or the resumed one reused), the Trainer assembled with the run's
    logger, atomic checkpoints and callbacks, the resolved configuration written;
@@ -47,13 +46,7 @@ from kdbias import logs, registry, runs, why
 from kdbias.callbacks import SummaryCallback
 from kdbias.data import CIFARDataModule
 from kdbias.errors import InputError
-from kdbias.experiment import (
-    Analytics,
-    allowed_changes,
-    check_run_flags,
-    check_trainer_settings,
-    run_callbacks,
-)
+from kdbias.experiment import Analytics, allowed_changes, check_run_flags, check_trainer_settings, run_callbacks
 from kdbias.resume import plan_resume
 from kdbias.runs.config_diff import signature_config
 from kdbias.schema import SELECTION_BEST, SELECTION_LAST
@@ -191,9 +184,8 @@ def plan_run(
 
 
 def _resolve_teacher(plan: RunPlan, model: Namespace) -> None:
-    """``teacher: auto`` (also as ``CheckpointTeacher(path="auto")``) -> the checkpoint path;
-    ``run:NAME`` -> the selected checkpoint of the newest complete run ``NAME`` (a teacher run of
-    any experiment, e.g. ``experiments/teacher.py --name NAME``) on the same dataset and preset."""
+    """``teacher: auto`` (also as ``CheckpointTeacher(path="auto")``) or ``run:NAME`` -> the checkpoint
+    path (:func:`kdbias.runs.resolve_teacher`)."""
     experiment, teacher = plan.experiment, model.get("teacher")
     spec = isinstance(teacher, Namespace) and str(teacher.get("class_path", "")).endswith("CheckpointTeacher")
     path = teacher.init_args.get("path", "auto") if spec else teacher
