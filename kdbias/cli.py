@@ -20,8 +20,10 @@
   preset from its newest loadable checkpoint, after comparing its saved configuration with
   this one; ``--allow_changed trainer.max_epochs`` accepts more epochs. A finished run is
   reported as finished and nothing is trained.
-- A ``class_path`` in a ``--config`` file is imported only when it lies under ``kdbias.`` or
-  ``lightning.pytorch.``, or when the same class path is written on the command line.
+- A ``--config`` file names only what :mod:`kdbias.config_files` admits: a ``class_path``
+  under ``kdbias.`` or ``lightning.pytorch.``; any other import path (a callable such as
+  ``on_fit_start: module.function`` included) only when the command line writes it too.
+  It is read bounded (size, aliases, depth; regular files or ``<(...)`` pipes only).
 - Bad input ends in one line on stderr and exit status 2 (``KDBIAS_TRACEBACK=1``: traceback);
   an exception from library code during fit or test shows its traceback (exit status 1).
 
@@ -47,7 +49,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdbias import registry, runner
-from kdbias.config_files import check_class_paths
+from kdbias.config_files import prepare_config_args
 from kdbias.controls import control_teacher
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
@@ -141,7 +143,7 @@ class KDBiasCLI(LightningCLI):
             raise FileNotFoundError(f"preset files missing: {', '.join(missing)}; run from a complete checkout.")
         smoke = experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
         args = expand_smoke(args, smoke)
-        check_class_paths(args)
+        args = prepare_config_args(args)  # bounded, checked; a pipe's text handed on
         description = (
             f"{experiment.description}\n\nPresets: the paper preset is the default configuration; {SMOKE_FLAG} "
             "applies the offline CPU preset. Options: run, module (--model.*), data (--data.*), analytics "
