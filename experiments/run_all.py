@@ -30,6 +30,7 @@ from pathlib import Path
 from kdbias import registry, runs
 from kdbias.callbacks.progress import format_duration
 from kdbias.launch import estimate_seconds, plan_matrix, status_lines
+from kdbias.launch.exclusive import hold_runs_folder
 from kdbias.launch.fork import can_fork, fork_start
 from kdbias.launch.local import run_local
 from kdbias.launch.plan import PlannedRun  # noqa: F401  (the planned-run type, for callers)
@@ -118,6 +119,17 @@ def _print_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.status or args.dry_run:  # read only: no planner lock
+        return _main(args)
+    try:  # one planner per runs folder: a second run_all waits, then trains nothing twice
+        with hold_runs_folder(args.runs_dir):
+            return _main(args)
+    except ValueError as error:  # _jobs not a folder, the lock a link
+        print(f"run_all.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.parallel is None:
         args.parallel = default_parallel(args.smoke, args.launcher)
     preset = "smoke" if args.smoke else "paper"

@@ -104,7 +104,7 @@ def fill_controls(
         measured: dict[str, dict[str, Any]] = {}
         if cka:
             measured["cka"] = _measure(
-                run_dir / runs.CHECKPOINT_DIR / runs.LAST_CKPT,
+                _own_file(run_dir, f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}", run_dir / runs.CHECKPOINT_DIR),
                 experiment,
                 datamodule,
                 cka,
@@ -114,7 +114,8 @@ def fill_controls(
             )
         fidelity = _fidelity_references(experiment, runs_dir, dataset, preset, fidelity_keys)
         if fidelity:
-            selected = run_dir / str(summary.get("selected_checkpoint") or f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}")
+            named = summary.get("selected_checkpoint") or f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}"
+            selected = _own_file(run_dir, named, run_dir / runs.SUMMARY_FILE)
             measured["fidelity"] = _measure(selected, experiment, datamodule, fidelity, accelerator, config, "test")
         for key in fidelity_keys:
             lines.append(
@@ -129,6 +130,14 @@ def fill_controls(
                 }
             runs.atomic_write_json(run_dir / runs.SUMMARY_FILE, fresh)
     return [f"{run_dir}: {line}" for line in lines]
+
+
+def _own_file(run_dir: Path, name: object, named_in: Path) -> Path:
+    """The run's own regular file ``name`` (:func:`kdbias.runs.file_in_run`): another run's
+    weights are never measured and written into this run's summary."""
+    found = runs.file_in_run(run_dir, name, named_in)
+    assert found is not None
+    return found
 
 
 def _cka_controls(experiment, run_dir, runs_dir, configs_dir, config, keys, dataset, preset):

@@ -16,7 +16,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from kdbias.callbacks.nonfinite import NonFiniteLossError
 from kdbias.data.cifar import CorruptDatasetError
 from kdbias.models import PretrainedWeightsError
-from kdbias.runs import CheckpointError
+from kdbias.runs import CheckpointError, RunPathError
 
 __all__ = ["FIT_INPUT_ERRORS", "InputError", "SETUP_INPUT_ERRORS"]
 
@@ -35,6 +35,7 @@ FIT_INPUT_ERRORS: tuple[type[BaseException], ...] = (
     yaml.YAMLError,
     PretrainedWeightsError,
     CheckpointError,
+    RunPathError,
     CorruptDatasetError,
     MisconfigurationException,
     NonFiniteLossError,

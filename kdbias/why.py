@@ -19,7 +19,7 @@ from typing import Any
 
 from kdbias import registry, runs
 from kdbias.callbacks.fidelity import OWN, FidelityCallback
-from kdbias.callbacks.snapshots import SNAPSHOT_DIR, SnapshotCallback, read_snapshots
+from kdbias.callbacks.snapshots import SNAPSHOT_DIR, SNAPSHOT_INDEX, SnapshotCallback, read_snapshots
 from kdbias.teacher import FrozenTeacher, RandomTeacher
 
 __all__ = [
@@ -67,28 +67,35 @@ def matched_teacher_checkpoint(
     target = (runs.read_summary(ref_dir) or {}).get("best_val_acc") if ref_dir is not None else None
     teacher_dir = runs.latest_complete_run(runs_dir, experiment.teacher, dataset=dataset, preset=preset)
     flags = " --smoke" if preset == "smoke" else ""
-    if not isinstance(target, (int, float)) or teacher_dir is None:
-        missing = reference if not isinstance(target, (int, float)) else experiment.teacher
+    if not _fraction(target) or teacher_dir is None:
+        missing = reference if not _fraction(target) else experiment.teacher
         raise FileNotFoundError(
             f"{experiment.name} needs a complete {missing} run with a held-out split on {dataset!r} ({preset} "
             f"preset) under {runs_dir}; train it first with `python experiments/{missing}.py{flags}`."
         )
     folder = teacher_dir / runs.CHECKPOINT_DIR / SNAPSHOT_DIR
-    candidates = {
+    index = folder / SNAPSHOT_INDEX
+    candidates = {  # every file resolved inside the teacher run (RunPathError naming index.json otherwise)
         str(folder / name): float(info["val_acc"])
         for name, info in read_snapshots(folder).items()
-        if isinstance(info, dict) and isinstance(info.get("val_acc"), (int, float)) and (folder / name).is_file()
+        if runs.file_in_run(teacher_dir, f"{runs.CHECKPOINT_DIR}/{SNAPSHOT_DIR}/{name}", index, missing_ok=True)
     }
     summary = runs.read_summary(teacher_dir) or {}
     selected, best = summary.get("selected_checkpoint"), summary.get("best_val_acc")
-    if isinstance(selected, str) and isinstance(best, (int, float)) and (teacher_dir / selected).is_file():
-        candidates[str(teacher_dir / selected)] = float(best)
+    if isinstance(selected, str) and _fraction(best):
+        if runs.file_in_run(teacher_dir, selected, teacher_dir / runs.SUMMARY_FILE, missing_ok=True):
+            candidates[str(teacher_dir / selected)] = float(best)
     if not candidates:
         raise FileNotFoundError(
             f"the {experiment.teacher} run {teacher_dir} has no checkpoint with a held-out accuracy; retrain it "
             f"with a held-out split (`python experiments/{experiment.teacher}.py{flags}`)."
         )
     return Path(closest_snapshot(candidates, float(target)))
+
+
+def _fraction(value: Any) -> bool:
+    """Whether ``value`` is an accuracy: a finite number in [0, 1] (not a bool, not NaN)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
 
 
 def resolve_teacher(runs_dir: str | Path, experiment: registry.Experiment, dataset: str, preset: str) -> Path:
@@ -103,6 +110,17 @@ def _load(runs_dir: Path, key: str, dataset: str, preset: str, num_classes: int)
     if key == RANDOM_KEY:
         return RandomTeacher(RANDOM_ARCH).build(dataset, num_classes)
     return FrozenTeacher.from_checkpoint(runs.teacher_checkpoint(runs_dir, key, dataset, preset), dataset, num_classes)
+
+
+def _has_selected_checkpoint(runs_dir: str | Path, key: str, dataset: str, preset: str) -> bool:
+    """Whether the newest complete ``key`` run still holds its selected checkpoint (a deleted
+    one makes the control "not measured" now, not a failure at test time); one that leads
+    outside its run is a :class:`~kdbias.runs.RunPathError`."""
+    try:
+        runs.teacher_checkpoint(runs_dir, key, dataset, preset)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def fidelity_references(
@@ -123,7 +141,7 @@ def fidelity_references(
     if controls == "every teacher":
         controls = (*registry.select(registry.GROUPS)[0], RANDOM_KEY)
     for key in controls:
-        if key == RANDOM_KEY or runs.latest_complete_run(runs_dir, key, dataset=dataset, preset=preset) is not None:
+        if key == RANDOM_KEY or _has_selected_checkpoint(runs_dir, key, dataset, preset):
             out.setdefault(key, partial(_load, Path(runs_dir), key, dataset, preset, num_classes))
     if primary is None and experiment.name == "exp3" and "teacher_dinov2_probe" in out:
         primary = "teacher_dinov2_probe"

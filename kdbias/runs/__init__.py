@@ -79,12 +79,16 @@ from kdbias.runs.lookup import (
     resumable_run,
     teacher_checkpoint,
 )
+from kdbias.runs.paths import RunPathError, file_in_run, open_no_follow
 
 __all__ = [
     "AtomicCheckpointIO",
     "BEST_CKPT",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
+    "RunPathError",
+    "file_in_run",
+    "open_no_follow",
     "CheckpointError",
     "HPARAMS_FILE",
     "JOBS_DIR",
