@@ -148,8 +148,8 @@ def teacher_checkpoint(runs_dir: str | Path, experiment: str, dataset: str, pres
     ``selected_checkpoint`` leads outside that run or is not a regular file.
     """
     run_dir = latest_complete_run(runs_dir, experiment, dataset=dataset, preset=preset)
-    if run_dir is not None:
-        selected = (read_summary_checked(run_dir)[0] or {}).get("selected_checkpoint")
+    selected = (read_summary_checked(run_dir)[0] or {}).get("selected_checkpoint") if run_dir is not None else None
+    if run_dir is not None and selected is not None:
         found = file_in_run(run_dir, selected, run_dir / SUMMARY_FILE, missing_ok=True)
         if found is not None:
             return run_dir / str(selected)
