@@ -24,7 +24,7 @@ from typing_extensions import override
 from kdbias.analytics.fidelity import per_image_fidelity
 from kdbias.callbacks.summary import SummaryCallback
 from kdbias.runs import atomic_write_bytes
-from kdbias.schema import UnreadableFile, read_regular_file
+from kdbias.schema import UnreadableFile, load_npz, read_regular_file
 from kdbias.teacher import FrozenTeacher
 
 __all__ = ["FIDELITY_FILE", "FidelityCallback", "OWN", "read_fidelity_images"]
@@ -38,11 +38,7 @@ def read_fidelity_images(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     regular file of at most 64 MiB, loaded with ``allow_pickle=False``; every array 1-D of one
     length, ``kl`` finite and >= 0. :class:`UnreadableFile` naming the cause otherwise."""
     raw = read_regular_file(path, MAX_FIDELITY_BYTES)
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except Exception as error:  # a torn or crafted file
-        raise UnreadableFile(f"not a readable .npz file ({type(error).__name__}: {str(error)[:120]})") from None
+    arrays = load_npz(raw)  # decompressed size capped before reading
     out: dict[str, dict[str, np.ndarray]] = {}
     lengths = set()
     for name, array in arrays.items():

@@ -15,7 +15,7 @@ schema 0, with the same checks; a ``schema`` above :data:`SCHEMA_VERSION` is ref
 newer kdbias wrote it).
 """
 
-from kdbias.schema.files import MAX_SUMMARY_BYTES, UnreadableFile, read_regular_file, read_summary_file
+from kdbias.schema.files import MAX_SUMMARY_BYTES, UnreadableFile, load_npz, read_regular_file, read_summary_file
 from kdbias.schema.record import (
     SCHEMA_VERSION,
     CKARecord,
@@ -28,6 +28,7 @@ from kdbias.schema.validate import finite, validate_method, validate_summary
 
 __all__ = [
     "MAX_SUMMARY_BYTES",
+    "load_npz",
     "SCHEMA_VERSION",
     "CKARecord",
     "MethodRecord",
