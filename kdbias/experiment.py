@@ -40,7 +40,7 @@ from kdbias.callbacks import (
 )
 from kdbias.models import is_vit
 from kdbias.runs import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, RunCheckpoint
-from kdbias.teacher import FrozenTeacher
+from kdbias.teacher import RANDOM_PREFIX, FrozenTeacher, PretrainedTeacher, teacher_spec
 
 __all__ = [
     "ANALYTICS_CALLBACKS",
@@ -50,6 +50,7 @@ __all__ = [
     "RUN_LOCAL_KEYS",
     "allowed_changes",
     "check_run_flags",
+    "check_teacher_spec",
     "check_trainer_settings",
     "config_changes",
     "flatten",
@@ -341,3 +342,22 @@ def signature_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return {
         k: _plain(v) for k, v in sorted(flat.items()) if not _local(k) and k not in ("seed_everything", "data.seed")
     }
+
+
+def check_teacher_spec(name: str, module: str, teacher: Any) -> None:
+    """A teacher spec's own argument checks (nothing built): ``arch_kwargs`` that are shape
+    arguments only (never weight-loading ones, never ``num_classes``); soft KL refuses a
+    headless :class:`~kdbias.teacher.PretrainedTeacher` (it has no class scores to match)."""
+    spec_like = isinstance(teacher, Mapping) and "class_path" in teacher
+    if not spec_like and not (isinstance(teacher, str) and teacher.startswith(RANDOM_PREFIX)):
+        return
+    try:
+        spec = teacher_spec(dict(teacher) if isinstance(teacher, Mapping) else teacher)
+    except TypeError as error:  # an init argument the spec does not take
+        raise ValueError(f"model.teacher: {error}") from None
+    if isinstance(spec, PretrainedTeacher) and module == "KLDistillModule":
+        raise ValueError(
+            f"{name} distils soft labels, which need the teacher's class scores; a PretrainedTeacher "
+            f"({spec.arch}) is headless. Distil from a TeacherModule checkpoint (a probe run gives a head), or use "
+            "CKADistillModule."
+        )

@@ -49,6 +49,7 @@ from kdbias.experiment import (
     Analytics,
     allowed_changes,
     check_run_flags,
+    check_teacher_spec,
     check_trainer_settings,
     run_callbacks,
     signature_config,
@@ -126,6 +127,7 @@ def check_config(experiment: registry.Experiment, config: Namespace) -> Analytic
     CIFARDataModule(**_plain(config.data))  # checks its arguments; reads nothing
     model = _plain(config.model)
     teacher = model.get("teacher")
+    check_teacher_spec(experiment.name, experiment.module, teacher)
     if isinstance(teacher, Mapping) and "init_args" in teacher:  # a spec: its arch stands for the shape checks
         model = {**model, "teacher": None}
     experiment.module_class.check_arguments(**model)
