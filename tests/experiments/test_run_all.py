@@ -342,32 +342,31 @@ def test_whole_smoke_matrix_with_two_seeds(tmp_path):
 
 
 def test_two_launchers_on_one_runs_folder_train_each_run_once(run_all, tmp_path, monkeypatch, capsys):
-    """Two ``run_all --parallel 2`` on one ``--runs_dir`` at once: the second waits for the
-    first's planner lock (saying who holds it), then finds every run complete: each run is
-    started once, and no log is shared."""
+    """Two ``run_all --parallel 2`` on one ``--runs_dir`` at once: the second (started while the
+    first trains its first run) waits for the first's planner lock, saying who holds it, then
+    finds every run complete: each run is started once."""
     import time
 
     root = tmp_path / "runs"
     started: list = []
+    argv = ["--smoke", "--parallel", "2", "--seeds", "1", "--runs_dir", str(root), "--only", "teacher_resnet18"]
+    argv += ["teacher_deit", "--out", str(tmp_path / "R.md")]
+    codes: list = []
+    second = threading.Thread(target=lambda: codes.append(run_all.main(argv)))
 
     def outcome(command, env):
-        time.sleep(0.3)  # a run that takes a while: the launchers overlap
+        if not second.is_alive() and not codes:
+            second.start()  # the second launcher starts while this run trains
+            time.sleep(2.0)
         write_run(root, Path(command[1]).stem)
         return 0
 
     monkeypatch.setattr("kdbias.launch.local.subprocess.Popen", _fake_start(outcome, started))
-    argv = ["--smoke", "--parallel", "2", "--seeds", "1", "--runs_dir", str(root), "--only", "teacher_resnet18"]
-    argv += ["teacher_deit", "--out", str(tmp_path / "R.md")]
-    codes: list = []
-    threads = [threading.Thread(target=lambda: codes.append(run_all.main(argv))) for _ in range(2)]
-    threads[0].start()
-    time.sleep(0.05)
-    threads[1].start()
-    for thread in threads:
-        thread.join(timeout=600)
+    codes.append(run_all.main(argv))
+    second.join(timeout=600)
     assert codes == [0, 0]
     assert sorted(name for name, _ in started) == ["teacher_deit", "teacher_resnet18"]
-    assert "is planning and training in" in capsys.readouterr().err
+    assert "another run_all (pid" in capsys.readouterr().err
     assert [len(list((root / name).glob("version_*"))) for name in ("teacher_deit", "teacher_resnet18")] == [1, 1]
 
 
