@@ -25,7 +25,9 @@
   ``on_fit_start: module.function`` included) only when the command line writes it too.
   It is read bounded (size, aliases, depth; regular files or ``<(...)`` pipes only).
 - Bad input ends in one line on stderr and exit status 2 (``KDBIAS_TRACEBACK=1``: traceback);
-  an exception from library code during fit or test shows its traceback (exit status 1).
+  an exception from library code during fit or test shows its traceback (exit status 1);
+  SIGTERM / SIGINT during training exit 143 / 130 (``last.ckpt`` kept for ``--resume``): only
+  a complete run exits 0.
 
 A run's life, step by step, is :mod:`kdbias.runner`.
 """
@@ -52,7 +54,7 @@ from kdbias import registry, runner
 from kdbias.config_files import prepare_config_args
 from kdbias.controls import control_teacher
 from kdbias.data import DATASETS, CIFARDataModule
-from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
+from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, signal_exit_status
 from kdbias.experiment import ANALYTICS_CALLBACKS
 
 __all__ = [
@@ -332,6 +334,7 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
     except SETUP_INPUT_ERRORS as error:
         raise input_error(prog, error) from None
     try:
-        return runner.train(cli.plan, cli.trainer, cli.model, cli.datamodule)
+        with signal_exit_status(cli.trainer, cli.plan.describe(), cli.plan.run_dir):  # SIGTERM/SIGINT: never 0
+            return runner.train(cli.plan, cli.trainer, cli.model, cli.datamodule)
     except FIT_INPUT_ERRORS as error:
         raise input_error(prog, error) from None
