@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kdbias import registry, runs
-from kdbias.callbacks.progress import format_duration
+from kdbias.console import format_duration
 from kdbias.launch import estimate_seconds, plan_matrix, status_lines
 from kdbias.launch.exclusive import hold_runs_folder
 from kdbias.launch.fork import can_fork, fork_start
@@ -248,7 +248,7 @@ def _local(args, plan, todo, elsewhere, gpus_per_run: int, preset: str, dataset:
 def _fill_controls(plan, runs_dir: str, dataset: str, preset: str) -> list[str]:
     """The controls each complete run of ``plan`` skipped (its teachers did not exist yet),
     measured now on its checkpoints (:func:`kdbias.controls.fill_controls`)."""
-    from kdbias.cli import quiet_lightning
+    from kdbias.console import quiet_lightning
     from kdbias.controls import fill_controls
 
     quiet_lightning()

@@ -6,27 +6,43 @@ Public names::
     from kdbias import AttentionDistanceCallback, HessianCallback, CKAHeatmapCallback
     from kdbias import FrozenTeacher, Optimization
 
-Pure functions live in :mod:`kdbias.losses` and :mod:`kdbias.analytics`; model builders
-and feature taps in :mod:`kdbias.models`; the experiment matrix in :mod:`kdbias.registry`;
-the run layout in :mod:`kdbias.runs`; the command line in :mod:`kdbias.cli`; the tables in
-:mod:`kdbias.report`.
+Each is imported on first use (module ``__getattr__``): ``import kdbias`` itself loads neither
+Lightning nor timm, so ``python -m kdbias.report`` starts without them. Pure functions live in
+:mod:`kdbias.losses` and :mod:`kdbias.analytics`; model builders and feature taps in
+:mod:`kdbias.models`; the experiment matrix in :mod:`kdbias.registry`; the run layout in
+:mod:`kdbias.runs`; the command line in :mod:`kdbias.cli`; the tables in :mod:`kdbias.report`.
 """
 
-from kdbias.callbacks import AttentionDistanceCallback, CKAHeatmapCallback, HessianCallback
-from kdbias.data import CIFARDataModule
-from kdbias.modules import CKADistillModule, KLDistillModule, Optimization, TeacherModule
-from kdbias.teacher import FrozenTeacher
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CIFARDataModule",
-    "TeacherModule",
-    "KLDistillModule",
-    "CKADistillModule",
-    "AttentionDistanceCallback",
-    "HessianCallback",
-    "CKAHeatmapCallback",
-    "FrozenTeacher",
-    "Optimization",
-]
+#: Public name -> the module that defines it.
+_PUBLIC = {
+    "CIFARDataModule": "kdbias.data",
+    "TeacherModule": "kdbias.modules",
+    "KLDistillModule": "kdbias.modules",
+    "CKADistillModule": "kdbias.modules",
+    "AttentionDistanceCallback": "kdbias.callbacks",
+    "HessianCallback": "kdbias.callbacks",
+    "CKAHeatmapCallback": "kdbias.callbacks",
+    "FrozenTeacher": "kdbias.teacher",
+    "Optimization": "kdbias.modules",
+}
+
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'kdbias' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])

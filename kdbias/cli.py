@@ -34,46 +34,39 @@ A run's life, step by step, is :mod:`kdbias.runner`.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import logging
-import os
 import re
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jsonargparse import Namespace
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from kdbias import registry, runner
 from kdbias.config_files import prepare_config_args
-from kdbias.controls import control_teacher
+from kdbias.console import emit, input_error, one_line, quiet_lightning
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, signal_exit_status
 from kdbias.experiment import ANALYTICS_CALLBACKS
+from kdbias.why import control_teacher
 
 __all__ = [
     "KDBiasCLI",
     "add_analytics_arguments",
     "expand_smoke",
-    "input_error",
     "main",
-    "one_line",
     "preset_config",
 ]
 
 SMOKE_FLAG = "--smoke"
+#: ``experiments/`` of this checkout: one script per experiment, and its presets under ``configs/``.
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+CONFIGS_DIR = EXPERIMENTS_DIR / "configs"
 _SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
-
-
-def one_line(message: object) -> str:
-    """``message`` with its whitespace (newlines included) collapsed to single spaces."""
-    return " ".join(str(message).split())
 
 
 def expand_smoke(argv: Sequence[str], files: Sequence[Path]) -> list[str]:
@@ -270,49 +263,6 @@ def _seed(seed: Any) -> int:
     return seed
 
 
-def input_error(prog: str, error: BaseException) -> SystemExit:
-    """Print ``error`` as one line on stderr (``prog: error: ...``; rank 0) and return the
-    ``SystemExit(2)`` to raise (``KDBIAS_TRACEBACK=1``: re-raise ``error`` with its traceback)."""
-    if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
-        raise error
-    if rank_zero_only.rank == 0:
-        kind = "" if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: "
-        print(f"{prog}: error: {kind}{one_line(error)}", file=sys.stderr, flush=True)
-    return SystemExit(2)
-
-
-LIGHTNING_RANK_ZERO = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
-
-
-@contextlib.contextmanager
-def no_setup_lines() -> Iterator[None]:
-    """Lightning's INFO lines off inside the block (a throwaway Trainer's "GPU available" and
-    batch-limit lines); the loggers' levels are restored after."""
-    loggers = [logging.getLogger(name) for name in LIGHTNING_RANK_ZERO]
-    levels = [source.level for source in loggers]
-    for source in loggers:
-        source.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for source, level in zip(loggers, levels):
-            source.setLevel(level)
-
-
-def quiet_lightning() -> None:
-    """Lightning's lines that say nothing about this run, off: the seed line, product tips, a
-    deprecation inside Lightning itself (every kdbias command calls this once)."""
-    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)  # no "Seed set to 0" lines
-    for source in LIGHTNING_RANK_ZERO:
-        logging.getLogger(source).addFilter(_no_tips)  # Lightning's product tips on every run
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")  # inside Lightning
-
-
-def _no_tips(record: logging.LogRecord) -> bool:
-    """A logging filter: drop Lightning's advertising lines (they start with a light bulb)."""
-    return not str(record.getMessage()).startswith("💡")
-
-
 def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
     """Entry point of ``experiments/<name>.py``: parse and check, plan, build, then train and
     test; return the run directory (``None`` when ``--resume`` found the run finished).
@@ -329,7 +279,7 @@ def main(name: str, configs_dir: str | Path, argv: Sequence[str] | None = None) 
         assert cli.plan is not None
         runner.prepare_data(cli.plan, cli.datamodule)
     except runner.Finished as done:
-        print(f"{prog}: {done.run_dir} is finished (complete summary.json); nothing to train.", flush=True)
+        emit(f"{prog}: {done.run_dir} is finished (complete summary.json); nothing to train.")
         return None
     except SETUP_INPUT_ERRORS as error:
         raise input_error(prog, error) from None

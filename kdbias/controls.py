@@ -32,31 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import registry, runs
+from kdbias.cli import CONFIGS_DIR, preset_config
+from kdbias.console import emit, one_line, quiet_lightning
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import InputError
-from kdbias.teacher import FrozenTeacher, PretrainedTeacher
+from kdbias.experiment import Analytics
+from kdbias.teacher import FrozenTeacher
+from kdbias.why import control_teacher
 
-__all__ = ["control_teacher", "fill_controls", "main", "missing_controls"]
-
-#: What ``control_teacher`` returns: the teacher, and the cells its loss trains (or ``None``).
-Control = tuple[FrozenTeacher, list[tuple[int, int]] | None]
-
-
-def control_teacher(other: registry.Experiment, runs_dir: str | Path, dataset: str, preset: str, model: Any) -> Control:
-    """The teacher that experiment ``other`` distils from (a CKA control), and the cells its
-    loss trains: the selected checkpoint of its teacher run (``FileNotFoundError`` when there is
-    none yet), or the frozen teacher of its preset's ``model`` configuration (``model``, as
-    :func:`kdbias.cli.preset_config` parses it)."""
-    if other.teacher is not None:
-        path = runs.teacher_checkpoint(runs_dir, other.teacher, dataset, preset)
-        num_classes = DATASETS[dataset].num_classes
-        return FrozenTeacher.from_checkpoint(path, dataset, num_classes, family=other.teacher_family), None
-    if other.module != "CKADistillModule":
-        raise ValueError(f"analytics.cka_against: {other.name} has no teacher to measure against")
-    kwargs = model.get("teacher_kwargs")
-    kwargs = kwargs.as_dict() if hasattr(kwargs, "as_dict") else kwargs
-    spec = PretrainedTeacher(model.teacher, model.teacher_pretrained, model.teacher_image_size, kwargs)
-    return spec.build(dataset), [tuple(p) for p in model.layer_pairs]
+__all__ = ["control_teacher", "fill_controls", "main", "missing_controls"]  # control_teacher: kdbias.why
 
 
 def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
@@ -142,11 +126,7 @@ def _own_file(run_dir: Path, name: object, named_in: Path) -> Path:
 
 def _cka_controls(experiment, run_dir, runs_dir, configs_dir, config, keys, dataset, preset):
     """The CKA callbacks of ``keys`` whose teachers exist, and a line per key."""
-    from kdbias.cli import preset_config
-    from kdbias.experiment import Analytics
-    from kdbias.launch.plan import EXPERIMENTS_DIR
-
-    configs_dir = Path(configs_dir) if configs_dir is not None else EXPERIMENTS_DIR / "configs"
+    configs_dir = Path(configs_dir) if configs_dir is not None else CONFIGS_DIR
     settings = Analytics(**{k: v for k, v in (config.get("analytics") or {}).items() if k != "cka_against"})
     callbacks, lines = [], []
     for key in keys:
@@ -198,7 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--configs_dir", default=None, help="the presets (default: experiments/configs)")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator of the measurement")
     args = parser.parse_args(argv)
-    from kdbias.cli import quiet_lightning
 
     quiet_lightning()
     try:
@@ -206,9 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not runs.is_complete(runs.read_summary(run_dir)):
                 raise InputError(f"{run_dir} is not a complete run (no complete summary.json): nothing to measure on.")
             lines = fill_controls(run_dir, args.runs_dir, args.configs_dir, args.accelerator)
-            print("\n".join(lines) if lines else f"{run_dir}: every control is measured already", flush=True)
+            emit("\n".join(lines) if lines else f"{run_dir}: every control is measured already")
     except (InputError, runs.RunningElsewhere) as error:
-        print(f"{parser.prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
+        emit(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0
 

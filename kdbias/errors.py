@@ -20,17 +20,29 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from kdbias.callbacks.nonfinite import NonFiniteLossError
+from kdbias.console import emit
 from kdbias.data.cifar import CorruptDatasetError
 from kdbias.models import PretrainedWeightsError
 from kdbias.runs import CHECKPOINT_DIR, LAST_CKPT, CheckpointError, RunPathError
 
-__all__ = ["FIT_INPUT_ERRORS", "InputError", "SETUP_INPUT_ERRORS", "STOPPED_STATUS", "signal_exit_status"]
+__all__ = [
+    "FIT_INPUT_ERRORS",
+    "InputError",
+    "NonFiniteLossError",
+    "SETUP_INPUT_ERRORS",
+    "STOPPED_STATUS",
+    "signal_exit_status",
+]
 
 
 class InputError(ValueError):
     """A value the user gave cannot work, found once training has started (e.g. a batch too
     small for the CKA estimator): reported in one line."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss component became NaN or Inf; the message names the step and the component
+    (raised by :class:`~kdbias.callbacks.NonFiniteGuard`)."""
 
 
 #: Input errors at any time: files, weights, checkpoints, Lightning's configuration, divergence.
@@ -78,5 +90,5 @@ def _stopped(signal_name: str, describe: str, run_dir: Path | None) -> SystemExi
         else "no checkpoint was written: run it again"
     )
     if rank_zero_only.rank == 0:
-        print(f"{describe}: stopped by {signal_name} before the run completed; {where}.", file=sys.stderr, flush=True)
+        emit(f"{describe}: stopped by {signal_name} before the run completed; {where}.", sys.stderr)
     return SystemExit(STOPPED_STATUS[signal_name])

@@ -21,7 +21,7 @@ image of the official test split: for the run's selected checkpoint, the ``test_
   directory as when it trained), else the DataModule's default; ``verify_md5`` as the run had it.
 - **Numerics.** ``--precision``, else the run's ``trainer.precision``, else ``32-true``; one device.
 - **Bad input** (no such file, not a kdbias module checkpoint, missing data): one line on
-  stderr, exit status 2 (:func:`kdbias.cli.input_error`).
+  stderr, exit status 2 (:func:`kdbias.console.input_error`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Any
 import lightning as L
 
 from kdbias import modules, registry, runs
-from kdbias.cli import input_error, no_setup_lines, quiet_lightning
+from kdbias.console import input_error, no_setup_lines, quiet_lightning
 from kdbias.data import CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, InputError
 from kdbias.modules.base import MODULE_KEY, ClassifierModule

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from typing_extensions import override
 
-from kdbias.experiment import RUN_LOCAL_KEYS
+from kdbias.runs.config_diff import RUN_LOCAL_KEYS
 
 __all__ = [
     "HP_METRICS",
@@ -124,7 +124,7 @@ def method_hparams(module: L.LightningModule, datamodule: Any) -> dict[str, Any]
     Lightning saves them to ``hparams.yaml``), without ``_``-prefixed keys (LightningCLI's
     bookkeeping: ``_instantiator``, ``_class_path``) and without the data arguments that
     say where and how data is read (the ``data.*`` entries of
-    :data:`~kdbias.experiment.RUN_LOCAL_KEYS`: ``data_dir``, ``num_workers``, ``pin_memory``,
+    :data:`~kdbias.runs.config_diff.RUN_LOCAL_KEYS`: ``data_dir``, ``num_workers``, ``pin_memory``,
     ``verify_md5``); a ``teacher`` is its name, not its checkpoint's path. Nested settings
     stay nested (TensorBoard shows ``optim/lr``).
     """

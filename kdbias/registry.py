@@ -64,7 +64,7 @@ class Experiment:
         group: ``"plan"`` (the research plan's rows) or ``"why"`` (beyond the plan).
         teacher_matched_to: with ``teacher``: distil from the snapshot of ``teacher``'s run whose
             held-out accuracy is closest to the held-out accuracy of this experiment's
-            selected checkpoint (:func:`kdbias.why.matched_teacher_checkpoint`).
+            selected checkpoint (:func:`kdbias.runs.teachers.matched_teacher_checkpoint`).
     """
 
     name: str

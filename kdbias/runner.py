@@ -52,9 +52,9 @@ from kdbias.experiment import (
     check_teacher_spec,
     check_trainer_settings,
     run_callbacks,
-    signature_config,
 )
 from kdbias.resume import plan_resume
+from kdbias.runs.config_diff import signature_config
 from kdbias.teacher import FrozenTeacher
 
 __all__ = [
@@ -181,7 +181,7 @@ def _resolve_teacher(plan: RunPlan, model: Namespace) -> None:
     path = teacher.init_args.get("path", "auto") if spec else teacher
     if experiment.teacher is None or path not in (None, "auto"):
         return
-    found = str(why.resolve_teacher(plan.runs_dir, experiment, plan.dataset, plan.preset))
+    found = str(runs.resolve_teacher(plan.runs_dir, experiment, plan.dataset, plan.preset))
     if spec:
         teacher.init_args.path = found
     else:

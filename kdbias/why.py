@@ -1,9 +1,8 @@
 """What the rows beyond the plan (registry group ``"why"``) add to a run.
 
-- :func:`resolve_teacher`: the teacher checkpoint of ``model.teacher: auto``: the selected
-  checkpoint of the teacher run (:func:`kdbias.runs.teacher_checkpoint`), or, for an
-  experiment with ``teacher_matched_to`` (``exp1_matched``), the teacher snapshot whose
-  held-out accuracy is closest to the reference teacher's (:func:`matched_teacher_checkpoint`).
+- :func:`resolve_teacher` (the one teacher resolver, :mod:`kdbias.runs.teachers`): the teacher
+  checkpoint of ``model.teacher: auto``, an accuracy-matched snapshot for ``exp1_matched``.
+- :func:`control_teacher`: the teacher a CKA control measures a student against (built).
 - :func:`why_callbacks`: a teacher run that some row matches by accuracy (``teacher_resnet18``)
   keeps weight snapshots every k epochs (:class:`~kdbias.callbacks.snapshots.SnapshotCallback`);
   students measure their fidelity to their teacher, the baseline to every teacher
@@ -12,20 +11,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kdbias import registry, runs
 from kdbias.callbacks.fidelity import OWN, FidelityCallback
-from kdbias.callbacks.snapshots import SNAPSHOT_DIR, SNAPSHOT_INDEX, SnapshotCallback, read_snapshots
-from kdbias.teacher import FrozenTeacher, RandomTeacher
+from kdbias.callbacks.snapshots import SnapshotCallback
+from kdbias.data import DATASETS
+from kdbias.runs.teachers import closest_snapshot, matched_teacher_checkpoint, resolve_teacher
+from kdbias.schema.snapshots import SNAPSHOT_DIR
+from kdbias.teacher import FrozenTeacher, PretrainedTeacher, RandomTeacher
 
 __all__ = [
+    "Control",
     "RANDOM_KEY",
     "SNAPSHOT_EVERY",
     "closest_snapshot",
+    "control_teacher",
     "fidelity_references",
     "matched_teacher_checkpoint",
     "resolve_teacher",
@@ -46,64 +50,25 @@ CONTROL_REFERENCES = {
     "exp3": ("teacher_dinov2_probe",),
 }
 
-
-def closest_snapshot(candidates: Mapping[str, float], target: float) -> str:
-    """The key of ``candidates`` (``{name: held-out accuracy}``) closest to ``target``; ties go to
-    the first in sorted order (snapshot names sort by epoch)."""
-    if not candidates:
-        raise ValueError("no candidate checkpoints to match")
-    return min(sorted(candidates), key=lambda k: abs(candidates[k] - target))
+#: What ``control_teacher`` returns: the teacher, and the cells its loss trains (or ``None``).
+Control = tuple[FrozenTeacher, list[tuple[int, int]] | None]
 
 
-def matched_teacher_checkpoint(
-    runs_dir: str | Path, experiment: registry.Experiment, dataset: str, preset: str
-) -> Path:
-    """The checkpoint of ``experiment.teacher``'s newest complete run (its snapshots and its
-    selected checkpoint) whose held-out ``val/acc`` is closest to the ``best_val_acc`` of the
-    newest complete ``experiment.teacher_matched_to`` run. Only held-out accuracies are read."""
-    reference = experiment.teacher_matched_to
-    assert reference is not None and experiment.teacher is not None
-    ref_dir = runs.latest_complete_run(runs_dir, reference, dataset=dataset, preset=preset)
-    target = (runs.read_summary(ref_dir) or {}).get("best_val_acc") if ref_dir is not None else None
-    teacher_dir = runs.latest_complete_run(runs_dir, experiment.teacher, dataset=dataset, preset=preset)
-    flags = " --smoke" if preset == "smoke" else ""
-    if not _fraction(target) or teacher_dir is None:
-        missing = reference if not _fraction(target) else experiment.teacher
-        raise FileNotFoundError(
-            f"{experiment.name} needs a complete {missing} run with a held-out split on {dataset!r} ({preset} "
-            f"preset) under {runs_dir}; train it first with `python experiments/{missing}.py{flags}`."
-        )
-    folder = teacher_dir / runs.CHECKPOINT_DIR / SNAPSHOT_DIR
-    index = folder / SNAPSHOT_INDEX
-    candidates = {  # every file resolved inside the teacher run (RunPathError naming index.json otherwise)
-        str(folder / name): float(info["val_acc"])
-        for name, info in read_snapshots(folder).items()
-        if runs.file_in_run(teacher_dir, f"{runs.CHECKPOINT_DIR}/{SNAPSHOT_DIR}/{name}", index, missing_ok=True)
-    }
-    summary = runs.read_summary(teacher_dir) or {}
-    selected, best = summary.get("selected_checkpoint"), summary.get("best_val_acc")
-    if isinstance(selected, str) and _fraction(best):
-        if runs.file_in_run(teacher_dir, selected, teacher_dir / runs.SUMMARY_FILE, missing_ok=True):
-            candidates[str(teacher_dir / selected)] = float(best)
-    if not candidates:
-        raise FileNotFoundError(
-            f"the {experiment.teacher} run {teacher_dir} has no checkpoint with a held-out accuracy; retrain it "
-            f"with a held-out split (`python experiments/{experiment.teacher}.py{flags}`)."
-        )
-    return Path(closest_snapshot(candidates, float(target)))
-
-
-def _fraction(value: Any) -> bool:
-    """Whether ``value`` is an accuracy: a finite number in [0, 1] (not a bool, not NaN)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
-
-
-def resolve_teacher(runs_dir: str | Path, experiment: registry.Experiment, dataset: str, preset: str) -> Path:
-    """The teacher checkpoint ``model.teacher: auto`` means for ``experiment`` (module docstring)."""
-    if experiment.teacher_matched_to is not None:
-        return matched_teacher_checkpoint(runs_dir, experiment, dataset, preset)
-    assert experiment.teacher is not None
-    return runs.teacher_checkpoint(runs_dir, experiment.teacher, dataset, preset)
+def control_teacher(other: registry.Experiment, runs_dir: str | Path, dataset: str, preset: str, model: Any) -> Control:
+    """The teacher that experiment ``other`` distils from (a CKA control), and the cells its
+    loss trains: the checkpoint :func:`resolve_teacher` names (``FileNotFoundError`` when there is
+    none yet), or the frozen teacher of its preset's ``model`` configuration (``model``, as
+    :func:`kdbias.cli.preset_config` parses it)."""
+    if other.teacher is not None:
+        path = runs.resolve_teacher(runs_dir, other, dataset, preset)
+        num_classes = DATASETS[dataset].num_classes
+        return FrozenTeacher.from_checkpoint(path, dataset, num_classes, family=other.teacher_family), None
+    if other.module != "CKADistillModule":
+        raise ValueError(f"analytics.cka_against: {other.name} has no teacher to measure against")
+    kwargs = model.get("teacher_kwargs")
+    kwargs = kwargs.as_dict() if hasattr(kwargs, "as_dict") else kwargs
+    spec = PretrainedTeacher(model.teacher, model.teacher_pretrained, model.teacher_image_size, kwargs)
+    return spec.build(dataset), [tuple(p) for p in model.layer_pairs]
 
 
 def _load(runs_dir: Path, key: str, dataset: str, preset: str, num_classes: int) -> FrozenTeacher:

@@ -1,6 +1,8 @@
-"""Suite-wide settings: never wait on the network, keep CPU threads predictable."""
+"""Suite-wide settings: never wait on the network, keep CPU threads predictable, leave the
+checkout as it was."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -9,6 +11,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import helpers` fro
 
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Paths that running Python and pytest create themselves (not a test's output).
+_TOOL_FILES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".ipynb_checkpoints")
+
+
+def checkout_files(root: Path) -> set[str] | None:
+    """``git status --porcelain --ignored`` of ``root`` as a set of lines (untracked and ignored
+    files included; Python's and pytest's caches left out); ``None`` outside a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return {line for line in done.stdout.splitlines() if not any(part in line for part in _TOOL_FILES)}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _checkout_stays_clean():
+    """Fail the session when the tests leave a new file in the checkout (tests write under
+    ``tmp_path``; every Trainer gets ``default_root_dir=tmp_path``). Skipped outside git."""
+    before = checkout_files(ROOT)
+    yield
+    after = checkout_files(ROOT) if before is not None else None
+    if after is not None and after - before:
+        pytest.fail(f"the tests left files in the checkout: {sorted(after - before)}", pytrace=False)
 
 
 @pytest.fixture(autouse=True)

@@ -161,11 +161,13 @@ def scalar_tags(run_dir: Path) -> set[str]:
     return set(scalars(run_dir))
 
 
-def quiet_trainer(**kwargs: Any):
-    """A CPU ``Trainer`` without logger, progress bar, model summary or checkpoints (unless given)."""
+def quiet_trainer(root: Any, **kwargs: Any):
+    """A CPU ``Trainer`` without logger, progress bar, model summary or checkpoints (unless given),
+    rooted at ``root`` (a test's ``tmp_path``: nothing lands in the checkout)."""
     import lightning as L
 
     settings = dict(
+        default_root_dir=root,
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,
@@ -184,6 +186,7 @@ def teacher_checkpoint(folder: Path, datamodule: Any, arch: str = "resnet18_cifa
 
     teacher = tiny_teacher(arch, **kwargs)
     trainer = quiet_trainer(
+        folder,
         max_epochs=1,
         limit_train_batches=1,
         limit_val_batches=0,

@@ -75,6 +75,7 @@ def test_a_checkpoint_outside_a_run_names_its_module(digits_dm, tmp_path):
     """A KL student's checkpoint with no run folder: its class from the checkpoint, no teacher read."""
     module = kl_module(str(teacher_checkpoint(tmp_path / "teacher", digits_dm)))
     trainer = quiet_trainer(
+        tmp_path,
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=0,
@@ -107,7 +108,7 @@ def test_bad_checkpoint_is_one_line_exit_2(kind, tmp_path, capsys):
     assert ("not found" if kind == "missing" else "not a") in line
 
 
-def test_measurement_trainer_prints_no_setup_lines_and_restores_lightnings_logger(caplog):
+def test_measurement_trainer_prints_no_setup_lines_and_restores_lightnings_logger(caplog, tmp_path):
     """A throwaway measurement Trainer says nothing about its devices or batch limits; the
     training Trainer afterwards still does (the logger's level is restored)."""
     source = logging.getLogger("lightning.pytorch.utilities.rank_zero")
@@ -117,6 +118,13 @@ def test_measurement_trainer_prints_no_setup_lines_and_restores_lightnings_logge
         evaluate.measurement_trainer({}, "cpu", limit_val_batches=1)
         assert not [r for r in caplog.records if "available" in r.getMessage() or "limit_val" in r.getMessage()]
         assert source.level == level
-        L.Trainer(accelerator="cpu", devices=1, logger=False, limit_val_batches=1, enable_checkpointing=False)
+        L.Trainer(
+            default_root_dir=tmp_path,
+            accelerator="cpu",
+            devices=1,
+            logger=False,
+            limit_val_batches=1,
+            enable_checkpointing=False,
+        )
         assert any("GPU available" in r.getMessage() for r in caplog.records)
     assert source.level == before

@@ -10,11 +10,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from kdbias.errors import NonFiniteLossError
+
 _NONE = -(2**62)  # "no bad step" in the packed state (steps are stored negated; see _packed)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss component became NaN or Inf; the message names the step and the component."""
 
 
 class NonFiniteGuard(Callback):

@@ -10,18 +10,9 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from kdbias.callbacks.base import AnalyticsCallback
+from kdbias.console import format_duration
 
 __all__ = ["EpochLineProgress", "format_duration"]
-
-
-def format_duration(seconds: float) -> str:
-    """``"42.0 s"``, ``"3.5 min"`` or ``"2.10 h"``."""
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
 
 
 class EpochLineProgress(Callback):

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import registry, runs
+from kdbias.cli import CONFIGS_DIR, EXPERIMENTS_DIR, KDBiasCLI
 
 __all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix"]
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 #: Typical seconds of one ``--smoke`` run on a 2-core CPU (start-up and test included): the
 #: estimate when no run of the preset has finished yet.
 SMOKE_RUN_S = 36.0  # measured 2026-12-03: 21-50 s per plan run (mean 36 s) with two side by side
@@ -80,23 +80,11 @@ def expected_config(experiment: str, argv: Sequence[str]) -> dict[str, Any]:
 
     import yaml
 
-    from kdbias.cli import KDBiasCLI
-
-    class _ConfigOnly(KDBiasCLI):
-        def before_instantiate_classes(self) -> None:
-            pass
-
-        def instantiate_classes(self) -> None:
-            pass
-
-        def _set_seed(self) -> None:
-            pass
-
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cli = _ConfigOnly(registry.get(experiment), EXPERIMENTS_DIR / "configs", list(argv))
+            cli = KDBiasCLI(registry.get(experiment), CONFIGS_DIR, list(argv), parse_only=True)
             text = cli.parser.dump(cli.config, skip_none=False)
     except SystemExit:
         raise ValueError(f"{experiment}.py refuses the arguments: {errors.getvalue().strip()}") from None
@@ -115,13 +103,14 @@ def _needs(name: str, seed: int, keys: set[str], teacher_seed: int) -> tuple[str
 
 
 def _with_teacher(config: dict[str, Any], name: str, runs_dir: Path, dataset: str, preset: str) -> dict[str, Any]:
-    """``config`` with ``model.teacher: auto`` resolved as the run would resolve it now."""
+    """``config`` with ``model.teacher: auto`` resolved as the run would resolve it now
+    (:func:`kdbias.runs.resolve_teacher`)."""
     spec = registry.get(name)
     model = config.get("model") or {}
     if spec.teacher is None or model.get("teacher") not in (None, "auto"):
         return config
     try:
-        teacher = str(runs.teacher_checkpoint(runs_dir, spec.teacher, dataset, preset))
+        teacher = str(runs.resolve_teacher(runs_dir, spec, dataset, preset))
     except FileNotFoundError:
         return config
     return {**config, "model": {**model, "teacher": teacher}}

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from kdbias.callbacks.progress import format_duration as duration
+from kdbias.console import format_duration as duration
 from kdbias.report.aggregate import Aggregate
 from kdbias.report.stats import MIN_DECIDING_IMAGES, Estimate, finite, verdict
 

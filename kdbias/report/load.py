@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import runs as run_layout
-from kdbias.callbacks.fidelity import FIDELITY_FILE, read_fidelity_images
-from kdbias.callbacks.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, read_predictions
-from kdbias.schema import UnreadableFile, read_summary_file, validate_summary
+from kdbias.schema import UnreadableFile, read_regular_file, read_summary_file, validate_summary
+from kdbias.schema.fidelity import FIDELITY_FILE, read_fidelity_images
+from kdbias.schema.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, read_predictions
 
 __all__ = ["ReportWarning", "check_summary", "load_fidelity_images", "load_predictions", "load_runs", "read_scalars"]
 
@@ -93,14 +93,12 @@ def _predictions_disagree(run: dict[str, Any], predictions: Predictions) -> str:
     """Why per-image predictions do not belong with ``run``'s summary ("" when they agree):
     a label or prediction outside the dataset's classes, or an accuracy (the mean of
     ``correct``) further than one image (1/N, a DDP-padded duplicate) from ``test_acc``."""
-    from kdbias.data.datasets import DATASETS
-
-    info = DATASETS.get(str(run.get("dataset")))
+    classes = _num_classes(Path(run["run_dir"]))
     arrays = [a for a in (predictions.label, predictions.pred, predictions.teacher_pred) if a is not None]
     low, high = min(int(a.min()) for a in arrays), max(int(a.max()) for a in arrays)
-    if low < 0 or (info is not None and high >= info.num_classes):
-        classes = f"0..{info.num_classes - 1}" if info is not None else "0 or more"
-        return f"labels or predictions from {low} to {high}, outside {run.get('dataset')}'s classes {classes}"
+    if low < 0 or (classes is not None and high >= classes):
+        allowed = f"0..{classes - 1}" if classes is not None else "0 or more"
+        return f"labels or predictions from {low} to {high}, outside the run's classes {allowed}"
     accuracy, stated = float(predictions.correct.mean()), run.get("test_acc")
     if isinstance(stated, (int, float)) and abs(accuracy - stated) > 1.0 / predictions.num_images + 1e-6:
         return f"its accuracy {accuracy:.4f} is not the summary's test_acc {stated:.4f} (another run's file?)"
@@ -170,6 +168,19 @@ def _load_run(run_dir: Path, experiment: str) -> dict[str, Any] | None:
     run["predictions"] = load_predictions(run)
     run["fidelity_images"] = load_fidelity_images(run)
     return run
+
+
+def _num_classes(run_dir: Path) -> int | None:
+    """The class count of the run's network (``num_classes`` in its ``hparams.yaml``), or ``None``."""
+    from kdbias.config_files import load_yaml
+
+    path = run_dir / run_layout.HPARAMS_FILE
+    try:
+        data = load_yaml(read_regular_file(path, run_layout.MAX_CONFIG_BYTES).decode("utf-8"), str(path))
+    except Exception:  # absent or unreadable: the range is then checked from below only
+        return None
+    value = data.get("num_classes") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
 
 
 def load_fidelity_images(run: dict[str, Any]) -> dict[str, dict[str, Any]] | None:

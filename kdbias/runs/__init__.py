@@ -27,20 +27,15 @@ folder when it moves (:class:`RunCheckpoint`). Readers accept only regular files
 size cap and survive any one bad file with a :class:`RunsWarning`.
 
 Parts: :mod:`~kdbias.runs.files`, :mod:`~kdbias.runs.lock`, :mod:`~kdbias.runs.layout`,
-:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`.
+:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`, :mod:`~kdbias.runs.config_diff`
+(what differs between two configurations), :mod:`~kdbias.runs.teachers` (the one teacher resolver).
 """
 
 from __future__ import annotations
 
-from kdbias.runs.checkpoints import (
-    BEST_CKPT,
-    LAST_CKPT,
-    AtomicCheckpointIO,
-    CheckpointError,
-    RunCheckpoint,
-    load_checkpoint,
-    newest_loadable_checkpoint,
-)
+from typing import Any
+
+from kdbias.runs.config_diff import RUN_LOCAL_KEYS, config_changes, flatten, signature_config
 from kdbias.runs.files import (
     CONFIG_FILE,
     HPARAMS_FILE,
@@ -60,8 +55,10 @@ from kdbias.runs.files import (
     remove_temp_files,
 )
 from kdbias.runs.layout import (
+    BEST_CKPT,
     CHECKPOINT_DIR,
     JOBS_DIR,
+    LAST_CKPT,
     claim_run_dir,
     discard_if_unstarted,
     has_checkpoint,
@@ -80,6 +77,7 @@ from kdbias.runs.lookup import (
     teacher_checkpoint,
 )
 from kdbias.runs.paths import RunPathError, file_in_run, open_no_follow
+from kdbias.runs.teachers import resolve_teacher
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -96,6 +94,7 @@ __all__ = [
     "LOCK_FILE",
     "MAX_CONFIG_BYTES",
     "MAX_SUMMARY_BYTES",
+    "RUN_LOCAL_KEYS",
     "RunCheckpoint",
     "RunLock",
     "RunningElsewhere",
@@ -105,10 +104,12 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "claim_run_dir",
+    "config_changes",
     "config_differences",
     "config_value",
     "discard_if_unstarted",
     "file_mode",
+    "flatten",
     "has_checkpoint",
     "hold_lock",
     "is_complete",
@@ -125,9 +126,29 @@ __all__ = [
     "read_summary_checked",
     "release_lock",
     "remove_temp_files",
+    "resolve_teacher",
     "resumable_run",
     "run_dirs",
+    "signature_config",
     "sweep_torn",
     "teacher_checkpoint",
     "version_of",
 ]
+
+#: Names of :mod:`kdbias.runs.checkpoints` (torch and Lightning), imported on first use: the
+#: report reads runs without them.
+_CHECKPOINT_NAMES = (
+    "AtomicCheckpointIO",
+    "CheckpointError",
+    "RunCheckpoint",
+    "load_checkpoint",
+    "newest_loadable_checkpoint",
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CHECKPOINT_NAMES:
+        from kdbias.runs import checkpoints
+
+        return getattr(checkpoints, name)
+    raise AttributeError(f"module 'kdbias.runs' has no attribute {name!r}")

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from kdbias.runs.files import atomic_write_bytes
-from kdbias.runs.layout import CHECKPOINT_DIR
+from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
 from kdbias.runs.paths import file_in_run
 
 __all__ = [
@@ -27,9 +26,6 @@ __all__ = [
     "load_checkpoint",
     "newest_loadable_checkpoint",
 ]
-
-LAST_CKPT = "last.ckpt"
-BEST_CKPT = "best.ckpt"
 
 
 class CheckpointError(ValueError):
@@ -84,12 +80,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     across file systems is a copy: a full disk left truncated ``last.ckpt``/``best.ckpt``.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None) -> None:
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
         atomic_write_bytes(path, buffer.getvalue())
 
-    def load_checkpoint(self, path: _PATH, map_location: Any = None, weights_only: bool | None = None) -> dict:
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict:
         return load_checkpoint(path, map_location=map_location or "cpu")
 
 

@@ -11,7 +11,9 @@ from kdbias.runs.files import CONFIG_FILE, HPARAMS_FILE, SUMMARY_FILE, TEMP_GLOB
 from kdbias.runs.lock import LOCK_FILE, RunLock, RunningElsewhere, hold_lock, is_running, release_lock
 
 __all__ = [
+    "BEST_CKPT",
     "CHECKPOINT_DIR",
+    "LAST_CKPT",
     "JOBS_DIR",
     "claim_run_dir",
     "discard_if_unstarted",
@@ -22,6 +24,8 @@ __all__ = [
 ]
 
 CHECKPOINT_DIR = "checkpoints"
+LAST_CKPT = "last.ckpt"  # under CHECKPOINT_DIR: the latest epoch (weights, optimiser, loops)
+BEST_CKPT = "best.ckpt"  # under CHECKPOINT_DIR: the best held-out epoch
 #: Job records of the launchers (submitit folders, logs, states) under the runs folder:
 #: ``<runs_dir>/_jobs/``. Not an experiment: lookups and the report never read it.
 JOBS_DIR = "_jobs"

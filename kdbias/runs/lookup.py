@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from kdbias.runs.config_diff import config_changes
 from kdbias.runs.files import CONFIG_FILE, SUMMARY_FILE, RunsWarning, read_config_checked, read_summary_checked
 from kdbias.runs.layout import has_checkpoint, run_dirs
 from kdbias.runs.lock import is_running
@@ -57,10 +58,8 @@ def _teacher_tail(value: Any) -> Any:
 
 def config_differences(saved: dict[str, Any], expected: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """``{dotted key: (saved, expected)}`` for every setting that differs, seeds and run-local
-    keys (:data:`kdbias.experiment.RUN_LOCAL_KEYS`) aside; ``model.teacher`` compared by its
+    keys (:data:`kdbias.runs.config_diff.RUN_LOCAL_KEYS`) aside; ``model.teacher`` compared by its
     path inside the runs folder, and not at all while ``expected`` still says ``auto``."""
-    from kdbias.experiment import config_changes  # experiment imports this package
-
     changes = config_changes(saved, expected)
     out = {}
     for key, (a, b) in changes.items():

@@ -16,12 +16,9 @@ import os
 import stat
 from pathlib import Path
 
+from kdbias.schema.files import RunPathError
+
 __all__ = ["RunPathError", "file_in_run", "open_no_follow"]
-
-
-class RunPathError(ValueError):
-    """A path read from a run file leads outside the run or to something that is not a regular
-    file, or a run file to be written is a link or not a regular file (one line, exit status 2)."""
 
 
 def file_in_run(root: str | Path, value: object, named_in: str | Path, *, missing_ok: bool = False) -> Path | None:

@@ -1,4 +1,7 @@
-"""The ``summary.json`` record: its fields, its version, and the one validating reader.
+"""The formats of the files under a run: ``summary.json`` (its fields, its version, the one
+validating reader) and the per-image and snapshot files (:mod:`~kdbias.schema.predictions`,
+:mod:`~kdbias.schema.fidelity`, :mod:`~kdbias.schema.snapshots`). Plain Python and NumPy only:
+the report reads runs without Lightning.
 
 A run's summary is filled in three places: :class:`~kdbias.callbacks.SummaryCallback`
 (identity, held-out figures, times), every callback that is a :class:`SummaryContributor`

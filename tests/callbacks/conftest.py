@@ -70,6 +70,7 @@ def _fit(module, callbacks, root: Path, max_epochs: int = 1, datamodule=None, se
     L.seed_everything(seed, verbose=False)
     datamodule = datamodule if datamodule is not None else _datamodule()
     kw = dict(
+        default_root_dir=root,
         max_epochs=max_epochs,
         limit_train_batches=2,
         limit_val_batches=1,

@@ -101,6 +101,7 @@ def test_errors_are_clear(kit, tmp_path):
         import lightning as L
 
         L.Trainer(
+            default_root_dir=tmp_path,
             accelerator="cpu",
             max_epochs=1,
             logger=False,

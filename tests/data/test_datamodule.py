@@ -118,9 +118,16 @@ def test_train_batches_are_rows_of_the_training_tensor(digits):
         assert len(rows) >= 1 and label in digits.train_labels[rows]
 
 
-def test_lightning_injects_distributed_sampler(digits):
+def test_lightning_injects_distributed_sampler(digits, tmp_path):
     """Under DDP, Lightning swaps a DistributedSampler into the loader's BatchSampler."""
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        enable_checkpointing=False,
+    )
     loader = digits.train_dataloader()
     shards = []
     for rank in (0, 1):
@@ -265,10 +272,11 @@ class Recorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
-def test_trainer_fit_augments_training_only():
+def test_trainer_fit_augments_training_only(tmp_path):
     dm = CIFARDataModule("digits", batch_size=32, seed=11, mix="mixup")
     model = Recorder()
     trainer = pl.Trainer(
+        default_root_dir=tmp_path,
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
@@ -296,8 +304,9 @@ def test_trainer_fit_augments_training_only():
         assert torch.equal(x, dm.normalize_images(dm.val_images[:32])) and torch.equal(y, dm.val_labels[:32])
 
 
-def quiet_trainer(**kwargs):
+def quiet_trainer(root, **kwargs):
     return pl.Trainer(
+        default_root_dir=root,
         accelerator="cpu",
         logger=False,
         enable_checkpointing=False,
@@ -307,20 +316,20 @@ def quiet_trainer(**kwargs):
     )
 
 
-def test_trainer_validates_on_holdout_and_tests_on_test_split():
+def test_trainer_validates_on_holdout_and_tests_on_test_split(tmp_path):
     dm = CIFARDataModule("digits", batch_size=32, val_batch_size=100, seed=2)
     model = Recorder()
-    quiet_trainer(max_epochs=1, limit_train_batches=1, num_sanity_val_steps=0).fit(model, datamodule=dm)
+    quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=1, num_sanity_val_steps=0).fit(model, datamodule=dm)
     assert torch.equal(torch.cat([x for x, _ in model.val_batches]), dm.normalize_images(dm.val_images))
-    quiet_trainer().test(model, datamodule=dm)
+    quiet_trainer(tmp_path).test(model, datamodule=dm)
     assert [len(y) for _, y in model.test_batches] == [100, 100, 100, 60]
     assert torch.equal(torch.cat([y for _, y in model.test_batches]), dm.test_labels)
     assert torch.equal(torch.cat([x for x, _ in model.test_batches]), dm.normalize_images(dm.test_images))
 
 
-def test_trainer_fit_without_validation_split():
+def test_trainer_fit_without_validation_split(tmp_path):
     dm = CIFARDataModule("digits", batch_size=32, holdout=0)
     model = Recorder()
-    quiet_trainer(max_epochs=1, limit_train_batches=2).fit(model, datamodule=dm)
+    quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2).fit(model, datamodule=dm)
     assert len(model.train_batches) == 2 and model.val_batches == []
     assert dm.num_train == 1437 and not dm.has_validation

@@ -144,7 +144,12 @@ def test_fit_trains_only_the_student_and_keeps_teacher_in_eval(factory, digits_d
     teacher_before = {k: v.clone() for k, v in module.teacher.network.state_dict().items()}
     student_before = {k: v.clone() for k, v in module.model.state_dict().items()}
     trainer = quiet_trainer(
-        max_epochs=2, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=1, default_root_dir=tmp_path
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        num_sanity_val_steps=1,
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=digits_dm)
     for k, v in module.teacher.network.state_dict().items():
@@ -168,7 +173,12 @@ def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
     module = factory()
     checkpoint = ModelCheckpoint(dirpath=tmp_path, filename="last")
     trainer = quiet_trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, callbacks=[checkpoint], num_sanity_val_steps=0
+        tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        callbacks=[checkpoint],
+        num_sanity_val_steps=0,
     )
     if isinstance(module, KLDistillModule):  # a checkpoint names its teacher by path: give it one
         module = kl_module(str(teacher_checkpoint(tmp_path / "teacher", digits_dm)))
@@ -181,10 +191,10 @@ def test_modules_reload_from_their_checkpoints(factory, digits_dm, tmp_path):
     assert dict(loaded.hparams) == dict(module.hparams)
 
 
-def test_kl_fit_logs_components_and_teacher_accuracy(digits_dm):
+def test_kl_fit_logs_components_and_teacher_accuracy(digits_dm, tmp_path):
     module = kl_module()
     trainer = quiet_trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, log_every_n_steps=1
+        tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, log_every_n_steps=1
     )
     trainer.fit(module, datamodule=digits_dm)
     for tag in ("train/loss", "train/loss_ce", "train/loss_kd", "val/acc", "val/teacher_acc"):
@@ -231,12 +241,12 @@ def test_distillation_token_variant_trains(digits_dm):
     assert module(images).shape == (8, 10)
 
 
-def test_a_student_without_teacher_evaluates_but_does_not_train(digits_dm):
+def test_a_student_without_teacher_evaluates_but_does_not_train(digits_dm, tmp_path):
     module = KLDistillModule("deit_tiny_p4", teacher=None, arch_kwargs=TINY_VIT, **DIGITS)
     images, _ = fixed_batch(digits_dm, 4)
     assert module(images).shape == (4, 10)
     with pytest.raises(ValueError, match="no teacher"):
-        quiet_trainer(max_epochs=1).fit(module, datamodule=digits_dm)
+        quiet_trainer(tmp_path, max_epochs=1).fit(module, datamodule=digits_dm)
 
 
 def test_teacher_checkpoint_of_the_wrong_family_is_refused(tmp_path, digits_dm):
@@ -257,7 +267,7 @@ def test_teacher_val_accuracy_is_measured_once_and_is_the_teachers(digits_dm, tm
 
     module = kl_module()
     logger = CSVLogger(tmp_path, name="", version="")
-    trainer = quiet_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=2, logger=logger)
+    trainer = quiet_trainer(tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=2, logger=logger)
     trainer.fit(module, datamodule=digits_dm)
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))

@@ -53,7 +53,7 @@ def test_frozen_teacher_refuses_raw_images(digits_dm):
         teacher.logits(digits_dm.fixed_subset("test", 2)[0])
 
 
-def test_trainer_predict_and_test_on_raw_and_datamodule_batches(digits_dm):
+def test_trainer_predict_and_test_on_raw_and_datamodule_batches(digits_dm, tmp_path):
     """``trainer.predict(module, datamodule=dm)`` (normalised by the DataModule) and the raw
     loaders alone give the same logits; a KL student and its teacher test raw batches too."""
     module = kl_module().eval()
@@ -63,7 +63,7 @@ def test_trainer_predict_and_test_on_raw_and_datamodule_batches(digits_dm):
     with torch.no_grad():
         expected = module(reference)
         teacher_expected = module.teacher.logits(reference)
-    trainer = quiet_trainer(limit_predict_batches=2, limit_test_batches=2)
+    trainer = quiet_trainer(tmp_path, limit_predict_batches=2, limit_test_batches=2)
     by_dm = torch.cat(trainer.predict(module, datamodule=digits_dm))
     raw = torch.cat(trainer.predict(module, dataloaders=digits_dm.predict_dataloader()))
     assert by_dm.shape == (n, 10) and by_dm.dtype == torch.float32
@@ -77,7 +77,7 @@ def test_trainer_predict_and_test_on_raw_and_datamodule_batches(digits_dm):
 def _fit_and_save(module, folder, datamodule):
     checkpoint = ModelCheckpoint(dirpath=folder, filename="last")
     trainer = quiet_trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[checkpoint], num_sanity_val_steps=0
+        folder, max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[checkpoint], num_sanity_val_steps=0
     )
     trainer.fit(module, datamodule=datamodule)
     return folder / "last.ckpt"
@@ -112,10 +112,10 @@ def test_students_reload_without_their_teacher_and_predict_as_saved(kind, digits
     with torch.no_grad():
         torch.testing.assert_close(loaded(raw), expected)
         torch.testing.assert_close(loaded.predict_step((raw, None), 0), expected)
-    (logits, *_) = quiet_trainer(limit_predict_batches=1).predict(loaded, datamodule=digits_dm)
+    (logits, *_) = quiet_trainer(tmp_path, limit_predict_batches=1).predict(loaded, datamodule=digits_dm)
     assert logits.shape == (digits_dm.val_batch_size, 10)
     with pytest.raises(ValueError, match="attach_teacher"):
-        quiet_trainer(max_epochs=1).fit(loaded, datamodule=digits_dm)
+        quiet_trainer(tmp_path, max_epochs=1).fit(loaded, datamodule=digits_dm)
 
     teacher = loaded.attach_teacher()  # rebuilt from the saved description, when asked
     assert loaded.teacher is teacher and teacher.source == module.teacher.source

@@ -51,6 +51,7 @@ def main(out: Path) -> None:
         arch="deit_tiny_p4", teacher=teacher, num_classes=10, dataset="digits", arch_kwargs=TINY, optim=optim
     )
     trainer = L.Trainer(
+        default_root_dir=out.parent,
         accelerator="cpu",
         devices=DEVICES,
         strategy="ddp",

@@ -43,6 +43,7 @@ def _fit_with_nan_teacher(folder, check_every: int) -> tuple[str, L.Trainer]:
     network.forward = nan_from_batch
     checkpoints = ModelCheckpoint(dirpath=folder, save_last=True)
     trainer = L.Trainer(
+        default_root_dir=folder,
         accelerator="cpu",
         max_epochs=3,
         limit_train_batches=BATCHES,

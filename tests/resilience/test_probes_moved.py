@@ -47,6 +47,7 @@ def test_a_moved_run_resumes_and_tests_its_own_best_checkpoint(tmp_path):
     module = TeacherModule.load_from_checkpoint(moved / "checkpoints" / "best.ckpt", weights_only=True)
     datamodule = CIFARDataModule(**config["data"])
     trainer = L.Trainer(
+        default_root_dir=tmp_path,
         accelerator="cpu",
         logger=False,
         enable_progress_bar=False,

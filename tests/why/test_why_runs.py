@@ -84,6 +84,7 @@ def test_snapshots_and_fidelity_on_the_selected_checkpoint_only(tmp_path, digits
     fidelity = FidelityCallback({"own": OWN, "random_teacher": lambda: random_teacher}, primary="own")
     best = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="best", monitor="val/acc", mode="max")
     trainer = quiet_trainer(
+        tmp_path,
         max_epochs=2,
         limit_train_batches=2,
         limit_val_batches=1,
@@ -118,7 +119,11 @@ def test_probe_trains_its_head_only_and_loads_as_a_resized_teacher(tmp_path, dig
     backbone = {k: v.clone() for k, v in probe.model.state_dict().items() if not k.startswith("head")}
     head = probe.head.weight.clone()
     trainer = quiet_trainer(
-        max_epochs=1, limit_train_batches=2, limit_val_batches=0, callbacks=[ModelCheckpoint(tmp_path, "last")]
+        tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        callbacks=[ModelCheckpoint(tmp_path, "last")],
     )
     trainer.fit(probe, datamodule=digits_dm)
     assert all(torch.equal(v, probe.model.state_dict()[k]) for k, v in backbone.items())
