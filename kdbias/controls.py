@@ -35,7 +35,7 @@ from kdbias import registry, runs
 from kdbias.cli import CONFIGS_DIR, preset_config
 from kdbias.console import emit, one_line, quiet_lightning
 from kdbias.data import DATASETS, CIFARDataModule
-from kdbias.errors import InputError
+from kdbias.errors import FIT_INPUT_ERRORS, InputError
 from kdbias.experiment import Analytics
 from kdbias.teacher import FrozenTeacher
 from kdbias.why import control_teacher
@@ -60,6 +60,28 @@ def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
     )
     fidelity = [k for k in refs if k not in (summary.get("fidelity") or {})]
     return cka, fidelity
+
+
+def check_run(run_dir: str | Path) -> None:
+    """:class:`InputError` (one line) unless ``run_dir`` is a complete run whose summary names a
+    known experiment and dataset, whose ``cka``/``fidelity`` are objects, and whose
+    ``config.yaml`` is readable plain YAML with data arguments the DataModule takes."""
+    summary, config = runs.read_summary(run_dir), runs.read_config_checked(run_dir)
+    if not runs.is_complete(summary):
+        raise InputError(f"{run_dir} is not a complete run (no complete summary.json): nothing to measure on.")
+    assert summary is not None
+    if summary.get("experiment") not in registry.ALL_EXPERIMENTS or summary.get("dataset") not in DATASETS:
+        raise InputError(f"{run_dir}/summary.json names an unknown experiment or dataset: not a run of this kdbias.")
+    for section in ("cka", "fidelity"):
+        if summary.get(section) is not None and not isinstance(summary[section], dict):
+            raise InputError(f"{run_dir}/summary.json: {section} is not a JSON object; restore the run's summary.")
+    data, why = config
+    if data is None:
+        raise InputError(f"{run_dir}/{runs.CONFIG_FILE} {why or 'is missing'}: the controls are measured with it.")
+    try:
+        CIFARDataModule(**(data.get("data") or {}))  # checks its arguments; reads nothing
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{run_dir}/{runs.CONFIG_FILE}: data: {one_line(error)}") from None
 
 
 def fill_controls(
@@ -182,11 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_lightning()
     try:
         for run_dir in args.run_dirs:
-            if not runs.is_complete(runs.read_summary(run_dir)):
-                raise InputError(f"{run_dir} is not a complete run (no complete summary.json): nothing to measure on.")
+            check_run(run_dir)
             lines = fill_controls(run_dir, args.runs_dir, args.configs_dir, args.accelerator)
             emit("\n".join(lines) if lines else f"{run_dir}: every control is measured already")
-    except (InputError, runs.RunningElsewhere) as error:
+    except (*FIT_INPUT_ERRORS, runs.RunningElsewhere) as error:  # a bug during a measurement keeps its traceback
         emit(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0

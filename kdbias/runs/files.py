@@ -167,7 +167,7 @@ def _reason(error: BaseException) -> str:
         return text
     if isinstance(error, RecursionError):
         return "is nested too deeply to parse (RecursionError)"
-    if isinstance(error, yaml.YAMLError) and "tag" in text:
+    if (isinstance(error, yaml.YAMLError) or "plain YAML" in text) and "tag" in text:
         return f"holds a YAML tag, which plain YAML refuses ({text})"
     return (
         f"cannot be parsed ({type(error).__name__}: {text})" if text else f"cannot be parsed ({type(error).__name__})"
