@@ -59,9 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not Path(args.runs_dir).is_dir():
         print(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
+    out_path = Path(args.out)
+    if out_path.is_dir() or (out_path.parent.exists() and not out_path.parent.is_dir()):
+        what = "a folder" if out_path.is_dir() else f"under {out_path.parent}, which is a file"
+        print(f"kdbias.report: error: --out {args.out} is {what}; give the path of a Markdown file.", file=sys.stderr)
+        return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
-        out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=args.preset)
+        try:
+            out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=args.preset)
+        except OSError as error:  # a full disk, no permission: nothing half-written (atomic writes)
+            print(f"kdbias.report: error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
+            return 2
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"Wrote {out}")
