@@ -226,7 +226,9 @@ def _limit_ok(value: Any, allow_zero: bool) -> bool:
 
 def check_trainer_settings(trainer: Mapping[str, Any]) -> None:
     """``ValueError`` (argument, value, valid range) for Trainer settings that Lightning would
-    accept but that cannot give a result: no epoch, no training batch, no logging interval."""
+    accept but that cannot give a result: no epoch, no training batch, no logging interval; a
+    ``ModelCheckpoint`` in ``trainer.callbacks`` (the run's own checkpoints are the only ones)."""
+    _check_user_callbacks(trainer.get("callbacks"))
     epochs = trainer.get("max_epochs")
     _range("trainer.max_epochs", epochs, isinstance(epochs, int) and epochs >= 1, "an integer >= 1")
     steps = trainer.get("max_steps", -1)
@@ -276,6 +278,22 @@ def check_run_flags(resume: bool, allow_changed: Any) -> None:
     """``--allow_changed`` only with ``--resume`` (and only safe keys)."""
     if allowed_changes(allow_changed) and not resume:
         raise ValueError("--allow_changed applies to --resume only; add --resume, or drop --allow_changed.")
+
+
+def _check_user_callbacks(callbacks: Any) -> None:
+    import sys
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for item in callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []:
+        path = str(item.get("class_path", "")) if isinstance(item, Mapping) else ""
+        module, _, name = path.rpartition(".")
+        cls = getattr(sys.modules.get(module), name, None)  # imported by the parser already
+        if isinstance(cls, type) and issubclass(cls, ModelCheckpoint):
+            raise ValueError(
+                f"trainer.callbacks: {name} is not needed: every run writes checkpoints/last.ckpt and best.ckpt (by "
+                "the held-out val/acc) itself, and a second ModelCheckpoint cannot be saved beside them. Drop it."
+            )
 
 
 def check_teacher_spec(name: str, module: str, teacher: Any) -> None:

@@ -64,3 +64,22 @@ def test_report_out_that_cannot_be_a_file(tmp_path, capsys, where):
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kdbias.report: error:")]
     assert len(err) == 1 and f"--out {out}" in err[0]
     assert (tmp_path / "a_file").read_text() == "keep\n"
+
+
+@pytest.mark.parametrize(
+    "name, extra, says",
+    [
+        (
+            "baseline",
+            ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint"],
+            "trainer.callbacks: ModelCheckpoint is not needed",
+        ),
+        ("exp3", ["--model.teacher_kwargs", '{"bogus_kw": 1}'], "arch_kwargs bogus_kw are not arguments"),
+    ],
+    ids=["second-ModelCheckpoint", "exp3-teacher_kwargs"],
+)
+def test_experiment_settings_that_fail_late_are_one_line_early(tmp_path, capsys, name, extra, says):
+    from resilience_helpers import cli_error, smoke_args, versions
+
+    line = cli_error(name, smoke_args(name, tmp_path / "runs", *extra), capsys)
+    assert says in line and versions(tmp_path / "runs", name) == []
