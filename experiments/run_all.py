@@ -110,6 +110,11 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.gpus_per_run is not None and args.gpus_per_run < 0:
         raise ValueError(f"--gpus_per_run must be >= 0, got {args.gpus_per_run}")
+    if not 0 <= args.signal_delay_s < args.time * 60:
+        raise ValueError(
+            f"--signal_delay_s must be >= 0 and less than --time ({args.time} min = {args.time * 60} s), got "
+            f"{args.signal_delay_s}: the warning signal comes that many seconds before the time limit."
+        )
 
 
 def _print_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
@@ -292,8 +297,9 @@ def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, da
     if settings.executor == "slurm" and not args.wait:
         print(
             f"run_all: {len(jobs)} jobs submitted; follow them with `python experiments/run_all.py --status "
-            f"--runs_dir {args.runs_dir}{' --smoke' if args.smoke else ''}` and write the report once they are done "
-            f"with `python -m kdbias.report {args.runs_dir} --out {args.out}`."
+            f"--runs_dir {shlex.quote(str(args.runs_dir))}{' --smoke' if args.smoke else ''}` and write the report "
+            f"once they are done with `python -m kdbias.report {shlex.quote(str(args.runs_dir))} --out "
+            f"{shlex.quote(str(args.out))}`."
         )
         return 0
     for line in _fill_controls(plan, args.runs_dir, dataset, preset):

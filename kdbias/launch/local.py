@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kdbias import runs
-from kdbias.launch.records import jobs_dir, write_record
+from kdbias.launch.records import jobs_dir, process_start, write_record
 
 __all__ = ["LocalResult", "exit_reason", "gpu_count", "run_local"]
 
@@ -185,7 +186,17 @@ def run_local(
             entry.pump = threading.Thread(target=_pump, args=(process, log_file, out if parallel == 1 else None, entry))
             entry.pump.start()
             live[slot] = entry
-            write_record(runs_dir, "local", run.slug, state="started", log=str(log), pid=process.pid, slot=slot)
+            write_record(
+                runs_dir,
+                "local",
+                run.slug,
+                state="started",
+                log=str(log),
+                pid=process.pid,
+                pid_start=process_start(process.pid),
+                host=socket.gethostname(),
+                slot=slot,
+            )
         if not live:
             break  # nothing can start: a failure, or runs waiting on what will not complete
         time.sleep(0.2)
