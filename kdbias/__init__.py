@@ -7,7 +7,8 @@ Public names::
     from kdbias import FrozenTeacher, Optimization
 
 Each is imported on first use (module ``__getattr__``): ``import kdbias`` itself loads neither
-Lightning nor timm, so ``python -m kdbias.report`` starts without them. Pure functions live in
+Lightning nor timm, so ``python -m kdbias.report`` starts without them. Importing it gives the
+``kdbias`` logger its console handler (:func:`kdbias.console.log_to_console`). Pure functions live in
 :mod:`kdbias.losses` and :mod:`kdbias.analytics`; model builders and feature taps in
 :mod:`kdbias.models`; the experiment matrix in :mod:`kdbias.registry`; the run layout in
 :mod:`kdbias.runs`; the command line in :mod:`kdbias.cli`; the tables in :mod:`kdbias.report`.
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from kdbias.console import log_to_console
 
 __version__ = "0.1.0"
 
@@ -34,6 +37,8 @@ _PUBLIC = {
 }
 
 __all__ = list(_PUBLIC)
+
+log_to_console()  # the library's lines (``kdbias.*`` loggers) reach the terminal, as Lightning's do
 
 
 def __getattr__(name: str) -> Any:

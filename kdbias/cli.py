@@ -52,6 +52,7 @@ from kdbias.console import emit, input_error, one_line, quiet_lightning
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, signal_exit_status
 from kdbias.experiment import ANALYTICS_CALLBACKS
+from kdbias.runs import DEFAULT_RUNS_DIR
 from kdbias.why import control_teacher
 
 __all__ = [
@@ -96,7 +97,7 @@ class _Parser(LightningArgumentParser):
     def _suggestions(self, message: str) -> str:
         if "nrecognized" not in message and "not expected" not in message.lower():
             return ""
-        known = sorted({s for action in self._actions for s in action.option_strings if s.startswith("--")})
+        known = sorted(set(re.findall(r"(?<![\w-])--[\w.\-]+", self.format_help())))  # every option, as --help lists it
         hints = []
         for given in dict.fromkeys(re.findall(r"--[\w.\-]+", message)):
             if given in known:
@@ -183,7 +184,9 @@ class KDBiasCLI(LightningCLI):
             help="with --resume: comma-separated configuration keys that may differ (only trainer.max_epochs)",
         )
         parser.add_argument("--preset", type=str, default="paper", help="name of the preset (set by the preset files)")
-        parser.add_argument("--runs_dir", type=str, default="runs", help="root of <runs_dir>/<experiment>/version_<n>/")
+        parser.add_argument(
+            "--runs_dir", type=str, default=DEFAULT_RUNS_DIR, help="root of <runs_dir>/<experiment>/version_<n>/"
+        )
 
     def _smoke_files(self) -> list[Path]:
         paper = self.experiment.config_files(self.configs_dir, "paper")

@@ -39,7 +39,7 @@ __all__ = [
     "MAX_NODES",
     "TRUSTED_PREFIXES",
     "ConfigFileError",
-    "check_class_paths",
+    "check_config_classes",
     "check_names",
     "class_paths",
     "import_names",
@@ -272,6 +272,6 @@ def _checked(value: str, typed: Sequence[str]) -> str:
     return text if _is_pipe_path(value) else value
 
 
-def check_class_paths(argv: Sequence[str]) -> None:
+def check_config_classes(argv: Sequence[str]) -> None:
     """:func:`prepare_config_args` without using its result (kept for callers that only check)."""
     prepare_config_args(argv)

@@ -56,7 +56,11 @@ def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
     enabled = runs.config_value(config, "analytics.enabled", True)
     cka = [k for k in against if k != experiment.name and k not in (summary.get("cka") or {})] if enabled else []
     refs, _ = why.fidelity_references(
-        experiment, runs.config_value(config, "runs_dir", "runs"), summary["dataset"], summary["preset"], 1
+        experiment,
+        runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR),
+        summary["dataset"],
+        summary["preset"],
+        1,
     )
     fidelity = [k for k in refs if k not in (summary.get("fidelity") or {})]
     return cka, fidelity
@@ -101,7 +105,8 @@ def fill_controls(
     summary, config = runs.read_summary(run_dir) or {}, runs.read_config(run_dir)
     experiment = registry.get(summary["experiment"])
     dataset, preset = summary["dataset"], summary["preset"]
-    runs_dir = Path(runs_dir if runs_dir is not None else runs.config_value(config, "runs_dir", "runs"))
+    runs_dir = Path(runs_dir if runs_dir is not None else runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR))
+    run = runs.Run.from_dir(run_dir)
     lines: list[str] = []
     with runs.RunLock(run_dir):
         datamodule = CIFARDataModule(**(config.get("data") or {}))
@@ -110,7 +115,7 @@ def fill_controls(
         measured: dict[str, dict[str, Any]] = {}
         if cka:
             measured["cka"] = _measure(
-                _own_file(run_dir, f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}", run_dir / runs.CHECKPOINT_DIR),
+                _own_file(run.folder, f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}", run.checkpoints),
                 experiment,
                 datamodule,
                 cka,
@@ -120,21 +125,18 @@ def fill_controls(
             )
         fidelity = _fidelity_references(experiment, runs_dir, dataset, preset, fidelity_keys)
         if fidelity:
-            named = summary.get("selected_checkpoint") or f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}"
-            selected = _own_file(run_dir, named, run_dir / runs.SUMMARY_FILE)
+            selected = run.selected_checkpoint(summary)  # inside the run, a regular file (RunPathError otherwise)
             measured["fidelity"] = _measure(selected, experiment, datamodule, fidelity, accelerator, config, "test")
         for key in fidelity_keys:
             lines.append(
                 f"fidelity to {key}: " + ("measured" if key in measured.get("fidelity", {}) else "teacher run missing")
             )
         if measured:
-            fresh = runs.read_summary(run_dir) or summary
-            for section, values in measured.items():
-                fresh[section] = {
-                    **(fresh.get(section) or {}),
-                    **{k: {**v, "measured": "later"} for k, v in values.items()},
-                }
-            runs.atomic_write_json(run_dir / runs.SUMMARY_FILE, fresh)
+            later = {
+                section: {k: {**v, "measured": "later"} for k, v in values.items()}
+                for section, values in measured.items()
+            }
+            run.update_summary(later)
     return [f"{run_dir}: {line}" for line in lines]
 
 

@@ -11,8 +11,8 @@ image of the official test split: for the run's selected checkpoint, the ``test_
 ``test_loss`` of its ``summary.json``.
 
 - **Module.** The checkpoint (read with ``weights_only=True``: no code runs from it) names its
-  class (``kdbias_module``, written by every kdbias module); an older one is found by
-  LightningCLI's ``_class_path`` hyperparameter, else by the experiment of the run it lies in
+  class (``kdbias_module``, written by every kdbias module); one that does not is found by
+  the experiment of the run it lies in
   (``summary.json``, or the folder ``<experiment>/version_<n>``). It is rebuilt with
   ``load_from_checkpoint``: a distilled student without its teacher (nothing of the teacher is
   read), so ``test/teacher_acc`` is not measured.
@@ -40,7 +40,7 @@ import lightning as L
 import torch
 
 from kdbias import modules, registry, runs
-from kdbias.console import input_error, no_setup_lines, quiet_lightning
+from kdbias.console import emit, input_error, no_setup_lines, quiet_lightning
 from kdbias.data import CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, InputError
 from kdbias.modules.base import MODULE_KEY, ClassifierModule
@@ -72,11 +72,10 @@ def _known(name: Any) -> type[ClassifierModule] | None:
 
 def module_class(checkpoint: dict[str, Any], run_dir: Path | None = None) -> type[ClassifierModule]:
     """The kdbias module class that wrote ``checkpoint`` (module docstring); ``InputError`` when none is found."""
-    hparams = checkpoint.get("hyper_parameters") or {}
     summary = (runs.read_summary(run_dir) or {}) if run_dir is not None else {}
     experiment = summary.get("experiment") or (run_dir.parent.name if run_dir is not None else None)
     from_run = registry.ALL_EXPERIMENTS.get(experiment) if isinstance(experiment, str) else None
-    for name in (checkpoint.get(MODULE_KEY), hparams.get("_class_path"), from_run and from_run.module):
+    for name in (checkpoint.get(MODULE_KEY), from_run and from_run.module):
         cls = _known(name)
         if cls is not None:
             return cls
@@ -176,7 +175,7 @@ def test(
         "module": type(module).__name__,
         "dataset": datamodule.dataset,
         "images": datamodule.num_test,
-        "precision": str(precision),
+        "precision": str(trainer.precision),  # what the Trainer used: --precision, the run's, or 32-true
         "test_acc": float(results["test/acc"]),
         "test_loss": float(results["test/loss"]),
     }
@@ -235,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = test(module, datamodule, config, args.checkpoint, args.accelerator, args.precision)
     except FIT_INPUT_ERRORS as error:
         raise input_error(PROG, error) from None
-    print(json.dumps(result) if args.json else format_line(result), flush=True)
+    emit(json.dumps(result) if args.json else format_line(result))
     return result
 
 

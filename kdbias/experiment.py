@@ -15,6 +15,7 @@ Lightning objects and checks what Lightning would accept silently:
 from __future__ import annotations
 
 import inspect
+import logging
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +40,7 @@ from kdbias.callbacks import (
     TeacherKNNCallback,
 )
 from kdbias.models import is_vit
-from kdbias.runs import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, RunCheckpoint
+from kdbias.runs import BEST_CKPT, LAST_CKPT, Run, RunCheckpoint
 from kdbias.runs.config_diff import RUN_LOCAL_KEYS, config_changes, flatten
 from kdbias.teacher import RANDOM_PREFIX, FrozenTeacher, PretrainedTeacher, teacher_spec
 
@@ -57,6 +58,8 @@ __all__ = [
     "flatten",
     "run_callbacks",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Changes ``--resume --allow_changed KEY`` accepts (then applied to the schedule).
 RESUME_SAFE_CHANGES = ("trainer.max_epochs",)
@@ -124,11 +127,7 @@ class Analytics:
 def run_callbacks(
     *,
     module: L.LightningModule,
-    run_dir: Path,
-    experiment: str,
-    dataset: str,
-    preset: str,
-    seed: int,
+    run: Run,
     analytics: Analytics,
     has_validation: bool,
     progress_lines: bool,
@@ -136,15 +135,15 @@ def run_callbacks(
     control: Callable[[str], tuple[FrozenTeacher, list[tuple[int, int]] | None]],
     summary_extra: dict[str, Any],
 ) -> list[Callback]:
-    """The callbacks of one experiment run (see the module docstring).
+    """The callbacks of ``run`` (in its claimed folder; see the module docstring).
 
     ``control(key)`` returns the teacher of experiment ``key`` and the cells its loss
     trains (for CKA controls, ``analytics.cka_against``).
     """
-    folder = run_dir / CHECKPOINT_DIR
+    folder, run_dir, experiment = run.checkpoints, run.folder, run.experiment
     callbacks: list[Callback] = [
         RunCheckpoint(dirpath=folder, filename=Path(LAST_CKPT).stem, save_top_k=1, enable_version_counter=False),
-        SummaryCallback(experiment, dataset, preset, seed, extra=summary_extra),
+        SummaryCallback(experiment, run.dataset, run.preset, run.seed, extra=summary_extra),
         ScheduleMonitor(logging_interval="step"),
         NonFiniteGuard(check_every_n_steps=log_every_n_steps),
         RNGStateCallback(),
@@ -154,12 +153,13 @@ def run_callbacks(
     if has_validation:
         callbacks.insert(
             0,
-            RunCheckpoint(
+            RunCheckpoint(  # weights and hyperparameters only: what the test pass, students and the report read
                 dirpath=folder,
                 filename=Path(BEST_CKPT).stem,
                 monitor="val/acc",
                 mode="max",
                 save_top_k=1,
+                save_weights_only=True,
                 enable_version_counter=False,
             ),
         )
@@ -200,7 +200,7 @@ def analytics_callbacks(
         try:
             control_teacher, trained_pairs = control(key)
         except FileNotFoundError as missing:  # a control, not a dependency: this run goes on without it
-            print(f"{experiment}: CKA control against the {key} teacher skipped: {missing}", flush=True)
+            log.info(f"{experiment}: CKA control against the {key} teacher skipped: {missing}")
             continue
         out.append(settings.callback("cka", teacher=control_teacher, key=key, trained_pairs=trained_pairs))
     return out

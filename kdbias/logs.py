@@ -122,7 +122,7 @@ def method_hparams(module: L.LightningModule, datamodule: Any) -> dict[str, Any]
 
     Rule: the DataModule's and the module's constructor arguments (``hparams_initial``, as
     Lightning saves them to ``hparams.yaml``), without ``_``-prefixed keys (LightningCLI's
-    bookkeeping: ``_instantiator``, ``_class_path``) and without the data arguments that
+    bookkeeping, such as its instantiator) and without the data arguments that
     say where and how data is read (the ``data.*`` entries of
     :data:`~kdbias.runs.config_diff.RUN_LOCAL_KEYS`: ``data_dir``, ``num_workers``, ``pin_memory``,
     ``verify_md5``); a ``teacher`` is its name, not its checkpoint's path. Nested settings

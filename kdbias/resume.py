@@ -7,6 +7,7 @@ compares the configuration it was started with against the new one.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from kdbias import runs
 from kdbias.experiment import RESUME_SAFE_CHANGES, allowed_changes
 
 __all__ = ["ResumePlan", "plan_resume"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ class ResumePlan:
     def announce(self) -> None:
         """Print what the resume will do (once its configuration is accepted)."""
         for note in self.notes:
-            print(note)
+            log.info(note)
 
     def check_changes(self, config: dict[str, Any], allow_changed: Any, max_epochs: int | None) -> None:
         """``ValueError`` when ``config`` differs from the run's saved one beyond ``allow_changed``
@@ -48,7 +51,7 @@ class ResumePlan:
                 f"--allow_changed {RESUME_SAFE_CHANGES[0]}."
             )
         if "trainer.max_epochs" in changes:
-            done = runs.load_checkpoint(self.run_dir / runs.CHECKPOINT_DIR / runs.LAST_CKPT).get("epoch", 0) + 1
+            done = runs.load_checkpoint(runs.Run.from_dir(self.run_dir).last_ckpt).get("epoch", 0) + 1
             if max_epochs is not None and max_epochs < done:
                 raise ValueError(
                     f"--resume: trainer.max_epochs {max_epochs} is below the {done} epochs {self.run_dir} has trained."
@@ -68,7 +71,7 @@ def plan_resume(
             None if previous else runs.latest_complete_run(runs_dir, experiment, seed, dataset, preset, config=config)
         )
     for warning in ignored:
-        print(f"--resume: warning: {warning.message}")
+        log.info(f"--resume: warning: {warning.message}")
     if previous is None:
         if done is not None:
             return ResumePlan(finished=done)
@@ -77,13 +80,13 @@ def plan_resume(
         warnings.simplefilter("always")
         checkpoint = runs.newest_loadable_checkpoint(previous)
     for warning in caught:
-        print(f"--resume: warning: {warning.message}")
+        log.info(f"--resume: warning: {warning.message}")
     if checkpoint is None:
         return ResumePlan(notes=(f"--resume: no loadable checkpoint in {previous}; it is kept, and a new run starts.",))
     notes = []
     if checkpoint.name != runs.LAST_CKPT:
         notes.append(
-            f"--resume: warning: {previous / runs.CHECKPOINT_DIR / runs.LAST_CKPT} is missing or broken; "
+            f"--resume: warning: {runs.Run.from_dir(previous).last_ckpt} is missing or broken; "
             f"resuming from the newest loadable checkpoint {checkpoint}."
         )
     notes.append(f"Resuming {previous} from {checkpoint}")

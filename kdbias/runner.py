@@ -19,7 +19,8 @@ and calls, in order:
    checkpoint (``best.ckpt`` by the held-out ``val/acc``, logged as ``test/*``; without a
    held-out split the last weights are the selected ones, logged as both); ``summary.json``
    completed and TensorBoard's HPARAMS entry written (:mod:`kdbias.logs`: what is logged, to
-   which loggers, in one events file).
+   which loggers, in one events file); the complete run's ``last.ckpt`` drops its optimiser
+   moments (:func:`kdbias.runs.compact_finished_checkpoint`: a complete run is never resumed).
 
 A run that fails before its first checkpoint removes its directory.
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping
@@ -55,6 +57,7 @@ from kdbias.experiment import (
 )
 from kdbias.resume import plan_resume
 from kdbias.runs.config_diff import signature_config
+from kdbias.schema import SELECTION_BEST, SELECTION_LAST
 from kdbias.teacher import FrozenTeacher
 
 __all__ = [
@@ -68,6 +71,8 @@ __all__ = [
     "prepare_data",
     "train",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Set by global rank 0 to its run directory; DDP processes that Lightning starts inherit it.
 ENV_RUN_DIR = "KDBIAS_RUN_DIR"
@@ -105,8 +110,13 @@ class RunPlan:
     run_dir: Path | None = None
     ckpt_path: Path | None = None
 
+    @property
+    def run(self) -> runs.Run:
+        """The run this plan trains (its folder once claimed or resumed)."""
+        return runs.Run(self.runs_dir, self.experiment.name, self.dataset, self.preset, self.seed, self.run_dir)
+
     def describe(self) -> str:
-        return f"{self.experiment.name} seed {self.seed} on {self.dataset} ({self.preset} preset)"
+        return self.run.describe()
 
 
 def _rank_zero() -> bool:
@@ -213,10 +223,9 @@ def build_trainer(
     if leader and teacher is not None:
         how = " (auto: the selected checkpoint of the newest complete teacher run)" if plan.teacher_family else ""
         where = "with random weights" if teacher.source == "random" else f"from {teacher.source}"
-        print(
+        log.info(
             f"{plan.experiment.name}: teacher {teacher.name} {where}{how}; frozen: eval mode, no gradients, not "
-            "in the student's checkpoints",
-            flush=True,
+            "in the student's checkpoints"
         )
     if plan.run_dir is None:
         fallback = Path(os.environ.get(ENV_RUN_DIR, plan.runs_dir / plan.experiment.name / "version_pending"))
@@ -247,18 +256,14 @@ def _trainer(plan: RunPlan, trainer_class, config: dict[str, Any], module, datam
     progress = bool(progress)
     callbacks = run_callbacks(
         module=module,
-        run_dir=plan.run_dir,
-        experiment=plan.experiment.name,
-        dataset=plan.dataset,
-        preset=plan.preset,
-        seed=plan.seed,
+        run=plan.run,
         analytics=plan.analytics,
         has_validation=datamodule.has_validation,
         progress_lines=not progress,
         log_every_n_steps=config.get("log_every_n_steps") or 50,
         control=control,
         summary_extra={},
-    ) + why.why_callbacks(plan.experiment, plan.run_dir, plan.runs_dir, plan.dataset, plan.preset, module)
+    ) + why.why_callbacks(plan.experiment, plan.run, module)
     user = config.get("callbacks") or []
     plugins = config.get("plugins") or []
     plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
@@ -352,21 +357,22 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         "test_acc": selected.get("test/acc"),
         "test_loss": selected.get("test/loss"),
         "test_acc_last": last.get("test/acc"),
-        "selected_checkpoint": f"{runs.CHECKPOINT_DIR}/{Path(best).name if best else runs.LAST_CKPT}",
-        "selection": "best held-out val/acc" if best else "last epoch (no held-out split)",
+        "selected_checkpoint": runs.checkpoint_entry(best or runs.LAST_CKPT),
+        "selection": SELECTION_BEST if best else SELECTION_LAST,
     }
     if "test/teacher_acc" in selected:
         items["teacher_acc"] = selected["test/teacher_acc"]
         items["teacher"] = {"test_acc": selected["test/teacher_acc"]}
     written = summary.update(**items)
+    if trainer.is_global_zero and plan.run.last_ckpt.is_file():  # complete: never resumed, so no optimiser moments
+        runs.compact_finished_checkpoint(plan.run.last_ckpt)
     if trainer.is_global_zero:
         logs.log_hparams(trainer, module, datamodule, written)
     logs.close_loggers(trainer)
     if trainer.is_global_zero:
-        print(
+        log.info(
             f"Run directory: {plan.run_dir}  (summary: {plan.run_dir / runs.SUMMARY_FILE}; "
-            f"tensorboard --logdir {plan.runs_dir})",
-            flush=True,
+            f"tensorboard --logdir {plan.runs_dir})"
         )
     runs.release_lock(plan.run_dir)
     return plan.run_dir

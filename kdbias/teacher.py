@@ -134,7 +134,7 @@ class FrozenTeacher(nn.Module):
                 f"teacher checkpoint {path} holds a {_family(network)} ({name}); this experiment distils from a "
                 f"{family}. Pass a {family} teacher, or name the teacher you mean explicitly with --model.teacher."
             )
-        prefix = "student.model." if any(k.startswith("student.model.") for k in state) else "model."  # or before 0.2
+        prefix = "student.model."
         weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         try:
             network.load_state_dict(weights)

@@ -21,7 +21,6 @@ from kdbias.callbacks.fidelity import OWN, FidelityCallback
 from kdbias.callbacks.snapshots import SnapshotCallback
 from kdbias.data import DATASETS
 from kdbias.runs.teachers import closest_snapshot, matched_teacher_checkpoint, resolve_teacher
-from kdbias.schema.snapshots import SNAPSHOT_DIR
 from kdbias.teacher import FrozenTeacher, PretrainedTeacher, RandomTeacher
 
 __all__ = [
@@ -113,13 +112,11 @@ def fidelity_references(
     return out, primary
 
 
-def why_callbacks(
-    experiment: registry.Experiment, run_dir: Path, runs_dir: str | Path, dataset: str, preset: str, module: Any
-) -> list[Any]:
+def why_callbacks(experiment: registry.Experiment, run: runs.Run, module: Any) -> list[Any]:
     """Snapshots for a matched-from teacher run; fidelity for students (see the module docstring)."""
     if experiment.role == "teacher":
         matched = any(e.teacher == experiment.name and e.teacher_matched_to for e in registry.ALL_EXPERIMENTS.values())
-        every = SNAPSHOT_EVERY.get(preset, SNAPSHOT_EVERY["paper"])
-        return [SnapshotCallback(run_dir / runs.CHECKPOINT_DIR / SNAPSHOT_DIR, every)] if matched else []
-    teachers, primary = fidelity_references(experiment, runs_dir, dataset, preset, module.num_classes)
+        every = SNAPSHOT_EVERY.get(run.preset, SNAPSHOT_EVERY["paper"])
+        return [SnapshotCallback(run.snapshots, every)] if matched else []
+    teachers, primary = fidelity_references(experiment, run.runs_dir, run.dataset, run.preset, module.num_classes)
     return [FidelityCallback(teachers, primary)] if teachers else []

@@ -18,8 +18,9 @@ _TOOL_FILES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".ipy
 
 
 def checkout_files(root: Path) -> set[str] | None:
-    """``git status --porcelain --ignored`` of ``root`` as a set of lines (untracked and ignored
-    files included; Python's and pytest's caches left out); ``None`` outside a git checkout."""
+    """The untracked and ignored files of ``root`` (``git status --porcelain --ignored`` lines
+    ``?? path`` and ``!! path``; Python's and pytest's caches left out); ``None`` outside a git
+    checkout. Changes to tracked files are not counted (someone may be editing while tests run)."""
     try:
         done = subprocess.run(
             ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
@@ -32,7 +33,8 @@ def checkout_files(root: Path) -> set[str] | None:
         return None
     if done.returncode != 0:
         return None
-    return {line for line in done.stdout.splitlines() if not any(part in line for part in _TOOL_FILES)}
+    lines = done.stdout.splitlines()
+    return {line for line in lines if line[:2] in ("??", "!!") and not any(part in line for part in _TOOL_FILES)}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -34,3 +34,14 @@ def test_readme_names_every_experiment_and_links_nothing_outside():
     for target in re.findall(r"\]\(([^)]+)\)", README):
         assert not target.startswith(("/", "..")), target
         assert (ROOT / target).exists() or target.startswith("http"), target
+
+
+def test_layout_names_every_part_of_the_package():
+    """The README's Layout block lists every module and package directly under kdbias/."""
+    layout = README[README.index("## Layout") :]
+    block = layout[layout.index("```\n") + 4 :]
+    block = block[: block.index("```")]
+    listed = set(re.findall(r"^  ([\w.]+/?)\s", block, flags=re.M))
+    package = ROOT / "kdbias"
+    present = {p.name + ("/" if p.is_dir() else "") for p in package.iterdir() if not p.name.startswith("__")}
+    assert listed == present

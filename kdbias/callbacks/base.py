@@ -26,6 +26,7 @@ under ``torch.inference_mode``; callbacks that differentiate re-enable both loca
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,8 @@ from torch import Tensor, nn
 from typing_extensions import override
 
 __all__ = ["AnalyticsCallback", "eval_mode"]
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -99,6 +102,7 @@ class AnalyticsCallback(Callback):
         #: The training epoch of the weights measured outside ``fit`` (a checkpoint measured
         #: later, :mod:`kdbias.controls`); ``None``: ``trainer.current_epoch``.
         self.at_epoch: int | None = None
+        self._batches_seen = 0  # training batches of the current epoch (on_train_batch_end)
 
     def epoch_of(self, trainer: L.Trainer) -> int:
         """The epoch a measurement is labelled with (:attr:`at_epoch`, else the trainer's)."""
@@ -202,13 +206,19 @@ class AnalyticsCallback(Callback):
         epoch = trainer.current_epoch
         return (epoch + 1) % self.every_n_epochs == 0 and self.measured_epoch != epoch
 
-    @staticmethod
-    def _closes_epoch(trainer: L.Trainer) -> bool:
-        """Whether the validation now ending runs after the epoch's last training batch."""
+    @override
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._batches_seen = batch_idx + 1
+
+    def _closes_epoch(self, trainer: L.Trainer) -> bool:
+        """Whether the validation now ending runs after the epoch's last training batch: the
+        loader's last batch (``trainer.is_last_batch``) or the last one ``limit_train_batches``
+        allows."""
         if trainer.state.fn != TrainerFn.FITTING:
             return True
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        return bool(progress.is_last_batch or progress.current.ready >= trainer.num_training_batches)
+        return bool(trainer.is_last_batch or self._batches_seen >= trainer.num_training_batches)
 
     @override
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -225,13 +235,13 @@ class AnalyticsCallback(Callback):
         the start and the end of each measurement (they can take minutes at paper scale)."""
         if trainer.is_global_zero:
             name = self.describe()
-            print(f"[analytics] epoch {self.epoch_of(trainer)}: {name} ...", flush=True)
+            log.info(f"[analytics] epoch {self.epoch_of(trainer)}: {name} ...")
             start = time.perf_counter()
             metrics = self.measure(trainer, pl_module)  # ends in host reads: the time is complete
             took = time.perf_counter() - start
             self.elapsed_s += took
             self.num_measurements += 1
-            print(f"[analytics] epoch {self.epoch_of(trainer)}: {name} done in {took:.1f} s", flush=True)
+            log.info(f"[analytics] epoch {self.epoch_of(trainer)}: {name} done in {took:.1f} s")
             if metrics:
                 self.log_metrics(trainer, metrics)
         self.measured_epoch = trainer.current_epoch

@@ -22,7 +22,6 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from typing_extensions import override
 
 from kdbias.analytics.fidelity import per_image_fidelity
-from kdbias.callbacks.summary import SummaryCallback
 from kdbias.runs import atomic_write_bytes
 from kdbias.schema import UnreadableFile
 from kdbias.schema.fidelity import FIDELITY_FILE, read_fidelity_images
@@ -61,8 +60,8 @@ class FidelityCallback(Callback):
     checkpoint: the pass that tests ``best.ckpt`` (the held-out ``val/acc`` checkpoint), or the
     one that tests the last weights when there is none. Other test passes are not measured.
 
-    Writes ``summary.json`` ``fidelity: {key: {"agreement", "kl"}}`` and the per-image values
-    (module docstring); logs
+    Reports ``summary.json`` ``fidelity: {key: {"agreement", "kl"}}`` (:meth:`summary_items`),
+    writes the per-image values (module docstring) and logs
     ``fidelity/agreement`` and ``fidelity/kl`` for ``primary`` and
     ``fidelity/<key>/agreement``, ``fidelity/<key>/kl`` for every key.
     """
@@ -75,6 +74,11 @@ class FidelityCallback(Callback):
         self._seen: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
         self.results: dict[str, dict[str, float]] = {}
+
+    def summary_items(self) -> dict[str, Any]:
+        """``{"fidelity": {key: {"agreement", "kl"}}}`` once the selected checkpoint's test pass
+        measured it (:class:`~kdbias.schema.SummaryContributor`: the summary pulls it after the test)."""
+        return {"fidelity": self.results} if self.results else {}
 
     @staticmethod
     def selected_pass(trainer: L.Trainer) -> bool:
@@ -154,9 +158,6 @@ class FidelityCallback(Callback):
                 pl_module.log(f"fidelity/{key}/{name}", value, rank_zero_only=True)
                 if key == self.primary:
                     pl_module.log(f"fidelity/{name}", value, rank_zero_only=True)
-        summary = next((c for c in trainer.callbacks if isinstance(c, SummaryCallback)), None)
-        if summary is not None and summary.written:
-            summary.update(fidelity=self.results)
         self._active, self._logits = {}, {}  # the other teachers were loaded for this pass only
 
     @override

@@ -15,7 +15,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from kdbias.modules.base import ClassifierModule
-from kdbias.runs import CHECKPOINT_DIR, atomic_write_bytes
+from kdbias.runs import atomic_write_bytes, checkpoint_entry
 from kdbias.schema.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, encode_predictions, read_predictions
 from kdbias.teacher import FrozenTeacher
 
@@ -108,7 +108,7 @@ class PredictionsCallback(Callback):
             teacher = None
         pred = torch.cat(self._rows["pred"]).numpy()
         ckpt = trainer.ckpt_path
-        checkpoint = f"{CHECKPOINT_DIR}/{Path(ckpt).name}" if ckpt else LAST_WEIGHTS
+        checkpoint = checkpoint_entry(ckpt) if ckpt else LAST_WEIGHTS
         predictions = Predictions(np.arange(len(label)), label, pred, pred == label, checkpoint, teacher)
         path = Path(trainer.log_dir) / PREDICTIONS_FILE
         atomic_write_bytes(path, encode_predictions(predictions))

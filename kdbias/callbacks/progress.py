@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,6 +14,8 @@ from kdbias.callbacks.base import AnalyticsCallback
 from kdbias.console import format_duration
 
 __all__ = ["EpochLineProgress", "format_duration"]
+
+log = logging.getLogger(__name__)
 
 
 class EpochLineProgress(Callback):
@@ -101,7 +104,7 @@ class EpochLineProgress(Callback):
         analytics_s = sum(c.elapsed_s for c in self._analytics(trainer)) - self._analytics_at_start
         self._training_s += max(0.0, time.perf_counter() - self._epoch_start - analytics_s)
         if trainer.is_global_zero:
-            print(self.line(trainer), flush=True)
+            log.info(self.line(trainer))
 
     def _test_images(self, trainer: L.Trainer) -> int:
         total = int(getattr(trainer.datamodule, "num_test", 0) or 0)

@@ -12,20 +12,10 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from kdbias.callbacks.base import AnalyticsCallback
-from kdbias.runs import SUMMARY_FILE, atomic_write_json
+from kdbias.runs import SUMMARY_FILE, atomic_write_json, merge_items
 from kdbias.schema import SCHEMA_VERSION, SummaryContributor
 
 __all__ = ["SummaryCallback", "merge_items"]
-
-
-def merge_items(summary: dict[str, Any], items: dict[str, Any]) -> None:
-    """``summary.update(items)``, merging (not replacing) values that are dicts on both sides
-    (several CKA callbacks each report one entry of ``summary["cka"]``)."""
-    for key, value in items.items():
-        if isinstance(value, dict) and isinstance(summary.get(key), dict):
-            summary[key] = {**summary[key], **value}
-        else:
-            summary[key] = value
 
 
 class SummaryCallback(Callback):

@@ -14,6 +14,7 @@ then ``cutmix`` / ``mixup``; then ``normalize``.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -27,17 +28,44 @@ def _check_images(images: Tensor) -> None:
         raise ValueError(f"expected images of shape [B, C, H, W], got {tuple(images.shape)}")
 
 
-def _sample_beta(alpha: float, device: torch.device, generator: torch.Generator | None) -> Tensor:
-    """One draw of Beta(alpha, alpha) as a float64 0-d tensor on ``device``.
+#: Candidate draws per Gamma variate in :func:`_sample_gamma` (each accepted with probability
+#: > 0.95, so all of them are rejected with probability < 0.05 ** 32).
+_GAMMA_CANDIDATES = 32
 
-    Drawn as G1 / (G1 + G2) with G ~ Gamma(alpha, 1), because ``torch.distributions``
-    does not take a generator. float64 keeps small-alpha Gamma draws from underflowing
-    to 0/0.
+
+def _sample_gamma(alpha: float, n: int, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """``n`` independent Gamma(alpha, 1) draws, float64 ``[n]`` on ``device``, from ``generator``.
+
+    Marsaglia & Tsang (2000), "A simple method for generating gamma variables": with
+    ``d = a - 1/3``, ``c = 1 / sqrt(9 d)``, ``x ~ N(0, 1)``, ``v = (1 + c x)^3``, accept ``d v``
+    when ``v > 0`` and ``log u < x^2 / 2 + d - d v + d log v``; for ``alpha < 1`` draw with
+    ``a = alpha + 1`` and multiply by ``u'^(1 / alpha)``. All candidates are drawn at once on
+    the device (no host sync); the first accepted one is kept. Written out because
+    ``torch.distributions`` takes no generator, and the augmentation stream must come from the
+    datamodule's own generator (the same draws for every student at one seed).
     """
+    a = alpha + 1.0 if alpha < 1 else alpha
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    opts = dict(device=device, dtype=torch.float64, generator=generator)
+    x = torch.randn((n, _GAMMA_CANDIDATES), **opts)
+    u = torch.rand((n, _GAMMA_CANDIDATES), **opts)
+    v = (1.0 + c * x) ** 3
+    ok = (v > 0) & (torch.log(u) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp_min(1e-300)))
+    first = ok.to(torch.int8).argmax(dim=1, keepdim=True)  # the first accepted candidate
+    draws = d * v.gather(1, first).squeeze(1)
+    if alpha < 1:
+        draws = draws * torch.rand(n, **opts) ** (1.0 / alpha)
+    return draws
+
+
+def _sample_beta(alpha: float, device: torch.device, generator: torch.Generator | None) -> Tensor:
+    """One draw of Beta(alpha, alpha) as a float64 0-d tensor on ``device``: G1 / (G1 + G2)
+    with G ~ Gamma(alpha, 1) (:func:`_sample_gamma`). float64 keeps small-alpha Gamma draws
+    from underflowing to 0/0."""
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
-    conc = torch.full((2,), float(alpha), dtype=torch.float64, device=device)
-    g = torch._standard_gamma(conc, generator=generator)
+    g = _sample_gamma(float(alpha), 2, device, generator)
     return g[0] / (g[0] + g[1])
 
 

@@ -18,10 +18,12 @@ from kdbias.data.augment import cutmix, mixup, normalize, random_crop_flip
 from kdbias.data.cifar import download_cifar, load_cifar
 from kdbias.data.datasets import DATASETS, load_digits_split
 from kdbias.data.sampling import TensorBatchDataset, collate_batch, fixed_indices, stratified_indices, stream_seed
+from kdbias.schema import Mix
 
 __all__ = ["CIFARDataModule", "TensorBatchDataset"]
 
-MIXES = {"cutmix": (cutmix, 1.0), "mixup": (mixup, 0.2)}  # name -> (function, default alpha)
+#: name -> (function, default alpha); the names are the summary schema's ``Mix`` values.
+MIX_FUNCTIONS: dict[Mix, tuple[Any, float]] = {"cutmix": (cutmix, 1.0), "mixup": (mixup, 0.2)}
 CROP_PADDING = 4
 
 
@@ -115,8 +117,8 @@ class CIFARDataModule(pl.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
-        if mix is not None and mix not in MIXES:
-            raise ValueError(f"unknown mix {mix!r}; valid: None, {', '.join(MIXES)}")
+        if mix is not None and mix not in MIX_FUNCTIONS:
+            raise ValueError(f"unknown mix {mix!r}; valid: None, {', '.join(MIX_FUNCTIONS)}")
         info = DATASETS[dataset]
         if not _is_int(batch_size) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -146,7 +148,7 @@ class CIFARDataModule(pl.LightningDataModule):
         self.val_batch_size = batch_size if val_batch_size is None else val_batch_size
         self.num_workers, self.augment, self.seed = num_workers, augment, seed
         self.mix, self.mix_prob = mix, mix_prob
-        self.mix_alpha = mix_alpha if mix_alpha is not None or mix is None else MIXES[mix][1]
+        self.mix_alpha = mix_alpha if mix_alpha is not None or mix is None else MIX_FUNCTIONS[mix][1]
         self.drop_last, self.train_subset = drop_last, train_subset
         self.holdout: int = info.num_holdout if holdout is None else int(holdout)  # resolved size
         self.split_seed = int(split_seed)
@@ -345,7 +347,7 @@ class CIFARDataModule(pl.LightningDataModule):
             apply: Tensor | bool = True
             if self.mix_prob < 1.0:
                 apply = torch.rand((), device=x.device, generator=gen) < self.mix_prob
-            x, y = MIXES[self.mix][0](x, y, self.num_classes, self.mix_alpha, generator=gen, apply=apply)
+            x, y = MIX_FUNCTIONS[self.mix][0](x, y, self.num_classes, self.mix_alpha, generator=gen, apply=apply)
         return self.normalize_images(x), y
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> tuple[Tensor, Tensor]:

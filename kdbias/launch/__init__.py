@@ -5,7 +5,9 @@
 - :mod:`~kdbias.launch.local`: runs as subprocesses, ``--parallel N`` at a time, one GPU
   set each;
 - :mod:`~kdbias.launch.slurm`: one SLURM job per run through submitit, requeue that resumes;
-- :mod:`~kdbias.launch.records`: job records under ``runs/_jobs/`` and ``--status``.
+- :mod:`~kdbias.launch.records`: job records under ``runs/_jobs/`` and ``--status``;
+- :mod:`~kdbias.launch.run_all`: the command line of ``experiments/run_all.py`` (plan, launch,
+  the controls left for later, the report).
 """
 
 from kdbias.launch.plan import PlannedRun, estimate_seconds, expected_config, plan_matrix

@@ -26,6 +26,8 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kdbias.console import emit
+
 __all__ = ["ForkedRun", "can_fork", "fork_start"]
 
 
@@ -111,7 +113,7 @@ def _child(script: str, args: list[str], env: dict[str, str], write_fd: int) -> 
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
         if not isinstance(done.code, (int, type(None))):
-            print(done.code, file=sys.stderr)
+            emit(str(done.code), file=sys.stderr)
     except BaseException:
         traceback.print_exc()
         code = 1

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kdbias import runs
+from kdbias.console import emit
 from kdbias.launch.records import jobs_dir, process_start, write_record
 
 __all__ = ["LocalResult", "exit_reason", "gpu_count", "run_local"]
@@ -139,7 +140,7 @@ def run_local(
             raise ValueError(f"--gpus_per_run {gpus_per_run} is more than the {gpus} GPUs of this machine")
         slots = min(parallel, gpus // gpus_per_run)
         if slots < parallel:
-            print(f"run_all: {gpus} GPUs, {gpus_per_run} per run: {slots} runs at a time", file=out, flush=True)
+            emit(f"run_all: {gpus} GPUs, {gpus_per_run} per run: {slots} runs at a time", file=out)
         parallel = slots
     folder = jobs_dir(runs_dir, "local")
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,11 +173,11 @@ def run_local(
             log = folder / f"{run.slug}.log"
             log_file = _open_log(log)
             command = run.command()
-            print(
+            emit(
                 f"\n[{counter}/{total}] {run.action} {run.experiment} seed {run.seed}: {shlex.join(command)}", file=out
             )
             if parallel > 1:
-                print(f"[{counter}/{total}]   log: {log}", file=out)
+                emit(f"[{counter}/{total}]   log: {log}", file=out)
             out.flush()
             child_env = _slot_env(base, slot, parallel, gpus, gpus_per_run)
             process = start(
@@ -212,7 +213,7 @@ def run_local(
             for entry in sorted(live.values(), key=lambda e: e.index):
                 took = time.perf_counter() - entry.began
                 line = entry.last_line or "starting"
-                print(
+                emit(
                     f"[{entry.index}/{total}] {entry.run.experiment} seed {entry.run.seed}: {line} ({took:.0f} s)",
                     file=out,
                 )
@@ -234,10 +235,10 @@ def _finished(entry: _Live, code: int, check_done, runs_dir, result: LocalResult
         result.trained += 1
         completed.add(run.key)
         write_record(runs_dir, "local", run.slug, state="done", run_dir=str(done), seconds=round(took, 1))
-        print(f"[{entry.index}/{total}] done: {done} ({took:.0f} s)", file=out, flush=True)
+        emit(f"[{entry.index}/{total}] done: {done} ({took:.0f} s)", file=out)
         return
     bad.add(run.key)
     write_record(runs_dir, "local", run.slug, state="failed", reason=failure, exit_code=code)
-    print(f"[{entry.index}/{total}] FAILED: {failure}; log: {entry.log}", file=out, flush=True)
+    emit(f"[{entry.index}/{total}] FAILED: {failure}; log: {entry.log}", file=out)
     if result.failure is None:
         result.failure, result.failed_command, result.failed_log = failure, run.command(python="python"), entry.log

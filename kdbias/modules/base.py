@@ -236,10 +236,18 @@ class ClassifierModule(L.LightningModule):
                 self.log(tag, value.detach(), on_step=True, on_epoch=False)
         return losses["loss"]
 
+    def attached_trainer(self) -> L.Trainer | None:
+        """The Trainer running this module, or ``None`` when it is called directly (a test, a
+        notebook): ``self.trainer`` raises ``RuntimeError`` when no Trainer is attached."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def logging_step(self) -> bool:
         """Whether this step's scalars reach the logger (``log_every_n_steps``): each
         ``self.log`` costs host time, so steps that would not be written skip it."""
-        trainer = self._trainer
+        trainer = self.attached_trainer()
         every = trainer.log_every_n_steps if trainer is not None else 1
         return (self.global_step + 1) % max(1, every) == 0  # Lightning's own rule
 
@@ -276,14 +284,6 @@ class ClassifierModule(L.LightningModule):
     def trainable_modules(self) -> list[nn.Module]:
         """Modules whose parameters the optimiser updates: the children of ``student``."""
         return list(self.student.values())
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Checkpoints written before the student moved under ``student`` (keys ``model.*``,
-        ``projectors.*``) load too."""
-        state = checkpoint.get("state_dict") or {}
-        legacy = [k for k in state if k.split(".")[0] in ("model", "projectors")]
-        for key in legacy:
-            state[f"student.{key}"] = state.pop(key)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer, schedule = build_optimizer(

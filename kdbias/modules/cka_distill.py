@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import nn
 
 from kdbias.errors import InputError
@@ -25,6 +27,8 @@ from kdbias.modules.optim import Optimization
 from kdbias.teacher import CheckpointTeacher, FrozenTeacher, PretrainedTeacher
 
 __all__ = ["CKADistillModule"]
+
+log = logging.getLogger(__name__)
 
 
 class CKADistillModule(DistillationModule):
@@ -123,7 +127,10 @@ class CKADistillModule(DistillationModule):
         self.hparams["layer_pairs"] = [list(p) for p in pairs]
         self.plain_hparams()
         if frozen is not None and frozen.source == "random":
-            print(f"CKADistillModule: teacher {frozen.name} has RANDOM weights (offline smoke run); not a result.")
+            if rank_zero_only.rank == 0:
+                log.info(
+                    f"CKADistillModule: teacher {frozen.name} has RANDOM weights (offline smoke run); not a result."
+                )
         self.layer_pairs = pairs
         self.student_blocks = check_block_indices(self.model, [s for s, _ in pairs])
         # Sized by the teacher (set_teacher) or, reloaded without one, by the checkpoint (on_load_checkpoint).
@@ -255,7 +262,7 @@ class CKADistillModule(DistillationModule):
             s_rep, t_rep = (s, t) if by_image else (s.flatten(0, 1), t.flatten(0, 1))
             cka_terms.append(cka_loss(s_rep, t_rep, unbiased=unbiased))
             tok_terms.append(token_loss(projector(s), t))
-        if self._trainer is not None and self.logging_step():
+        if self.attached_trainer() is not None and self.logging_step():
             for (s_idx, t_idx), term in zip(self.layer_pairs, cka_terms):
                 self.log(f"train/cka_s{s_idx}_t{t_idx}", 1.0 - term.detach(), on_step=True, on_epoch=False)
         ce = self.cross_entropy(logits, targets)

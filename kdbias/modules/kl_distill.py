@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from kdbias.losses import hard_distillation_loss, soft_kl_loss
 from kdbias.modules.distill_base import DistillationModule, teacher_deferred
 from kdbias.modules.optim import Optimization
+from kdbias.schema import DISTILL_TOKENS
 from kdbias.teacher import (
     CheckpointTeacher,
     FrozenTeacher,
@@ -24,8 +25,6 @@ from kdbias.teacher import (
 )
 
 __all__ = ["KLDistillModule"]
-
-DISTILL_TOKENS = (None, "soft", "hard")
 
 
 class KLDistillModule(DistillationModule):
@@ -154,7 +153,7 @@ class KLDistillModule(DistillationModule):
             self._teacher_accuracy(batch, "val", self.teacher_val_acc)
 
     def on_validation_epoch_end(self) -> None:
-        trainer = self._trainer
+        trainer = self.attached_trainer()
         if trainer is not None and not trainer.sanity_checking:
             self._teacher_val_measured = True
 

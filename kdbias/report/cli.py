@@ -8,9 +8,10 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdbias.console import emit
 from kdbias.report.load import ReportWarning, load_runs
 from kdbias.report.markdown import render_report
-from kdbias.runs import atomic_write_text
+from kdbias.runs import DEFAULT_RUNS_DIR, atomic_write_text
 
 __all__ = ["build_parser", "main", "write_report"]
 
@@ -22,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fill the research plan's tables from completed runs (summary.json files) and write Markdown.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("runs_dir", nargs="?", default="runs", help="root of <experiment>/version_<n>/ run directories")
+    parser.add_argument(
+        "runs_dir", nargs="?", default=DEFAULT_RUNS_DIR, help="root of <experiment>/version_<n>/ run directories"
+    )
     parser.add_argument("--out", default="RESULTS.md", help="output Markdown file")
     parser.add_argument(
         "--dataset",
@@ -58,20 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The command line: write the report, print one warning line per skipped file; exit 0."""
     args = build_parser().parse_args(argv)
     if not Path(args.runs_dir).is_dir():
-        print(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
+        emit(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
     out_path = Path(args.out)
     if out_path.is_dir() or (out_path.parent.exists() and not out_path.parent.is_dir()):
         what = "a folder" if out_path.is_dir() else f"under {out_path.parent}, which is a file"
-        print(f"kdbias.report: error: --out {args.out} is {what}; give the path of a Markdown file.", file=sys.stderr)
+        emit(f"kdbias.report: error: --out {args.out} is {what}; give the path of a Markdown file.", file=sys.stderr)
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
         try:
             out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=args.preset)
         except OSError as error:  # a full disk, no permission: nothing half-written (atomic writes)
-            print(f"kdbias.report: error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
+            emit(f"kdbias.report: error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
             return 2
     for w in caught:
-        print(f"warning: {w.message}", file=sys.stderr)
-    print(f"Wrote {out}")
+        emit(f"warning: {w.message}", file=sys.stderr)
+    emit(f"Wrote {out}")
     return 0

@@ -31,8 +31,8 @@ from typing import Any
 
 from kdbias import runs as run_layout
 from kdbias.schema import UnreadableFile, read_regular_file, read_summary_file, validate_summary
-from kdbias.schema.fidelity import FIDELITY_FILE, read_fidelity_images
-from kdbias.schema.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, read_predictions
+from kdbias.schema.fidelity import read_fidelity_images
+from kdbias.schema.predictions import LAST_WEIGHTS, Predictions, read_predictions
 
 __all__ = ["ReportWarning", "check_summary", "load_fidelity_images", "load_predictions", "load_runs", "read_scalars"]
 
@@ -62,7 +62,7 @@ def _read_run_file(path: Path, reader: Any) -> Any:
 def load_predictions(run: dict[str, Any]) -> Predictions | None:
     """The run's per-image test predictions when they hold its selected checkpoint's
     weights; ``None`` (with a warning when a file exists but is not usable) otherwise."""
-    path = Path(run["run_dir"]) / PREDICTIONS_FILE
+    path = _paths(run).predictions
     predictions = _read_run_file(path, read_predictions)
     if predictions is None:
         return None
@@ -147,8 +147,14 @@ def load_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     return found
 
 
+def _paths(run: dict[str, Any]) -> run_layout.Run:
+    """The :class:`~kdbias.runs.Run` of a loaded run (its files' paths)."""
+    folder = Path(run["run_dir"])
+    return run_layout.Run(folder.parent.parent, str(run.get("experiment")), dir=folder)
+
+
 def _load_run(run_dir: Path, experiment: str) -> dict[str, Any] | None:
-    path = run_dir / run_layout.SUMMARY_FILE
+    path = run_layout.Run(run_dir.parent.parent, experiment, dir=run_dir).summary
     if not path.exists() and not path.is_symlink():
         warnings.warn(f"skipping {path}: missing (the run has not finished)", ReportWarning, stacklevel=3)
         return None
@@ -187,7 +193,7 @@ def load_fidelity_images(run: dict[str, Any]) -> dict[str, dict[str, Any]] | Non
     """The run's per-image fidelity (:func:`~kdbias.callbacks.fidelity.read_fidelity_images`)
     when its image count is the run's ``test_images``; ``None`` (with a warning when a file
     exists but is not usable) otherwise."""
-    path = Path(run["run_dir"]) / FIDELITY_FILE
+    path = _paths(run).fidelity
     values = _read_run_file(path, read_fidelity_images)
     if values is None:
         return None

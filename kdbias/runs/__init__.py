@@ -27,7 +27,8 @@ folder when it moves (:class:`RunCheckpoint`). Readers accept only regular files
 size cap and survive any one bad file with a :class:`RunsWarning`.
 
 Parts: :mod:`~kdbias.runs.files`, :mod:`~kdbias.runs.lock`, :mod:`~kdbias.runs.layout`,
-:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`, :mod:`~kdbias.runs.config_diff`
+:mod:`~kdbias.runs.checkpoints`, :mod:`~kdbias.runs.lookup`, :mod:`~kdbias.runs.run` (a typed
+:class:`Run`: identity and every path under its folder), :mod:`~kdbias.runs.config_diff`
 (what differs between two configurations), :mod:`~kdbias.runs.teachers` (the one teacher resolver).
 """
 
@@ -77,16 +78,19 @@ from kdbias.runs.lookup import (
     teacher_checkpoint,
 )
 from kdbias.runs.paths import RunPathError, file_in_run, open_no_follow
+from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry, merge_items
 from kdbias.runs.teachers import resolve_teacher
 
 __all__ = [
     "AtomicCheckpointIO",
     "BEST_CKPT",
     "CHECKPOINT_DIR",
+    "COMPACTED_KEY",
     "CONFIG_FILE",
     "RunPathError",
     "file_in_run",
     "open_no_follow",
+    "DEFAULT_RUNS_DIR",
     "CheckpointError",
     "HPARAMS_FILE",
     "JOBS_DIR",
@@ -95,6 +99,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_SUMMARY_BYTES",
     "RUN_LOCAL_KEYS",
+    "Run",
     "RunCheckpoint",
     "RunLock",
     "RunningElsewhere",
@@ -103,7 +108,9 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "checkpoint_entry",
     "claim_run_dir",
+    "compact_finished_checkpoint",
     "config_changes",
     "config_differences",
     "config_value",
@@ -118,6 +125,7 @@ __all__ = [
     "load_checkpoint",
     "lock_owner",
     "matching_runs",
+    "merge_items",
     "newest_loadable_checkpoint",
     "read_config",
     "read_config_checked",
@@ -138,9 +146,11 @@ __all__ = [
 #: Names of :mod:`kdbias.runs.checkpoints` (torch and Lightning), imported on first use: the
 #: report reads runs without them.
 _CHECKPOINT_NAMES = (
+    "COMPACTED_KEY",
     "AtomicCheckpointIO",
     "CheckpointError",
     "RunCheckpoint",
+    "compact_finished_checkpoint",
     "load_checkpoint",
     "newest_loadable_checkpoint",
 )

@@ -18,14 +18,21 @@ from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
 from kdbias.runs.paths import file_in_run
 
 __all__ = [
+    "COMPACTED_KEY",
     "BEST_CKPT",
     "AtomicCheckpointIO",
     "CheckpointError",
     "LAST_CKPT",
     "RunCheckpoint",
+    "compact_finished_checkpoint",
     "load_checkpoint",
     "newest_loadable_checkpoint",
 ]
+
+
+#: Set in a finished run's ``last.ckpt`` once :func:`compact_finished_checkpoint` dropped its
+#: optimiser tensors (it can no longer continue training).
+COMPACTED_KEY = "kdbias_compacted"
 
 
 class CheckpointError(ValueError):
@@ -139,6 +146,29 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state)
 
 
+def compact_finished_checkpoint(path: str | Path) -> None:
+    """Drop the optimiser's per-weight tensors (Adam moments, momentum buffers) from a finished
+    run's ``last.ckpt``, atomically. A complete run is never resumed (``--resume`` reports it
+    finished and trains nothing), so they would never be read again; the weights, step counts,
+    optimiser hyper-parameters, schedules, loops and callback states stay. The file is marked
+    (:data:`COMPACTED_KEY`) and no longer offered for resuming."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get(COMPACTED_KEY) or not checkpoint.get("optimizer_states"):
+        return
+    compact = []
+    for state in checkpoint["optimizer_states"]:
+        per_weight = {
+            index: {k: v for k, v in entry.items() if not (isinstance(v, torch.Tensor) and v.numel() > 1)}
+            for index, entry in (state.get("state") or {}).items()
+        }
+        compact.append({**state, "state": per_weight})
+    checkpoint["optimizer_states"] = compact
+    checkpoint[COMPACTED_KEY] = True
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def _candidates(run_dir: Path) -> Iterator[Path]:
     """The run's checkpoint files, ``last.ckpt`` first; one that is a link leading out of the run
     (another run's ``last.ckpt``) is a :class:`~kdbias.runs.paths.RunPathError`."""
@@ -149,15 +179,17 @@ def _candidates(run_dir: Path) -> Iterator[Path]:
 
 
 def newest_loadable_checkpoint(run_dir: str | Path) -> Path | None:
-    """``last.ckpt`` if it loads, else the newest other checkpoint that loads (with a
-    warning naming the broken file); ``None`` when none does."""
+    """``last.ckpt`` if it loads, else the newest other training checkpoint that loads (with a
+    warning naming the broken file); ``None`` when none does. ``best.ckpt`` holds the weights
+    only (no optimiser state), so it is never one: training resumes from ``last.ckpt``."""
     for path in _candidates(Path(run_dir)):
         try:
             checkpoint = load_checkpoint(path)
         except CheckpointError as error:
             warnings.warn(f"skipping {path}: {error}", stacklevel=2)
             continue
-        if "loops" in checkpoint and "state_dict" in checkpoint:
+        if {"loops", "state_dict", "optimizer_states"} <= set(checkpoint) and not checkpoint.get(COMPACTED_KEY):
             return path
-        warnings.warn(f"skipping {path}: not a resumable training checkpoint", stacklevel=2)
+        why = "weights only, or a finished run's"
+        warnings.warn(f"skipping {path}: not a resumable training checkpoint ({why})", stacklevel=2)
     return None

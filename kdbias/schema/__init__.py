@@ -20,9 +20,17 @@ newer kdbias wrote it).
 
 from kdbias.schema.files import MAX_SUMMARY_BYTES, UnreadableFile, load_npz, read_regular_file, read_summary_file
 from kdbias.schema.record import (
+    DISTILL_TOKENS,
+    MIXES,
     SCHEMA_VERSION,
+    SELECTION_BEST,
+    SELECTION_LAST,
+    SELECTIONS,
     CKARecord,
+    DistillToken,
     MethodRecord,
+    Mix,
+    Selection,
     Summary,
     SummaryContributor,
     TeacherRecord,
@@ -30,6 +38,14 @@ from kdbias.schema.record import (
 from kdbias.schema.validate import finite, validate_method, validate_summary
 
 __all__ = [
+    "DISTILL_TOKENS",
+    "MIXES",
+    "SELECTIONS",
+    "SELECTION_BEST",
+    "SELECTION_LAST",
+    "DistillToken",
+    "Mix",
+    "Selection",
     "MAX_SUMMARY_BYTES",
     "load_npz",
     "SCHEMA_VERSION",

@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, get_args, runtime_checkable
 
-__all__ = ["SCHEMA_VERSION", "CKARecord", "MethodRecord", "Summary", "SummaryContributor", "TeacherRecord"]
+__all__ = [
+    "DISTILL_TOKENS",
+    "MIXES",
+    "SCHEMA_VERSION",
+    "SELECTIONS",
+    "SELECTION_BEST",
+    "SELECTION_LAST",
+    "CKARecord",
+    "DistillToken",
+    "MethodRecord",
+    "Mix",
+    "Selection",
+    "Summary",
+    "SummaryContributor",
+    "TeacherRecord",
+]
 
 SCHEMA_VERSION = 1
+
+#: The allowed values of the summary's string fields: writers import them, the reader checks them.
+DistillToken = Literal["soft", "hard"]  # method.distill_token (None: no distillation token)
+Mix = Literal["cutmix", "mixup"]  # method.mix: how training batches were mixed (None: not mixed)
+Selection = Literal["best held-out val/acc", "last epoch (no held-out split)"]  # which checkpoint was tested
+DISTILL_TOKENS: tuple[DistillToken | None, ...] = (None, *get_args(DistillToken))
+MIXES: tuple[Mix | None, ...] = (None, *get_args(Mix))
+SELECTIONS: tuple[Selection, ...] = get_args(Selection)
+SELECTION_BEST, SELECTION_LAST = SELECTIONS
 
 
 class MethodRecord(TypedDict, total=False):
@@ -22,13 +46,13 @@ class MethodRecord(TypedDict, total=False):
     precision: str
     temperature: float
     alpha: float
-    distill_token: str | None  # None | "soft" | "hard"
+    distill_token: DistillToken | None
     lambda_cka: float
     lambda_tok: float
     layer_pairs: list[list[int]]
     cka_representation: str  # "image" | "token"
     teacher_image_size: int
-    mix: str | None  # None | "cutmix" | "mixup": how training batches were mixed
+    mix: Mix | None
 
 
 class TeacherRecord(TypedDict, total=False):
@@ -95,7 +119,7 @@ class Summary(TypedDict, total=False):
     test_acc_last: float
     test_images: int  # official test images of the selected checkpoint's test (SummaryCallback)
     selected_checkpoint: str
-    selection: str
+    selection: Selection
     test_predictions: str  # per-image predictions file, relative to the run (PredictionsCallback)
     hessian_trace: float
     hessian_trace_stderr: float

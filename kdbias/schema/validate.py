@@ -6,7 +6,7 @@ import math
 import re
 from typing import Any
 
-from kdbias.schema.record import SCHEMA_VERSION, MethodRecord, Summary
+from kdbias.schema.record import DISTILL_TOKENS, MIXES, SCHEMA_VERSION, SELECTIONS, MethodRecord, Summary
 
 __all__ = ["finite", "validate_method", "validate_summary"]
 
@@ -43,11 +43,8 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+\-]{0,127}$")  # experiment, datase
 SIGNATURE = re.compile(r"^[0-9a-f]{8,64}$")
 RELATIVE_PATH = re.compile(r"^(?!/)(?!.*\.\.)[A-Za-z0-9_./\-]{1,255}$")
 LOSSES = ("ce", "soft_kl", "cka")
-DISTILL_TOKENS = (None, "soft", "hard")
 REPRESENTATIONS = ("image", "token")
-SELECTIONS = ("best held-out val/acc", "last epoch (no held-out split)")
 PRECISIONS = re.compile(r"^(16|32|64|bf16|transformer-engine)(-(true|mixed))?$|^(16|32|64)$")
-MIXES = (None, "cutmix", "mixup")
 
 
 def validate_method(method: Any) -> tuple[MethodRecord | None, str | None]:

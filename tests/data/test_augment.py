@@ -6,7 +6,7 @@ import torch
 from scipy import stats
 
 from kdbias.data import cutmix, mixup, normalize, random_crop, random_crop_flip, random_hflip, to_soft_targets
-from kdbias.data.augment import _sample_beta
+from kdbias.data.augment import _sample_beta, _sample_gamma
 
 
 def gen(seed):
@@ -172,6 +172,14 @@ def test_beta_draws_match_scipy(alpha):
     g = gen(0)
     draws = np.array([_sample_beta(alpha, torch.device("cpu"), g).item() for _ in range(3000)])
     assert stats.kstest(draws, stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 3.0])
+def test_gamma_draws_match_scipy_and_follow_the_generator(alpha):
+    draws = _sample_gamma(alpha, 4000, torch.device("cpu"), gen(1))
+    assert draws.dtype == torch.float64 and bool((draws > 0).all())
+    assert stats.kstest(draws.numpy(), stats.gamma(alpha).cdf).pvalue > 1e-3
+    assert torch.equal(draws, _sample_gamma(alpha, 4000, torch.device("cpu"), gen(1)))  # the generator's stream
 
 
 def test_normalize_matches_manual_formula():

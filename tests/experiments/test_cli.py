@@ -182,7 +182,7 @@ def test_teacher_reload_predicts_as_saved(tmp_path, digits_dm):
 def test_lightning_product_tips_are_dropped_and_other_lines_kept():
     import logging
 
-    from kdbias.cli import _no_tips
+    from kdbias.console import _no_tips
 
     def record(message):
         return logging.LogRecord("lightning.pytorch.utilities.rank_zero", logging.INFO, __file__, 1, message, (), None)

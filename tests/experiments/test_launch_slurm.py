@@ -5,14 +5,11 @@ plan of --dry-run; the job records under runs/_jobs/slurm."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import sys
 
 import pytest
-from helpers import EXPERIMENTS
 
 from kdbias import runs
 
@@ -43,10 +40,8 @@ def fake_slurm(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def run_all():
-    spec = importlib.util.spec_from_file_location("kdbias_run_all_slurm_test", EXPERIMENTS / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    from kdbias.launch import run_all as module
+
     return module
 
 

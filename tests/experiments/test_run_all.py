@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import importlib.util
 import io
 import json
 import os
@@ -28,12 +27,11 @@ RUN_ALL = EXPERIMENTS / "run_all.py"
 
 @pytest.fixture(scope="module")
 def run_all():
-    spec = importlib.util.spec_from_file_location("kdbias_run_all_under_test", RUN_ALL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    module.can_fork = lambda: False  # these tests fake subprocess.Popen; a fork would run the real scripts
-    return module
+    from kdbias.launch import run_all as module
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "can_fork", lambda: False)  # these tests fake subprocess.Popen; a fork runs real scripts
+        yield module
 
 
 @functools.cache

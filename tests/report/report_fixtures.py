@@ -211,7 +211,7 @@ def write_predictions(
 ):
     """``test_predictions.npz`` of ``correct`` (labels cycle through 10 classes; a wrong image
     is predicted as the next class)."""
-    from kdbias.callbacks.predictions import PREDICTIONS_FILE, Predictions, encode_predictions
+    from kdbias.schema.predictions import PREDICTIONS_FILE, Predictions, encode_predictions
 
     correct = np.asarray(correct, dtype=bool)
     label = np.arange(len(correct)) % 10

@@ -64,21 +64,22 @@ def test_teacher_checkpoint_payload_is_refused_unrun(tmp_path, capsys, kind, how
 
 
 @pytest.mark.parametrize("kind", PAYLOADS)
-def test_resume_payload_last_ckpt_falls_back_to_best_unrun(tmp_path, capsys, kind):
-    """``--resume`` on a run whose ``last.ckpt`` is a payload: a warning line naming it, the run
-    continues from ``best.ckpt`` in the same folder, no code run."""
+def test_resume_payload_last_ckpt_is_never_loaded(tmp_path, capsys, kind):
+    """``--resume`` on a run whose ``last.ckpt`` is a payload: a warning line naming it, no code
+    run; ``best.ckpt`` holds weights only (nothing to continue training from), so the run is kept
+    and a new one starts."""
     runs, marker = tmp_path / "runs", tmp_path / "PWNED"
     run_dir = interrupted_run("baseline", runs)
     last = run_dir / "checkpoints" / "last.ckpt"
     write_payload(last, kind, marker)
     capsys.readouterr()
-    assert run_experiment("baseline", runs, "--trainer.max_epochs", "3", "--resume") == run_dir
+    new = run_experiment("baseline", runs, "--trainer.max_epochs", "3", "--resume")
     out = capsys.readouterr().out
     assert any(line.startswith("--resume: warning:") and str(last) in line for line in out.splitlines()), out
-    assert f"Resuming {run_dir} from {run_dir / 'checkpoints' / 'best.ckpt'}" in out
+    assert f"--resume: no loadable checkpoint in {run_dir}; it is kept, and a new run starts." in out
     assert not marker.exists()
-    assert versions(runs, "baseline") == ["version_0"]
-    assert json.loads((run_dir / "summary.json").read_text())["status"] == "complete"
+    assert new != run_dir and versions(runs, "baseline") == ["version_0", "version_1"]
+    assert json.loads((new / "summary.json").read_text())["status"] == "complete"
 
 
 def test_resume_payload_as_only_checkpoint_is_never_loaded(tmp_path, capsys):
@@ -212,7 +213,8 @@ def test_last_ckpt_is_final_epoch_best_ckpt_is_best_val_acc(tmp_path):
     assert int(bias.argmax()) == 3 and float(bias.max()) == 10.0  # the final (spoiled) state
     assert best["epoch"] == best_epoch and best["global_step"] == (best_epoch + 1) * batches
     assert float(best["state_dict"]["student.model.head.bias"].max()) != 10.0
-    monitor = next(v for k, v in best["callbacks"].items() if "val/acc" in k)
+    assert "optimizer_states" not in best and "callbacks" not in best  # weights only; the state is last.ckpt's
+    monitor = next(v for k, v in last["callbacks"].items() if "val/acc" in k)
     assert float(monitor["best_model_score"]) == pytest.approx(max(val))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["best_epoch"] == best_epoch and summary["selected_checkpoint"] == "checkpoints/best.ckpt"

@@ -4,13 +4,11 @@ the OS releases the lock and the run resumes and completes in the same folder.""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 import time
 
 import pytest
-from helpers import EXPERIMENTS, FAST, TINY_ARGS, run_experiment
+from helpers import FAST, TINY_ARGS, run_experiment
 from resilience_helpers import error_lines, script, script_env, smoke_args, versions
 
 from kdbias import runs
@@ -19,11 +17,9 @@ pytestmark = pytest.mark.subprocess
 
 
 def _run_all():
-    spec = importlib.util.spec_from_file_location("kdbias_run_all_lock_test", EXPERIMENTS / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from kdbias.launch import run_all
+
+    return run_all
 
 
 def _wait_for(path, process) -> None:

@@ -4,25 +4,21 @@ a warning naming it (and why); the teacher lookup, --resume and run_all go on.""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 import threading
 
 import pytest
-from helpers import EXPERIMENTS, run_experiment
+from helpers import run_experiment
 from resilience_helpers import interrupted_run, versions
 
 from kdbias import runs
 
 
 def _run_all():
-    spec = importlib.util.spec_from_file_location("kdbias_run_all_readers_test", EXPERIMENTS / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from kdbias.launch import run_all
+
+    return run_all
 
 
 def _bad_run(root, experiment: str, version: int, kind: str):

@@ -1,5 +1,5 @@
-"""``--resume``: a finished run is left alone, a broken ``last.ckpt`` falls back to
-``best.ckpt``, a changed configuration is refused (except more epochs, which stretch the
+"""``--resume``: a finished run is left alone, a broken ``last.ckpt`` keeps the run and starts
+a new one (``best.ckpt`` holds weights only), a changed configuration is refused (except more epochs, which stretch the
 schedule to the new end).
 
 The SIGKILL of a real script is ``test_resume_kill.py``; the bitwise equality of a resumed
@@ -60,22 +60,38 @@ BROKEN = {
 }
 
 
+def test_best_ckpt_holds_the_weights_and_last_ckpt_the_training_state(tmp_path):
+    """``best.ckpt`` keeps what testing, students and the report read (weights, hyperparameters,
+    epoch); the optimiser and schedule state that resuming needs lives in ``last.ckpt`` only."""
+    run_dir = interrupted_run("baseline", tmp_path / "runs", epochs=EPOCHS)
+    last, best = load(run_dir / "checkpoints" / "last.ckpt"), load(run_dir / "checkpoints" / "best.ckpt")
+    assert {"optimizer_states", "lr_schedulers", "callbacks"} <= set(last)
+    assert not {"optimizer_states", "lr_schedulers", "callbacks"} & set(best)
+    assert {"state_dict", "hyper_parameters", "epoch", "global_step"} <= set(best)
+    assert best["state_dict"].keys() == last["state_dict"].keys()
+    size = (run_dir / "checkpoints" / "best.ckpt").stat().st_size
+    assert size < 0.6 * (run_dir / "checkpoints" / "last.ckpt").stat().st_size  # AdamW: two moments per weight
+
+
 @pytest.mark.parametrize("kind", list(BROKEN))
-def test_resume_with_broken_last_ckpt_uses_best_ckpt(tmp_path, capsys, kind):
+def test_resume_with_broken_last_ckpt_keeps_the_run_and_starts_anew(tmp_path, capsys, kind):
+    """``best.ckpt`` holds no optimiser state, so it cannot continue training: a broken
+    ``last.ckpt`` leaves the run untouched (its best weights still testable) and a new run starts."""
     root = tmp_path / "runs"
     run_dir = interrupted_run("baseline", root, epochs=EPOCHS)
     last, best = run_dir / "checkpoints" / "last.ckpt", run_dir / "checkpoints" / "best.ckpt"
     last.write_bytes(BROKEN[kind](last.read_bytes()))
+    kept = best.read_bytes()
     capsys.readouterr()
-    assert run_experiment("baseline", root, "--trainer.max_epochs", str(EPOCHS), "--resume") == run_dir
+    new = run_experiment("baseline", root, "--trainer.max_epochs", str(EPOCHS), "--resume")
     out = capsys.readouterr().out
     warnings = [line for line in out.splitlines() if line.startswith("--resume: warning:") and str(last) in line]
     assert warnings, out
-    assert f"Resuming {run_dir} from {best}" in out
-    assert versions(root, "baseline") == ["version_0"]
-    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"--resume: no loadable checkpoint in {run_dir}; it is kept, and a new run starts." in out
+    assert new != run_dir and versions(root, "baseline") == ["version_0", "version_1"]
+    assert best.read_bytes() == kept
+    summary = json.loads((new / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["epochs_completed"] == EPOCHS
-    assert load(last)["epoch"] == EPOCHS - 1
 
 
 @pytest.mark.parametrize(
@@ -226,3 +242,41 @@ def test_first_resumed_step_uses_the_stretched_schedule(stretched):
     _, logged, _ = stretched
     new = WarmupCosine(BATCHES, 4 * BATCHES, FLOOR)
     assert logged[2 * BATCHES] == pytest.approx(LR * new(2 * BATCHES), rel=1e-5)
+
+
+def test_a_finished_runs_last_ckpt_keeps_steps_and_drops_the_optimiser_moments(tmp_path):
+    """Once complete, a run is never resumed: ``last.ckpt`` keeps its weights, step counts and
+    optimiser hyper-parameters but not the per-weight moments, and is offered for resuming no more."""
+    import io
+
+    import torch
+
+    from kdbias.runs import COMPACTED_KEY, compact_finished_checkpoint, newest_loadable_checkpoint
+
+    weights = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.AdamW(weights.parameters(), lr=1e-3)
+    for _ in range(3):
+        weights(torch.randn(4, 64)).sum().backward()
+        optimizer.step()
+    state = {"state_dict": weights.state_dict(), "loops": {}, "epoch": 2, "optimizer_states": [optimizer.state_dict()]}
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    path = folder / "last.ckpt"
+    torch.save(state, path)
+    full = path.stat().st_size
+    assert newest_loadable_checkpoint(tmp_path) == path
+    compact_finished_checkpoint(path)
+    kept = torch.load(path, weights_only=True)
+    assert kept[COMPACTED_KEY] is True and kept["epoch"] == 2
+    for key, value in weights.state_dict().items():
+        assert torch.equal(kept["state_dict"][key], value)
+    (saved,) = kept["optimizer_states"]
+    assert saved["param_groups"] == optimizer.state_dict()["param_groups"]
+    assert {index: set(entry) for index, entry in saved["state"].items()} == {0: {"step"}, 1: {"step"}}
+    assert float(saved["state"][0]["step"]) == 3.0
+    buffer = io.BytesIO()
+    torch.save({"state_dict": weights.state_dict()}, buffer)
+    assert path.stat().st_size < full / 2 and path.stat().st_size < 2 * len(buffer.getvalue())
+    assert newest_loadable_checkpoint(tmp_path) is None  # never resumed from
+    compact_finished_checkpoint(path)  # a second call changes nothing
+    assert torch.load(path, weights_only=True)[COMPACTED_KEY] is True

@@ -9,7 +9,7 @@ import torch
 from helpers import DIGITS, OPTIM, TINY_DINO, kl_module, quiet_trainer, teacher_checkpoint
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from kdbias import registry, why
+from kdbias import registry, runs, why
 from kdbias.callbacks.fidelity import FIDELITY_FILE, OWN, FidelityCallback, read_fidelity_images
 from kdbias.callbacks.snapshots import SnapshotCallback, read_snapshots
 from kdbias.modules import KLDistillModule, ProbeTeacherModule
@@ -169,6 +169,8 @@ def test_fidelity_references(tmp_path, digits_dm):
 
 
 def test_only_the_matched_from_teacher_keeps_snapshots(tmp_path):
-    resnet = why.why_callbacks(registry.get("teacher_resnet18"), tmp_path, tmp_path, "digits", "smoke", None)
+    run = runs.Run(tmp_path, "teacher_resnet18", "digits", "smoke", 0, tmp_path)
+    resnet = why.why_callbacks(registry.get("teacher_resnet18"), run, None)
     assert [type(c).__name__ for c in resnet] == ["SnapshotCallback"] and resnet[0].every_n_epochs == 1
-    assert why.why_callbacks(registry.get("teacher_convnextv2"), tmp_path, tmp_path, "digits", "paper", None) == []
+    convnext = runs.Run(tmp_path, "teacher_convnextv2", "digits", "paper", 0, tmp_path)
+    assert why.why_callbacks(registry.get("teacher_convnextv2"), convnext, None) == []
