@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import pytest
 import torch
 from helpers import CONFIGS, FAST, TINY_ARGS
-from resilience_helpers import cli_error, place_run, smoke_args
+from resilience_helpers import cli_error, interrupted_run, place_run, smoke_args
 
 from kdbias import registry, runs, why
 from kdbias.callbacks.snapshots import SNAPSHOT_DIR, SNAPSHOT_INDEX, read_snapshots
@@ -58,18 +57,16 @@ def test_fifo_run_lock_is_refused_without_blocking(tmp_path):
         runs.hold_lock(run_dir)
 
 
-def test_resume_through_a_symlinked_lock_is_one_line(tmp_path, capsys, baseline_run):
+def test_resume_through_a_symlinked_lock_is_one_line(tmp_path, capsys):
     """The probe end to end: ``--resume`` of an unfinished run whose ``run.lock`` links to a
     user's file: exit 2, one line naming the lock, the file unchanged, nothing trained."""
     root = tmp_path / "runs"
-    run_dir = root / "baseline" / "version_0"
-    shutil.copytree(baseline_run, run_dir)
-    (run_dir / runs.SUMMARY_FILE).unlink()  # unfinished: resumable from last.ckpt
+    run_dir = interrupted_run("baseline", root, epochs=2, crash_epoch=1)  # last.ckpt holds epoch 0
     (run_dir / runs.LOCK_FILE).unlink(missing_ok=True)
     precious = tmp_path / "notes.txt"
     precious.write_text("keep me\n")
     (run_dir / runs.LOCK_FILE).symlink_to(precious)
-    line = cli_error("baseline", smoke_args("baseline", root, "--resume"), capsys)
+    line = cli_error("baseline", smoke_args("baseline", root, "--trainer.max_epochs", "2", "--resume"), capsys)
     assert f"{run_dir / runs.LOCK_FILE} is a symbolic link" in line
     assert precious.read_text() == "keep me\n" and not (run_dir / runs.SUMMARY_FILE).exists()
 
