@@ -5,12 +5,10 @@ string given where a class or a callable is expected (``LambdaCallback``'s
 ``on_fit_start: some.module.function``) by importing its module and, later, calling it. A
 ``--config`` file (or a preset) may therefore only name:
 
-- a ``class_path`` under :data:`TRUSTED_PREFIXES`;
-- a class (a capitalised last name) under :data:`TRUSTED_PREFIXES` as a plain string;
-
-any other import path in a string value (one whose first part is an importable top-level
-module: ``antigravity.geohash``, ``os.system``, ``kdbias.cli.main`` as a callable) must also
-be written on the command line itself, where the user sees it. Nothing is imported here:
+a ``class_path`` under :data:`TRUSTED_PREFIXES`. Any other import path in a string value (one
+under those prefixes, or whose first part is an importable top-level module:
+``antigravity.geohash``, ``os.system``, ``kdbias.cli.main`` as a callable, a class given as a
+plain string) must also be written on the command line itself, where the user sees it. Nothing is imported here:
 only :func:`importlib.util.find_spec` of the top-level name (which runs no module code).
 
 Reading is bounded (:func:`load_yaml`): regular files only (a named FIFO is refused
@@ -226,8 +224,6 @@ def check_names(data: Any, source: str, typed: Sequence[str]) -> None:
                 "from a configuration file. Name it on the command line too (e.g. --trainer.callbacks+="
                 f"{name}) if you mean it."
             )
-        if trusted and name.rsplit(".", 1)[1][:1].isupper():
-            continue  # a kdbias or Lightning class
         if not trusted and not _importable(name):
             continue  # data that looks dotted (best.ckpt), not a module path
         raise ConfigFileError(

@@ -105,15 +105,18 @@ def test_callable_under_a_trusted_prefix_is_refused_too(tmp_path, capsys):
 
 
 def test_what_a_file_may_name():
-    """Admitted: trusted class paths and classes, dotted data that is no module (a checkpoint
-    name), anything the command line writes too. Refused: other modules' names."""
+    """Admitted: trusted class paths, dotted data that is no module (a checkpoint or timm weights
+    name), anything the command line writes too. Refused: other modules' names, and any plain
+    string under the trusted prefixes (the parser would import it and may call it)."""
     ok = {
         "model": {"teacher": {"class_path": "kdbias.teacher.RandomTeacher", "init_args": {"arch": "resnet18_cifar"}}},
         "trainer": {"callbacks": [{"class_path": "lightning.pytorch.callbacks.EarlyStopping"}]},
-        "data": {"name": "best.ckpt", "other": "lightning.pytorch.callbacks.ModelCheckpoint"},
+        "data": {"name": "best.ckpt", "weights": "vit_small_patch14_dinov2.lvd142m"},
     }
     check_names(ok, "c.yaml", [])
-    for bad in ({"x": "os.system"}, {"x": [{"y": "antigravity.geohash"}]}, {"x": {"class_path": "this.Nothing"}}):
+    refused = ({"x": "os.system"}, {"x": [{"y": "antigravity.geohash"}]}, {"x": {"class_path": "this.Nothing"}})
+    refused += ({"x": "lightning.pytorch.cli.LightningCLI"},)  # a trusted class as a plain string: a callable
+    for bad in refused:
         with pytest.raises(ConfigFileError, match="c.yaml names"):
             check_names(bad, "c.yaml", [])
     check_names({"x": "os.system"}, "c.yaml", ["--trainer.callbacks.on_fit_start=os.system"])
