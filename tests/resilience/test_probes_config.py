@@ -217,3 +217,34 @@ def test_load_yaml_reads_ordinary_aliases():
     """Bounded is not crippled: a few aliases and ordinary nesting load as ``yaml.safe_load`` does."""
     text = "base: &b {lr: 0.1, wd: 0.05}\nrun: {optim: *b, epochs: [1, 2, 3]}\n"
     assert load_yaml(text, "x.yaml") == yaml.safe_load(text)
+
+
+@pytest.mark.subprocess
+def test_real_script_never_imports_antigravity(tmp_path):
+    """The probe as a user meets it: ``experiments/baseline.py --config c.yaml`` with the real
+    standard-library ``antigravity`` and stand-in browsers (``BROWSER`` and on ``PATH``): exit 2,
+    one error line, no browser started, nothing under ``runs/``."""
+    import subprocess
+
+    from resilience_helpers import error_lines, script, script_env
+
+    marker = tmp_path / "browser-started"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for browser in ("xdg-open", "firefox", "sensible-browser", "www-browser", "x-www-browser"):
+        (bin_dir / browser).write_text(f"#!/bin/sh\ntouch {marker}\n")
+        (bin_dir / browser).chmod(0o755)
+    env = script_env()
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", BROWSER=str(bin_dir / "firefox"), DISPLAY=":0")
+    config = _lambda_config(tmp_path, "antigravity.geohash")
+    runs = tmp_path / "runs"
+    done = subprocess.run(
+        [*script("baseline"), *smoke_args("baseline", runs, "--config", str(config))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(error_lines(done.stderr, "baseline")) == 1 and "Traceback" not in done.stderr
+    assert not marker.exists() and not runs.exists()
