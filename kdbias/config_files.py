@@ -55,6 +55,7 @@ MAX_DEPTH = 64
 _CONFIG_OPTIONS = ("--config", "-c")
 _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 _PIPE_PREFIXES = ("/dev/fd/", "/proc/self/fd/", "/dev/stdin")
+_FILE_SUFFIXES = (".yaml", ".yml", ".json")  # a value naming such a file is read by the parser
 
 
 class ConfigFileError(ValueError):
@@ -236,9 +237,10 @@ def check_names(data: Any, source: str, typed: Sequence[str]) -> None:
 
 
 def prepare_config_args(argv: Sequence[str]) -> list[str]:
-    """``argv`` with every ``--config`` file read (bounded), parsed (bounded) and checked
-    (:func:`check_names`) before the parser sees it; a pipe's text (``--config <(...)``)
-    replaces its path, since a pipe can be read only once. A path that does not exist is
+    """``argv`` with every ``--config`` file, and every value naming a ``.yaml``/``.yml``/``.json``
+    file or a pipe, read (bounded), parsed (bounded) and checked (:func:`check_names`) before
+    the parser sees it; a pipe's text (``--config <(...)``) replaces its path, since a pipe can
+    be read only once. A path that does not exist is
     left for the parser (which also takes YAML text typed in place of a path)."""
     argv = list(argv)
     typed = [a for i, a in enumerate(argv) if i == 0 or argv[i - 1] not in _CONFIG_OPTIONS]
@@ -249,9 +251,20 @@ def prepare_config_args(argv: Sequence[str]) -> list[str]:
             out.append(_checked(arg, typed))
         elif arg.startswith("--config="):
             out.append("--config=" + _checked(arg.split("=", 1)[1], typed))
+        elif arg.startswith("--") and "=" in arg:
+            key, value = arg.split("=", 1)
+            out.append(f"{key}={_checked_value(value, typed)}")
         else:
-            out.append(arg)
+            out.append(_checked_value(arg, typed))
     return out
+
+
+def _checked_value(value: str, typed: Sequence[str]) -> str:
+    """A value naming a YAML or JSON file (or a pipe) is a configuration file too: the parser
+    reads it for an argument of a class type (``--trainer.callbacks cb.yaml``)."""
+    if value.startswith("-") or not (_is_pipe_path(value) or Path(value).suffix.lower() in _FILE_SUFFIXES):
+        return value
+    return _checked(value, [a for a in typed if a != value])
 
 
 def _checked(value: str, typed: Sequence[str]) -> str:

@@ -96,6 +96,20 @@ def test_callable_in_a_config_file_is_never_imported(tmp_path, capsys, stand_in_
     assert not runs.exists() or versions(runs, "baseline") == []
 
 
+@pytest.mark.parametrize("form", ["--trainer.callbacks", "--trainer.callbacks+="])
+def test_yaml_file_given_as_a_value_is_checked_too(tmp_path, capsys, stand_in_antigravity, form):
+    """jsonargparse reads a YAML file named as the value of a class-typed argument
+    (``--trainer.callbacks cb.yaml``): that file is checked like a ``--config`` file."""
+    callback = {"class_path": "lightning.pytorch.callbacks.LambdaCallback"}
+    callback["init_args"] = {"on_fit_start": "antigravity.geohash"}
+    path = tmp_path / "cb.yaml"
+    path.write_text(yaml.safe_dump(callback))
+    extra = [form, str(path)] if not form.endswith("=") else [f"{form}{path}"]
+    line = cli_error("baseline", smoke_args("baseline", tmp_path / "runs", *extra), capsys)
+    assert str(path) in line and "'antigravity.geohash'" in line
+    assert "antigravity" not in sys.modules and not any(m.exists() for m in stand_in_antigravity.values())
+
+
 def test_callable_under_a_trusted_prefix_is_refused_too(tmp_path, capsys):
     """Trusted prefixes admit classes, not functions: ``kdbias.cli.main`` as a callback's hook
     would be called at fit start."""
