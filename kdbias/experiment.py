@@ -5,9 +5,10 @@ Lightning objects and checks what Lightning would accept silently:
 
 - :class:`Analytics`: the Phase-3 settings of a run (``analytics:`` in the presets), one
   section per callback under the callback's own argument names (:data:`ANALYTICS_CALLBACKS`);
-- :func:`run_callbacks`: checkpointing (``last.ckpt`` every epoch, ``best.ckpt`` by the
-  held-out ``val/acc``), the summary, the learning rate (one curve per distinct schedule),
-  the non-finite guard, the RNG state, progress lines, and the analytics for the module's role;
+- :func:`run_callbacks`: checkpointing (``last.ckpt`` every epoch with the training state,
+  ``best.ckpt``: the weights only, by the held-out ``val/acc``), the summary, the learning
+  rate (one curve per distinct schedule), the non-finite guard, the RNG state, progress lines,
+  and the analytics for the module's role;
 - :func:`check_trainer_settings`: ranges of the Trainer arguments;
 - :func:`config_changes`: what differs between a saved configuration and a new one.
 """

@@ -7,8 +7,9 @@
       events.out.tfevents.*     TensorBoard scalars, heatmaps, hparams (kdbias.logs: one file per process)
       config.yaml               the resolved configuration (``--config`` reruns it)
       hparams.yaml              the module's and datamodule's hyperparameters (plain YAML)
-      checkpoints/last.ckpt     the latest epoch, rewritten after every epoch
-      checkpoints/best.ckpt     the best epoch by the held-out ``val/acc``
+      checkpoints/last.ckpt     the latest epoch with its training state, rewritten after every epoch
+                                (optimiser moments dropped once complete: compact_finished_checkpoint)
+      checkpoints/best.ckpt     the weights of the best epoch by the held-out ``val/acc``
       analytics/cka_heatmaps/   heatmap PNG + JSON per measurement
       summary.json              final figures; ``"status": "complete"`` once tested
       test_predictions.npz      per-image test predictions of the selected checkpoint
