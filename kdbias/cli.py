@@ -20,10 +20,14 @@
   preset from its newest loadable checkpoint, after comparing its saved configuration with
   this one; ``--allow_changed trainer.max_epochs`` accepts more epochs. A finished run is
   reported as finished and nothing is trained.
-- A ``class_path`` in a ``--config`` file is imported only when it lies under ``kdbias.`` or
-  ``lightning.pytorch.``, or when the same class path is written on the command line.
+- A ``--config`` file names only what :mod:`kdbias.config_files` admits: a ``class_path``
+  under ``kdbias.`` or ``lightning.pytorch.``; any other import path (a callable such as
+  ``on_fit_start: module.function`` included) only when the command line writes it too.
+  It is read bounded (size, aliases, depth; regular files or ``<(...)`` pipes only).
 - Bad input ends in one line on stderr and exit status 2 (``KDBIAS_TRACEBACK=1``: traceback);
-  an exception from library code during fit or test shows its traceback (exit status 1).
+  an exception from library code during fit or test shows its traceback (exit status 1);
+  SIGTERM / SIGINT during training exit 143 / 130 (``last.ckpt`` kept for ``--resume``): only
+  a complete run exits 0.
 
 A run's life, step by step, is :mod:`kdbias.runner`.
 """
@@ -43,11 +47,11 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from kdbias import registry, runner
-from kdbias.config_files import check_config_classes
+from kdbias.config_files import prepare_config_args
 from kdbias.console import emit, input_error, one_line, quiet_lightning
 from kdbias.data import CIFARDataModule
 from kdbias.data.folder import resolve_dataset
-from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS
+from kdbias.errors import FIT_INPUT_ERRORS, SETUP_INPUT_ERRORS, signal_exit_status
 from kdbias.experiment import ANALYTICS_CALLBACKS
 from kdbias.runs import DEFAULT_RUNS_DIR
 from kdbias.why import control_teacher
@@ -138,7 +142,7 @@ class KDBiasCLI(LightningCLI):
             raise FileNotFoundError(f"preset files missing: {', '.join(missing)}; run from a complete checkout.")
         smoke = experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
         args = expand_smoke(args, smoke)
-        check_config_classes(args)
+        args = prepare_config_args(args)  # bounded, checked; a pipe's text handed on
         description = (
             f"{experiment.description}\n\nPresets: the paper preset is the default configuration; {SMOKE_FLAG} "
             "applies the offline CPU preset. Options: run, module (--model.*), data (--data.*), analytics "
@@ -310,6 +314,7 @@ def main(name: str | registry.Experiment, configs_dir: str | Path, argv: Sequenc
     except SETUP_INPUT_ERRORS as error:
         raise input_error(prog, error) from None
     try:
-        return runner.train(cli.plan, cli.trainer, cli.model, cli.datamodule)
+        with signal_exit_status(cli.trainer, cli.plan.describe(), cli.plan.run_dir):  # SIGTERM/SIGINT: never 0
+            return runner.train(cli.plan, cli.trainer, cli.model, cli.datamodule)
     except FIT_INPUT_ERRORS as error:
         raise input_error(prog, error) from None

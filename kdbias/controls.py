@@ -35,7 +35,7 @@ from kdbias import registry, runs
 from kdbias.cli import CONFIGS_DIR, preset_config
 from kdbias.console import emit, one_line, quiet_lightning
 from kdbias.data import DATASETS, CIFARDataModule
-from kdbias.errors import InputError
+from kdbias.errors import FIT_INPUT_ERRORS, InputError
 from kdbias.experiment import Analytics
 from kdbias.teacher import FrozenTeacher
 from kdbias.why import control_teacher
@@ -66,6 +66,28 @@ def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
     return cka, fidelity
 
 
+def check_run(run_dir: str | Path) -> None:
+    """:class:`InputError` (one line) unless ``run_dir`` is a complete run whose summary names a
+    known experiment and dataset, whose ``cka``/``fidelity`` are objects, and whose
+    ``config.yaml`` is readable plain YAML with data arguments the DataModule takes."""
+    summary, config = runs.read_summary(run_dir), runs.read_config_checked(run_dir)
+    if not runs.is_complete(summary):
+        raise InputError(f"{run_dir} is not a complete run (no complete summary.json): nothing to measure on.")
+    assert summary is not None
+    if summary.get("experiment") not in registry.ALL_EXPERIMENTS or summary.get("dataset") not in DATASETS:
+        raise InputError(f"{run_dir}/summary.json names an unknown experiment or dataset: not a run of this kdbias.")
+    for section in ("cka", "fidelity"):
+        if summary.get(section) is not None and not isinstance(summary[section], dict):
+            raise InputError(f"{run_dir}/summary.json: {section} is not a JSON object; restore the run's summary.")
+    data, why = config
+    if data is None:
+        raise InputError(f"{run_dir}/{runs.CONFIG_FILE} {why or 'is missing'}: the controls are measured with it.")
+    try:
+        CIFARDataModule(**(data.get("data") or {}))  # checks its arguments; reads nothing
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{run_dir}/{runs.CONFIG_FILE}: data: {one_line(error)}") from None
+
+
 def fill_controls(
     run_dir: str | Path,
     runs_dir: str | Path | None = None,
@@ -93,7 +115,7 @@ def fill_controls(
         measured: dict[str, dict[str, Any]] = {}
         if cka:
             measured["cka"] = _measure(
-                run.last_ckpt,
+                _own_file(run.folder, f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}", run.checkpoints),
                 experiment,
                 datamodule,
                 cka,
@@ -103,7 +125,7 @@ def fill_controls(
             )
         fidelity = _fidelity_references(experiment, runs_dir, dataset, preset, fidelity_keys)
         if fidelity:
-            selected = run.selected_checkpoint(summary)
+            selected = run.selected_checkpoint(summary)  # inside the run, a regular file (RunPathError otherwise)
             measured["fidelity"] = _measure(selected, experiment, datamodule, fidelity, accelerator, config, "test")
         for key in fidelity_keys:
             lines.append(
@@ -116,6 +138,14 @@ def fill_controls(
             }
             run.update_summary(later)
     return [f"{run_dir}: {line}" for line in lines]
+
+
+def _own_file(run_dir: Path, name: object, named_in: Path) -> Path:
+    """The run's own regular file ``name`` (:func:`kdbias.runs.file_in_run`): another run's
+    weights are never measured and written into this run's summary."""
+    found = runs.file_in_run(run_dir, name, named_in)
+    assert found is not None
+    return found
 
 
 def _cka_controls(experiment, run_dir, runs_dir, configs_dir, config, keys, dataset, preset):
@@ -176,11 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_lightning()
     try:
         for run_dir in args.run_dirs:
-            if not runs.is_complete(runs.read_summary(run_dir)):
-                raise InputError(f"{run_dir} is not a complete run (no complete summary.json): nothing to measure on.")
+            check_run(run_dir)
             lines = fill_controls(run_dir, args.runs_dir, args.configs_dir, args.accelerator)
             emit("\n".join(lines) if lines else f"{run_dir}: every control is measured already")
-    except (InputError, runs.RunningElsewhere) as error:
+    except (*FIT_INPUT_ERRORS, runs.RunningElsewhere) as error:  # a bug during a measurement keeps its traceback
         emit(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)
         return 2
     return 0

@@ -8,16 +8,31 @@ test is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from kdbias.console import emit
 from kdbias.data.cifar import CorruptDatasetError
 from kdbias.models import PretrainedWeightsError
-from kdbias.runs import CheckpointError
+from kdbias.runs import CHECKPOINT_DIR, LAST_CKPT, CheckpointError, RunPathError
 
-__all__ = ["FIT_INPUT_ERRORS", "InputError", "NonFiniteLossError", "SETUP_INPUT_ERRORS"]
+__all__ = [
+    "FIT_INPUT_ERRORS",
+    "InputError",
+    "NonFiniteLossError",
+    "SETUP_INPUT_ERRORS",
+    "STOPPED_STATUS",
+    "signal_exit_status",
+]
 
 
 class InputError(ValueError):
@@ -39,9 +54,41 @@ FIT_INPUT_ERRORS: tuple[type[BaseException], ...] = (
     yaml.YAMLError,
     PretrainedWeightsError,
     CheckpointError,
+    RunPathError,
     CorruptDatasetError,
     MisconfigurationException,
     NonFiniteLossError,
 )
 #: Before training starts a refused value (``ValueError``) is input too.
 SETUP_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, *FIT_INPUT_ERRORS)
+
+#: Exit statuses of a run stopped by a signal (the shell's 128 + signal number): never 0.
+STOPPED_STATUS = {"SIGTERM": 143, "SIGINT": 130}
+
+
+@contextlib.contextmanager
+def signal_exit_status(trainer: Any, describe: str, run_dir: Path | None) -> Iterator[None]:
+    """Only a complete run exits 0: inside the block, SIGTERM (Lightning's ``SIGTERMException``,
+    a ``SystemExit`` with status 0, what SLURM sends at the time limit) and SIGINT (Lightning
+    exits with status 1) become ``SystemExit`` 143 / 130 and one line (rank 0) saying whether
+    ``last.ckpt`` is kept for ``--resume``; ``describe``: the run, in words."""
+    try:
+        yield
+    except SIGTERMException:
+        raise _stopped("SIGTERM", describe, run_dir) from None
+    except SystemExit as stop:
+        if getattr(trainer, "interrupted", False) and stop.code in (None, 0, 1):
+            raise _stopped("SIGINT", describe, run_dir) from None
+        raise
+
+
+def _stopped(signal_name: str, describe: str, run_dir: Path | None) -> SystemExit:
+    last = Path(run_dir) / CHECKPOINT_DIR / LAST_CKPT if run_dir is not None else None
+    where = (
+        f"its checkpoint {last} is kept: rerun with --resume to complete it"
+        if last is not None and last.is_file()
+        else "no checkpoint was written: run it again"
+    )
+    if rank_zero_only.rank == 0:
+        emit(f"{describe}: stopped by {signal_name} before the run completed; {where}.", sys.stderr)
+    return SystemExit(STOPPED_STATUS[signal_name])

@@ -27,15 +27,17 @@ image of the official test split: for the run's selected checkpoint, the ``test_
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 from kdbias import modules, registry, runs
 from kdbias.console import emit, input_error, no_setup_lines, quiet_lightning
@@ -109,7 +111,22 @@ def build(
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
     datamodule = CIFARDataModule(dataset, **kwargs)  # first: a folder dataset is registered here
-    module = cls.load_from_checkpoint(path, map_location="cpu")
+    try:
+        module = cls.load_from_checkpoint(path, map_location="cpu")
+    except RuntimeError as error:  # load_state_dict: shapes or keys that are not the network's
+        if "state_dict" not in str(error):
+            raise
+        detail = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), "")
+        raise runs.CheckpointError(
+            f"{path}: its weights do not fit the network its hyperparameters describe ({detail[:200]}); use the "
+            "checkpoint as the run wrote it."
+        ) from None
+    broken = [name for name, p in module.named_parameters() if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise runs.CheckpointError(
+            f"{path} holds non-finite weights (NaN or Inf in {len(broken)} tensors, e.g. {broken[0]}): a diverged "
+            "run; evaluate an earlier checkpoint."
+        )
     datamodule.prepare_data()
     datamodule.setup("test")
     return module, datamodule, config
@@ -122,7 +139,7 @@ def measurement_trainer(
     run's ``trainer.precision`` in ``config``, else ``32-true``), no logger, checkpoints, bar or
     summary; ``kwargs`` (callbacks, ``default_root_dir``, ...) are passed on."""
     trainer_config = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
-    with no_setup_lines():  # its "GPU available" lines are about this throwaway Trainer
+    with no_setup_lines(), _refused_settings():  # its "GPU available" lines are about this throwaway Trainer
         return L.Trainer(
             accelerator=accelerator,
             devices=1,
@@ -133,6 +150,15 @@ def measurement_trainer(
             enable_model_summary=False,
             **kwargs,
         )
+
+
+@contextlib.contextmanager
+def _refused_settings() -> Iterator[None]:
+    """Lightning's ``ValueError`` for a setting it refuses (``--precision bf17``) as input."""
+    try:
+        yield
+    except ValueError as error:
+        raise InputError(f"{error}") from None
 
 
 def test(

@@ -43,7 +43,7 @@ from kdbias.callbacks import (
 from kdbias.models import is_vit
 from kdbias.runs import BEST_CKPT, LAST_CKPT, Run, RunCheckpoint
 from kdbias.runs.config_diff import RUN_LOCAL_KEYS, config_changes, flatten
-from kdbias.teacher import FrozenTeacher
+from kdbias.teacher import RANDOM_PREFIX, FrozenTeacher, PretrainedTeacher, teacher_spec
 
 __all__ = [
     "ANALYTICS_CALLBACKS",
@@ -53,6 +53,7 @@ __all__ = [
     "RUN_LOCAL_KEYS",
     "allowed_changes",
     "check_run_flags",
+    "check_teacher_spec",
     "check_trainer_settings",
     "config_changes",
     "flatten",
@@ -226,7 +227,9 @@ def _limit_ok(value: Any, allow_zero: bool) -> bool:
 
 def check_trainer_settings(trainer: Mapping[str, Any]) -> None:
     """``ValueError`` (argument, value, valid range) for Trainer settings that Lightning would
-    accept but that cannot give a result: no epoch, no training batch, no logging interval."""
+    accept but that cannot give a result: no epoch, no training batch, no logging interval; a
+    ``ModelCheckpoint`` in ``trainer.callbacks`` (the run's own checkpoints are the only ones)."""
+    _check_user_callbacks(trainer.get("callbacks"))
     epochs = trainer.get("max_epochs")
     _range("trainer.max_epochs", epochs, isinstance(epochs, int) and epochs >= 1, "an integer >= 1")
     steps = trainer.get("max_steps", -1)
@@ -276,3 +279,38 @@ def check_run_flags(resume: bool, allow_changed: Any) -> None:
     """``--allow_changed`` only with ``--resume`` (and only safe keys)."""
     if allowed_changes(allow_changed) and not resume:
         raise ValueError("--allow_changed applies to --resume only; add --resume, or drop --allow_changed.")
+
+
+def _check_user_callbacks(callbacks: Any) -> None:
+    import sys
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for item in callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []:
+        path = str(item.get("class_path", "")) if isinstance(item, Mapping) else ""
+        module, _, name = path.rpartition(".")
+        cls = getattr(sys.modules.get(module), name, None)  # imported by the parser already
+        if isinstance(cls, type) and issubclass(cls, ModelCheckpoint):
+            raise ValueError(
+                f"trainer.callbacks: {name} is not needed: every run writes checkpoints/last.ckpt and best.ckpt (by "
+                "the held-out val/acc) itself, and a second ModelCheckpoint cannot be saved beside them. Drop it."
+            )
+
+
+def check_teacher_spec(name: str, module: str, teacher: Any) -> None:
+    """A teacher spec's own argument checks (nothing built): ``arch_kwargs`` that are shape
+    arguments only (never weight-loading ones, never ``num_classes``); soft KL refuses a
+    headless :class:`~kdbias.teacher.PretrainedTeacher` (it has no class scores to match)."""
+    spec_like = isinstance(teacher, Mapping) and "class_path" in teacher
+    if not spec_like and not (isinstance(teacher, str) and teacher.startswith(RANDOM_PREFIX)):
+        return
+    try:
+        spec = teacher_spec(dict(teacher) if isinstance(teacher, Mapping) else teacher)
+    except TypeError as error:  # an init argument the spec does not take
+        raise ValueError(f"model.teacher: {error}") from None
+    if isinstance(spec, PretrainedTeacher) and module == "KLDistillModule":
+        raise ValueError(
+            f"{name} distils soft labels, which need the teacher's class scores; a PretrainedTeacher "
+            f"({spec.arch}) is headless. Distil from a TeacherModule checkpoint (a probe run gives a head), or use "
+            "CKADistillModule."
+        )

@@ -46,7 +46,14 @@ from kdbias import logs, registry, runs, why
 from kdbias.callbacks import SummaryCallback
 from kdbias.data import CIFARDataModule
 from kdbias.errors import InputError
-from kdbias.experiment import Analytics, allowed_changes, check_run_flags, check_trainer_settings, run_callbacks
+from kdbias.experiment import (
+    Analytics,
+    allowed_changes,
+    check_run_flags,
+    check_teacher_spec,
+    check_trainer_settings,
+    run_callbacks,
+)
 from kdbias.resume import plan_resume
 from kdbias.runs.config_diff import signature_config
 from kdbias.schema import SELECTION_BEST, SELECTION_LAST
@@ -134,6 +141,7 @@ def check_config(experiment: registry.Experiment, config: Namespace) -> Analytic
     CIFARDataModule(**_plain(config.data))  # checks its arguments; reads nothing
     model = _plain(config.model)
     teacher = model.get("teacher")
+    check_teacher_spec(experiment.name, experiment.module, teacher)
     if isinstance(teacher, Mapping) and "init_args" in teacher:  # a spec: its arch stands for the shape checks
         spec = teacher_spec(dict(teacher))
         if isinstance(spec, PretrainedTeacher) and getattr(experiment.module_class, "distils_logits", False):

@@ -331,6 +331,7 @@ class PretrainedTeacher(TeacherSpec):
     ) -> None:
         if image_size is not None and image_size < 1:
             raise ValueError(f"teacher image_size must be >= 1, got {image_size}")
+        check_arch_kwargs(arch, dict(arch_kwargs or {}))  # shape arguments only: weights come from weights=
         self.arch, self.weights, self.image_size = arch, weights, image_size
         self.arch_kwargs = dict(arch_kwargs) if arch_kwargs else None
 
@@ -360,6 +361,7 @@ class RandomTeacher(TeacherSpec):
     """
 
     def __init__(self, arch: str = "resnet18_cifar", arch_kwargs: dict[str, Any] | None = None) -> None:
+        check_arch_kwargs(arch, dict(arch_kwargs or {}))  # never checkpoint_path, pretrained, num_classes: untrained
         self.arch = arch
         self.arch_kwargs = dict(arch_kwargs) if arch_kwargs else None
 
@@ -369,6 +371,8 @@ class RandomTeacher(TeacherSpec):
         )
         return teacher.compiled(compile)
 
+
+RANDOM_PREFIX = "random:"  #: ``--model.teacher random:<arch>``: a :class:`RandomTeacher` of ``arch``
 
 #: The spec classes a configuration may name (``class_path``); nothing else is imported.
 SPEC_CLASSES: dict[str, type[TeacherSpec]] = {
@@ -383,6 +387,8 @@ def teacher_spec(value: Any) -> TeacherSpec | FrozenTeacher | None:
     :class:`~kdbias.modules.TeacherModule` -> its frozen network."""
     if value is None or isinstance(value, (TeacherSpec, FrozenTeacher)):
         return value
+    if isinstance(value, str) and value.startswith(RANDOM_PREFIX):  # "random:resnet18_cifar" (README)
+        return RandomTeacher(value[len(RANDOM_PREFIX) :] or "resnet18_cifar")
     if isinstance(value, (str, Path)):
         return CheckpointTeacher(str(value))
     if isinstance(value, dict) and "class_path" in value:

@@ -76,6 +76,17 @@ def _load(runs_dir: Path, key: str, dataset: str, preset: str, num_classes: int)
     return FrozenTeacher.from_checkpoint(runs.teacher_checkpoint(runs_dir, key, dataset, preset), dataset, num_classes)
 
 
+def _has_selected_checkpoint(runs_dir: str | Path, key: str, dataset: str, preset: str) -> bool:
+    """Whether the newest complete ``key`` run still holds its selected checkpoint (a deleted
+    one makes the control "not measured" now, not a failure at test time); one that leads
+    outside its run is a :class:`~kdbias.runs.RunPathError`."""
+    try:
+        runs.teacher_checkpoint(runs_dir, key, dataset, preset)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def fidelity_references(
     experiment: registry.Experiment,
     runs_dir: str | Path,
@@ -100,7 +111,7 @@ def fidelity_references(
     if controls == "every teacher":
         controls = (*registry.select(registry.GROUPS)[0], RANDOM_KEY)
     for key in controls:
-        if key == RANDOM_KEY or runs.latest_complete_run(runs_dir, key, dataset=dataset, preset=preset) is not None:
+        if key == RANDOM_KEY or _has_selected_checkpoint(runs_dir, key, dataset, preset):
             out.setdefault(key, partial(_load, Path(runs_dir), key, dataset, preset, num_classes))
     if primary is None and experiment.name == "exp3" and "teacher_dinov2_probe" in out:
         primary = "teacher_dinov2_probe"

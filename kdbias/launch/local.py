@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,8 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from kdbias import runs
 from kdbias.console import emit
-from kdbias.launch.records import jobs_dir, write_record
+from kdbias.launch.records import jobs_dir, process_start, write_record
 
 __all__ = ["LocalResult", "exit_reason", "gpu_count", "run_local"]
 
@@ -80,9 +82,16 @@ class _Live:
     pump: threading.Thread | None = None
 
 
-def _pump(process: subprocess.Popen, log: Path, echo: TextIO | None, live: _Live) -> None:
-    """Copy the child's output to its log (and to ``echo``), keeping its last epoch line."""
-    with open(log, "a", encoding="utf-8", errors="replace") as out:
+def _open_log(log: Path) -> TextIO:
+    """``log`` emptied and opened for writing, never through a symbolic link (a link or a
+    FIFO there is a :class:`~kdbias.runs.RunPathError`: one line, nothing written)."""
+    fd = runs.open_no_follow(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, runs.file_mode())
+    return os.fdopen(fd, "w", encoding="utf-8", errors="replace")
+
+
+def _pump(process: subprocess.Popen, out: TextIO, echo: TextIO | None, live: _Live) -> None:
+    """Copy the child's output to its log ``out`` (and to ``echo``), keeping its last epoch line."""
+    with out:
         for line in process.stdout:  # type: ignore[union-attr]
             out.write(line)
             out.flush()
@@ -162,7 +171,7 @@ def run_local(
             slot = free.pop(0)
             counter += 1
             log = folder / f"{run.slug}.log"
-            log.write_text("")
+            log_file = _open_log(log)
             command = run.command()
             emit(
                 f"\n[{counter}/{total}] {run.action} {run.experiment} seed {run.seed}: {shlex.join(command)}", file=out
@@ -175,10 +184,20 @@ def run_local(
                 command, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
             )
             entry = _Live(run, process, slot, log, time.perf_counter(), counter)
-            entry.pump = threading.Thread(target=_pump, args=(process, log, out if parallel == 1 else None, entry))
+            entry.pump = threading.Thread(target=_pump, args=(process, log_file, out if parallel == 1 else None, entry))
             entry.pump.start()
             live[slot] = entry
-            write_record(runs_dir, "local", run.slug, state="started", log=str(log), pid=process.pid, slot=slot)
+            write_record(
+                runs_dir,
+                "local",
+                run.slug,
+                state="started",
+                log=str(log),
+                pid=process.pid,
+                pid_start=process_start(process.pid),
+                host=socket.gethostname(),
+                slot=slot,
+            )
         if not live:
             break  # nothing can start: a failure, or runs waiting on what will not complete
         time.sleep(0.2)

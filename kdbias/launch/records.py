@@ -61,18 +61,34 @@ def _slurm_state(record: dict[str, Any]) -> str | None:
         return None
 
 
-def _alive(pid: Any) -> bool:
-    import os
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/<pid>/stat``), or ``None``:
+    with the pid it names one process, not whichever process reuses the number later."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
-    if not isinstance(pid, int) or pid <= 0:
+
+def _alive(record: dict[str, Any]) -> bool:
+    """Whether the local run of ``record`` still runs: its pid is alive and, where the record
+    holds them, on this host and started when the record says (a reused pid is not the run)."""
+    import os
+    import socket
+
+    pid = record.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
+    if record.get("host") not in (None, socket.gethostname()):
+        return True  # another machine's process: not checkable from here
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
-        return True
-    return True
+        pass
+    started = record.get("pid_start")
+    return started is None or started == process_start(pid)
 
 
 def status(plan: Sequence[Any], runs_dir: str | Path) -> list[tuple[Any, str, str]]:
@@ -94,7 +110,7 @@ def status(plan: Sequence[Any], runs_dir: str | Path) -> list[tuple[Any, str, st
             if state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
                 out.append((run, "failed", f"SLURM {state}; log: {log}"))
             elif record.get("state") == "started" and record.get("launcher") == "local":
-                alive = _alive(record.get("pid"))
+                alive = _alive(record)
                 state, why = ("running", "starting") if alive else ("failed", "its process ended without a run")
                 out.append((run, state, f"{why}; log: {log}"))
             else:

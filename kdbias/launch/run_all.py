@@ -35,6 +35,7 @@ from kdbias import registry, runs
 from kdbias.cli import CONFIGS_DIR
 from kdbias.console import emit, format_duration, quiet_lightning
 from kdbias.controls import fill_controls
+from kdbias.launch.exclusive import hold_runs_folder
 from kdbias.launch.fork import can_fork, fork_start
 from kdbias.launch.local import run_local
 from kdbias.launch.plan import PlannedRun, estimate_seconds, plan_matrix
@@ -126,6 +127,11 @@ def _check(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.gpus_per_run is not None and args.gpus_per_run < 0:
         raise ValueError(f"--gpus_per_run must be >= 0, got {args.gpus_per_run}")
+    if not 0 <= args.signal_delay_s < args.time * 60:
+        raise ValueError(
+            f"--signal_delay_s must be >= 0 and less than --time ({args.time} min = {args.time * 60} s), got "
+            f"{args.signal_delay_s}: the warning signal comes that many seconds before the time limit."
+        )
 
 
 def _print_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
@@ -135,6 +141,17 @@ def _print_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.status or args.dry_run:  # read only: no planner lock
+        return _main(args)
+    try:  # one planner per runs folder: a second run_all waits, then trains nothing twice
+        with hold_runs_folder(args.runs_dir):
+            return _main(args)
+    except ValueError as error:  # _jobs not a folder, the lock a link
+        emit(f"run_all.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+
+
+def _main(args: argparse.Namespace) -> int:
     quiet_lightning()  # the planner parses every preset: no seed lines
     if args.parallel is None:
         args.parallel = default_parallel(args.smoke, args.launcher)
@@ -296,8 +313,9 @@ def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, da
     if settings.executor == "slurm" and not args.wait:
         emit(
             f"run_all: {len(jobs)} jobs submitted; follow them with `python experiments/run_all.py --status "
-            f"--runs_dir {args.runs_dir}{' --smoke' if args.smoke else ''}` and write the report once they are done "
-            f"with `python -m kdbias.report {args.runs_dir} --out {args.out}`."
+            f"--runs_dir {shlex.quote(str(args.runs_dir))}{' --smoke' if args.smoke else ''}` and write the report "
+            f"once they are done with `python -m kdbias.report {shlex.quote(str(args.runs_dir))} --out "
+            f"{shlex.quote(str(args.out))}`."
         )
         return 0
     for line in fill_matrix_controls(plan, args.runs_dir, dataset, preset):

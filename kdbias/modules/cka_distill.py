@@ -20,6 +20,7 @@ from kdbias.losses import (
     unpaired_order,
 )
 from kdbias.models import (
+    check_arch_kwargs,
     check_block_indices,
     compiled,
     forward_features_and_blocks,
@@ -327,6 +328,7 @@ def _check_shapes(arguments: dict[str, Any], pairs: list[tuple[int, int]]) -> No
     """Layer indices in range and a teacher input side its patch grid tiles, on meta networks."""
     student = meta_model(arguments["arch"], **dict(arguments.get("arch_kwargs") or {}))
     kwargs = dict(arguments.get("teacher_kwargs") or {})
+    check_arch_kwargs(arguments["teacher"], kwargs)  # shape arguments only, like the student's arch_kwargs
     size = arguments.get("teacher_image_size")
     if size is not None:
         kwargs["img_size"] = size

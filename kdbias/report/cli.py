@@ -86,9 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--margin must lie in (0, 100) percentage points, got {args.margin}")
     if not Path(args.runs_dir).is_dir():
         emit(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
+    out_path = Path(args.out)
+    if out_path.is_dir() or (out_path.parent.exists() and not out_path.parent.is_dir()):
+        what = "a folder" if out_path.is_dir() else f"under {out_path.parent}, which is a file"
+        emit(f"kdbias.report: error: --out {args.out} is {what}; give the path of a Markdown file.", file=sys.stderr)
+        return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ReportWarning)
-        out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=args.preset, margin=args.margin / 100)
+        try:
+            out = write_report(
+                args.runs_dir, args.out, dataset=args.dataset, preset=args.preset, margin=args.margin / 100
+            )
+        except OSError as error:  # a full disk, no permission: nothing half-written (atomic writes)
+            emit(f"kdbias.report: error: cannot write {args.out}: {error.strerror or error}", file=sys.stderr)
+            return 2
     for w in caught:
         emit(f"warning: {w.message}", file=sys.stderr)
     emit(f"Wrote {out}")

@@ -13,8 +13,12 @@ one :class:`ReportWarning` naming the file and why:
   without a plain ``dataset`` / ``preset`` or an integer ``seed``, whose ``test_acc`` is not in
   [0, 1], or whose recorded ``method`` does not validate (it is never averaged);
 - any other field of the wrong kind or range (dropped; the rest of the run is kept);
-- a predictions file that cannot be read or checked, or that holds other weights than
-  the run's selected checkpoint (the run is kept, without per-image data).
+- a predictions file that cannot be read or checked, that holds other weights than
+  the run's selected checkpoint, or that disagrees with the summary beside it (image
+  count, labels outside the dataset's classes, accuracy further than one image from
+  ``test_acc``); a fidelity file whose image count, keys, mean agreement or mean KL
+  disagree with the summary (the run is kept, without per-image data). A ``.npz`` is
+  refused before it is inflated when its decompressed size is over the cap.
 
 Summaries without ``schema`` (written before it existed) are read as schema 0.
 """
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import runs as run_layout
-from kdbias.schema import UnreadableFile, read_summary_file, validate_summary
+from kdbias.schema import UnreadableFile, read_regular_file, read_summary_file, validate_summary
 from kdbias.schema.fidelity import read_fidelity_images
 from kdbias.schema.predictions import LAST_WEIGHTS, Predictions, read_predictions
 
@@ -78,7 +82,27 @@ def load_predictions(run: dict[str, Any]) -> Predictions | None:
             f"ignoring {path}: {predictions.num_images} images, the summary says {images}", ReportWarning, stacklevel=2
         )
         return None
+    problem = _predictions_disagree(run, predictions)
+    if problem:
+        warnings.warn(f"ignoring {path}: {problem}", ReportWarning, stacklevel=2)
+        return None
     return predictions
+
+
+def _predictions_disagree(run: dict[str, Any], predictions: Predictions) -> str:
+    """Why per-image predictions do not belong with ``run``'s summary ("" when they agree):
+    a label or prediction outside the dataset's classes, or an accuracy (the mean of
+    ``correct``) further than one image (1/N, a DDP-padded duplicate) from ``test_acc``."""
+    classes = _num_classes(Path(run["run_dir"]))
+    arrays = [a for a in (predictions.label, predictions.pred, predictions.teacher_pred) if a is not None]
+    low, high = min(int(a.min()) for a in arrays), max(int(a.max()) for a in arrays)
+    if low < 0 or (classes is not None and high >= classes):
+        allowed = f"0..{classes - 1}" if classes is not None else "0 or more"
+        return f"labels or predictions from {low} to {high}, outside the run's classes {allowed}"
+    accuracy, stated = float(predictions.correct.mean()), run.get("test_acc")
+    if isinstance(stated, (int, float)) and abs(accuracy - stated) > 1.0 / predictions.num_images + 1e-6:
+        return f"its accuracy {accuracy:.4f} is not the summary's test_acc {stated:.4f} (another run's file?)"
+    return ""
 
 
 def _experiment_dirs(root: Path) -> list[Path]:
@@ -152,6 +176,19 @@ def _load_run(run_dir: Path, experiment: str) -> dict[str, Any] | None:
     return run
 
 
+def _num_classes(run_dir: Path) -> int | None:
+    """The class count of the run's network (``num_classes`` in its ``hparams.yaml``), or ``None``."""
+    from kdbias.config_files import load_yaml
+
+    path = run_dir / run_layout.HPARAMS_FILE
+    try:
+        data = load_yaml(read_regular_file(path, run_layout.MAX_CONFIG_BYTES).decode("utf-8"), str(path))
+    except Exception:  # absent or unreadable: the range is then checked from below only
+        return None
+    value = data.get("num_classes") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
 def load_fidelity_images(run: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     """The run's per-image fidelity (:func:`~kdbias.callbacks.fidelity.read_fidelity_images`)
     when its image count is the run's ``test_images``; ``None`` (with a warning when a file
@@ -164,7 +201,31 @@ def load_fidelity_images(run: dict[str, Any]) -> dict[str, dict[str, Any]] | Non
     if isinstance(images, int) and counts and counts != {images}:
         warnings.warn(f"ignoring {path}: {counts.pop()} images, the summary says {images}", ReportWarning, stacklevel=2)
         return None
+    problem = _fidelity_disagrees(run, values)
+    if problem:
+        warnings.warn(f"ignoring {path}: {problem}", ReportWarning, stacklevel=2)
+        return None
     return values
+
+
+def _fidelity_disagrees(run: dict[str, Any], values: dict[str, dict[str, Any]]) -> str:
+    """Why per-image fidelity does not belong with ``run``'s summary ("" when it agrees): a key
+    the summary's ``fidelity`` does not hold, or a mean agreement further than one image (1/N)
+    or a mean KL further than 1e-4 (relative) from the summary's figures."""
+    summary = run.get("fidelity") if isinstance(run.get("fidelity"), dict) else {}
+    for key, arrays in values.items():
+        entry = summary.get(key)
+        agreement, kl = entry.get("agreement") if isinstance(entry, dict) else None, (entry or {}).get("kl")
+        if not isinstance(agreement, (int, float)) or not isinstance(kl, (int, float)):
+            return f"the summary has no fidelity figures for {key!r}"
+        n = len(arrays["agreement"])
+        mean_agreement, mean_kl = float(arrays["agreement"].mean()), float(arrays["kl"].mean())
+        if abs(mean_agreement - agreement) > 1.0 / n + 1e-6 or abs(mean_kl - kl) > 1e-4 * max(1.0, abs(kl)):
+            return (
+                f"its {key!r} agreement {mean_agreement:.4f} / KL {mean_kl:.4g} are not the summary's "
+                f"{agreement:.4f} / {kl:.4g} (another run's file?)"
+            )
+    return ""
 
 
 def read_scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:

@@ -78,6 +78,7 @@ from kdbias.runs.lookup import (
     resumable_run,
     teacher_checkpoint,
 )
+from kdbias.runs.paths import RunPathError, file_in_run, open_no_follow
 from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry, merge_items
 from kdbias.runs.teachers import resolve_teacher
 
@@ -87,6 +88,9 @@ __all__ = [
     "CHECKPOINT_DIR",
     "COMPACTED_KEY",
     "CONFIG_FILE",
+    "RunPathError",
+    "file_in_run",
+    "open_no_follow",
     "DEFAULT_RUNS_DIR",
     "CheckpointError",
     "HPARAMS_FILE",

@@ -15,6 +15,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from kdbias.runs.files import atomic_write_bytes
 from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
+from kdbias.runs.paths import file_in_run
 
 __all__ = [
     "COMPACTED_KEY",
@@ -169,8 +170,11 @@ def compact_finished_checkpoint(path: str | Path) -> None:
 
 
 def _candidates(run_dir: Path) -> Iterator[Path]:
+    """The run's checkpoint files, ``last.ckpt`` first; one that is a link leading out of the run
+    (another run's ``last.ckpt``) is a :class:`~kdbias.runs.paths.RunPathError`."""
     folder = run_dir / CHECKPOINT_DIR
-    files = [p for p in folder.glob("*.ckpt") if p.is_file()]
+    files = [p for p in folder.glob("*.ckpt") if file_in_run(run_dir, f"{CHECKPOINT_DIR}/{p.name}", p, missing_ok=True)]
+    files = [p for p in files if p.is_file()]
     yield from sorted(files, key=lambda p: (p.name != LAST_CKPT, -p.stat().st_mtime))
 
 

@@ -167,7 +167,7 @@ def _reason(error: BaseException) -> str:
         return text
     if isinstance(error, RecursionError):
         return "is nested too deeply to parse (RecursionError)"
-    if isinstance(error, yaml.YAMLError) and "tag" in text:
+    if (isinstance(error, yaml.YAMLError) or "plain YAML" in text) and "tag" in text:
         return f"holds a YAML tag, which plain YAML refuses ({text})"
     return (
         f"cannot be parsed ({type(error).__name__}: {text})" if text else f"cannot be parsed ({type(error).__name__})"
@@ -196,10 +196,13 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
 
 def read_config_checked(run_dir: str | Path) -> tuple[dict[str, Any] | None, str]:
     """``(config, "")``, ``(None, "")`` when there is no ``config.yaml``, or ``(None, why)``.
-    Plain YAML only (``yaml.safe_load``: a tag is refused, nothing is constructed)."""
+    Plain YAML only, bounded (:func:`kdbias.config_files.load_yaml`: no tags, aliases and
+    nesting capped, nothing constructed)."""
+    from kdbias.config_files import load_yaml
+
     path = Path(run_dir) / CONFIG_FILE
     try:
-        data = yaml.safe_load(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
+        data = load_yaml(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"), str(path))
     except FileNotFoundError:
         return None, ""
     except Exception as error:

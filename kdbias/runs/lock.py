@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from kdbias.runs.files import file_mode, remove_temp_files
+from kdbias.runs.paths import open_no_follow
 
 __all__ = ["LOCK_FILE", "RunLock", "RunningElsewhere", "hold_lock", "is_running", "lock_owner", "release_lock"]
 
@@ -49,8 +50,10 @@ def _key(run_dir: str | Path) -> str:
 def _try_lock(run_dir: Path, tries: int = 5) -> int | None:
     """An fd holding the exclusive lock of ``run_dir``, or ``None`` when another open file
     description holds it. ``FileNotFoundError`` when the folder is gone. A few short retries
-    let a reader's momentary probe (:func:`is_running`) pass; a live run holds it for good."""
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, file_mode())
+    let a reader's momentary probe (:func:`is_running`) pass; a live run holds it for good.
+    :class:`~kdbias.runs.paths.RunPathError` when ``run.lock`` is a symbolic link or not a
+    regular file (nothing is created or truncated through it)."""
+    fd = open_no_follow(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, file_mode())
     for attempt in range(tries):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -103,9 +106,9 @@ def is_running(run_dir: str | Path) -> bool:
     if _key(run_dir) in _HELD:
         return True
     try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
-        return False  # no lock file: no kdbias process ever held it
+        return False  # no lock file (or a link, which no kdbias process holds)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
@@ -118,7 +121,7 @@ def is_running(run_dir: str | Path) -> bool:
 def lock_owner(run_dir: str | Path) -> str:
     """What the lock file says about its holder (``"pid N on HOST"``), or ``""``."""
     try:
-        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return ""
     try:

@@ -18,6 +18,7 @@ from kdbias.runs.config_diff import config_changes
 from kdbias.runs.files import CONFIG_FILE, SUMMARY_FILE, RunsWarning, read_config_checked, read_summary_checked
 from kdbias.runs.layout import has_checkpoint, run_dirs
 from kdbias.runs.lock import is_running
+from kdbias.runs.paths import file_in_run
 
 __all__ = [
     "config_differences",
@@ -141,14 +142,21 @@ def teacher_checkpoint(runs_dir: str | Path, experiment: str, dataset: str, pres
     """The selected checkpoint (``summary["selected_checkpoint"]``) of the newest complete
     ``experiment`` run on ``dataset`` with ``preset``.
 
-    Raises ``FileNotFoundError`` naming the command that trains such a teacher.
+    Raises ``FileNotFoundError`` naming the command that trains such a teacher (also when
+    the selected checkpoint was deleted) and :class:`~kdbias.runs.paths.RunPathError` when
+    ``selected_checkpoint`` leads outside that run or is not a regular file.
     """
     run_dir = latest_complete_run(runs_dir, experiment, dataset=dataset, preset=preset)
-    if run_dir is not None:
-        selected = (read_summary_checked(run_dir)[0] or {}).get("selected_checkpoint")
-        if isinstance(selected, str) and "/" in selected and ".." not in Path(selected).parts:
-            if (run_dir / selected).is_file():
-                return run_dir / selected
+    selected = (read_summary_checked(run_dir)[0] or {}).get("selected_checkpoint") if run_dir is not None else None
+    if run_dir is not None and selected is not None:
+        found = file_in_run(run_dir, selected, run_dir / SUMMARY_FILE, missing_ok=True)
+        if found is not None:
+            return run_dir / str(selected)
+        raise FileNotFoundError(
+            f"the newest complete {experiment} run {run_dir} has lost its selected checkpoint {selected} (named in "
+            f"its {SUMMARY_FILE}); restore it, or retrain with `python experiments/{experiment}.py"
+            f"{' --smoke' if preset == 'smoke' else ''}`."
+        )
     flags = " --smoke" if preset == "smoke" else ""
     if dataset not in ("cifar10", "digits"):
         flags += f" --data.dataset {dataset}"

@@ -14,6 +14,7 @@ from typing import Any
 
 from kdbias.runs.files import CONFIG_FILE, SUMMARY_FILE, atomic_write_json, read_summary
 from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
+from kdbias.runs.paths import file_in_run
 from kdbias.schema.fidelity import FIDELITY_FILE
 from kdbias.schema.predictions import PREDICTIONS_FILE
 from kdbias.schema.snapshots import SNAPSHOT_DIR
@@ -122,11 +123,14 @@ class Run:
 
     def selected_checkpoint(self, summary: dict[str, Any] | None = None) -> Path:
         """The checkpoint the run's summary names as selected (``summary``: already read), else
-        ``last.ckpt``."""
+        ``last.ckpt``: :class:`~kdbias.runs.paths.RunPathError` (naming ``summary.json``) when it
+        leads outside the run (absolute, ``..``, a link out) or is not a regular file."""
         summary = read_summary(self.folder) if summary is None else summary
         selected = (summary or {}).get("selected_checkpoint")
-        inside = isinstance(selected, str) and "/" in selected and ".." not in Path(selected).parts
-        return self.path(selected) if inside and not Path(selected).is_absolute() else self.last_ckpt
+        if selected is None:
+            return self.last_ckpt
+        file_in_run(self.folder, selected, self.summary, missing_ok=True)
+        return self.path(str(selected))
 
     def update_summary(self, items: dict[str, Any]) -> dict[str, Any]:
         """Merge ``items`` into the run's ``summary.json`` (:func:`merge_items`) and rewrite it

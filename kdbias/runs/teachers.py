@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdbias.runs.files import read_summary
+from kdbias.runs.files import SUMMARY_FILE, read_summary
 from kdbias.runs.layout import CHECKPOINT_DIR
 from kdbias.runs.lookup import latest_complete_run, teacher_checkpoint
-from kdbias.schema.snapshots import SNAPSHOT_DIR, read_snapshots
+from kdbias.runs.paths import file_in_run
+from kdbias.schema.snapshots import SNAPSHOT_DIR, SNAPSHOT_INDEX, read_snapshots
 
 if TYPE_CHECKING:
     from kdbias.registry import Experiment
@@ -43,28 +44,35 @@ def matched_teacher_checkpoint(runs_dir: str | Path, experiment: Experiment, dat
     target = (read_summary(ref_dir) or {}).get("best_val_acc") if ref_dir is not None else None
     teacher_dir = latest_complete_run(runs_dir, experiment.teacher, dataset=dataset, preset=preset)
     flags = " --smoke" if preset == "smoke" else ""
-    if not isinstance(target, (int, float)) or teacher_dir is None:
-        missing = reference if not isinstance(target, (int, float)) else experiment.teacher
+    if not _fraction(target) or teacher_dir is None:
+        missing = reference if not _fraction(target) else experiment.teacher
         raise FileNotFoundError(
             f"{experiment.name} needs a complete {missing} run with a held-out split on {dataset!r} ({preset} "
             f"preset) under {runs_dir}; train it first with `python experiments/{missing}.py{flags}`."
         )
     folder = teacher_dir / CHECKPOINT_DIR / SNAPSHOT_DIR
-    candidates = {
+    index = folder / SNAPSHOT_INDEX
+    candidates = {  # every file resolved inside the teacher run (RunPathError naming index.json otherwise)
         str(folder / name): float(info["val_acc"])
         for name, info in read_snapshots(folder).items()
-        if isinstance(info, dict) and isinstance(info.get("val_acc"), (int, float)) and (folder / name).is_file()
+        if file_in_run(teacher_dir, f"{CHECKPOINT_DIR}/{SNAPSHOT_DIR}/{name}", index, missing_ok=True)
     }
     summary = read_summary(teacher_dir) or {}
     selected, best = summary.get("selected_checkpoint"), summary.get("best_val_acc")
-    if isinstance(selected, str) and isinstance(best, (int, float)) and (teacher_dir / selected).is_file():
-        candidates[str(teacher_dir / selected)] = float(best)
+    if isinstance(selected, str) and _fraction(best):
+        if file_in_run(teacher_dir, selected, teacher_dir / SUMMARY_FILE, missing_ok=True):
+            candidates[str(teacher_dir / selected)] = float(best)
     if not candidates:
         raise FileNotFoundError(
             f"the {experiment.teacher} run {teacher_dir} has no checkpoint with a held-out accuracy; retrain it "
             f"with a held-out split (`python experiments/{experiment.teacher}.py{flags}`)."
         )
     return Path(closest_snapshot(candidates, float(target)))
+
+
+def _fraction(value: object) -> bool:
+    """Whether ``value`` is an accuracy: a finite number in [0, 1] (not a bool, not NaN)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
 
 
 def resolve_teacher(

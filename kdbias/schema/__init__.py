@@ -18,7 +18,7 @@ schema 0, with the same checks; a ``schema`` above :data:`SCHEMA_VERSION` is ref
 newer kdbias wrote it).
 """
 
-from kdbias.schema.files import MAX_SUMMARY_BYTES, UnreadableFile, read_regular_file, read_summary_file
+from kdbias.schema.files import MAX_SUMMARY_BYTES, UnreadableFile, load_npz, read_regular_file, read_summary_file
 from kdbias.schema.record import (
     DISTILL_TOKENS,
     MIXES,
@@ -47,6 +47,7 @@ __all__ = [
     "Mix",
     "Selection",
     "MAX_SUMMARY_BYTES",
+    "load_npz",
     "SCHEMA_VERSION",
     "CKARecord",
     "MethodRecord",

@@ -7,12 +7,11 @@ and ``kl.<k>`` float64 ``[N]`` (nats), in the order of the official test split (
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from kdbias.schema.files import UnreadableFile, read_regular_file
+from kdbias.schema.files import UnreadableFile, load_npz, read_regular_file
 
 __all__ = ["FIDELITY_FILE", "MAX_FIDELITY_BYTES", "read_fidelity_images"]
 
@@ -25,11 +24,7 @@ def read_fidelity_images(path: str | Path) -> dict[str, dict[str, np.ndarray]]:
     regular file of at most 64 MiB, loaded with ``allow_pickle=False``; every array 1-D of one
     length, ``kl`` finite and >= 0. :class:`UnreadableFile` naming the cause otherwise."""
     raw = read_regular_file(path, MAX_FIDELITY_BYTES)
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
-    except Exception as error:  # a torn or crafted file
-        raise UnreadableFile(f"not a readable .npz file ({type(error).__name__}: {str(error)[:120]})") from None
+    arrays = load_npz(raw)  # decompressed size capped before reading
     out: dict[str, dict[str, np.ndarray]] = {}
     lengths = set()
     for name, array in arrays.items():

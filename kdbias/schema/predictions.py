@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from kdbias.schema.files import UnreadableFile, read_regular_file
+from kdbias.schema.files import UnreadableFile, load_npz, read_regular_file
 
 __all__ = ["LAST_WEIGHTS", "PREDICTIONS_FILE", "Predictions", "encode_predictions", "read_predictions"]
 
@@ -73,11 +73,7 @@ def read_predictions(path: str | Path) -> Predictions:
     positions ``0..N-1`` once each, ``correct == (pred == label)``. :class:`UnreadableFile`
     naming the cause otherwise."""
     raw = read_regular_file(path, MAX_PREDICTIONS_BYTES)
-    try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except Exception as error:  # a torn or crafted file: zip, header or pickle refusal
-        raise UnreadableFile(f"not a readable .npz file ({type(error).__name__}: {str(error)[:120]})") from None
+    arrays = load_npz(raw)  # decompressed size capped before reading
     for key in ("index", "label", "pred", "correct", "checkpoint"):
         if key not in arrays:
             raise UnreadableFile(f"no {key!r} array")

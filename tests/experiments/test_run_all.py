@@ -337,3 +337,41 @@ def test_whole_smoke_matrix_with_two_seeds(tmp_path):
     text = out.read_text()
     assert "±" in text and "n=2" in text
     assert "inconclusive" in text.lower() or "yes" in text  # each paired comparison is decided or says it is not
+
+
+def test_two_launchers_on_one_runs_folder_train_each_run_once(run_all, tmp_path, monkeypatch, capsys):
+    """Two ``run_all --parallel 2`` on one ``--runs_dir`` at once: the second (started while the
+    first trains its first run) waits for the first's planner lock, saying who holds it, then
+    finds every run complete: each run is started once."""
+    import time
+
+    root = tmp_path / "runs"
+    started: list = []
+    argv = ["--smoke", "--parallel", "2", "--seeds", "1", "--runs_dir", str(root), "--only", "teacher_resnet18"]
+    argv += ["teacher_deit", "--out", str(tmp_path / "R.md")]
+    codes: list = []
+    second = threading.Thread(target=lambda: codes.append(run_all.main(argv)))
+
+    def outcome(command, env):
+        if not second.is_alive() and not codes:
+            second.start()  # the second launcher starts while this run trains
+            time.sleep(2.0)
+        write_run(root, Path(command[1]).stem)
+        return 0
+
+    monkeypatch.setattr("kdbias.launch.local.subprocess.Popen", _fake_start(outcome, started))
+    codes.append(run_all.main(argv))
+    second.join(timeout=600)
+    assert codes == [0, 0]
+    assert sorted(name for name, _ in started) == ["teacher_deit", "teacher_resnet18"]
+    assert "another run_all (pid" in capsys.readouterr().err
+    assert [len(list((root / name).glob("version_*"))) for name in ("teacher_deit", "teacher_resnet18")] == [1, 1]
+
+
+def test_jobs_folder_that_is_a_file_is_one_line(run_all, tmp_path, capsys):
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / runs.JOBS_DIR).write_text("")
+    assert run_all.main(["--smoke", "--seeds", "1", "--runs_dir", str(root), "--only", "teacher_resnet18"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("run_all.py: error: ") and "is not a folder" in err[0]

@@ -260,3 +260,17 @@ class FillDiskAt(Callback):
                     handle.write(b"\0")
             except OSError:
                 pass
+
+
+class SignalAt(Callback):
+    """Send ``signal`` (``"SIGTERM"``, ``"SIGINT"``) to this process at the start of training
+    batch ``batch`` of epoch ``epoch``: what SLURM's time limit or a Ctrl-C does mid-run."""
+
+    def __init__(self, signal: str = "SIGTERM", epoch: int = 1, batch: int = 0) -> None:
+        self.signal, self.epoch, self.batch = signal, epoch, batch
+
+    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        import signal
+
+        if trainer.current_epoch == self.epoch and batch_idx == self.batch:
+            os.kill(os.getpid(), getattr(signal, self.signal))

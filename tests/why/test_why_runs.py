@@ -157,8 +157,11 @@ def test_fidelity_references(tmp_path, digits_dm):
     refs, primary = why.fidelity_references(registry.get("exp3"), tmp_path, "digits", "smoke", 10)
     assert refs == {} and primary is None  # no probe run: not measured
     probe = tmp_path / "teacher_dinov2_probe" / "version_0"
-    probe.mkdir(parents=True)
-    _summary(probe)
+    (probe / "checkpoints").mkdir(parents=True)
+    _summary(probe, selected_checkpoint="checkpoints/best.ckpt")
+    refs, _ = why.fidelity_references(registry.get("exp3"), tmp_path, "digits", "smoke", 10)
+    assert refs == {}  # complete, but its selected checkpoint is missing: not measured (no failure at test)
+    (probe / "checkpoints" / "best.ckpt").write_bytes(b"x")
     for name in ("exp3", "baseline_b512"):
         refs, primary = why.fidelity_references(registry.get(name), tmp_path, "digits", "smoke", 10)
         assert set(refs) == {"teacher_dinov2_probe"}
