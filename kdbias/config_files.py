@@ -170,13 +170,13 @@ def load_yaml(text: str, source: str) -> Any:
 
 def class_paths(data: Any) -> Iterator[str]:
     """Every ``class_path`` value in a parsed YAML document (nested mappings and lists)."""
-    for name, is_class_path in import_names(data):
-        if is_class_path:
+    for name, is_class_entry in import_names(data):
+        if is_class_entry:
             yield name
 
 
 def import_names(data: Any) -> Iterator[tuple[str, bool]]:
-    """``(string, is_class_path)`` for every ``class_path`` value and every other string
+    """``(string, is_class_entry)`` for every ``class_path`` value and every other string
     value shaped like a dotted import path (``a.b``), in a parsed document."""
     stack, seen = [data], set()
     while stack:
@@ -213,11 +213,11 @@ def _typed(name: str, typed: Sequence[str]) -> bool:
 def check_names(data: Any, source: str, typed: Sequence[str]) -> None:
     """:class:`ConfigFileError` when document ``data`` (from ``source``) names something to
     import or call that is not admitted (module docstring) and not written in ``typed``."""
-    for name, is_class_path in import_names(data):
+    for name, is_class_entry in import_names(data):
         if "." not in name or _typed(name, typed):
             continue
         trusted = name.startswith(TRUSTED_PREFIXES)
-        if is_class_path:
+        if is_class_entry:
             if trusted:
                 continue
             raise ConfigFileError(

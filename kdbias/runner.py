@@ -91,14 +91,9 @@ class Finished(Exception):
 
 @dataclass
 class RunPlan:
-    """What a run is before anything is built: who, where, with which configuration.
-
-    ``config_text``/``config_data``: the resolved configuration as YAML (what ``config.yaml``
-    holds) and parsed; ``teacher_family``: the family an auto-found teacher must have;
-    ``run_dir``/``ckpt_path``: set when resuming (else claimed by :func:`build_trainer`);
-    ``teacher_run``: the teacher run a student names (``--model.teacher run:NAME``), the key
-    of its fidelity.
-    """
+    """What a run is before anything is built. ``config_text``/``config_data``: the resolved configuration
+    (``config.yaml``'s YAML, parsed); ``teacher_family``: the family an auto-found teacher must have;
+    ``run_dir``/``ckpt_path``: set when resuming; ``teacher_run``: the ``run:NAME`` a student names."""
 
     experiment: registry.Experiment
     configs_dir: Path

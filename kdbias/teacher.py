@@ -6,13 +6,9 @@ and :attr:`FrozenTeacher.network` (the timm module, for block counts). Every met
 dataset-normalised images ``[B, 3, H, W]`` (what :class:`kdbias.CIFARDataModule` yields) and
 applies the teacher's own statistics and resolution first.
 
-A ``FrozenTeacher`` is a plain component, not a submodule of its LightningModule
-(:class:`~kdbias.modules.DistillationModule` holds it outside the module tree), so nothing
-that walks the student's modules sees it: not ``state_dict`` (student checkpoints hold the
-student only; the teacher is rebuilt from its source), not the optimiser, not DDP (no
-gradient bucket, no buffer broadcast), not ``train()``. It is frozen for good: every
-parameter has ``requires_grad=False``, it is in eval mode from construction, its outputs
-are computed under ``torch.no_grad``, and it follows its inputs' device and floating dtype.
+A ``FrozenTeacher`` is a plain component outside its LightningModule's tree, so ``state_dict``,
+the optimiser, DDP and ``train()`` never see it (student checkpoints hold the student only). It
+is frozen for good: ``requires_grad=False``, eval mode, outputs under ``torch.no_grad``.
 
 How a run names its teacher (``--model.teacher``) is a *spec*: :class:`CheckpointTeacher`
 (a TeacherModule checkpoint, or ``"auto"``) or :class:`PretrainedTeacher` (an architecture
@@ -69,10 +65,8 @@ class FrozenTeacher(nn.Module):
         network: the timm network (a classifier with a head, or headless like DINOv2).
         adapter: maps dataset-normalised images to the network's input (statistics, size).
         name: architecture name (``kdbias.models.build_model`` name or timm name).
-        source: where the weights came from: a checkpoint path, ``"hub"``, a weights file,
-            or ``"random"``.
-        compile: ``torch.compile`` the forward paths (logits/embedding, block taps): ``True``
-            (inductor) or a backend name; see :meth:`compiled`.
+        source: where the weights came from: a checkpoint path, ``"hub"``, a weights file, ``"random"``.
+        compile: ``torch.compile`` the forward paths: ``True`` (inductor) or a backend (:meth:`compiled`).
     """
 
     def __init__(

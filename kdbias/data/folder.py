@@ -168,7 +168,7 @@ def read_images(paths: list[Path] | tuple[Path, ...], size: int) -> Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def _fingerprint(files: tuple[tuple[Path, int], ...], root: Path) -> str:
+def _folder_digest(files: tuple[tuple[Path, int], ...], root: Path) -> str:
     digest = hashlib.sha256()
     for path, label in files:
         info = path.stat()
@@ -186,7 +186,7 @@ def folder_stats(layout: FolderLayout, image_size: int) -> tuple[tuple[float, ..
         "rule": layout.rule,
         "num_train": len(layout.train),
         "num_test": len(layout.test),
-        "files_sha256": _fingerprint(layout.train + layout.test, layout.root),
+        "files_sha256": _folder_digest(layout.train + layout.test, layout.root),
     }
     path = layout.root / STATS_FILE
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from kdbias import runs
+from kdbias.console import emit
 
 __all__ = ["PLANNER_LOCK", "hold_runs_folder"]
 
@@ -53,11 +54,10 @@ def hold_runs_folder(runs_dir: str | Path, out: TextIO | None = None, poll_s: fl
             except BlockingIOError:
                 if not told:
                     owner = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-                    print(
+                    emit(
                         f"run_all: another run_all ({owner}) is planning and training in {runs_dir}; waiting for it to "
                         "finish (Ctrl-C stops waiting; `run_all.py --status` shows what runs).",
                         file=out or sys.stderr,
-                        flush=True,
                     )
                     told = True
                 time.sleep(poll_s)

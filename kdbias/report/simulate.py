@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
+from kdbias.console import emit
 from kdbias.report.engine import decide
 from kdbias.report.stats import contrast_estimate
 
@@ -142,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.studies < 1:
         parser.error("--studies must be >= 1")
-    print(table(args.studies, seed=args.seed))  # the command's output
+    emit(table(args.studies, seed=args.seed))  # the command's output
     return 0
 
 
