@@ -4,15 +4,13 @@ report covers them (slow)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import CONFIGS, EXPERIMENTS, FAST, ROOT, TINY_ARGS, digits_folder
+from helpers import CONFIGS, FAST, ROOT, TINY_ARGS, digits_folder
 
 from kdbias import registry
 from kdbias.cli import KDBiasCLI, main, own_teacher
@@ -29,11 +27,10 @@ def commands() -> list[list[str]]:
 
 
 def _run_all():
-    spec = importlib.util.spec_from_file_location("kdbias_run_all_own_study", EXPERIMENTS / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The launcher behind ``experiments/run_all.py`` (a thin script over :mod:`kdbias.launch.run_all`)."""
+    from kdbias.launch import run_all
+
+    return run_all
 
 
 def _localise(args: list[str], images: Path, runs: Path) -> list[str]:

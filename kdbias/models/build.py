@@ -22,7 +22,7 @@ that position and patch embeddings are resized to the model's grid.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 
@@ -119,8 +119,6 @@ def _from_file(model_id: str, path: Path, state_filter: StateFilter | None, **kw
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
     state = read_weights(path)  # refuse an unreadable or unsafe file before timm sees it
     overlay: dict = dict(file=str(path))
-    from kdbias.models.heads import state_head_classes  # heads builds meta networks with this module
-
     head = state_head_classes(model_id, {k: v.shape for k, v in state.items()})
     if head and head == kwargs.get("num_classes"):
         overlay["num_classes"] = head  # the file's head fits: timm keeps it (else it drops the head)
@@ -381,3 +379,21 @@ __all__ = [
     "model_input_stats",
     "unwrap_model",
 ]
+
+
+def classifier_names(name: str) -> tuple[str, ...]:
+    """The classifier module names of architecture ``name`` (timm's ``pretrained_cfg["classifier"]``:
+    ``("fc",)`` for a ResNet, ``("head.fc",)`` for a ConvNeXt, ``("head",)`` for a ViT)."""
+    cfg = getattr(meta_model(name, num_classes=1), "pretrained_cfg", None) or {}
+    found = cfg.get("classifier") or ()
+    return (found,) if isinstance(found, str) else tuple(found)
+
+
+def state_head_classes(name: str, shapes: Mapping[str, object]) -> int:
+    """Rows of the first classifier weight of ``name`` in ``shapes`` (``{key: shape}``); 0 when
+    the state has none (a headless export, or a 1-D tensor there)."""
+    for classifier in classifier_names(name):
+        shape = shapes.get(f"{classifier}.weight")
+        if shape is not None and len(shape) == 2:
+            return int(shape[0])
+    return 0

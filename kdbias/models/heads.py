@@ -8,31 +8,18 @@ names and shapes (a ``.safetensors`` header alone, no tensor read; other files w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from kdbias.models.build import Pretrained, PretrainedWeightsError, meta_model, read_weights
+from kdbias.models.build import (
+    Pretrained,
+    PretrainedWeightsError,
+    classifier_names,
+    meta_model,
+    read_weights,
+    state_head_classes,
+)
 
 __all__ = ["check_head", "classifier_names", "head_classes", "state_head_classes"]
-
-
-def classifier_names(name: str) -> tuple[str, ...]:
-    """The classifier module names of architecture ``name`` (timm's ``pretrained_cfg["classifier"]``:
-    ``("fc",)`` for a ResNet, ``("head.fc",)`` for a ConvNeXt, ``("head",)`` for a ViT)."""
-    cfg = getattr(meta_model(name, num_classes=1), "pretrained_cfg", None) or {}
-    found = cfg.get("classifier") or ()
-    return (found,) if isinstance(found, str) else tuple(found)
-
-
-def state_head_classes(name: str, shapes: Mapping[str, Any]) -> int:
-    """Rows of the first classifier weight of ``name`` in ``shapes`` (``{key: shape}``); 0 when
-    the state has none (a headless export, or a 1-D tensor there)."""
-    for classifier in classifier_names(name):
-        shape = shapes.get(f"{classifier}.weight")
-        if shape is not None and len(shape) == 2:
-            return int(shape[0])
-    return 0
 
 
 def head_classes(name: str, pretrained: Pretrained) -> int:

@@ -145,8 +145,8 @@ def test_cka_module_logs_each_trained_cka_next_to_its_permutation_floor(digits_d
     torch.testing.assert_close(logged["train/cka"], losses["cka"])
 
 
-def test_cka_module_fit_logs_the_floor(digits_dm):
-    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, log_every_n_steps=1)
+def test_cka_module_fit_logs_the_floor(digits_dm, tmp_path):
+    trainer = quiet_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, log_every_n_steps=1)
     trainer.fit(cka_module(), datamodule=digits_dm)
     assert {"train/cka", "train/cka_floor", "train/cka_floor_s0_t0", "train/loss_cka"} <= set(trainer.callback_metrics)
 
