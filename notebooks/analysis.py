@@ -64,7 +64,8 @@ from kdbias.report import (
     t_ppf,
 )
 from kdbias.report.answers import answers
-from kdbias.report.front import comparison_text, delta_text, p_text
+from kdbias.report.forest import forest_figure
+from kdbias.report.front import comparison_text, delta_text, forest_rows, forest_title, p_text
 from kdbias.report.phases import teacher_accuracy_cell
 
 sns.set_theme(context="notebook", style="whitegrid")
@@ -137,13 +138,31 @@ for name in ORDER:
     cell = teacher_accuracy_cell(agg, name) if name in registry.TEACHERS else pct(agg.acc(name))
     print(f"{label(name):<20} test acc {cell}")
 print()
-for answer in answers(agg):  # the study's declared hypotheses, as in the report's Answers table
+DECIDED = answers(agg)
+for answer in DECIDED:  # the study's declared hypotheses, as in the report's Answers table
     print(
         f"- [{answer.family}] {answer.hypothesis.question} {comparison_text(answer.hypothesis.contrast)}: "
         f"{answer.decision.verdict} ({delta_text(answer)}; p {p_text(answer)})"
     )
 for line in findings(agg):
     print("-", line.replace("**", ""))
+
+# %% [markdown]
+# ## Every comparison at a glance
+#
+# The report's forest plot (`comparisons.png` beside RESULTS.md): each declared comparison's Δ
+# with its 95 % interval, confirmatory and exploratory apart, the verdict as the marker.
+
+# %%
+ROWS = [row for row in forest_rows(DECIDED) if np.isfinite(row.estimate)]
+if ROWS:
+    save(forest_figure(ROWS, forest_title(agg)), "comparisons")  # drawn without pyplot: shown from its file
+    if "ipykernel" in sys.modules:
+        from IPython.display import Image, display
+
+        display(Image(filename=str(FIG_DIR / "comparisons.png")))
+else:
+    print("No comparison has data yet: no forest plot.")
 
 # %% [markdown]
 # ## Learning curves

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kdbias import registry
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, label
-from kdbias.report.cells import NOT_MEASURED, PENDING, compact_cells, estimate, href, table, verdict_text
+from kdbias.report.cells import NOT_MEASURED, PENDING, compact_cells, estimate, href, is_compact, table, verdict_text
 from kdbias.report.findings import ATTENTION_HYPOTHESES, BASELINE, attention_label, distilled
 from kdbias.report.stats import finite, summarize, t_ppf
 
@@ -165,7 +165,8 @@ def hessian_trace(agg: Aggregate, name: str) -> tuple[str, bool | None]:
     if len(traces) >= 2:
         stat = summarize(traces.values(), seeds=traces.keys())
         assert stat is not None
-        cell = estimate(stat, spec=".4g", full=agg.seed_set(), bounds=(0.0, math.inf)) + " over seeds"
+        cell = estimate(stat, spec=".4g", full=agg.seed_set(), bounds=(0.0, math.inf))
+        cell += "" if is_compact() else " over seeds"
         return cell, stat.half_width is not None
     run = next(r for r in agg.runs[name] if r["seed"] in traces)
     value, stderr = traces[run["seed"]], finite(run.get("hessian_trace_stderr"))

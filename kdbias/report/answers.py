@@ -90,7 +90,7 @@ def matched_teachers(agg: Aggregate, pair: tuple[str, str], margin: float = MARG
     )  # fmt: skip
     p = tost(est, margin)
     word = "no difference" if p is not None and p < 0.05 else "not matched"
-    reason = f"teachers' held-out acc differ by {mean * 100:+.2f} pp (TOST ±{margin * 100:g} pp: p = {p:.2g})"
+    reason = f"teachers differ by {mean * 100:+.2f} pp held-out (TOST ±{margin * 100:g} pp: p = {p:.2g})"
     return est, Decision(word, None, None, p, margin, reason)
 
 

@@ -126,6 +126,11 @@ def estimate(
 _COMPACT: ContextVar[bool] = ContextVar("kdbias_compact_cells", default=False)
 
 
+def is_compact() -> bool:
+    """Whether cells are being written in the short form (inside :func:`compact_cells`)."""
+    return _COMPACT.get()
+
+
 @contextmanager
 def compact_cells() -> Iterator[None]:
     """Within the block, :func:`estimate` (and :func:`pct`, :func:`pp`, :func:`once`) write the short
@@ -182,9 +187,9 @@ def once(value: Any) -> str:
     if value is None:
         return PENDING
     if _COMPACT.get():
-        mark = ("random-weight, " if value.random else "") + ("k-NN, " if value.kind == "k-NN" else "")
-        interval = f" [{value.low * 100:.2f}, {value.high * 100:.2f}]" if value.low is not None else ""
-        return f"{value.value * 100:.2f} %{interval} ({mark}once)"
+        marks = [m for m, on in (("random-weight", value.random), ("k-NN", value.kind == "k-NN")) if on]
+        interval = f" [{value.low * 100:.2f}, {value.high * 100:.2f}]" if value.low is not None else " (no interval)"
+        return f"{value.value * 100:.2f} %{interval}" + (f" ({', '.join(marks)})" if marks else "")
     prefix = "k-NN " if value.kind == "k-NN" else ""
     prefix = ("random-weight teacher (smoke): " if value.random else "") + prefix
     text = f"{prefix}{value.value * 100:.2f} % (measured once, n=1"
@@ -242,8 +247,9 @@ def verdict_text(
     return f"**{word}** ({text}; exploratory, uncorrected)"
 
 
-def describe_method(method: dict[str, Any]) -> str:
-    """The distillation type with the parameters the run recorded (``method``)."""
+def describe_method(method: dict[str, Any], short: bool = False) -> str:
+    """The distillation type with the parameters the run recorded (``method``); ``short``: without the
+    layer pairs and the teacher's input size (the matrix; the Methods table has them)."""
     loss = method.get("loss")
     if loss == "ce":
         mix = method.get("mix", "cutmix" if str(method.get("arch", "")).startswith(_CUTMIX_ARCHS) else None)
@@ -255,13 +261,17 @@ def describe_method(method: dict[str, Any]) -> str:
         return f"Soft KL ({', '.join(parts)})"
     if loss == "cka":
         parts = [f"λ_cka={number(method.get('lambda_cka'))}", f"λ_tok={number(method.get('lambda_tok'))}"]
+        if method.get("unbiased_cka") is False:
+            parts.append("biased CKA")
         pairs = method.get("layer_pairs")
-        if isinstance(pairs, list) and pairs:
+        if short:  # the matrix: the loss and its weights (layers and the teacher's input: the Methods table)
+            pairs = None
+        elif isinstance(pairs, list) and pairs:
             parts.append(
                 "layers "
                 + ",".join(":".join(str(i) for i in pair) for pair in pairs if isinstance(pair, (list, tuple)))
             )
-        if method.get("teacher_image_size") is not None:
+        if method.get("teacher_image_size") is not None and not short:
             parts.append(f"teacher {number(method['teacher_image_size'])} px")
         if method.get("cka_representation") not in (None, "image"):
             parts.append(f"{method['cka_representation']}-level CKA")

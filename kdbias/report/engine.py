@@ -122,7 +122,7 @@ def decide(
         reason = "no per-image predictions: the images on which the runs differ are unknown"
         return Decision("inconclusive", p, p_adjusted, equivalence, margin, reason)
     if accuracy and abs(est.net_images or 0.0) < MIN_DECIDING_IMAGES:
-        reason = f"fewer than {MIN_DECIDING_IMAGES} net test images per seed decide it"
+        reason = f"< {MIN_DECIDING_IMAGES} net test images per seed"
         return Decision("inconclusive", p, p_adjusted, equivalence, margin, reason)
     deciding = p if p_adjusted is None else p_adjusted
     if deciding < alpha:
@@ -132,7 +132,7 @@ def decide(
     if equivalence is not None and equivalence < alpha:
         return Decision("no difference", p, p_adjusted, equivalence, margin, "")
     reason = f"p{' (Holm)' if p_adjusted is not None else ''} = {deciding:.2g}" + (
-        f"; no equivalence within ±{margin * 100:g} pp (TOST p = {equivalence:.2g})"
+        f"; TOST ±{margin * 100:g} pp: p = {equivalence:.2g}"
         if equivalence is not None and margin is not None and accuracy
         else ""
     )

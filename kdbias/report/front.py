@@ -80,7 +80,7 @@ def detectable_text(answer: Answer) -> str:
     smallest = design_detectable(est)
     needed = seeds_for(est, RESOLVE)
     if needed is None:
-        return f"±{smallest * 100:.2f} pp; ±1 pp: unreachable with {est.images} test images"
+        return f"±{smallest * 100:.2f} pp; ±1 pp unreachable"
     return f"±{smallest * 100:.2f} pp; ±1 pp: {needed} seeds"
 
 
@@ -139,7 +139,8 @@ def method_note(answers: list[Answer], margin: float) -> str:
         "tests) — never inferred from a non-significant test; inconclusive: data exist but decide neither; "
         "not measured: a run is missing. A comparison at matched teacher accuracy needs the two teachers' "
         "held-out accuracies to be equivalent first, else it reads not matched. Detectable: the smallest Δ "
-        "found 80 % of the time with these seeds and test images." + few
+        "found 80 % of the time with these seeds and test images, and the seeds that would resolve ±1 pp "
+        "(unreachable: the test images alone forbid it, whatever the seeds)." + few
     )
 
 

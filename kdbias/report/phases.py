@@ -136,7 +136,7 @@ def _teacher_acc_cell(agg: Aggregate, name: str) -> str:
 def _delta_cell(agg: Aggregate, name: str, reference: str) -> str:
     if name == reference:
         return "—"
-    note = " (other batch and steps)" if controls_of(name) and agg.has(name) else ""
+    note = " †" if controls_of(name) and agg.has(name) else ""  # the note under the table says what differs
     return pp(agg.delta(name, reference), agg.seed_set()) + note
 
 
@@ -184,12 +184,15 @@ def _matrix_rows(agg: Aggregate) -> list[list[str]]:
     for name in registry.STUDENTS:
         controls = controls_of(name)
         full = agg.seed_set()
-        control = "; ".join(f"{pp(agg.delta(name, c), full)} vs {label(c)}" for c in controls) if controls else "—"
+        if len(controls) == 1:  # the note under the table names it
+            control = pp(agg.delta(name, controls[0]), full)
+        else:
+            control = "; ".join(f"{pp(agg.delta(name, c), full)} vs {label(c)}" for c in controls) if controls else "—"
         rows.append(
             [
                 f"**{label(name)}**",
                 _teacher_cell(agg, name),
-                describe_method(agg.method(name)) if agg.has(name) else PENDING,
+                describe_method(agg.method(name), short=True) if agg.has(name) else PENDING,
                 _teacher_acc_cell(agg, name),
                 pct(agg.acc(name), full),
                 _delta_cell(agg, name, BASELINE),
@@ -216,7 +219,7 @@ def _batch_note(agg: Aggregate) -> str:
     for name in registry.STUDENTS:
         for control in controls_of(name):
             notes.append(
-                f"{label(name)} vs Baseline is the plan's comparison but differs in batch and optimiser step "
+                f"† {label(name)} vs Baseline is the plan's comparison but differs in batch and optimiser step "
                 f"count ({_batch(agg, name)}; {_batch(agg, BASELINE)}); {label(control)} is its matched "
                 f"control ({_batch(agg, control)})."
             )

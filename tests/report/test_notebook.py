@@ -83,7 +83,7 @@ def test_notebook_executes_on_runs(full_matrix, kernel_name, monkeypatch):
     )
     assert "EXP-3 − Baseline (b512): yes (" in text and "Holm" in text
     assert "skipped" not in text and "left out" not in text
-    assert images == 4  # learning curves, attention distance, CKA heatmaps with controls, Hessian
+    assert images == 5  # comparisons, learning curves, attention distance, CKA heatmaps with controls, Hessian
 
 
 def test_notebook_links_nothing_outside_the_repository():

@@ -98,7 +98,7 @@ def _pp_short(a: list[float], b: list[float]) -> str:
 
 def _once_short(acc: float, n: int = TEST_IMAGES) -> str:
     ci = scipy_stats.binomtest(round(acc * n), n).proportion_ci(0.95, method="exact")
-    return f"{acc * 100:.2f} % [{ci.low * 100:.2f}, {ci.high * 100:.2f}] (once)"
+    return f"{acc * 100:.2f} % [{ci.low * 100:.2f}, {ci.high * 100:.2f}]"
 
 
 def _once(acc: float, n: int = TEST_IMAGES) -> str:
@@ -239,8 +239,10 @@ def test_method_parameters_are_read_from_the_runs(tmp_path):
     text = render_report(load_runs(runs))
     (exp3,) = _rows(text, "**EXP-3**")
     assert exp3[1] == "vit_small_patch14_dinov2"
-    assert exp3[2] == "CKA + token (λ_cka=1, λ_tok=0.25, layers 2:4,11:11, teacher 224 px)"
-    assert exp3[3] == "70.00 % (k-NN, once)"  # image count not recorded: no interval
+    assert exp3[2] == "CKA + token (λ_cka=1, λ_tok=0.25)"  # the matrix: the loss and its weights
+    (method_row,) = _rows(_section(text, "## Methods"), "EXP-3")
+    assert method_row[1] == "CKA + token (λ_cka=1, λ_tok=0.25, layers 2:4,11:11, teacher 224 px)"
+    assert exp3[3] == "70.00 % (no interval) (k-NN)"  # image count not recorded: no interval
     (exp2,) = _rows(text, "**EXP-2**")
     assert exp2[1:3] == ["my_convnext", "Soft KL (τ=3, α=0.7)"]
     assert exp2[3] == _once_short(0.9)  # from the teacher's per-image predictions
@@ -298,8 +300,9 @@ def test_matched_control_row(tmp_path):
     text = render_report(load_runs(runs))
     vs_base, vs_control = _pp_cell(exp3, base), _pp_cell(exp3, b512)
     (row,) = _rows(text, "**EXP-3**")
-    assert row[5] == f"{_short(vs_base)} (other batch and steps)"
-    assert row[6] == f"{_short(vs_control)} vs Baseline (b512)"
+    assert row[5] == f"{_short(vs_base)} †"  # the note: what differs from the Baseline
+    assert row[6] == _short(vs_control)
+    assert "† EXP-3 vs Baseline is the plan's comparison but differs in batch and optimiser step count" in text
     phase2 = _section(text, "### EXP-3:")
     assert f"| Δ vs Baseline (the plan's comparison; different batch and step count) | {vs_base} |" in phase2
     assert f"| Δ vs Baseline (b512) (matched control: same batch and step count) | {vs_control} |" in phase2
@@ -441,7 +444,7 @@ def test_full_matrix_has_no_pending_cell(full_matrix):
     text = render_report(load_runs(full_matrix))
     cells = [line for line in text.splitlines() if line.startswith("|") or re.match(r"\d+\. ", line)]
     assert cells and not [line for line in cells if "pending" in line]
-    assert _rows(text, "**EXP-3**")[0][3] == "70.00 % (k-NN, once)"
+    assert _rows(text, "**EXP-3**")[0][3] == "70.00 % (no interval) (k-NN)"
     assert re.search(r"± 0\.0+(?![0-9])", text) is None  # no zero-width interval anywhere
 
 
