@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -230,3 +231,24 @@ def test_an_interval_past_a_fractions_range_is_also_given_clipped():
     assert pct(wide).endswith("95 % CI clipped to the range: [0.00, 100.00] %)")
     narrow = Estimate(0.48, 2, 0.01, 0.1, (0.47, 0.49), (0, 1), 0.95)
     assert "clipped" not in pct(narrow)
+
+
+def test_the_first_screen_answers_every_hypothesis_and_rows_stay_short(tmp_path):
+    """The report opens with the answers: the first 40 lines hold every declared hypothesis with its
+    verdict; no table row is longer than 300 characters; a group never run has no section."""
+    from kdbias import registry
+
+    build(tmp_path)
+    text = render_report(load_runs(tmp_path))
+    head = "\n".join(text.splitlines()[:40])
+    for hypothesis in registry.HYPOTHESES:
+        (line,) = [line for line in head.splitlines() if line.startswith(f"| {hypothesis.question} |")]
+        assert re.search(r"\*\*(yes|no|no difference|inconclusive|not matched|not measured)\*\*", line), line
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    assert rows and max(len(row) for row in rows) <= 300, max(rows, key=len)
+    plan_only = tmp_path / "plan_only"
+    for name in ("baseline", "exp1"):
+        for seed in SEEDS:
+            write_run(plan_only, name, seed, val_acc=ACC[name][seed])
+    plan_text = render_report(load_runs(plan_only))
+    assert "## Why" not in plan_text and "row group(s) `why`" in plan_text
