@@ -43,7 +43,7 @@ from kdbias.callbacks import (
 from kdbias.models import is_vit
 from kdbias.runs import BEST_CKPT, LAST_CKPT, Run, RunCheckpoint
 from kdbias.runs.config_diff import RUN_LOCAL_KEYS, config_changes, flatten
-from kdbias.teacher import RANDOM_PREFIX, FrozenTeacher, PretrainedTeacher, teacher_spec
+from kdbias.teacher import RANDOM_PREFIX, FrozenTeacher, teacher_spec
 
 __all__ = [
     "ANALYTICS_CALLBACKS",
@@ -299,18 +299,13 @@ def _check_user_callbacks(callbacks: Any) -> None:
 
 def check_teacher_spec(name: str, module: str, teacher: Any) -> None:
     """A teacher spec's own argument checks (nothing built): ``arch_kwargs`` that are shape
-    arguments only (never weight-loading ones, never ``num_classes``); soft KL refuses a
-    headless :class:`~kdbias.teacher.PretrainedTeacher` (it has no class scores to match)."""
+    arguments only (never weight-loading ones, never ``num_classes``). Whether a
+    :class:`~kdbias.teacher.PretrainedTeacher`'s weights carry the head soft KL needs is checked by
+    the runner on the weights themselves (:meth:`~kdbias.teacher.PretrainedTeacher.check_logits`)."""
     spec_like = isinstance(teacher, Mapping) and "class_path" in teacher
     if not spec_like and not (isinstance(teacher, str) and teacher.startswith(RANDOM_PREFIX)):
         return
     try:
-        spec = teacher_spec(dict(teacher) if isinstance(teacher, Mapping) else teacher)
+        teacher_spec(dict(teacher) if isinstance(teacher, Mapping) else teacher)  # its own argument checks
     except TypeError as error:  # an init argument the spec does not take
         raise ValueError(f"model.teacher: {error}") from None
-    if isinstance(spec, PretrainedTeacher) and module == "KLDistillModule":
-        raise ValueError(
-            f"{name} distils soft labels, which need the teacher's class scores; a PretrainedTeacher "
-            f"({spec.arch}) is headless. Distil from a TeacherModule checkpoint (a probe run gives a head), or use "
-            "CKADistillModule."
-        )

@@ -2,7 +2,6 @@
 checkout as it was."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,30 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # `import helpers` fro
 
 import pytest
 import torch
+from helpers import checkout_files
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Paths that running Python and pytest create themselves (not a test's output).
-_TOOL_FILES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".ipynb_checkpoints")
-
-
-def checkout_files(root: Path) -> set[str] | None:
-    """The untracked and ignored files of ``root`` (``git status --porcelain --ignored`` lines
-    ``?? path`` and ``!! path``; Python's and pytest's caches left out); ``None`` outside a git
-    checkout. Changes to tracked files are not counted (someone may be editing while tests run)."""
-    try:
-        done = subprocess.run(
-            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    lines = done.stdout.splitlines()
-    return {line for line in lines if line[:2] in ("??", "!!") and not any(part in line for part in _TOOL_FILES)}
 
 
 @pytest.fixture(scope="session", autouse=True)

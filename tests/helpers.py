@@ -6,6 +6,7 @@ Importable from every test module (``tests/`` is put on ``sys.path`` by ``tests/
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,27 @@ def digits_folder(root: Path, limit: int | None = None) -> Path:
     write_images(root / "train", tr_x, tr_y, limit)
     write_images(root / "test", te_x, te_y, limit)
     return root
+
+
+#: Paths that running Python and pytest create themselves (not a test's output).
+_TOOL_FILES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".egg-info", ".ipynb_checkpoints")
+
+
+def checkout_files(root: Path) -> set[str] | None:
+    """The untracked and ignored files of ``root`` (``git status --porcelain --ignored`` lines
+    ``?? path`` and ``!! path``; Python's and pytest's caches left out); ``None`` outside a git
+    checkout. Changes to tracked files are not counted (someone may be editing while tests run)."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    lines = done.stdout.splitlines()
+    return {line for line in lines if line[:2] in ("??", "!!") and not any(part in line for part in _TOOL_FILES)}

@@ -4,9 +4,9 @@ import subprocess
 
 
 def test_the_clean_checkout_check_sees_new_and_ignored_files(tmp_path):
-    """``conftest.checkout_files``, which fails the session when a test writes into the
+    """``helpers.checkout_files``, which fails the session when a test writes into the
     checkout: a new file, a new ignored file and a changed file show; caches do not."""
-    from conftest import checkout_files
+    from helpers import checkout_files
 
     assert checkout_files(tmp_path) is None  # not a git checkout: the check is skipped
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)

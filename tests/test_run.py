@@ -31,7 +31,8 @@ def test_a_run_read_from_its_folder_and_its_selected_checkpoint(tmp_path):
     run = runs.Run.from_dir(folder)
     assert run == runs.Run(tmp_path / "runs", "baseline", "digits", "smoke", 2, folder)
     assert run.selected_checkpoint() == folder / "checkpoints" / "best.ckpt"
-    assert run.selected_checkpoint({"selected_checkpoint": "../../elsewhere/x.ckpt"}) == run.last_ckpt  # stays inside
+    with pytest.raises(runs.RunPathError, match="leads outside its run"):  # a path outside the run: refused
+        run.selected_checkpoint({"selected_checkpoint": "../../elsewhere/x.ckpt"})
     assert run.selected_checkpoint({}) == run.last_ckpt
     bare = runs.Run.from_dir(tmp_path / "runs" / "exp2" / "version_5")  # no summary: identity from the folder
     assert (bare.experiment, bare.seed, bare.runs_dir) == ("exp2", None, tmp_path / "runs")

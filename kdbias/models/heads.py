@@ -54,9 +54,9 @@ def check_head(name: str, pretrained: Pretrained, num_classes: int) -> None:
     if num_classes > 0 and found == num_classes:
         return
     if pretrained is None:
-        what = "random weights have no trained head"
+        what = "random weights have no trained head (headless)"
     else:
-        head = f"a {found}-class head" if found else "no classification head"
+        head = f"a {found}-class head" if found else "no classification head (headless)"
         what = f"its weights ({pretrained}) have {head}"
     raise ValueError(
         f"teacher {name}: {what}, and soft-KL distillation needs teacher logits over the dataset's {num_classes} "
