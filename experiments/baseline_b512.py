@@ -1,8 +1,6 @@
 """baseline_b512: see `python experiments/baseline_b512.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("baseline_b512", Path(__file__).resolve().parent / "configs")
+    main("baseline_b512")

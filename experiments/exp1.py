@@ -1,8 +1,6 @@
 """exp1: see `python experiments/exp1.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("exp1", Path(__file__).resolve().parent / "configs")
+    main("exp1")

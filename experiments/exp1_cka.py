@@ -1,8 +1,6 @@
 """exp1_cka: see `python experiments/exp1_cka.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("exp1_cka", Path(__file__).resolve().parent / "configs")
+    main("exp1_cka")

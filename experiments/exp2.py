@@ -1,8 +1,6 @@
 """exp2: see `python experiments/exp2.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("exp2", Path(__file__).resolve().parent / "configs")
+    main("exp2")

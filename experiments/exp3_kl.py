@@ -1,8 +1,6 @@
 """exp3_kl: see `python experiments/exp3_kl.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("exp3_kl", Path(__file__).resolve().parent / "configs")
+    main("exp3_kl")

@@ -1,8 +1,6 @@
 """exp_random_teacher: see `python experiments/exp_random_teacher.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("exp_random_teacher", Path(__file__).resolve().parent / "configs")
+    main("exp_random_teacher")

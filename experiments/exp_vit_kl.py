@@ -1,8 +1,6 @@
 """exp_vit_kl: see `python experiments/exp_vit_kl.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("exp_vit_kl", Path(__file__).resolve().parent / "configs")
+    main("exp_vit_kl")

@@ -1,8 +1,6 @@
 """teacher_convnextv2: see `python experiments/teacher_convnextv2.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("teacher_convnextv2", Path(__file__).resolve().parent / "configs")
+    main("teacher_convnextv2")

@@ -1,8 +1,6 @@
 """teacher_deit: see `python experiments/teacher_deit.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("teacher_deit", Path(__file__).resolve().parent / "configs")
+    main("teacher_deit")

@@ -1,8 +1,6 @@
 """teacher_dinov2_probe: see `python experiments/teacher_dinov2_probe.py --help` and kdbias.registry."""
 
-from pathlib import Path
-
 from kdbias.cli import main
 
 if __name__ == "__main__":
-    main("teacher_dinov2_probe", Path(__file__).resolve().parent / "configs")
+    main("teacher_dinov2_probe")

@@ -39,6 +39,7 @@ import re
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,6 @@ __all__ = [
 
 SMOKE_FLAG = "--smoke"
 _LINK_FAILED = re.compile(r"^.*Call to compute_fn of link '[^']*' with args \(.*?\) failed: ", re.DOTALL)
-#: ``experiments/`` of this checkout: one script per experiment, and its presets under ``configs/``.
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
-CONFIGS_DIR = EXPERIMENTS_DIR / "configs"
 _SPHINX = re.compile(r":(?:class|func|meth|mod|data|attr|obj|exc):`~?(?:[\w.]*\.)?([^`]+)`")
 
 
@@ -128,20 +126,20 @@ class KDBiasCLI(LightningCLI):
     def __init__(
         self,
         experiment: registry.Experiment,
-        configs_dir: str | Path,
         args: Sequence[str],
         parse_only: bool = False,
     ) -> None:
         self.experiment = experiment
-        self.configs_dir = Path(configs_dir)
         self.parse_only = parse_only
         self.plan: runner.RunPlan | None = None
-        paper = experiment.config_files(self.configs_dir, "paper")
+        paper = experiment.config_files("paper")
         missing = [str(p) for p in paper if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"preset files missing: {', '.join(missing)}; run from a complete checkout.")
-        smoke = experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
-        args = expand_smoke(args, smoke)
+            raise FileNotFoundError(
+                f"preset files missing: {', '.join(missing)}; a row's pieces are configs/<piece>.yaml beside its "
+                "study file or among the shipped presets."
+            )
+        args = expand_smoke([*experiment.override_args(), *args], self._smoke_files())
         args = prepare_config_args(args)  # bounded, checked; a pipe's text handed on
         description = (
             f"{experiment.description}\n\nPresets: the paper preset is the default configuration; {SMOKE_FLAG} "
@@ -169,7 +167,7 @@ class KDBiasCLI(LightningCLI):
 
     def add_default_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         super().add_default_arguments_to_parser(parser)
-        listed = ", ".join(p.relative_to(self.configs_dir).as_posix() for p in self._smoke_files())
+        listed = ", ".join(f"{p.parent.name}/{p.name}" for p in self._smoke_files())
         parser.add_argument(
             SMOKE_FLAG,
             action="store_true",
@@ -192,8 +190,8 @@ class KDBiasCLI(LightningCLI):
         )
 
     def _smoke_files(self) -> list[Path]:
-        paper = self.experiment.config_files(self.configs_dir, "paper")
-        return self.experiment.config_files(self.configs_dir, "smoke")[len(paper) :]
+        paper = self.experiment.config_files("paper")
+        return self.experiment.config_files("smoke")[len(paper) :]
 
     def add_core_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """The module, the DataModule and the analytics first (what a user changes), then the Trainer."""
@@ -213,7 +211,7 @@ class KDBiasCLI(LightningCLI):
         if self.parse_only:
             return
         dump = lambda config: self.parser.dump(config, skip_none=False)  # noqa: E731
-        self.plan = runner.plan_run(self.experiment, self.config, dump, self.configs_dir)
+        self.plan = runner.plan_run(self.experiment, self.config, dump)
 
     def instantiate_classes(self) -> None:
         if self.parse_only:
@@ -230,7 +228,7 @@ class KDBiasCLI(LightningCLI):
 
         def control(key: str):
             other = registry.get(key)
-            model = preset_config(other, plan.configs_dir, plan.preset).model
+            model = preset_config(other, plan.preset).model
             return control_teacher(other, plan.runs_dir, plan.dataset, plan.preset, model)
 
         return runner.build_trainer(plan, self.trainer_class, config, self.model, self.datamodule, control)
@@ -250,13 +248,13 @@ def add_analytics_arguments(parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(cls, f"analytics.{key}", instantiate=False, skip=set(fixed))
 
 
-def preset_config(experiment: registry.Experiment, configs_dir: str | Path, preset: str = "paper") -> Namespace:
+def preset_config(experiment: registry.Experiment, preset: str = "paper") -> Namespace:
     """``experiment``'s merged preset configuration, parsed by the command line's own parser
     (nothing checked, resolved or built)."""
     args = [SMOKE_FLAG] if preset == "smoke" else []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return KDBiasCLI(experiment, configs_dir, args, parse_only=True).config
+        return KDBiasCLI(experiment, args, parse_only=True).config
 
 
 def _num_classes(dataset: str, data_dir: str, image_size: int | None) -> int:
@@ -280,18 +278,17 @@ def own_teacher(name: str) -> registry.Experiment:
     if name in registry.ALL_EXPERIMENTS:
         raise ValueError(f"--name {name}: an experiment of the matrix; run experiments/{name}.py, or pick another name")
     recipe = registry.get(next(n for n in registry.TEACHERS if registry.get(n).module == "TeacherModule"))
-    return registry.Experiment(
-        name,
-        name,
-        "TeacherModule",
-        recipe.pieces,
-        "teacher",
-        f"Your own teacher {name}: {recipe.label}'s recipe and presets with any --model.arch (and "
+    return replace(
+        recipe,
+        name=name,
+        label=name,
+        description=f"Your own teacher {name}: {recipe.label}'s recipe and presets with any --model.arch (and "
         "--model.pretrained weights); students name it with --model.teacher run:" + name,
+        target=None,
     )
 
 
-def main(name: str | registry.Experiment, configs_dir: str | Path, argv: Sequence[str] | None = None) -> Path | None:
+def main(name: str | registry.Experiment, argv: Sequence[str] | None = None) -> Path | None:
     """Entry point of ``experiments/<name>.py``: parse and check, plan, build, then train and
     test; return the run directory (``None`` when ``--resume`` found the run finished).
     ``name``: an experiment of :mod:`kdbias.registry`, or one built here (:func:`own_teacher`).
@@ -305,7 +302,7 @@ def main(name: str | registry.Experiment, configs_dir: str | Path, argv: Sequenc
     quiet_lightning()
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")  # argv is passed on purpose
     try:
-        cli = KDBiasCLI(experiment or registry.get(name), configs_dir, args)
+        cli = KDBiasCLI(experiment or registry.get(name), args)
         assert cli.plan is not None
         runner.prepare_data(cli.plan, cli.datamodule)
     except runner.Finished as done:

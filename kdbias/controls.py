@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import registry, runs
-from kdbias.cli import CONFIGS_DIR, preset_config
+from kdbias.cli import preset_config
 from kdbias.console import emit, one_line, quiet_lightning
 from kdbias.data import DATASETS, CIFARDataModule
 from kdbias.errors import FIT_INPUT_ERRORS, InputError
@@ -91,7 +91,6 @@ def check_run(run_dir: str | Path) -> None:
 def fill_controls(
     run_dir: str | Path,
     runs_dir: str | Path | None = None,
-    configs_dir: str | Path | None = None,
     accelerator: str = "auto",
 ) -> list[str]:
     """Measure what :func:`missing_controls` names and whose teacher now exists; returns one
@@ -110,7 +109,7 @@ def fill_controls(
     lines: list[str] = []
     with runs.RunLock(run_dir):
         datamodule = CIFARDataModule(**(config.get("data") or {}))
-        cka, cka_lines = _cka_controls(experiment, run_dir, runs_dir, configs_dir, config, cka_keys, dataset, preset)
+        cka, cka_lines = _cka_controls(experiment, run_dir, runs_dir, config, cka_keys, dataset, preset)
         lines += cka_lines
         measured: dict[str, dict[str, Any]] = {}
         if cka:
@@ -148,17 +147,14 @@ def _own_file(run_dir: Path, name: object, named_in: Path) -> Path:
     return found
 
 
-def _cka_controls(experiment, run_dir, runs_dir, configs_dir, config, keys, dataset, preset):
+def _cka_controls(experiment, run_dir, runs_dir, config, keys, dataset, preset):
     """The CKA callbacks of ``keys`` whose teachers exist, and a line per key."""
-    configs_dir = Path(configs_dir) if configs_dir is not None else CONFIGS_DIR
     settings = Analytics(**{k: v for k, v in (config.get("analytics") or {}).items() if k != "cka_against"})
     callbacks, lines = [], []
     for key in keys:
         other = registry.get(key)
         try:
-            teacher, pairs = control_teacher(
-                other, runs_dir, dataset, preset, preset_config(other, configs_dir, preset).model
-            )
+            teacher, pairs = control_teacher(other, runs_dir, dataset, preset, preset_config(other, preset).model)
         except FileNotFoundError as missing:
             lines.append(f"CKA control against the {key} teacher still missing: {' '.join(str(missing).split())}")
             continue
@@ -199,7 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdbias.controls", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dirs", nargs="+", type=Path, help="complete runs (runs/<experiment>/version_<n>)")
     parser.add_argument("--runs_dir", default=None, help="where the teacher runs are (default: each run's own)")
-    parser.add_argument("--configs_dir", default=None, help="the presets (default: experiments/configs)")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator of the measurement")
     args = parser.parse_args(argv)
 
@@ -207,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for run_dir in args.run_dirs:
             check_run(run_dir)
-            lines = fill_controls(run_dir, args.runs_dir, args.configs_dir, args.accelerator)
+            lines = fill_controls(run_dir, args.runs_dir, args.accelerator)
             emit("\n".join(lines) if lines else f"{run_dir}: every control is measured already")
     except (*FIT_INPUT_ERRORS, runs.RunningElsewhere) as error:  # a bug during a measurement keeps its traceback
         emit(f"{parser.prog}: error: {one_line(error)}", file=sys.stderr)

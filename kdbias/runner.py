@@ -96,7 +96,6 @@ class RunPlan:
     ``run_dir``/``ckpt_path``: set when resuming; ``teacher_run``: the ``run:NAME`` a student names."""
 
     experiment: registry.Experiment
-    configs_dir: Path
     runs_dir: Path
     seed: int
     dataset: str
@@ -147,9 +146,7 @@ def check_config(experiment: registry.Experiment, config: Namespace) -> Analytic
     return Analytics(**_plain(config.analytics))
 
 
-def plan_run(
-    experiment: registry.Experiment, config: Namespace, dump: Callable[[Namespace], str], configs_dir: Path
-) -> RunPlan:
+def plan_run(experiment: registry.Experiment, config: Namespace, dump: Callable[[Namespace], str]) -> RunPlan:
     """Check ``config`` (:func:`check_config`), resolve ``teacher: auto`` and plan ``--resume``;
     ``dump``: the parser's YAML dump of a configuration (what ``config.yaml`` holds)."""
     import yaml
@@ -157,7 +154,6 @@ def plan_run(
     analytics = check_config(experiment, config)
     plan = RunPlan(
         experiment=experiment,
-        configs_dir=Path(configs_dir),
         runs_dir=Path(config.runs_dir),
         seed=int(config.seed_everything),
         dataset=config.data.dataset,

@@ -21,6 +21,7 @@ from kdbias.callbacks.fidelity import OWN, FidelityCallback
 from kdbias.callbacks.snapshots import SnapshotCallback
 from kdbias.data import DATASETS
 from kdbias.runs.teachers import closest_snapshot, matched_teacher_checkpoint, resolve_teacher
+from kdbias.study import EVERY_TEACHER
 from kdbias.teacher import FrozenTeacher, PretrainedTeacher, RandomTeacher
 
 __all__ = [
@@ -40,14 +41,6 @@ SNAPSHOT_EVERY = {"paper": 10, "smoke": 1}
 #: Fidelity key of the untrained, seeded ResNet-18 (``exp_random_teacher``'s teacher).
 RANDOM_KEY = "random_teacher"
 RANDOM_ARCH = "resnet18_cifar"
-#: Fidelity references besides a student's own teacher: the baseline against every teacher (the
-#: control), EXP-3 (headless DINOv2) and its matched control against the linear-probed DINOv2
-#: (same backbone).
-CONTROL_REFERENCES = {
-    "baseline": "every teacher",
-    "baseline_b512": ("teacher_dinov2_probe",),  # EXP-3's matched control, against EXP-3's backbone
-    "exp3": ("teacher_dinov2_probe",),
-}
 
 #: What ``control_teacher`` returns: the teacher, and the cells its loss trains (or ``None``).
 Control = tuple[FrozenTeacher, list[tuple[int, int]] | None]
@@ -98,7 +91,9 @@ def fidelity_references(
     """``({key: teacher loader or OWN}, primary key)`` of the fidelity measured for ``experiment``:
     its own teacher (key: ``teacher_run`` when the run names its teacher run, else
     ``experiment.teacher``, or :data:`RANDOM_KEY`) and the controls of
-    :data:`CONTROL_REFERENCES` whose teacher runs are complete (others are "not measured")."""
+    the row's ``fidelity_against`` (:mod:`kdbias.study`; ``every teacher``: every teacher row and
+    the random teacher) whose teacher runs are complete (others are "not measured"). A distilling
+    student without a teacher row takes the first of those as its own."""
     out: dict[str, Callable[[], FrozenTeacher] | str] = {}
     primary = None
     if experiment.role == "student" and experiment.module == "KLDistillModule":
@@ -107,14 +102,16 @@ def fidelity_references(
     if experiment.module == "CKADistillModule" and (teacher_run or experiment.teacher) is not None:
         primary = teacher_run or experiment.teacher
         out[primary] = OWN
-    controls = CONTROL_REFERENCES.get(experiment.name, ())
-    if controls == "every teacher":
-        controls = (*registry.select(registry.GROUPS)[0], RANDOM_KEY)
+    controls: list[str] = []
+    for key in experiment.fidelity_against:
+        every = (*registry.select(registry.GROUPS)[0], RANDOM_KEY) if key == EVERY_TEACHER else (key,)
+        controls += [k for k in every if k not in controls]
     for key in controls:
         if key == RANDOM_KEY or _has_selected_checkpoint(runs_dir, key, dataset, preset):
             out.setdefault(key, partial(_load, Path(runs_dir), key, dataset, preset, num_classes))
-    if primary is None and experiment.name == "exp3" and "teacher_dinov2_probe" in out:
-        primary = "teacher_dinov2_probe"
+    distils = experiment.role == "student" and experiment.module != "TeacherModule"
+    if primary is None and distils and controls and controls[0] in out:
+        primary = controls[0]
     return out, primary
 
 

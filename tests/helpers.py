@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from kdbias.modules import CKADistillModule, KLDistillModule, Optimization, TeacherModule
+from kdbias.study import SHIPPED_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments"
-CONFIGS = EXPERIMENTS / "configs"
+CONFIGS = SHIPPED_CONFIGS  # the presets ship with the package
 
 TINY_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 2, "drop_path_rate": 0.2}
 TINY_RESNET = {"layers": [1, 1, 1, 1], "channels": [16, 16, 16, 16]}
@@ -116,7 +117,7 @@ def run_experiment(name: str, runs_dir: Path, *extra: str, tiny: bool = True, fa
     args = ["--smoke", "--runs_dir", str(runs_dir)]
     args += FAST if fast else []
     args += TINY_ARGS[name] if tiny else []
-    return main(name, CONFIGS, [*args, *extra])
+    return main(name, [*args, *extra])
 
 
 def read_summary(run_dir: Path) -> dict[str, Any]:

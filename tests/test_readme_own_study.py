@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from helpers import CONFIGS, FAST, ROOT, TINY_ARGS, digits_folder
+from helpers import FAST, ROOT, TINY_ARGS, digits_folder
 
 from kdbias import registry
 from kdbias.cli import KDBiasCLI, main, own_teacher
@@ -67,7 +67,7 @@ def test_every_command_is_accepted(tmp_path):
                 experiment, args = own_teacher(args[k + 1]), args[:k] + args[k + 2 :]
             else:
                 experiment = registry.get(name)
-            config = KDBiasCLI(experiment, CONFIGS, _localise(args, images, tmp_path), parse_only=True).config
+            config = KDBiasCLI(experiment, _localise(args, images, tmp_path), parse_only=True).config
             if "folder" in args:
                 assert config.data.dataset == "folder" and config.model.num_classes == 10
 
@@ -82,7 +82,7 @@ def test_the_study_runs_on_tiny_data(tmp_path, monkeypatch):
     lines = commands()
     for line in lines[:3]:  # teacher, baseline, exp1 on the folder
         name = Path(line[1]).stem
-        run_dir = main(name, CONFIGS, [*_localise(line[2:], images, runs), *FAST, *TINY_ARGS[name]])
+        run_dir = main(name, [*_localise(line[2:], images, runs), *FAST, *TINY_ARGS[name]])
     from kdbias.data import DATASETS
     from kdbias.evaluate import evaluate
 
@@ -99,14 +99,14 @@ def test_the_study_runs_on_tiny_data(tmp_path, monkeypatch):
     teacher_args = [a.replace("resnet34", "test_resnet") for a in lines[4][2:]]
     k = teacher_args.index("--name")
     rest = _localise(teacher_args[:k] + teacher_args[k + 2 :], images, runs)
-    assert main(own_teacher(teacher_args[k + 1]), CONFIGS, [*rest, *FAST]) == runs / "my_r34" / "version_0"
-    student = main("exp1", CONFIGS, [*_localise(lines[5][2:], images, runs), *FAST, *TINY_ARGS["exp1"]])
+    assert main(own_teacher(teacher_args[k + 1]), [*rest, *FAST]) == runs / "my_r34" / "version_0"
+    student = main("exp1", [*_localise(lines[5][2:], images, runs), *FAST, *TINY_ARGS["exp1"]])
     assert '"my_r34"' in (student / "summary.json").read_text()
     monkeypatch.chdir(tmp_path)
     # The sweep's teacher first, tiny (the extra arguments after -- reach every script, so the
     # teacher is not among the --only rows here); then the README's sweep over exp1.
     tiny_teacher = [*FAST, *TINY_ARGS["teacher_resnet18"], "--smoke", "--runs_dir", str(tmp_path / "sweep")]
-    assert main("teacher_resnet18", CONFIGS, tiny_teacher) is not None
+    assert main("teacher_resnet18", tiny_teacher) is not None
     sweep = [a for a in lines[6][2:] if a != "teacher_resnet18"]
     sweep += ["--runs_dir", str(tmp_path / "sweep"), "--out", str(tmp_path / "SWEEP.md"), "--", *FAST]
     sweep += TINY_ARGS["exp1"]

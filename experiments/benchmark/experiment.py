@@ -33,7 +33,6 @@ from kdbias.data.cifar import cifar_files
 
 from .measure import quiet
 
-CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 EXP3_IMAGE_SIZES = (224, 112)  # the teacher's side: 16x16 tokens pooled to 8x8, or 8x8 directly
 LOG_EVERY = 10_000  # measured steps are non-logging steps (logging costs a host read by design)
 
@@ -109,7 +108,6 @@ class Plan:
     num_workers: int | None = None  # None: the preset's
     sizes: dict[str, int] = field(default_factory=dict)
     compile_backend: str | None = None
-    configs_dir: Path = CONFIGS_DIR
 
     @property
     def device(self) -> torch.device:
@@ -149,19 +147,19 @@ class Plan:
 
 # -- presets ------------------------------------------------------------------------------------------
 @functools.cache
-def _parsed(experiment: str, preset: str, configs_dir: str) -> dict[str, Any]:
+def _parsed(experiment: str, preset: str) -> dict[str, Any]:
     from kdbias import cli
 
-    return cli.preset_config(registry.get(experiment), configs_dir, preset).as_dict()
+    return cli.preset_config(registry.get(experiment), preset).as_dict()
 
 
-def preset_config(experiment: str, preset: str = "paper", configs_dir: Path = CONFIGS_DIR) -> dict[str, Any]:
+def preset_config(experiment: str, preset: str = "paper") -> dict[str, Any]:
     """The experiment's preset as the command line parses it (:func:`kdbias.cli.preset_config`)."""
-    return copy.deepcopy(_parsed(experiment, preset, str(configs_dir)))
+    return copy.deepcopy(_parsed(experiment, preset))
 
 
-def preset_model(experiment: str, preset: str = "paper", configs_dir: Path = CONFIGS_DIR) -> dict[str, Any]:
-    return dict(preset_config(experiment, preset, configs_dir).get("model") or {})
+def preset_model(experiment: str, preset: str = "paper") -> dict[str, Any]:
+    return dict(preset_config(experiment, preset).get("model") or {})
 
 
 def architecture(experiment: str, preset: str = "paper") -> str:
@@ -236,7 +234,7 @@ def build(spec: RunSpec, plan: Plan, overrides: dict[str, Any]) -> Built:
     from kdbias.cli import KDBiasCLI
 
     with quiet(), contextlib.redirect_stdout(io.StringIO()):
-        cli = KDBiasCLI(registry.get(spec.experiment), plan.configs_dir, args)
+        cli = KDBiasCLI(registry.get(spec.experiment), args)
     return Built(cli.model, cli.datamodule, cli.trainer, int(cli.config.seed_everything), "KDBiasCLI")
 
 

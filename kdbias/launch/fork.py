@@ -76,22 +76,25 @@ class ForkedRun:
 
 
 def fork_start(command: Sequence[str], env: Mapping[str, str] | None = None, **_: Any) -> ForkedRun:
-    """Fork and run ``command`` (``[python, script, *args]``) in the child as ``python script
-    args`` would, with ``env`` as its environment; the other ``Popen`` arguments are implied
-    (stdout and stderr into one text pipe, line-buffered)."""
-    script, args = str(command[1]), [str(a) for a in command[2:]]
+    """Fork and run ``command`` (``[python, script, *args]`` or ``[python, "-m", module, *args]``)
+    in the child as ``python`` would, with ``env`` as its environment; the other ``Popen`` arguments
+    are implied (stdout and stderr into one text pipe, line-buffered)."""
+    module = str(command[2]) if str(command[1]) == "-m" else None
+    script, args = (
+        (module, [str(a) for a in command[3:]]) if module else (str(command[1]), [str(a) for a in command[2:]])
+    )
     read_fd, write_fd = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_fd)
-        _child(script, args, dict(os.environ if env is None else env), write_fd)
+        _child(script, args, dict(os.environ if env is None else env), write_fd, module is not None)
     os.close(write_fd)
     return ForkedRun(pid, read_fd)
 
 
-def _child(script: str, args: list[str], env: dict[str, str], write_fd: int) -> None:
+def _child(script: str, args: list[str], env: dict[str, str], write_fd: int, module: bool = False) -> None:
     code = 1
     try:
         os.dup2(write_fd, 1)
@@ -106,9 +109,13 @@ def _child(script: str, args: list[str], env: dict[str, str], write_fd: int) -> 
             sys.modules["torch"].set_num_threads(int(threads))
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: KeyboardInterrupt, as in a new python
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        sys.argv = [script, *args]
-        sys.path[0] = os.path.dirname(os.path.abspath(script))
-        runpy.run_path(script, run_name="__main__")
+        if module:
+            sys.argv = [script, *args]
+            runpy.run_module(script, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = [script, *args]
+            sys.path[0] = os.path.dirname(os.path.abspath(script))
+            runpy.run_path(script, run_name="__main__")
         code = 0
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import registry, runs
-from kdbias.cli import CONFIGS_DIR, EXPERIMENTS_DIR, KDBiasCLI
+from kdbias.cli import KDBiasCLI
 from kdbias.launch.sweep import Point, point_args, point_slug, sweep_grid
+from kdbias.study import DEFAULT_STUDY, study_path
 
-__all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix"]
+__all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix", "study_args"]
 
 #: Typical seconds of one ``--smoke`` run on a 2-core CPU (start-up and test included): the
 #: estimate when no run of the preset has finished yet.
@@ -67,8 +68,9 @@ class PlannedRun:
         tail = point_slug(self.sweep)
         return f"{self.experiment}-seed{self.seed}" + (f"-{tail}" if tail else "")
 
-    def command(self, experiments_dir: str | Path = EXPERIMENTS_DIR, python: str = sys.executable) -> list[str]:
-        return [python, str(Path(experiments_dir) / f"{self.experiment}.py"), *self.argv]
+    def command(self, python: str = sys.executable) -> list[str]:
+        """``python -m kdbias.run [--study FILE] <experiment> ARGV``: the run, from any folder."""
+        return [python, "-m", "kdbias.run", *study_args(), self.experiment, *self.argv]
 
     def describe(self) -> str:
         where = f" ({self.run_dir})" if self.run_dir is not None else ""
@@ -86,6 +88,12 @@ class PlannedRun:
         return "\n  ".join(lines)
 
 
+def study_args() -> list[str]:
+    """``["--study", FILE]`` when the active study is not the shipped default, else ``[]``."""
+    source = registry.active().source
+    return [] if source == study_path(DEFAULT_STUDY).resolve() else ["--study", str(source)]
+
+
 def expected_config(experiment: str, argv: Sequence[str]) -> dict[str, Any]:
     """The resolved configuration ``experiments/<experiment>.py ARGV`` would run with, parsed
     by the experiment's own command line (nothing instantiated, no teacher resolved).
@@ -99,7 +107,7 @@ def expected_config(experiment: str, argv: Sequence[str]) -> dict[str, Any]:
     try:
         with contextlib.redirect_stderr(errors), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            cli = KDBiasCLI(registry.get(experiment), CONFIGS_DIR, list(argv), parse_only=True)
+            cli = KDBiasCLI(registry.get(experiment), list(argv), parse_only=True)
             text = cli.parser.dump(cli.config, skip_none=False)
     except SystemExit:
         raise ValueError(f"{experiment}.py refuses the arguments: {errors.getvalue().strip()}") from None

@@ -30,9 +30,9 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from kdbias import registry, runs
-from kdbias.cli import CONFIGS_DIR
 from kdbias.console import emit, format_duration, quiet_lightning
 from kdbias.controls import fill_controls
 from kdbias.launch.exclusive import hold_runs_folder
@@ -80,7 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dataset", default=None, help="data.dataset of every run (default: digits smoke, else cifar10)"
     )
     parser.add_argument(
-        "--groups", default="plan", help=f"comma-separated row groups of the registry ({', '.join(registry.GROUPS)})"
+        "--study",
+        default=None,
+        metavar="FILE",
+        help="a study file (YAML: rows and hypotheses, kdbias.study) instead of the shipped plan and why rows",
+    )
+    parser.add_argument(
+        "--groups",
+        default=None,
+        help="comma-separated row groups of the study (default: plan; with --study: the file's own rows' groups)",
     )
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="plan only these experiments")
     parser.add_argument(
@@ -141,6 +149,13 @@ def _print_warnings(caught: Sequence[warnings.WarningMessage]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        study = registry.activate(args.study if args.study is not None else registry.DEFAULT_STUDY)
+    except registry.StudyError as error:
+        emit(f"run_all.py: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    if args.groups is None:
+        args.groups = ",".join(study.own_groups) if args.study is not None else registry.GROUPS[0]
     if args.status or args.dry_run:  # read only: no planner lock
         return _main(args)
     try:  # one planner per runs folder: a second run_all waits, then trains nothing twice
@@ -269,6 +284,11 @@ def _local(args, plan, todo, elsewhere, gpus_per_run: int, preset: str, dataset:
     return 1 if result.failure is not None or result.blocked else 0
 
 
+def study_flag(args: argparse.Namespace) -> str:
+    """`` --study FILE`` for the commands run_all prints, when a study file was given."""
+    return f" --study {shlex.quote(str(Path(args.study).resolve()))}" if args.study is not None else ""
+
+
 def fill_matrix_controls(plan: Sequence[PlannedRun], runs_dir: str, dataset: str, preset: str) -> list[str]:
     """The controls each complete run of ``plan`` skipped (its teachers did not exist yet),
     measured now on its checkpoints (:func:`kdbias.controls.fill_controls`)."""
@@ -296,7 +316,6 @@ def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, da
         jobs = submit_matrix(
             todo,
             args.runs_dir,
-            CONFIGS_DIR,
             settings,
             unavailable=[run.key for run in elsewhere],
             wait=args.wait,
@@ -315,7 +334,7 @@ def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, da
             f"run_all: {len(jobs)} jobs submitted; follow them with `python experiments/run_all.py --status "
             f"--runs_dir {shlex.quote(str(args.runs_dir))}{' --smoke' if args.smoke else ''}` and write the report "
             f"once they are done with `python -m kdbias.report {shlex.quote(str(args.runs_dir))} --out "
-            f"{shlex.quote(str(args.out))}`."
+            f"{shlex.quote(str(args.out))}{study_flag(args)}`."
         )
         return 0
     for line in fill_matrix_controls(plan, args.runs_dir, dataset, preset):

@@ -88,13 +88,13 @@ def job_argv(run: Any, settings: SlurmSettings) -> list[str]:
 class RunJob:
     """The callable of one job: ``experiments/<experiment>.py ARGV`` in this process."""
 
-    def __init__(self, experiment: str, argv: Sequence[str], configs_dir: str | Path) -> None:
-        self.experiment, self.argv, self.configs_dir = experiment, list(argv), str(configs_dir)
+    def __init__(self, experiment: str, argv: Sequence[str]) -> None:
+        self.experiment, self.argv = experiment, list(argv)
 
     def __call__(self) -> str | None:
         from kdbias.cli import main
 
-        run_dir = main(self.experiment, self.configs_dir, list(self.argv))
+        run_dir = main(self.experiment, list(self.argv))
         return None if run_dir is None else str(run_dir)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -103,7 +103,7 @@ class RunJob:
         import submitit
 
         argv = self.argv if "--resume" in self.argv else [*self.argv, "--resume"]
-        return submitit.helpers.DelayedSubmission(RunJob(self.experiment, argv, self.configs_dir))
+        return submitit.helpers.DelayedSubmission(RunJob(self.experiment, argv))
 
 
 def job_plan(todo: Sequence[Any], settings: SlurmSettings) -> list[str]:
@@ -126,7 +126,6 @@ def job_plan(todo: Sequence[Any], settings: SlurmSettings) -> list[str]:
 def submit_matrix(
     todo: Sequence[Any],
     runs_dir: str | Path,
-    configs_dir: str | Path,
     settings: SlurmSettings,
     unavailable: Sequence[str] = (),
     wait: bool = False,
@@ -165,7 +164,7 @@ def submit_matrix(
                 write_record(runs_dir, "slurm", run.slug, state="blocked", reason=f"needs {', '.join(needs)}")
                 continue
         executor.update_parameters(**settings.parameters(f"kdbias-{run.slug}", dependency))
-        job = executor.submit(RunJob(run.experiment, job_argv(run, settings), configs_dir))
+        job = executor.submit(RunJob(run.experiment, job_argv(run, settings)))
         jobs[run.key] = job
         log = Path(str(job.paths.stdout)).as_posix()
         write_record(

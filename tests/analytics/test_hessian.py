@@ -1,6 +1,5 @@
 import dataclasses
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -446,7 +445,8 @@ def _preset_probes() -> dict[str, int]:
     from kdbias.callbacks import HessianCallback
 
     default = inspect.signature(HessianCallback).parameters["max_iter"].default
-    root = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+    from kdbias.study import SHIPPED_CONFIGS as root
+
     out = {}
     for name, path in (("paper", root / "analytics.yaml"), ("smoke", root / "smoke" / "analytics.yaml")):
         section = (yaml.safe_load(path.read_text())["analytics"] or {}).get("hessian") or {}

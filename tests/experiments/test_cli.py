@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, EXPERIMENTS, read_summary, run_experiment, scalar_tags
+from helpers import EXPERIMENTS, read_summary, run_experiment, scalar_tags
 
 from kdbias import registry
 from kdbias.cli import main
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 def _printed_config(name: str, *args: str, capsys) -> dict:
     with pytest.raises(SystemExit) as stop:
-        main(name, CONFIGS, [*args, "--print_config"])
+        main(name, [*args, "--print_config"])
     assert stop.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
 
@@ -60,7 +60,7 @@ def test_every_experiment_has_a_script_and_presets():
     for experiment in registry.EXPERIMENTS.values():
         assert (EXPERIMENTS / f"{experiment.name}.py").is_file()
         for preset in ("paper", "smoke"):
-            assert all(p.is_file() for p in experiment.config_files(CONFIGS, preset))
+            assert all(p.is_file() for p in experiment.config_files(preset))
 
 
 def test_presets_follow_the_plan(capsys):
@@ -95,7 +95,7 @@ def test_presets_follow_the_plan(capsys):
 
 def test_linked_arguments_are_named_once(capsys):
     with pytest.raises(SystemExit) as stop:
-        main("baseline", CONFIGS, ["--model.dataset", "cifar100"])
+        main("baseline", ["--model.dataset", "cifar100"])
     assert stop.value.code == 2
     assert 'must be given via "data.dataset"' in capsys.readouterr().err
 
@@ -153,10 +153,10 @@ def test_print_config_reruns_the_same_run(tmp_path, capsys):
     from helpers import FAST, TINY_ARGS
 
     with pytest.raises(SystemExit):
-        main("exp1", CONFIGS, [*args, *FAST, *TINY_ARGS["exp1"], "--print_config"])
+        main("exp1", [*args, *FAST, *TINY_ARGS["exp1"], "--print_config"])
     config = tmp_path / "c.yaml"
     config.write_text(capsys.readouterr().out)
-    first = main("exp1", CONFIGS, ["--config", str(config)])
+    first = main("exp1", ["--config", str(config)])
     second = run_experiment("exp1", runs, "--model.temperature", "2")
     a, b = read_summary(first), read_summary(second)
     assert a["method"]["temperature"] == 2.0 and a["config_signature"] == b["config_signature"]

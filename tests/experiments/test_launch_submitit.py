@@ -24,7 +24,6 @@ from kdbias.report import write_report
 pytest.importorskip("submitit")
 pytestmark = pytest.mark.subprocess
 
-CONFIGS = ROOT / "experiments" / "configs"
 LOCAL = SlurmSettings(executor="local", gpus_per_run=0, time_min=30, signal_delay_s=5)
 
 
@@ -48,7 +47,7 @@ def test_teacher_then_student_with_the_local_executor(tmp_path):
     root = tmp_path / "runs"
     plan = tiny_plan(root, ["teacher_resnet18", "exp1"])
     assert [run.needs for run in plan] == [(), ("teacher_resnet18:0",)]
-    jobs = submit_matrix(plan, root, CONFIGS, LOCAL)
+    jobs = submit_matrix(plan, root, LOCAL)
     assert set(jobs) == {"teacher_resnet18:0", "exp1:0"}
     teacher = runs.latest_complete_run(root, "teacher_resnet18", 0, "digits", "smoke")
     student = runs.latest_complete_run(root, "exp1", 0, "digits", "smoke")
@@ -72,7 +71,7 @@ def test_an_interrupted_job_requeues_and_resumes_the_same_run(tmp_path):
     stall = ["--trainer.callbacks+=helpers.StallOnceAt", f"--trainer.callbacks.flag={flag}"]
     plan = tiny_plan(root, ["baseline_b512"], "--trainer.max_epochs", "2", *stall)
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(jobs=submit_matrix(plan, root, CONFIGS, LOCAL)))
+    thread = threading.Thread(target=lambda: result.update(jobs=submit_matrix(plan, root, LOCAL)))
     thread.start()
     deadline = time.monotonic() + 600  # a safety net against a hang, not a timing assertion
     while not flag.exists() and thread.is_alive() and time.monotonic() < deadline:

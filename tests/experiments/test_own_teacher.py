@@ -10,7 +10,7 @@ import time
 import pytest
 import timm
 import torch
-from helpers import CONFIGS, read_summary, run_experiment
+from helpers import read_summary, run_experiment
 from safetensors.torch import save_file
 
 from kdbias.cli import main, own_teacher
@@ -83,7 +83,7 @@ def test_own_teacher_run_is_filed_and_named_by_students(tmp_path):
     fast = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1"]
     fast += ["--trainer.limit_test_batches", "1", "--data.batch_size", "16", "--analytics.enabled", "false"]
     runs = tmp_path / "runs"
-    teacher_dir = main(own_teacher("my_t"), CONFIGS, ["--smoke", "--runs_dir", str(runs), "--model.arch", ARCH, *fast])
+    teacher_dir = main(own_teacher("my_t"), ["--smoke", "--runs_dir", str(runs), "--model.arch", ARCH, *fast])
     assert teacher_dir.parent == runs / "my_t" and read_summary(teacher_dir)["experiment"] == "my_t"
     student = run_experiment("exp1", runs, "--model.teacher", "run:my_t")
     summary = read_summary(student)
@@ -112,7 +112,7 @@ def test_folder_dataset_classes_reach_the_module(tmp_path):
             for k in range(4):
                 Image.new("RGB", (32, 32), (k * 40, 0, 0)).save(tmp_path / "f" / split / c / f"{k}.png")
     args = ["--smoke", "--data.dataset", "folder", "--data.data_dir", str(tmp_path / "f")]
-    config = KDBiasCLI(registry.get("baseline"), CONFIGS, args, parse_only=True).config
+    config = KDBiasCLI(registry.get("baseline"), args, parse_only=True).config
     assert config.model.num_classes == 3 and config.model.dataset == "folder"
     assert CIFARDataModule("folder", data_dir=tmp_path / "f").num_classes == 3
 

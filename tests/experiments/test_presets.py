@@ -15,7 +15,6 @@ from typing import Any
 import lightning as L
 import pytest
 import yaml
-from helpers import CONFIGS
 
 from kdbias import registry
 from kdbias.data import CIFARDataModule
@@ -66,7 +65,7 @@ def _piece(path) -> dict[str, Any]:
 
 def _paper_pieces():
     for experiment in registry.EXPERIMENTS.values():
-        for path in experiment.config_files(CONFIGS, "paper"):
+        for path in experiment.config_files("paper"):
             yield experiment, path
 
 
@@ -97,7 +96,7 @@ def test_the_rule_sees_a_restated_default(tmp_path):
 
 def _merged_paper(experiment) -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    for path in experiment.config_files(CONFIGS, "paper"):
+    for path in experiment.config_files("paper"):
         merged.update(_piece(path))
     return merged
 
@@ -105,7 +104,7 @@ def _merged_paper(experiment) -> dict[str, Any]:
 def test_smoke_pieces_change_what_the_paper_preset_gives():
     for experiment in registry.EXPERIMENTS.values():
         paper = _merged_paper(experiment)
-        smoke = experiment.config_files(CONFIGS, "smoke")[len(experiment.config_files(CONFIGS, "paper")) :]
+        smoke = experiment.config_files("smoke")[len(experiment.config_files("paper")) :]
         for path in smoke:
             for key, value in _piece(path).items():
                 given = paper.get(key, signature_default(key, experiment.module_class))

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from helpers import CONFIGS, FAST, TINY_ARGS
+from helpers import FAST, TINY_ARGS
 from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def cli_error(name: str, argv: list[str], capsys: pytest.CaptureFixture[str]) ->
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as stop:
-        main(name, CONFIGS, argv)
+        main(name, argv)
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert stop.value.code == 2, (stop.value.code, captured.err[-2000:])

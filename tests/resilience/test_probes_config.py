@@ -13,7 +13,6 @@ from contextlib import contextmanager
 
 import pytest
 import yaml
-from helpers import CONFIGS
 from resilience_helpers import cli_error, smoke_args, versions
 
 from kdbias.config_files import (
@@ -212,7 +211,7 @@ def test_process_substitution_config_is_read_once_and_handed_on():
     with _pipe(text) as path:
         assert prepare_config_args(["--config", path]) == ["--config", text]
     with _pipe(text) as path:
-        config = KDBiasCLI(registry.get("baseline"), CONFIGS, ["--smoke", "--config", path], parse_only=True).config
+        config = KDBiasCLI(registry.get("baseline"), ["--smoke", "--config", path], parse_only=True).config
     assert config.trainer.max_epochs == 7
 
 

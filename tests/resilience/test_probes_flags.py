@@ -9,8 +9,8 @@ import shutil
 import urllib.error
 
 import pytest
-from helpers import CONFIGS, run_experiment
 from helpers import TINY_ANALYTICS as ANALYTICS
+from helpers import run_experiment
 from resilience_helpers import cli_error, smoke_args, versions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -157,7 +157,7 @@ def test_cka_pairs_on_every_diagonal_cell_refused_before_training_or_summarised(
         "exp3", runs, *ANALYTICS, "--trainer.callbacks+=helpers.RecordBatches", f"--trainer.callbacks.path={record}"
     )
     try:
-        run_dir = main("exp3", CONFIGS, args)
+        run_dir = main("exp3", args)
     except SystemExit as stop:
         assert stop.code == 2
         assert not record.exists(), "the configuration was refused only after training"

@@ -8,7 +8,7 @@ import json
 import signal
 
 import pytest
-from helpers import CONFIGS, run_experiment
+from helpers import run_experiment
 from resilience_helpers import smoke_args, versions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -30,7 +30,7 @@ def test_signal_during_training_exits_non_zero_then_resume_completes(tmp_path, c
     stop_at = ["--trainer.callbacks+=resilience_helpers.SignalAt", f"--trainer.callbacks.signal={name}"]
     args = smoke_args("baseline", runs, "--trainer.max_epochs", "2", *stop_at, "--trainer.callbacks.epoch=1")
     with pytest.raises(SystemExit) as stop:
-        main("baseline", CONFIGS, args)
+        main("baseline", args)
     assert stop.value.code == status
     run_dir = runs / "baseline" / "version_0"
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -22,9 +22,9 @@ def test_script_pieces_and_readme(name):
     spec = registry.get(name)
     assert spec.group == "why"
     script = (EXPERIMENTS / f"{name}.py").read_text()
-    assert f'main("{name}", Path(__file__).resolve().parent / "configs")' in script
+    assert f'main("{name}")' in script
     for preset in registry.PRESETS:
-        assert all(path.is_file() for path in spec.config_files(CONFIGS, preset))
+        assert all(path.is_file() for path in spec.config_files(preset))
     assert f"python experiments/{name}.py" in README
 
 
@@ -32,7 +32,7 @@ def test_script_pieces_and_readme(name):
 def test_smoke_preset_parses(name):
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
-        KDBiasCLI(registry.get(name), CONFIGS, ["--smoke", "--print_config"])
+        KDBiasCLI(registry.get(name), ["--smoke", "--print_config"])
     assert exit_.value.code == 0
     config = yaml.safe_load(out.getvalue())
     assert config["preset"] == "smoke"
