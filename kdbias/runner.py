@@ -239,7 +239,7 @@ def build_trainer(
     try:
         trainer = _trainer(plan, trainer_class, dict(config), module, datamodule, control)
         if leader:
-            runs.atomic_write_text(plan.run_dir / runs.CONFIG_FILE, plan.config_text)
+            runs.atomic_write_text(plan.run.config, plan.config_text)
     except BaseException:
         _discard(plan)
         raise
@@ -364,9 +364,7 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         "selected_checkpoint": runs.checkpoint_entry(best or runs.LAST_CKPT),
         "selection": SELECTION_BEST if best else SELECTION_LAST,
     }
-    if "test/teacher_acc" in selected:
-        items["teacher_acc"] = selected["test/teacher_acc"]
-        items["teacher"] = {"test_acc": selected["test/teacher_acc"]}
+    items["teacher_acc"] = selected.get("test/teacher_acc")  # its one writer (null: no teacher, or no head)
     written = summary.update(**items)
     if trainer.is_global_zero and plan.run.last_ckpt.is_file():  # complete: never resumed, so no optimiser moments
         runs.compact_finished_checkpoint(plan.run.last_ckpt)
@@ -374,10 +372,7 @@ def train(plan: RunPlan, trainer: L.Trainer, module: L.LightningModule, datamodu
         logs.log_hparams(trainer, module, datamodule, written)
     logs.close_loggers(trainer)
     if trainer.is_global_zero:
-        log.info(
-            f"Run directory: {plan.run_dir}  (summary: {plan.run_dir / runs.SUMMARY_FILE}; "
-            f"tensorboard --logdir {plan.runs_dir})"
-        )
+        log.info(f"Run directory: {plan.run_dir}  (summary: {plan.run.summary}; tensorboard --logdir {plan.runs_dir})")
     runs.release_lock(plan.run_dir)
     return plan.run_dir
 

@@ -16,7 +16,10 @@ def test_paths_of_a_run_follow_the_documented_layout(tmp_path):
     assert run.snapshots == folder / "checkpoints" / "snapshots"
     assert run.summary == folder / "summary.json" and run.config == folder / "config.yaml"
     assert run.predictions == folder / "test_predictions.npz"
-    assert run.fidelity == folder / "fidelity_per_image.npz"
+    assert run.fidelity == folder / "fidelity_per_image.npz" and run.hparams == folder / "hparams.yaml"
+    assert run.heatmaps("exp2") == folder / "analytics" / "cka_heatmaps" / "exp2"
+    assert run.heatmap("exp2", 7) == folder / "analytics" / "cka_heatmaps" / "exp2" / "epoch_7.png"
+    assert runs.heatmap_entry("exp2", 7) == "analytics/cka_heatmaps/exp2/epoch_7.png"  # as the summary names it
     assert run.describe() == "exp1 seed 1 on digits (smoke preset)"
     assert runs.checkpoint_entry("/anywhere/best.ckpt") == "checkpoints/best.ckpt"
     with pytest.raises(ValueError, match="no run folder yet"):
@@ -36,3 +39,11 @@ def test_a_run_read_from_its_folder_and_its_selected_checkpoint(tmp_path):
     assert run.selected_checkpoint({}) == run.last_ckpt
     bare = runs.Run.from_dir(tmp_path / "runs" / "exp2" / "version_5")  # no summary: identity from the folder
     assert (bare.experiment, bare.seed, bare.runs_dir) == ("exp2", None, tmp_path / "runs")
+
+
+def test_a_run_located_by_its_folder_reads_nothing(tmp_path):
+    folder = tmp_path / "runs" / "exp3" / "version_2"  # no such folder, no summary: nothing is read
+    run = runs.Run.located(folder)
+    assert (run.runs_dir, run.experiment, run.dir) == (tmp_path / "runs", "exp3", folder)
+    assert (run.dataset, run.preset, run.seed) == (None, None, None)
+    assert run.summary == folder / "summary.json"

@@ -45,9 +45,19 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from typing_extensions import override
 
-__all__ = ["AnalyticsCallback", "eval_mode"]
+from kdbias import runs
+
+__all__ = ["AnalyticsCallback", "eval_mode", "run_of"]
 
 log = logging.getLogger(__name__)
+
+
+def run_of(trainer: L.Trainer) -> runs.Run | None:
+    """The run whose folder is ``trainer.log_dir`` (:meth:`kdbias.runs.Run.located`: every path
+    under it), or ``None`` when the Trainer has no log dir. ``trainer.log_dir`` is a broadcast
+    from rank 0 under DDP: call this on every rank (in ``setup``), never on rank 0 alone."""
+    log_dir = trainer.log_dir
+    return None if log_dir is None else runs.Run.located(log_dir)
 
 
 @contextmanager
@@ -103,7 +113,8 @@ class AnalyticsCallback(Callback):
         self._data: dict[str, tuple[Tensor, Tensor]] = {}
         self._datamodule: Any = None
         self._normalize: Any = None
-        self._log_dir: str | None = None
+        #: The run folder the Trainer logs to (:func:`run_of`, read in ``setup``): its paths.
+        self.run: runs.Run | None = None
         #: The training epoch of the weights measured outside ``fit`` (a checkpoint measured
         #: later, :mod:`kdbias.controls`); ``None``: ``trainer.current_epoch``.
         self.at_epoch: int | None = None
@@ -170,8 +181,7 @@ class AnalyticsCallback(Callback):
                 )
         self._datamodule = datamodule
         self._normalize = getattr(datamodule, "normalize_images", None)
-        # trainer.log_dir broadcasts: it must be read on every rank, so read it here.
-        self._log_dir = trainer.log_dir
+        self.run = run_of(trainer)  # every rank: trainer.log_dir broadcasts
         if trainer.is_global_zero:
             self._fetch_subsets()
 
@@ -305,5 +315,5 @@ class AnalyticsCallback(Callback):
 
     @property
     def log_dir(self) -> str | None:
-        """``trainer.log_dir`` as read in ``setup`` (the run directory)."""
-        return self._log_dir
+        """``trainer.log_dir`` as read in ``setup`` (the run directory; paths: :attr:`run`)."""
+        return None if self.run is None else str(self.run.folder)

@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from typing_extensions import override
 
+from kdbias import runs
 from kdbias.analytics.cka_matrix import (
     MinibatchCKA,
     depth_matched_cells,
@@ -23,7 +24,7 @@ from kdbias.teacher import FrozenTeacher
 
 __all__ = ["CKAHeatmapCallback", "HEATMAP_DIR", "colour_scale", "plot_cka_heatmap"]
 
-HEATMAP_DIR = Path("analytics") / "cka_heatmaps"
+HEATMAP_DIR = Path(runs.HEATMAP_DIR)  # the run's own: :meth:`kdbias.runs.Run.heatmaps`
 
 
 #: Largest grid whose cells carry their CKA value as text (beyond it the numbers are unreadable).
@@ -165,8 +166,8 @@ class CKAHeatmapCallback(AnalyticsCallback):
     has its floor ``floor_<figure>`` computed the same way on the floor matrix.
 
     Outputs per measurement (global rank 0), ``<key>`` naming the comparison (``key``):
-    ``<log_dir>/analytics/cka_heatmaps/<key>/epoch_<e>.png`` and ``.json`` (matrix ``cka``,
-    floor matrix ``cka_floor``, blocks, figures and ``floor_<figure>``); TensorBoard image
+    ``<log_dir>/analytics/cka_heatmaps/<key>/epoch_<e>.png`` (:meth:`kdbias.runs.Run.heatmap`) and
+    ``.json`` (matrix ``cka``, floor matrix ``cka_floor``, blocks, figures and ``floor_<figure>``); TensorBoard image
     ``cka/<key>/heatmap`` and scalars ``cka/<key>/<figure>`` and ``cka/<key>/floor_<figure>``
     (and, for the module's own teacher, ``cka/diag_alignment``, ``cka/diag_contrast`` and their
     ``..._floor``). ``summary_items()``: ``{"cka": {key: {...figures, ...floor_<figure>,
@@ -306,7 +307,6 @@ class CKAHeatmapCallback(AnalyticsCallback):
         figures.update({f"floor_{name}": value for name, value in self.figures(floor, pl_module).items()})
         teacher = self.teacher(pl_module)
         epoch = self.epoch_of(trainer)
-        rel = HEATMAP_DIR / self.key / f"epoch_{epoch}.png"
         trained = [
             (s_blocks.index(s), t_blocks.index(t))
             for s, t in self.pairs(pl_module) or []
@@ -322,8 +322,8 @@ class CKAHeatmapCallback(AnalyticsCallback):
             trained_cells=trained,
             source=_source_mark(trainer, pl_module, teacher),
         )
-        if self.log_dir is not None:
-            path = Path(self.log_dir) / rel
+        if self.run is not None:
+            path = self.run.heatmap(self.key, epoch)
             path.parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(path)
             atomic_write_json(
@@ -347,7 +347,7 @@ class CKAHeatmapCallback(AnalyticsCallback):
             "teacher": teacher.name,
             "source": teacher.source,
             "trained_pairs": self.pairs(pl_module),
-            "heatmap": rel.as_posix() if self.log_dir is not None else None,
+            "heatmap": runs.heatmap_entry(self.key, epoch) if self.run is not None else None,
         }
         metrics = {f"cka/{self.key}/{name}": value for name, value in figures.items() if value is not None}
         if self.control is None:

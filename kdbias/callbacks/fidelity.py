@@ -1,11 +1,11 @@
 """Fidelity of a student to teachers on the official test split, once, on the selected checkpoint.
 
-Per-image values go to ``<run>/fidelity_per_image.npz`` (NumPy ``.npz``, no pickled object;
-read with :func:`kdbias.schema.fidelity.read_fidelity_images`), so the report's intervals carry the test set's own
-sampling error as its accuracy intervals do: for each teacher key ``k``, ``agreement.<k>``
-bool ``[N]`` and ``kl.<k>`` float64 ``[N]`` (nats), in the order of the official test split
-(position 0..N-1). Written with one device only (as ``test_predictions.npz``); keys measured
-later (:mod:`kdbias.controls`) are merged into the file.
+Per-image values go to ``<run>/fidelity_per_image.npz`` (:attr:`kdbias.runs.Run.fidelity`; NumPy
+``.npz``, no pickled object; read with :func:`kdbias.schema.fidelity.read_fidelity_images`), so the
+report's intervals carry the test set's own sampling error as its accuracy intervals do: for each
+teacher key ``k``, ``agreement.<k>`` bool ``[N]`` and ``kl.<k>`` float64 ``[N]`` (nats), in the
+order of the official test split (position 0..N-1). Written with one device only (as
+``test_predictions.npz``); keys measured later (:mod:`kdbias.controls`) are merged into the file.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from typing_extensions import override
 
+from kdbias import runs
 from kdbias.analytics.fidelity import per_image_fidelity
+from kdbias.callbacks.base import run_of
 from kdbias.runs import atomic_write_bytes
 from kdbias.schema import UnreadableFile
 from kdbias.schema.fidelity import FIDELITY_FILE, read_fidelity_images
@@ -30,9 +32,9 @@ from kdbias.teacher import FrozenTeacher
 __all__ = ["FIDELITY_FILE", "FidelityCallback", "OWN", "read_fidelity_images"]
 
 
-def _write_fidelity_images(folder: Path, values: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-    """Merge ``{key: (agreement [N], kl [N])}`` into ``folder/fidelity_per_image.npz``."""
-    path = folder / FIDELITY_FILE
+def _write_fidelity_images(path: Path, values: Mapping[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Merge ``{key: (agreement [N], kl [N])}`` into the fidelity file ``path`` (a run's
+    :attr:`~kdbias.runs.Run.fidelity`)."""
     arrays: dict[str, np.ndarray] = {}
     if path.is_file():
         try:
@@ -74,6 +76,11 @@ class FidelityCallback(Callback):
         self._seen: dict[str, torch.Tensor] = {}
         self._handles: list[Any] = []
         self.results: dict[str, dict[str, float]] = {}
+        self.run: runs.Run | None = None
+
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.run = run_of(trainer)  # every rank: trainer.log_dir broadcasts
 
     def summary_items(self) -> dict[str, Any]:
         """``{"fidelity": {key: {"agreement", "kl"}}}`` once the selected checkpoint's test pass
@@ -151,8 +158,8 @@ class FidelityCallback(Callback):
         self.results = {
             k: {"agreement": float(a.double().mean()), "kl": float(kl.mean())} for k, (a, kl) in per_image.items()
         }
-        if trainer.world_size == 1 and trainer.is_global_zero and trainer.log_dir is not None:
-            _write_fidelity_images(Path(trainer.log_dir), per_image)
+        if trainer.world_size == 1 and trainer.is_global_zero and self.run is not None:
+            _write_fidelity_images(self.run.fidelity, per_image)
         for key, values in self.results.items():
             for name, value in values.items():
                 pl_module.log(f"fidelity/{key}/{name}", value, rank_zero_only=True)

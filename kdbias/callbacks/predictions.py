@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from typing_extensions import override
 
+from kdbias import runs
+from kdbias.callbacks.base import run_of
 from kdbias.modules.base import ClassifierModule
 from kdbias.runs import atomic_write_bytes, checkpoint_entry
 from kdbias.schema.predictions import LAST_WEIGHTS, PREDICTIONS_FILE, Predictions, encode_predictions, read_predictions
@@ -32,7 +34,8 @@ def _logits(output: Any) -> Tensor | None:
 class PredictionsCallback(Callback):
     """Keep the predicted class of every official test image, for the student and (when
     the module holds a :class:`~kdbias.teacher.FrozenTeacher` with a head) its teacher,
-    and write them to ``<log_dir>/test_predictions.npz`` at the end of each test pass.
+    and write them to the run's ``test_predictions.npz`` (:attr:`kdbias.runs.Run.predictions` of
+    ``trainer.log_dir``) at the end of each test pass.
 
     The outputs are taken where the module computes them (PyTorch forward hooks on the
     LightningModule and on the teacher, registered for the test pass only): no extra
@@ -50,6 +53,11 @@ class PredictionsCallback(Callback):
         self._teacher: list[Tensor] = []
         self._rows: dict[str, list[Tensor]] = {}
         self.written: Path | None = None
+        self.run: runs.Run | None = None
+
+    @override
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.run = run_of(trainer)  # every rank: trainer.log_dir broadcasts
 
     @override
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -100,7 +108,7 @@ class PredictionsCallback(Callback):
         if trainer.world_size > 1:
             warnings.warn("PredictionsCallback writes nothing when testing on several devices", stacklevel=2)
             return
-        if not handles or not self._rows["label"] or trainer.log_dir is None or not trainer.is_global_zero:
+        if not handles or not self._rows["label"] or self.run is None or not trainer.is_global_zero:
             return
         label = torch.cat(self._rows["label"]).numpy()
         teacher = torch.cat(self._rows["teacher_pred"]).numpy() if self._rows["teacher_pred"] else None
@@ -110,7 +118,7 @@ class PredictionsCallback(Callback):
         ckpt = trainer.ckpt_path
         checkpoint = checkpoint_entry(ckpt) if ckpt else LAST_WEIGHTS
         predictions = Predictions(np.arange(len(label)), label, pred, pred == label, checkpoint, teacher)
-        path = Path(trainer.log_dir) / PREDICTIONS_FILE
+        path = self.run.predictions
         atomic_write_bytes(path, encode_predictions(predictions))
         self.written = path
 

@@ -11,8 +11,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from kdbias.callbacks.base import AnalyticsCallback
-from kdbias.runs import SUMMARY_FILE, atomic_write_json, merge_items
+from kdbias.callbacks.base import AnalyticsCallback, run_of
+from kdbias.runs import atomic_write_json, merge_items
 from kdbias.schema import SCHEMA_VERSION, SummaryContributor
 
 __all__ = ["SummaryCallback", "merge_items"]
@@ -30,9 +30,7 @@ class SummaryCallback(Callback):
     pass: the count actually evaluated), ``best_val_acc``, ``best_epoch`` (0-based), ``train_time_s``
     (wall-clock seconds of ``fit``, summed over resumes, analytics included),
     ``analytics_time_s`` (the part spent in the analytics callbacks),
-    ``student_init_sha256`` (the module's, when it has one), ``teacher_acc`` (the k-NN
-    accuracy of a headless teacher from :class:`~kdbias.callbacks.TeacherKNNCallback`; else
-    null until the runner records the teacher's test accuracy), plus ``extra`` and what every callback that is a
+    ``student_init_sha256`` (the module's, when it has one), plus ``extra`` and what every callback that is a
     :class:`~kdbias.schema.SummaryContributor` reports (the analytics). :meth:`update` (the runner,
     after the test) adds ``test_images`` (images of the latest test pass) and the contributors'
     items again (the test predictions file is written during the test).
@@ -69,8 +67,8 @@ class SummaryCallback(Callback):
 
     @override
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        log_dir = trainer.log_dir  # a broadcast from rank 0 under DDP: every rank must read it
-        self._path = None if log_dir is None or not trainer.is_global_zero else Path(log_dir) / SUMMARY_FILE
+        run = run_of(trainer)  # a broadcast from rank 0 under DDP: every rank must read it
+        self._path = None if run is None or not trainer.is_global_zero else run.summary
         self._callbacks = [c for c in trainer.callbacks if c is not self]
 
     @override
@@ -163,7 +161,6 @@ class SummaryCallback(Callback):
             "val_images": self.val_images,
             "train_time_s": round(self.elapsed_s(), 3),
             "student_init_sha256": getattr(pl_module, "student_init_sha256", None),
-            "teacher_acc": None,
         }
         merge_items(summary, self.extra)
         analytics_s = 0.0

@@ -28,8 +28,8 @@ class TeacherKNNCallback(AnalyticsCallback):
     end after the sanity check (or the first epoch end if validation does not run); the
     value is kept in the checkpoint, so a resumed run does not measure again.
 
-    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_acc": ..., "teacher_knn_images": test images scored}``
-    once measured.
+    Logs ``teacher/knn_acc``; ``summary_items()``: ``{"teacher_knn_acc": ..., "teacher_knn_images": test images
+    scored}`` once measured (``teacher_acc`` is the test accuracy of a teacher with a head: the runner's).
     """
 
     def __init__(
@@ -101,12 +101,11 @@ class TeacherKNNCallback(AnalyticsCallback):
     @override
     def measure(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         acc = self.compute(trainer, pl_module)
-        self.last = {"teacher_acc": acc, "teacher_knn_images": int(len(self.subset("test")[1]))}
+        self.last = {"teacher_knn_acc": acc, "teacher_knn_images": int(len(self.subset("test")[1]))}
         return {"teacher/knn_acc": acc}
 
     @override
     def summary_items(self) -> dict[str, Any]:
-        # Nothing until measured, so as not to blank a teacher/acc that SummaryCallback found.
-        if "teacher_acc" not in self.last:
+        if "teacher_knn_acc" not in self.last:  # nothing until measured
             return {}
-        return {"teacher_acc": self.last["teacher_acc"], "teacher_knn_images": self.last.get("teacher_knn_images")}
+        return {key: self.last.get(key) for key in ("teacher_knn_acc", "teacher_knn_images")}

@@ -115,7 +115,7 @@ def _slot_env(base: dict[str, str], slot: int, parallel: int, gpus: int, gpus_pe
 def run_local(
     todo: Sequence[Any],
     runs_dir: str | Path,
-    check_done: Callable[[Any], Path | None],
+    check_done: Callable[[Any], Path | None] | None = None,
     parallel: int = 1,
     env: dict[str, str] | None = None,
     gpus: int | None = None,
@@ -127,13 +127,15 @@ def run_local(
 ) -> LocalResult:
     """Train ``todo`` (planned runs in matrix order); see the module docstring.
 
-    ``check_done(run)``: the complete run folder after the process ended, or ``None``.
+    ``check_done(run)``: the complete run folder after the process ended, or ``None`` (default:
+    :meth:`~kdbias.launch.plan.PlannedRun.completed`, the newest complete run of its identity).
     ``unavailable``: keys (``experiment:seed``) that will not complete here (running
     elsewhere): runs that need them are not started (listed in ``blocked``).
     """
     if parallel < 1:
         raise ValueError(f"--parallel must be >= 1, got {parallel}")
     start = start or subprocess.Popen
+    check_done = check_done or (lambda run: run.completed())
     gpus = gpu_count() if gpus is None else gpus
     if gpus > 0:
         if gpus_per_run > gpus:

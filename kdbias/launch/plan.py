@@ -37,25 +37,46 @@ SMOKE_RUN_S = 36.0  # measured 2026-12-03: 21-50 s per plan run (mean 36 s) with
 class PlannedRun:
     """One run of the matrix and what to do about it.
 
+    ``run``: the run's identity (runs folder, experiment, dataset, preset, seed) and, where one
+    exists, its folder (:class:`kdbias.runs.Run`; ``experiment``, ``seed`` and ``run_dir`` read it).
     ``action``: ``"skip"`` (``run_dir`` = the complete run), ``"resume"`` (``run_dir`` = the
     unfinished run), ``"running"`` (``run_dir`` is locked by a live process elsewhere: not
-    touched) or ``"run"``. ``argv``: arguments of ``experiments/<experiment>.py``.
+    touched) or ``"run"`` (no folder yet). ``argv``: arguments of ``experiments/<experiment>.py``.
     ``needs``: keys (``experiment:seed``) of the planned runs it depends on. ``others``:
     runs of the same experiment and seed with another configuration, ``(run_dir, {key:
     (theirs, expected)})``. ``sweep``: the swept ``(key, value)`` overrides of this run (``()``:
     none, or the preset's values); ``preset_values``: the preset's value of each swept key.
     """
 
-    experiment: str
-    seed: int
+    run: runs.Run
     action: str
-    run_dir: Path | None
     argv: tuple[str, ...]
     needs: tuple[str, ...] = ()
     others: tuple[tuple[Path, dict[str, tuple[Any, Any]]], ...] = field(default=(), compare=False)
     config: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     sweep: Point = ()
     preset_values: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+
+    @property
+    def experiment(self) -> str:
+        return self.run.experiment
+
+    @property
+    def seed(self) -> int:
+        assert self.run.seed is not None  # every planned run has its seed
+        return self.run.seed
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.run.dir
+
+    def completed(self) -> Path | None:
+        """The newest complete run folder of this run's identity and configuration (``None``
+        while there is none): what a launcher checks once the run's process has ended."""
+        r = self.run
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", runs.RunsWarning)  # the plan has reported them
+            return runs.latest_complete_run(r.runs_dir, r.experiment, r.seed, r.dataset, r.preset, config=self.config)
 
     @property
     def key(self) -> str:
@@ -193,7 +214,8 @@ def plan_matrix(
             if (name, point) not in configs:
                 configs[name, point] = expected_config(name, [a for a in argv if a != "--resume"])
             config = _with_teacher({**configs[name, point], "seed_everything": seed}, name, runs_dir, resolved, preset)
-        run = _decide(name, seed, runs_dir, resolved, preset, config, argv, _needs(name, seed, keys, teacher_seed))
+        identity = runs.Run(runs_dir, name, resolved, preset, seed)
+        run = _decide(identity, config, argv, _needs(name, seed, keys, teacher_seed))
         if sweeps and name in points:
             swept = {k for k, _ in sweeps}
             others = tuple(o for o in run.others if not set(o[1]) <= swept)  # the sweep's other points: planned
@@ -220,18 +242,9 @@ def _points(
     return [*grid, ()], reference
 
 
-def _decide(
-    name: str,
-    seed: int,
-    runs_dir: Path,
-    dataset: str,
-    preset: str,
-    config: dict[str, Any] | None,
-    argv: list[str],
-    needs: tuple[str, ...],
-) -> PlannedRun:
+def _decide(run: runs.Run, config: dict[str, Any] | None, argv: list[str], needs: tuple[str, ...]) -> PlannedRun:
     others, live, done, unfinished = [], None, None, None
-    for run_dir, saved, summary in runs.matching_runs(runs_dir, name, seed, dataset, preset):
+    for run_dir, saved, summary in runs.matching_runs(run.runs_dir, run.experiment, run.seed, run.dataset, run.preset):
         diff = runs.config_differences(saved, config) if config is not None else {}
         if diff:
             others.append((run_dir, diff))
@@ -243,12 +256,12 @@ def _decide(
             unfinished = unfinished or run_dir
     common = dict(needs=needs, others=tuple(others), config=config)
     if done is not None:
-        return PlannedRun(name, seed, "skip", done, tuple(argv), **common)
+        return PlannedRun(run.at(done), "skip", tuple(argv), **common)
     if live is not None:
-        return PlannedRun(name, seed, "running", live, tuple(argv), **common)
+        return PlannedRun(run.at(live), "running", tuple(argv), **common)
     if unfinished is not None:
-        return PlannedRun(name, seed, "resume", unfinished, (*argv, "--resume"), **common)
-    return PlannedRun(name, seed, "run", None, tuple(argv), **common)
+        return PlannedRun(run.at(unfinished), "resume", (*argv, "--resume"), **common)
+    return PlannedRun(run, "run", tuple(argv), **common)
 
 
 def _epochs(config: dict[str, Any] | None, summary: dict[str, Any]) -> float:

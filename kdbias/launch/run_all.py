@@ -247,17 +247,11 @@ def _local(args, plan, todo, elsewhere, gpus_per_run: int, preset: str, dataset:
     if args.smoke:
         env.setdefault("HF_HUB_OFFLINE", "1")  # smoke runs never wait on the network
 
-    def check_done(run):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", runs.RunsWarning)
-            return runs.latest_complete_run(args.runs_dir, run.experiment, run.seed, dataset, preset, config=run.config)
-
     start = time.perf_counter()
     try:
         result = run_local(
             todo,
             args.runs_dir,
-            check_done,
             parallel=args.parallel,
             env=env,
             gpus_per_run=max(1, gpus_per_run),
@@ -295,9 +289,7 @@ def fill_matrix_controls(plan: Sequence[PlannedRun], runs_dir: str, dataset: str
     quiet_lightning()
     lines: list[str] = []
     for run in plan:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", runs.RunsWarning)
-            run_dir = runs.latest_complete_run(runs_dir, run.experiment, run.seed, dataset, preset, config=run.config)
+        run_dir = run.completed()
         if run_dir is not None:
             try:
                 lines += fill_controls(run_dir, runs_dir)

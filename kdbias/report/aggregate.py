@@ -257,13 +257,13 @@ class Aggregate:
         return names
 
     def teacher_acc(self, name: str) -> Once | None:
-        """The accuracy of the teacher ``name``'s students used, measured once: ``teacher.test_acc``
-        (its classifier on the test split, inside the student run) or a headless teacher's
-        weighted k-NN accuracy (``teacher_acc`` without ``teacher.test_acc``). The student
-        runs repeat one measurement of one frozen checkpoint: it is not averaged over them."""
+        """The accuracy of the teacher ``name``'s students used, measured once: ``teacher_acc``
+        (its classifier on the test split, inside the student run) or, without it, a headless
+        teacher's weighted k-NN accuracy (``teacher_knn_acc``). The student runs repeat one
+        measurement of one frozen checkpoint: it is not averaged over them."""
         runs = self.runs.get(name, [])
-        tested = self.by_seed(name, "teacher.test_acc")
-        kind, values = ("test", tested) if tested else ("k-NN", self.by_seed(name, "teacher_acc"))
+        tested = self.by_seed(name, "teacher_acc")
+        kind, values = ("test", tested) if tested else ("k-NN", self.by_seed(name, "teacher_knn_acc"))
         if not values:
             return None
         distinct = tuple(sorted(set(values.values())))

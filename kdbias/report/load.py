@@ -93,7 +93,7 @@ def _predictions_disagree(run: dict[str, Any], predictions: Predictions) -> str:
     """Why per-image predictions do not belong with ``run``'s summary ("" when they agree):
     a label or prediction outside the dataset's classes, or an accuracy (the mean of
     ``correct``) further than one image (1/N, a DDP-padded duplicate) from ``test_acc``."""
-    classes = _num_classes(Path(run["run_dir"]))
+    classes = _num_classes(_paths(run))
     arrays = [a for a in (predictions.label, predictions.pred, predictions.teacher_pred) if a is not None]
     low, high = min(int(a.min()) for a in arrays), max(int(a.max()) for a in arrays)
     if low < 0 or (classes is not None and high >= classes):
@@ -149,12 +149,11 @@ def load_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
 
 def _paths(run: dict[str, Any]) -> run_layout.Run:
     """The :class:`~kdbias.runs.Run` of a loaded run (its files' paths)."""
-    folder = Path(run["run_dir"])
-    return run_layout.Run(folder.parent.parent, str(run.get("experiment")), dir=folder)
+    return run_layout.Run.located(run["run_dir"])
 
 
 def _load_run(run_dir: Path, experiment: str) -> dict[str, Any] | None:
-    path = run_layout.Run(run_dir.parent.parent, experiment, dir=run_dir).summary
+    path = run_layout.Run.located(run_dir).summary
     if not path.exists() and not path.is_symlink():
         warnings.warn(f"skipping {path}: missing (the run has not finished)", ReportWarning, stacklevel=3)
         return None
@@ -176,11 +175,11 @@ def _load_run(run_dir: Path, experiment: str) -> dict[str, Any] | None:
     return run
 
 
-def _num_classes(run_dir: Path) -> int | None:
+def _num_classes(run: run_layout.Run) -> int | None:
     """The class count of the run's network (``num_classes`` in its ``hparams.yaml``), or ``None``."""
     from kdbias.config_files import load_yaml
 
-    path = run_dir / run_layout.HPARAMS_FILE
+    path = run.hparams
     try:
         data = load_yaml(read_regular_file(path, run_layout.MAX_CONFIG_BYTES).decode("utf-8"), str(path))
     except Exception:  # absent or unreadable: the range is then checked from below only

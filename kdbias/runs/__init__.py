@@ -59,6 +59,7 @@ from kdbias.runs.files import (
 from kdbias.runs.layout import (
     BEST_CKPT,
     CHECKPOINT_DIR,
+    HEATMAP_DIR,
     JOBS_DIR,
     LAST_CKPT,
     claim_run_dir,
@@ -79,7 +80,7 @@ from kdbias.runs.lookup import (
     teacher_checkpoint,
 )
 from kdbias.runs.paths import RunPathError, file_in_run, open_no_follow
-from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry, merge_items
+from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry, heatmap_entry, merge_items
 from kdbias.runs.teachers import resolve_teacher
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "open_no_follow",
     "DEFAULT_RUNS_DIR",
     "CheckpointError",
+    "HEATMAP_DIR",
     "HPARAMS_FILE",
     "JOBS_DIR",
     "LAST_CKPT",
@@ -119,6 +121,7 @@ __all__ = [
     "file_mode",
     "flatten",
     "has_checkpoint",
+    "heatmap_entry",
     "hold_lock",
     "is_complete",
     "is_running",

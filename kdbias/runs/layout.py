@@ -13,6 +13,7 @@ from kdbias.runs.lock import LOCK_FILE, RunLock, RunningElsewhere, hold_lock, is
 __all__ = [
     "BEST_CKPT",
     "CHECKPOINT_DIR",
+    "HEATMAP_DIR",
     "LAST_CKPT",
     "JOBS_DIR",
     "claim_run_dir",
@@ -26,12 +27,15 @@ __all__ = [
 CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"  # under CHECKPOINT_DIR: the latest epoch (weights, optimiser, loops)
 BEST_CKPT = "best.ckpt"  # under CHECKPOINT_DIR: the best held-out epoch
+#: Analytics outputs under the run folder; CKA heatmaps under ``<HEATMAP_DIR>/<key>/``.
+ANALYTICS_DIR = "analytics"
+HEATMAP_DIR = f"{ANALYTICS_DIR}/cka_heatmaps"
 #: Job records of the launchers (submitit folders, logs, states) under the runs folder:
 #: ``<runs_dir>/_jobs/``. Not an experiment: lookups and the report never read it.
 JOBS_DIR = "_jobs"
 _PREFIX = "version_"
 # What a kdbias run writes in its folder; a folder holding anything else is never removed.
-_OURS = {CONFIG_FILE, HPARAMS_FILE, SUMMARY_FILE, LOCK_FILE, "metrics.csv", CHECKPOINT_DIR, "analytics"}
+_OURS = {CONFIG_FILE, HPARAMS_FILE, SUMMARY_FILE, LOCK_FILE, "metrics.csv", CHECKPOINT_DIR, ANALYTICS_DIR}
 
 
 def version_of(run_dir: str | Path) -> int | None:

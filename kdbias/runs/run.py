@@ -12,14 +12,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kdbias.runs.files import CONFIG_FILE, SUMMARY_FILE, atomic_write_json, read_summary
-from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT
+from kdbias.runs.files import CONFIG_FILE, HPARAMS_FILE, SUMMARY_FILE, atomic_write_json, read_summary
+from kdbias.runs.layout import BEST_CKPT, CHECKPOINT_DIR, HEATMAP_DIR, LAST_CKPT
 from kdbias.runs.paths import file_in_run
 from kdbias.schema.fidelity import FIDELITY_FILE
 from kdbias.schema.predictions import PREDICTIONS_FILE
 from kdbias.schema.snapshots import SNAPSHOT_DIR
 
-__all__ = ["DEFAULT_RUNS_DIR", "Run", "checkpoint_entry", "merge_items"]
+__all__ = ["DEFAULT_RUNS_DIR", "Run", "checkpoint_entry", "heatmap_entry", "merge_items"]
 
 #: The runs folder of every command when none is given (``--runs_dir``).
 DEFAULT_RUNS_DIR = "runs"
@@ -29,6 +29,13 @@ def checkpoint_entry(name: str) -> str:
     """How a run's files name one of its checkpoints: ``checkpoints/<name>``, relative to the
     run folder (``summary["selected_checkpoint"]``, the predictions file's ``checkpoint``)."""
     return f"{CHECKPOINT_DIR}/{Path(name).name}"
+
+
+def heatmap_entry(key: str, epoch: int) -> str:
+    """How a run's files name the CKA heatmap of comparison ``key`` at ``epoch``:
+    ``analytics/cka_heatmaps/<key>/epoch_<epoch>.png``, relative to the run folder
+    (``summary["cka"][key]["heatmap"]``); its matrix is the ``.json`` beside it."""
+    return f"{HEATMAP_DIR}/{key}/epoch_{int(epoch)}.png"
 
 
 def merge_items(summary: dict[str, Any], items: dict[str, Any]) -> None:
@@ -68,6 +75,13 @@ class Run:
             seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
             dir=run_dir,
         )
+
+    @classmethod
+    def located(cls, run_dir: str | Path) -> Run:
+        """The run in folder ``run_dir`` known by its place only (``runs_dir``, ``experiment``;
+        nothing read): what a callback knows of the run from ``trainer.log_dir``."""
+        run_dir = Path(run_dir)
+        return cls(runs_dir=run_dir.parent.parent, experiment=run_dir.parent.name, dir=run_dir)
 
     def at(self, run_dir: str | Path) -> Run:
         """This run, in folder ``run_dir``."""
@@ -114,12 +128,25 @@ class Run:
         return self.folder / CONFIG_FILE
 
     @property
+    def hparams(self) -> Path:
+        """``hparams.yaml``: the module's and datamodule's hyperparameters."""
+        return self.folder / HPARAMS_FILE
+
+    @property
     def predictions(self) -> Path:
         return self.folder / PREDICTIONS_FILE
 
     @property
     def fidelity(self) -> Path:
         return self.folder / FIDELITY_FILE
+
+    def heatmaps(self, key: str) -> Path:
+        """``analytics/cka_heatmaps/<key>/``: the heatmaps (PNG + JSON) of CKA comparison ``key``."""
+        return self.folder / HEATMAP_DIR / key
+
+    def heatmap(self, key: str, epoch: int) -> Path:
+        """The heatmap PNG of comparison ``key`` at ``epoch`` (:func:`heatmap_entry`)."""
+        return self.path(heatmap_entry(key, epoch))
 
     def selected_checkpoint(self, summary: dict[str, Any] | None = None) -> Path:
         """The checkpoint the run's summary names as selected (``summary``: already read), else

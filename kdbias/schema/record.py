@@ -21,7 +21,7 @@ __all__ = [
     "TeacherRecord",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the k-NN accuracy in teacher_knn_acc; teacher_acc only the teacher's test accuracy
 
 #: The allowed values of the summary's string fields: writers import them, the reader checks them.
 DistillToken = Literal["soft", "hard"]  # method.distill_token (None: no distillation token)
@@ -62,7 +62,6 @@ class TeacherRecord(TypedDict, total=False):
     name: str
     family: str
     source: str  # checkpoint path, "hub", a weights file, or "random" (smoke only)
-    test_acc: float  # the teacher on the official test split, in the student run
 
 
 class CKARecord(TypedDict, total=False):
@@ -120,7 +119,8 @@ class Summary(TypedDict, total=False):
     train_time_s: float
     analytics_time_s: float
     student_init_sha256: str | None
-    teacher_acc: float | None  # teacher's test accuracy, or a headless teacher's k-NN accuracy
+    teacher_acc: float | None  # the teacher's classifier on the official test split, in this run (runner)
+    teacher_knn_acc: float  # a headless teacher's weighted k-NN accuracy (TeacherKNNCallback)
     teacher_knn_images: int  # test images of that k-NN probe (TeacherKNNCallback)
     test_acc: float
     test_loss: float

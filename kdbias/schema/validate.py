@@ -92,7 +92,7 @@ def _pairs(value: Any) -> bool:
     )
 
 
-FRACTIONS = ("val_acc", "best_val_acc", "test_acc_last", "teacher_acc")
+FRACTIONS = ("val_acc", "best_val_acc", "test_acc_last", "teacher_acc", "teacher_knn_acc")
 COUNTS = (
     "epochs_completed",
     "best_epoch",
@@ -236,11 +236,6 @@ def _teacher(summary: dict[str, Any], run: dict[str, Any], dropped: list[str]) -
     source = teacher.get("source")
     if isinstance(source, str) and len(source) <= 4096:
         out["source"] = source
-    x = finite(teacher.get("test_acc"))
-    if x is not None and 0.0 <= x <= 1.0:
-        out["test_acc"] = x
-    elif teacher.get("test_acc") is not None:
-        dropped.append(f"teacher.test_acc={_show(teacher['test_acc'])} (not a number in [0, 1])")
     run["teacher"] = out
 
 

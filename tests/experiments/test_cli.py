@@ -162,7 +162,7 @@ def test_print_config_reruns_the_same_run(tmp_path, capsys):
     assert a["method"]["temperature"] == 2.0 and a["config_signature"] == b["config_signature"]
     assert a["student_init_sha256"] == b["student_init_sha256"] and a["test_acc"] == b["test_acc"]
     assert a["teacher"]["source"] == b["teacher"]["source"]  # `teacher: auto` found the same checkpoint
-    assert a["teacher"]["test_acc"] == read_summary(runs / "teacher_resnet18" / "version_0")["test_acc"]
+    assert a["teacher_acc"] == read_summary(runs / "teacher_resnet18" / "version_0")["test_acc"]
     loaded = KLDistillModule.load_from_checkpoint(first / "checkpoints" / "last.ckpt")
     assert loaded.hparams.temperature == 2.0
 

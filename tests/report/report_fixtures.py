@@ -104,7 +104,7 @@ def write_run(
     ``summary`` overrides the written ``summary.json`` keys; ``method`` is merged into the
     experiment's default method and, unless given, ``config_signature`` is a hash of the
     method (so runs with another τ get another signature). ``val_acc`` alone also sets
-    ``test_acc``; ``teacher_acc`` of a soft-KL student also sets ``teacher.test_acc``.
+    ``test_acc``.
     ``heatmap``: a PNG per ``cka`` entry. ``raw``: written verbatim as ``summary.json``.
 
     Per-image test predictions (``test_predictions.npz``) are written for every complete run:
@@ -177,13 +177,6 @@ def write_run(
         write_predictions(run_dir, correct, teacher_correct, full.get("selected_checkpoint", "checkpoints/best.ckpt"))
         full.setdefault("test_images", len(correct))
     full.setdefault("best_val_acc", full.get("val_acc"))
-    if (
-        spec is not None
-        and spec.teacher is not None
-        and full.get("teacher_acc") is not None
-        and isinstance(full.get("teacher"), dict)
-    ):
-        full["teacher"] = {**full["teacher"], "test_acc": full["teacher_acc"]}
     if heatmap:
         for key, entry in (full.get("cka") or {}).items():
             rel = f"analytics/cka_heatmaps/{key}/epoch_2.png"
@@ -304,7 +297,7 @@ def write_full_matrix(runs: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> Path:
                 }
             elif name in names:
                 extra["cka"] = {name: cka_entry(0.1 + j, names[name], *((0.9, 0.05 + j) if name == "exp3" else ()))}
-                extra["teacher_acc"] = teacher[name]
+                extra["teacher_knn_acc" if name == "exp3" else "teacher_acc"] = teacher[name]
             write_run(
                 runs,
                 name,

@@ -71,7 +71,7 @@ def test_labels_outside_the_datasets_classes_are_ignored(tmp_path):
 
 
 def _fidelity(run_dir, agreement, kl):
-    _write_fidelity_images(run_dir, {"teacher_resnet18": (torch.tensor(agreement), torch.tensor(kl))})
+    _write_fidelity_images(run_dir / FIDELITY_FILE, {"teacher_resnet18": (torch.tensor(agreement), torch.tensor(kl))})
 
 
 def test_fidelity_that_disagrees_with_the_summary_is_ignored(tmp_path):

@@ -225,7 +225,7 @@ def test_method_parameters_are_read_from_the_runs(tmp_path):
         runs,
         "exp3",
         val_acc=0.8,
-        teacher_acc=0.7,
+        teacher_knn_acc=0.7,
         method={"lambda_cka": 1.0, "lambda_tok": 0.25, "layer_pairs": [[2, 4], [11, 11]]},
     )
     write_run(
@@ -233,7 +233,8 @@ def test_method_parameters_are_read_from_the_runs(tmp_path):
         "exp2",
         val_acc=0.8,
         method={"temperature": 3.0, "alpha": 0.7, "ce_weight": 0.3},
-        teacher={"name": "my_convnext", "family": "ConvNeXt", "source": "x.ckpt", "test_acc": 0.9},
+        teacher={"name": "my_convnext", "family": "ConvNeXt", "source": "x.ckpt"},
+        teacher_acc=0.9,
     )
     write_run(runs, "baseline", val_acc=0.8, method={"holdout": 0}, selection="last epoch (no held-out split)")
     text = render_report(load_runs(runs))
@@ -296,7 +297,7 @@ def test_matched_control_row(tmp_path):
     for seed in range(3):
         write_run(runs, "baseline", seed=seed, val_acc=base[seed])
         write_run(runs, "baseline_b512", seed=seed, val_acc=b512[seed])
-        write_run(runs, "exp3", seed=seed, val_acc=exp3[seed], teacher_acc=0.7)
+        write_run(runs, "exp3", seed=seed, val_acc=exp3[seed], teacher_knn_acc=0.7)
     text = render_report(load_runs(runs))
     vs_base, vs_control = _pp_cell(exp3, base), _pp_cell(exp3, b512)
     (row,) = _rows(text, "**EXP-3**")

@@ -113,7 +113,7 @@ def test_tables_come_before_the_reading_guide_and_seeds_are_named(tmp_path):
 def test_random_weight_teacher_is_labelled(tmp_path):
     runs = tmp_path / "runs"
     headless = {"name": "vit_small_patch14_dinov2", "family": "ViT", "source": "random"}
-    write_run(runs, "exp3", val_acc=0.5, teacher_acc=0.03, teacher=headless, teacher_knn_images=64)
+    write_run(runs, "exp3", val_acc=0.5, teacher_knn_acc=0.03, teacher=headless, teacher_knn_images=64)
     text = render_report(load_runs(runs))
     assert "**Random-weight teacher**: EXP-3" in text
     assert _matrix_cell(text, "**EXP-3**", 3) == "3.00 % [0.38, 10.84] (random-weight, k-NN)"

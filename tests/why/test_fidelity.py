@@ -75,8 +75,8 @@ def test_per_image_fidelity_against_the_formula_and_the_file_round_trip(tmp_path
     q = np.exp(s) / np.exp(s).sum(1, keepdims=True)
     np.testing.assert_allclose(kl.numpy(), (p * np.log(p / q)).sum(1), rtol=1e-12)
     np.testing.assert_array_equal(agree.numpy(), s.argmax(1) == t.argmax(1))
-    _write_fidelity_images(tmp_path, {"a": (agree, kl)})
-    _write_fidelity_images(tmp_path, {"b": (~agree, kl * 2)})
+    _write_fidelity_images(tmp_path / FIDELITY_FILE, {"a": (agree, kl)})
+    _write_fidelity_images(tmp_path / FIDELITY_FILE, {"b": (~agree, kl * 2)})
     back = read_fidelity_images(tmp_path / FIDELITY_FILE)
     assert sorted(back) == ["a", "b"]
     np.testing.assert_array_equal(back["b"]["agreement"], ~agree.numpy())

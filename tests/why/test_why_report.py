@@ -47,7 +47,6 @@ def build(runs: Path) -> None:
                     "name": "t",
                     "family": "ResNet",
                     "source": f"/x/{source}",
-                    "test_acc": TEACHER_ACC[name],
                 }
                 extra["teacher_acc"] = TEACHER_ACC[name]
             if name == "exp1_cka":
