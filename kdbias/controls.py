@@ -196,10 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, help="complete runs (runs/<experiment>/version_<n>)")
     parser.add_argument("--runs_dir", default=None, help="where the teacher runs are (default: each run's own)")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator of the measurement")
+    parser.add_argument("--study", default=None, metavar="FILE", help="the study file the runs belong to")
     args = parser.parse_args(argv)
 
     quiet_lightning()
     try:
+        if args.study is not None:
+            registry.activate(args.study)
         for run_dir in args.run_dirs:
             check_run(run_dir)
             lines = fill_controls(run_dir, args.runs_dir, args.accelerator)
