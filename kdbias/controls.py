@@ -95,8 +95,7 @@ def fill_controls(
 ) -> list[str]:
     """Measure what :func:`missing_controls` names and whose teacher now exists; returns one
     line per control (measured, or still missing and why). ``runs_dir``: where the teacher runs
-    are (default: the run's own ``runs_dir``); ``configs_dir``: the presets (default:
-    ``experiments/configs`` of this checkout)."""
+    are (default: the run's own ``runs_dir``)."""
     run_dir = Path(run_dir)
     cka_keys, fidelity_keys = missing_controls(run_dir)
     if not cka_keys and not fidelity_keys:

@@ -10,7 +10,7 @@ The floors, lowest first (a module's floor is that of its first name under ``kdb
 import may stay on its floor or go down, never up):
 
 0. ``console`` (terminal and logging), ``schema`` (run-file formats), ``losses``, ``registry``
-   (the study files), ``config_files``: they import nothing above themselves;
+   (the active study), ``study`` (study files), ``config_files``: they import nothing above themselves;
 1. ``analytics``, ``models``, ``data``, ``runs`` (layout, config diffs, the teacher resolver),
    ``errors`` (the input-error types of the floors);
 2. ``teacher``;
@@ -19,7 +19,7 @@ import may stay on its floor or go down, never up):
 5. what a run assembles from them: ``experiment``, ``why``, ``logs``, ``resume``; and
    ``report`` (which must stay Lightning-free, checked below);
 6. ``runner``, ``evaluate``;
-7. the commands: ``cli``, ``controls``;
+7. the commands: ``cli``, ``controls``, ``run``;
 8. ``launch`` (run_all's launchers start the commands).
 """
 
@@ -36,14 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kdbias"
 
 FLOORS: list[set[str]] = [
-    {"console", "schema", "losses", "registry", "config_files"},
+    {"console", "schema", "losses", "registry", "study", "config_files"},
     {"analytics", "models", "data", "runs", "errors"},
     {"teacher"},
     {"modules"},
     {"callbacks"},
     {"experiment", "why", "logs", "resume", "report"},
     {"runner", "evaluate"},
-    {"cli", "controls"},
+    {"cli", "controls", "run"},
     {"launch"},
 ]
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}

@@ -81,7 +81,7 @@ def test_empty_runs_dir_runs_everything_in_dependency_order(run_all, tmp_path):
     ]
     first_student = plan[len(registry.TEACHERS)]
     assert first_student.argv == ("--smoke", "--seed_everything", "0", "--runs_dir", str(tmp_path / "runs"))
-    assert first_student.command("experiments", python="py")[:2] == ["py", f"experiments/{first_student.experiment}.py"]
+    assert first_student.command(python="py")[:4] == ["py", "-m", "kdbias.run", first_student.experiment]
     # dependencies come from the registry: each student needs its teacher runs of the matrix
     for run in plan:
         spec = registry.get(run.experiment)
@@ -195,9 +195,16 @@ class FakeProcess:
         return self._code
 
 
+def _row(command: list[str]) -> str:
+    """The row a launcher command trains: ``python -m kdbias.run [--study FILE] ROW ARGS``."""
+    assert command[1:3] == ["-m", "kdbias.run"], command
+    rest = command[3:]
+    return rest[2] if rest[0] == "--study" else rest[0]
+
+
 def _fake_start(outcome, started):
     def start(command, env, **kwargs):
-        started.append((Path(command[1]).stem, env))
+        started.append((_row(command), env))
         return FakeProcess(command, env, outcome, **kwargs)
 
     return start
@@ -208,7 +215,7 @@ def test_loop_stops_at_the_first_failure_and_writes_the_report(run_all, tmp_path
     started: list = []
 
     def outcome(command, env):
-        name = Path(command[1]).stem
+        name = _row(command)
         if name == "teacher_convnextv2":
             return 1
         write_run(root, name)
@@ -220,7 +227,7 @@ def test_loop_stops_at_the_first_failure_and_writes_the_report(run_all, tmp_path
     )
     assert code == 1 and [name for name, _ in started] == ["teacher_resnet18", "teacher_convnextv2"]
     err = capsys.readouterr().err
-    assert "FAILED: teacher_convnextv2 (seed 0) exited with code 1" in err and "teacher_convnextv2.py" in err
+    assert "FAILED: teacher_convnextv2 (seed 0) exited with code 1" in err and "-m kdbias.run teacher_convnextv2" in err
     log = root / runs.JOBS_DIR / "local" / "teacher_convnextv2-seed0.log"
     assert f"log: {log}" in err and log.read_text().startswith("epoch 1/1")
     assert (tmp_path / "R.md").is_file()
@@ -245,7 +252,7 @@ def test_parallel_slots_respect_dependencies_and_pin_gpus(run_all, tmp_path):
     order_ok = threading.Event()
 
     def outcome(command, env):
-        name = Path(command[1]).stem
+        name = _row(command)
         seed = int(command[command.index("--seed_everything") + 1])
         if name == "exp1" and "teacher_resnet18" not in finished:
             order_ok.set()  # a student before its teacher completed
@@ -356,7 +363,7 @@ def test_two_launchers_on_one_runs_folder_train_each_run_once(run_all, tmp_path,
         if not second.is_alive() and not codes:
             second.start()  # the second launcher starts while this run trains
             time.sleep(2.0)
-        write_run(root, Path(command[1]).stem)
+        write_run(root, _row(command))
         return 0
 
     monkeypatch.setattr("kdbias.launch.local.subprocess.Popen", _fake_start(outcome, started))
