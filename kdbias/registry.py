@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdbias.study import DEFAULT_STUDY, PRESETS, Experiment, Hypothesis, Study, StudyError, load_study
+from kdbias.study import DEFAULT_STUDY, PRESETS, Experiment, Hypothesis, Study, StudyError
+from kdbias.study_files import load_study
 
 __all__ = [
     "ALL_EXPERIMENTS",

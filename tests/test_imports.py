@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "kdbias"
 
 FLOORS: list[set[str]] = [
-    {"console", "schema", "losses", "registry", "study", "config_files"},
+    {"console", "schema", "losses", "registry", "study", "study_files", "config_files"},
     {"analytics", "models", "data", "runs", "errors"},
     {"teacher"},
     {"modules"},

@@ -36,7 +36,7 @@ def _run_all():
 def readme_study(folder: Path) -> Path:
     """The README's ``my_study.yaml`` (its yaml block) written to ``folder``, with the ``hot`` piece
     it names beside it; checked by the study loader."""
-    from kdbias.study import load_study
+    from kdbias.study_files import load_study
 
     section = README.split("## Your own study", 1)[1].split("\n## ", 1)[0]
     (text,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)

@@ -14,7 +14,8 @@ import yaml
 from helpers import FAST, ROOT, TINY_VIT, read_summary
 
 from kdbias import registry
-from kdbias.study import SHIPPED, SHIPPED_CONFIGS, StudyError, load_study
+from kdbias.study import SHIPPED, SHIPPED_CONFIGS, StudyError
+from kdbias.study_files import load_study
 
 #: The research plan's numbers (seed/plan text): its confirmatory claims and thresholds.
 PLAN_CLAIMS = {
