@@ -29,7 +29,7 @@ from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, controls_
 from kdbias.report.analytics import hessian_trace
 from kdbias.report.cells import PENDING, describe_method, pct, pp
 from kdbias.report.cli import build_parser, main, write_report
-from kdbias.report.findings import BASELINE, attention_label, distilled, findings
+from kdbias.report.findings import attention_label, distilled, findings
 from kdbias.report.load import ReportWarning, check_summary, load_runs, read_scalars
 from kdbias.report.markdown import HOW_TO_READ, render_report, source_line
 from kdbias.report.stats import (
@@ -44,7 +44,6 @@ from kdbias.report.stats import (
 )
 
 __all__ = [
-    "BASELINE",
     "HOW_TO_READ",
     "PENDING",
     "PLAN_LAYERS",
