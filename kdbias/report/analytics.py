@@ -30,6 +30,11 @@ def _why_missing(agg: Aggregate, name: str) -> str:
     return f"no completed run of {' and '.join(absent)}" if absent else "no seed has both runs"
 
 
+def _named(reference: str | None) -> str:
+    """The reference student's label (the control of every Δ here), or that the study declares none."""
+    return label(reference) if reference is not None else "the reference student (none declared)"
+
+
 def _absent(agg: Aggregate, name: str) -> str:
     """``*not measured*`` for an experiment with runs but without the analytic; else pending."""
     return NOT_MEASURED if agg.has(name) else PENDING
@@ -123,7 +128,7 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
     header = [
         "Comparison",
         "Student (with its permutation floor)",
-        f"Control ({label(reference)} vs the same teacher; with its floor)",
+        f"Control ({_named(reference)} vs the same teacher; with its floor)",
         "Δ (paired)",
         "Verdict",
     ]
@@ -314,7 +319,7 @@ def attention_section(agg: Aggregate, source: str) -> list[str]:
         source + "\n",
         "*Longer distance = more global attention* (pixels, mean over heads; `n/a`: the model has no such layer).\n",
         table(["Model", *header, f"Mean of layers {LAYERS}"], rows) + "\n",
-        f"Δ vs {label(reference)}, paired by seed (n = pairs); the label is decided by the verdict on the mean of the "
+        f"Δ vs {_named(reference)}, paired by seed (n = pairs); the label is decided by the verdict on the mean of the "
         "four layers.\n",
         table(["Model", *(f"Δ {h}" for h in header), "Δ mean", "Label"], deltas) + "\n",
     ]
