@@ -6,27 +6,28 @@ Two keys are read; everything else in ``report:`` is refused::
     report:
       analytics:                       # the study's expectations on the analytics (Key Findings)
         - metric: attention_distance   # or hessian_trace
-          contrast: {exp1: 1, baseline: -1}   # a pair: Δ = first − second, paired by seed
+          contrast: {kd: 1, ce: -1}    # a pair of rows: Δ = first − second, paired by seed
           claim: '<'                   # Δ <claim> 0 (">", ">=", "<", "<=")
-          words: more locally          # attention only: "EXP-1 attends more locally than the Baseline"
+          words: more locally          # attention only: "<kd's label> attends more locally than <ce's>"
       part:                            # a report section of its own (one ## heading)
-        group: why                     # shown when a student of this row group has runs (default: any row named)
-        title: 'Why: controls beyond the plan'
+        group: mine                    # shown when a student of this row group has runs (default: any row named)
+        title: What the rows can say
         intro: one paragraph
         fidelity: true                 # end with the fidelity table (every student against its teachers)
         sections:                      # ### subsections, each a title and blocks in order
-          - title: Teacher × loss (2 × 2)
+          - title: Teacher × loss
             body:
-              - a paragraph; {exp1} is a row's label, {exp1:global_batch_size} its recorded method value
+              - a paragraph; {kd} is a row's label, {kd:global_batch_size} its recorded method value
               - hypotheses: [loss_effect, interaction]         # the Answers table's numbers for these keys
               - grid:                                          # rows × columns of cells (test accuracy)
                   row_header: Teacher
-                  columns: [Soft KL, CKA + token]
-                  rows: [{label: ResNet-18, teacher: teacher_resnet18, cells: [exp1, exp1_cka]}]
-              - matched: bias_at_matched_accuracy              # the teachers' held-out matching of a hypothesis
-              - teachers: [{student: exp1, teacher: ResNet-18}]  # each student's recorded teacher accuracy
+                  columns: [Soft KL, CKA]
+                  rows: [{label: CNN, teacher: cnn_teacher, cells: [kd, kd_cka]}]
+              - matched: at_matched_accuracy                   # the teachers' held-out matching of a hypothesis
+              - teachers: [{student: kd, teacher: the CNN}]    # each student's recorded teacher accuracy
               - bullets: [a line, another line]
 
+The shipped ``why.yaml`` declares the "Why" section this way and ``plan.yaml`` the plan's analytics.
 Every row and hypothesis a declaration names must be the study's; a bad declaration is a
 :class:`~kdbias.study.StudyError` naming the file and the key. No declaration: no such section.
 """
