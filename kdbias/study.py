@@ -200,7 +200,7 @@ class Hypothesis:
 @dataclass(frozen=True)
 class Study:
     """A study: its rows in run order of declaration (included studies' first), its groups, its
-    declared hypotheses and the report's declared sections (``report``: plain data, per file)."""
+    declared hypotheses and the report's declared sections (``report``: ``(file, mapping)`` per file, plain data)."""
 
     name: str
     description: str

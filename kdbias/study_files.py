@@ -186,7 +186,7 @@ def _collect(path: Path, seen: tuple[Path, ...], out: dict[str, Any]) -> None:
     if report is not None and not isinstance(report, dict):
         raise _fail(path, "report must be a mapping of section declarations")
     if report:
-        out["report"].append((path.stem, report))
+        out["report"].append((str(path), report))
     out["meta"] = data
     out["own_groups"] = tuple(dict.fromkeys(row.group for row in out["rows"][len(out["rows"]) - len(rows) :]))
 

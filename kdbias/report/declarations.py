@@ -37,10 +37,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from kdbias.study import CLAIMS, SHIPPED, Study, StudyError
+from kdbias.study import CLAIMS, Study, StudyError
 
 __all__ = [
     "METRICS",
@@ -141,15 +140,6 @@ class Declarations:
         return {
             c.a: (c.claim, c.words) for c in self.analytics if c.metric == "attention_distance" and c.b == reference
         }
-
-
-def _file(study: Study, stem: str) -> str:
-    """The file a ``report:`` mapping came from (a shipped study's, else the study's own)."""
-    if (SHIPPED / f"{stem}.yaml").is_file():
-        return str(SHIPPED / f"{stem}.yaml")
-    if study.source is not None and Path(study.source).stem == stem:
-        return str(study.source)
-    return f"{stem}.yaml"
 
 
 class _Checker:
@@ -291,8 +281,8 @@ def declarations(study: Study) -> Declarations:
     """Every ``report:`` declaration of ``study`` (its included files' first), parsed and checked."""
     claims: list[AnalyticClaim] = []
     parts: list[Part] = []
-    for stem, report in study.report:
-        check = _Checker(study, _file(study, stem))
+    for source, report in study.report:
+        check = _Checker(study, source)
         report = check.mapping(report, "", _REPORT_KEYS)  # a file's report: mapping
         analytics = report.get("analytics", [])
         if not isinstance(analytics, list):

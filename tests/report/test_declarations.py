@@ -15,7 +15,8 @@ from kdbias import registry
 from kdbias.report import load_runs, render_report
 from kdbias.report.cli import main
 from kdbias.report.declarations import declarations
-from kdbias.study import StudyError, load_study
+from kdbias.study import StudyError
+from kdbias.study_files import load_study
 
 REPORT_CODE = Path(registry.__file__).resolve().parent / "report"
 SEEDS = (0, 1, 2)
