@@ -95,8 +95,7 @@ def fill_controls(
 ) -> list[str]:
     """Measure what :func:`missing_controls` names and whose teacher now exists; returns one
     line per control (measured, or still missing and why). ``runs_dir``: where the teacher runs
-    are (default: the run's own ``runs_dir``); ``configs_dir``: the presets (default:
-    ``experiments/configs`` of this checkout)."""
+    are (default: the run's own ``runs_dir``)."""
     run_dir = Path(run_dir)
     cka_keys, fidelity_keys = missing_controls(run_dir)
     if not cka_keys and not fidelity_keys:
@@ -196,10 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dirs", nargs="+", type=Path, help="complete runs (runs/<experiment>/version_<n>)")
     parser.add_argument("--runs_dir", default=None, help="where the teacher runs are (default: each run's own)")
     parser.add_argument("--accelerator", default="auto", help="Lightning accelerator of the measurement")
+    parser.add_argument("--study", default=None, metavar="FILE", help="the study file the runs belong to")
     args = parser.parse_args(argv)
 
     quiet_lightning()
     try:
+        if args.study is not None:
+            registry.activate(args.study)
         for run_dir in args.run_dirs:
             check_run(run_dir)
             lines = fill_controls(run_dir, args.runs_dir, args.accelerator)

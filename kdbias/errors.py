@@ -24,6 +24,7 @@ from kdbias.console import emit
 from kdbias.data.cifar import CorruptDatasetError
 from kdbias.models import PretrainedWeightsError
 from kdbias.runs import CHECKPOINT_DIR, LAST_CKPT, CheckpointError, RunPathError
+from kdbias.study import StudyError
 
 __all__ = [
     "FIT_INPUT_ERRORS",
@@ -58,6 +59,7 @@ FIT_INPUT_ERRORS: tuple[type[BaseException], ...] = (
     CorruptDatasetError,
     MisconfigurationException,
     NonFiniteLossError,
+    StudyError,
 )
 #: Before training starts a refused value (``ValueError``) is input too.
 SETUP_INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, *FIT_INPUT_ERRORS)

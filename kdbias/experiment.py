@@ -87,8 +87,8 @@ class Analytics:
 
     Args:
         enabled: run the analytics at all.
-        cka_against: experiments whose teachers the student is also measured against, as
-            controls (measurement only), e.g. ``["exp1", "exp2", "exp3"]`` for the baseline.
+        cka_against: rows of the study whose teachers the student is also measured against, as
+            controls (measurement only; the baseline's preset names every distilling row).
         attention: :class:`~kdbias.callbacks.AttentionDistanceCallback` arguments (ViT students).
         hessian: :class:`~kdbias.callbacks.HessianCallback` arguments (ViT students).
         cka: :class:`~kdbias.callbacks.CKAHeatmapCallback` arguments (students with a teacher,

@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdbias.study import DEFAULT_STUDY, PRESETS, Experiment, Hypothesis, Study, StudyError, load_study
+from kdbias.study import DEFAULT_STUDY, PRESETS, Experiment, Hypothesis, Study, StudyError, study_path
+from kdbias.study_files import load_study
 
 __all__ = [
     "ALL_EXPERIMENTS",
@@ -41,7 +42,9 @@ __all__ = [
     "active",
     "get",
     "hypotheses",
+    "reference",
     "select",
+    "study_args",
 ]
 
 _ACTIVE: Study
@@ -74,6 +77,13 @@ def activate(study: Study | str | Path = DEFAULT_STUDY) -> Study:
 def active() -> Study:
     """The study this process runs (:func:`activate`; the shipped plan and why rows by default)."""
     return _ACTIVE
+
+
+def study_args() -> list[str]:
+    """``["--study", FILE]`` that makes another process run the active study (``[]`` for the
+    shipped default): what launchers add to every command they start."""
+    source = _ACTIVE.source
+    return [] if source == study_path(DEFAULT_STUDY).resolve() else ["--study", str(source)]
 
 
 def reference() -> str | None:

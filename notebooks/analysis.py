@@ -51,7 +51,6 @@ from kdbias import registry
 from kdbias.analytics.cka_matrix import depth_matched_cells
 from kdbias.callbacks.cka_heatmap import colour_scale
 from kdbias.report import (
-    BASELINE,
     PLAN_LAYERS,
     aggregate,
     distilled,
@@ -68,6 +67,7 @@ from kdbias.report.forest import forest_figure
 from kdbias.report.front import comparison_text, delta_text, forest_rows, forest_title, p_text
 from kdbias.report.phases import teacher_accuracy_cell
 
+REFERENCE = registry.reference()  # the study's reference student: the control of every CKA matrix
 sns.set_theme(context="notebook", style="whitegrid")
 
 
@@ -296,7 +296,7 @@ def outline(ax, r, c, **style):
     ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, **style))
 
 
-columns = [(key, first_matrix(key, key), first_matrix(BASELINE, key)) for key in distilled()]
+columns = [(key, first_matrix(key, key), first_matrix(REFERENCE, key)) for key in distilled()]
 columns = [column for column in columns if column[1] or column[2]]
 if not columns:
     print("CKA heatmaps skipped: no run has a CKA matrix (analytics/cka_heatmaps/*/epoch_*.json) yet.")
@@ -313,7 +313,7 @@ else:
     image = None
     for i, (key, student, control) in enumerate(columns):
         for row, (who, found) in enumerate(
-            ((f"{label(key)} student", student), (f"{label(BASELINE)} (control)", control))
+            ((f"{label(key)} student", student), (f"{label(REFERENCE)} (control)", control))
         ):
             ax = axes[2 * (i // wide) + row][i % wide]
             if found is None:

@@ -52,3 +52,15 @@ def digits_dm():
     dm = CIFARDataModule("digits", batch_size=32, num_workers=0)
     dm.setup("fit")
     return dm
+
+
+@pytest.fixture(autouse=True)
+def _default_study():
+    """A test that activates a study of its own (``registry.activate``) leaves the shipped one
+    active for the next."""
+    from kdbias import registry
+
+    study = registry.active()
+    yield
+    if registry.active() is not study:
+        registry.activate(study)

@@ -33,6 +33,22 @@ def _run_all():
     return run_all
 
 
+def readme_study(folder: Path) -> Path:
+    """The README's ``my_study.yaml`` (its yaml block) written to ``folder``, with the ``hot`` piece
+    it names beside it; checked by the study loader."""
+    from kdbias.study_files import load_study
+
+    section = README.split("## Your own study", 1)[1].split("\n## ", 1)[0]
+    (text,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    (folder / "configs").mkdir(parents=True, exist_ok=True)
+    (folder / "configs" / "hot.yaml").write_text("model:\n  temperature: 8.0\n")
+    path = folder / "my_study.yaml"
+    path.write_text(text)
+    study = load_study(path)
+    assert [r.name for r in study.rows][-1] == "exp1_hot" and study.own_groups == ("mine",)
+    return path
+
+
 def _localise(args: list[str], images: Path, runs: Path) -> list[str]:
     out = [str(images) if a == "my_images" else a for a in args]
     return out + ["--runs_dir", str(runs)]
@@ -50,13 +66,21 @@ def test_every_command_is_accepted(tmp_path):
         "experiments/teacher.py",
         "experiments/exp1.py",
         "experiments/run_all.py",
+        "experiments/run_all.py",
+        "-m",
     ]
+    study = readme_study(tmp_path)
     for line in lines:
         script, args = line[1], line[2:]
+        args = [str(study) if a == "my_study.yaml" else a for a in args]
         if script == "-m":
             from kdbias.report.cli import build_parser
 
-            assert build_parser().parse_args(args[1:]).dataset == "folder"
+            parsed = build_parser().parse_args(args[1:])
+            assert parsed.dataset == "folder" or parsed.study == str(study)
+        elif script.endswith("run_all.py") and "--study" in args:
+            runs = ["--runs_dir", str(tmp_path / "runs"), "--dry-run"]
+            assert _run_all().main([*args, *runs]) == 0  # the README's study file, planned
         elif script.endswith("run_all.py"):
             parsed = _run_all().build_parser().parse_args(args)
             assert parse_sweeps(parsed.sweep) == [("model.temperature", ["1", "2", "4"])] and parsed.seeds == 2
@@ -115,3 +139,12 @@ def test_the_study_runs_on_tiny_data(tmp_path, monkeypatch):
     for row in ("| τ = 1 |", "| τ = 2 |", "| τ = 4 (preset) |"):
         assert row in table
     assert not re.search(r"\b[0-9a-f]{16}\b", table)
+    # The README's study file: its own row trained (its teacher is the sweep's), then reported.
+    study = readme_study(tmp_path)
+    planned = [str(study) if a == "my_study.yaml" else a for a in lines[7][2:]]
+    planned += ["--only", "exp1_hot", "--runs_dir", str(tmp_path / "sweep"), "--out", str(tmp_path / "STUDY.md")]
+    assert _run_all().main([*planned, "--", *FAST, *TINY_ARGS["exp1"]]) == 0
+    config = (next((tmp_path / "sweep" / "exp1_hot").glob("version_*")) / "config.yaml").read_text()
+    assert "temperature: 8.0" in config and "alpha: 0.25" in config
+    text = (tmp_path / "STUDY.md").read_text()
+    assert "Does a hotter teacher beat EXP-1?" in text

@@ -215,9 +215,9 @@ class CKAHeatmapCallback(AnalyticsCallback):
         teacher, or (a control) against the teacher of experiment ``key``."""
         if self.control is None:
             return f"student vs its own teacher {teacher.name}"
-        from kdbias.registry import EXPERIMENTS
+        from kdbias import registry
 
-        other = EXPERIMENTS[self.key].label if self.key in EXPERIMENTS else self.key
+        other = registry.ALL_EXPERIMENTS[self.key].label if self.key in registry.ALL_EXPERIMENTS else self.key
         return f"student vs the {other} teacher {teacher.name} (control, measurement only)"
 
     def teacher(self, pl_module: L.LightningModule) -> FrozenTeacher:

@@ -24,9 +24,8 @@ from typing import Any
 from kdbias import registry, runs
 from kdbias.cli import KDBiasCLI
 from kdbias.launch.sweep import Point, point_args, point_slug, sweep_grid
-from kdbias.study import DEFAULT_STUDY, study_path
 
-__all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix", "study_args"]
+__all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix"]
 
 #: Typical seconds of one ``--smoke`` run on a 2-core CPU (start-up and test included): the
 #: estimate when no run of the preset has finished yet.
@@ -91,7 +90,7 @@ class PlannedRun:
 
     def command(self, python: str = sys.executable) -> list[str]:
         """``python -m kdbias.run [--study FILE] <experiment> ARGV``: the run, from any folder."""
-        return [python, "-m", "kdbias.run", *study_args(), self.experiment, *self.argv]
+        return [python, "-m", "kdbias.run", *registry.study_args(), self.experiment, *self.argv]
 
     def describe(self) -> str:
         where = f" ({self.run_dir})" if self.run_dir is not None else ""
@@ -107,12 +106,6 @@ class PlannedRun:
             more = f"; +{len(diff) - 4} more" if len(diff) > 4 else ""
             lines.append(f"         other configuration, not counted: {run_dir}: {listed}{more}")
         return "\n  ".join(lines)
-
-
-def study_args() -> list[str]:
-    """``["--study", FILE]`` when the active study is not the shipped default, else ``[]``."""
-    source = registry.active().source
-    return [] if source == study_path(DEFAULT_STUDY).resolve() else ["--study", str(source)]
 
 
 def expected_config(experiment: str, argv: Sequence[str]) -> dict[str, Any]:

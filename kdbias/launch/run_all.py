@@ -43,6 +43,7 @@ from kdbias.launch.records import read_record, status_lines
 from kdbias.launch.slurm import SlurmSettings, job_plan, submit_matrix
 from kdbias.launch.sweep import parse_sweeps, record_sweep
 from kdbias.report import write_report
+from kdbias.report.declarations import declarations
 
 __all__ = ["DEFAULT_SEEDS", "build_parser", "default_parallel", "fill_matrix_controls", "main"]
 
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         study = registry.activate(args.study if args.study is not None else registry.DEFAULT_STUDY)
+        declarations(study)  # the report's declared sections, checked before anything trains
     except registry.StudyError as error:
         emit(f"run_all.py: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2

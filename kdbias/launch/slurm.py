@@ -27,12 +27,14 @@ run through submitit's ``AutoExecutor``.
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kdbias import registry
 from kdbias.launch.records import jobs_dir, write_record
 
 __all__ = ["RunJob", "SlurmSettings", "job_argv", "job_plan", "submit_matrix"]
@@ -85,16 +87,22 @@ def job_argv(run: Any, settings: SlurmSettings) -> list[str]:
     return argv
 
 
-class RunJob:
-    """The callable of one job: ``experiments/<experiment>.py ARGV`` in this process."""
+def job_command(run: Any, settings: SlurmSettings) -> str:
+    """The shell form of what a job runs (``python -m kdbias.run ...``), for records and ``--dry-run``."""
+    return shlex.join(["python", "-m", "kdbias.run", *registry.study_args(), run.experiment, *job_argv(run, settings)])
 
-    def __init__(self, experiment: str, argv: Sequence[str]) -> None:
-        self.experiment, self.argv = experiment, list(argv)
+
+class RunJob:
+    """The callable of one job: ``python -m kdbias.run [--study FILE] <experiment> ARGV`` in this
+    process (``study``: the ``--study`` arguments of the launcher's study, :func:`study_args`)."""
+
+    def __init__(self, experiment: str, argv: Sequence[str], study: Sequence[str] = ()) -> None:
+        self.experiment, self.argv, self.study = experiment, list(argv), list(study)
 
     def __call__(self) -> str | None:
-        from kdbias.cli import main
+        from kdbias.run import main
 
-        run_dir = main(self.experiment, list(self.argv))
+        run_dir = main([*self.study, self.experiment, *self.argv])
         return None if run_dir is None else str(run_dir)
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -103,7 +111,7 @@ class RunJob:
         import submitit
 
         argv = self.argv if "--resume" in self.argv else [*self.argv, "--resume"]
-        return submitit.helpers.DelayedSubmission(RunJob(self.experiment, argv))
+        return submitit.helpers.DelayedSubmission(RunJob(self.experiment, argv, self.study))
 
 
 def job_plan(todo: Sequence[Any], settings: SlurmSettings) -> list[str]:
@@ -118,7 +126,7 @@ def job_plan(todo: Sequence[Any], settings: SlurmSettings) -> list[str]:
     for run in todo:
         needs = [f"job {index[n]}" for n in run.needs if n in keys]
         after = f", after {' and '.join(needs)} succeed (afterok)" if needs else ""
-        command = " ".join([f"experiments/{run.experiment}.py", *job_argv(run, settings)])
+        command = job_command(run, settings)
         lines.append(f"  job {index[run.key]}: kdbias-{run.slug} ({run.action}{after}): {command}")
     return lines
 
@@ -164,7 +172,7 @@ def submit_matrix(
                 write_record(runs_dir, "slurm", run.slug, state="blocked", reason=f"needs {', '.join(needs)}")
                 continue
         executor.update_parameters(**settings.parameters(f"kdbias-{run.slug}", dependency))
-        job = executor.submit(RunJob(run.experiment, job_argv(run, settings)))
+        job = executor.submit(RunJob(run.experiment, job_argv(run, settings), registry.study_args()))
         jobs[run.key] = job
         log = Path(str(job.paths.stdout)).as_posix()
         write_record(
@@ -176,7 +184,7 @@ def submit_matrix(
             folder=str(folder / str(job.job_id)),
             log=log,
             dependency=dependency or "",
-            command=" ".join([f"experiments/{run.experiment}.py", *job_argv(run, settings)]),
+            command=job_command(run, settings),
             submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
     if wait or not cluster:

@@ -13,14 +13,16 @@ Modules:
 - :mod:`~kdbias.report.load`: reading and checking ``summary.json`` (:func:`load_runs`), TensorBoard
   scalars (:func:`read_scalars`), per-image test predictions;
 - :mod:`~kdbias.report.stats`: intervals over seeds and test images, paired differences, binomial
-  intervals, verdicts (pure functions, SciPy's distributions);
+  intervals (pure functions, SciPy's distributions); :mod:`~kdbias.report.engine`: every verdict;
 - :mod:`~kdbias.report.aggregate`: which runs are reported (:func:`aggregate`, :class:`Aggregate`);
 - :mod:`~kdbias.report.findings`: the plan's expectations as verdicts (:func:`findings`);
 - :mod:`~kdbias.report.cells`, :mod:`~kdbias.report.markdown`, :mod:`~kdbias.report.analytics`: the document
   (:func:`render_report`);
 - :mod:`~kdbias.report.cli`: :func:`write_report` and :func:`main`.
 
-The experiments, their labels, roles and matched controls come from :mod:`kdbias.registry`.
+The experiments, their labels, roles and matched controls come from the active study
+(:mod:`kdbias.registry`); its declared sections and analytics expectations from
+:mod:`~kdbias.report.declarations`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, controls_
 from kdbias.report.analytics import hessian_trace
 from kdbias.report.cells import PENDING, describe_method, pct, pp
 from kdbias.report.cli import build_parser, main, write_report
-from kdbias.report.findings import BASELINE, attention_label, distilled, findings
+from kdbias.report.engine import verdict
+from kdbias.report.findings import attention_label, distilled, findings
 from kdbias.report.load import ReportWarning, check_summary, load_runs, read_scalars
 from kdbias.report.markdown import HOW_TO_READ, render_report, source_line
 from kdbias.report.stats import (
@@ -40,11 +43,9 @@ from kdbias.report.stats import (
     paired_delta,
     summarize,
     t_ppf,
-    verdict,
 )
 
 __all__ = [
-    "BASELINE",
     "HOW_TO_READ",
     "PENDING",
     "PLAN_LAYERS",

@@ -8,7 +8,7 @@ from pathlib import Path
 from kdbias import registry
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, label
 from kdbias.report.cells import NOT_MEASURED, PENDING, compact_cells, estimate, href, is_compact, table, verdict_text
-from kdbias.report.findings import ATTENTION_HYPOTHESES, BASELINE, attention_label, distilled
+from kdbias.report.findings import attention_claims, attention_label, distilled
 from kdbias.report.stats import finite, summarize, t_ppf
 
 __all__ = [
@@ -25,8 +25,14 @@ __all__ = [
 
 def _why_missing(agg: Aggregate, name: str) -> str:
     """Why a Δ against the Baseline has no estimate."""
-    absent = [label(n) for n in (name, BASELINE) if not agg.has(n)]
+    reference = registry.reference()
+    absent = [label(n) for n in (name, reference) if not agg.has(n)]
     return f"no completed run of {' and '.join(absent)}" if absent else "no seed has both runs"
+
+
+def _named(reference: str | None) -> str:
+    """The reference student's label (the control of every Δ here), or that the study declares none."""
+    return label(reference) if reference is not None else "the reference student (none declared)"
 
 
 def _absent(agg: Aggregate, name: str) -> str:
@@ -64,8 +70,9 @@ def _links(agg: Aggregate, name: str, key: str, out_dir: str | Path | None) -> l
 
 def _teacher_of_key(agg: Aggregate, key: str) -> str:
     """The teacher's name, labelled when it has random weights (a smoke run's offline teacher)."""
+    reference = registry.reference()
     name, random = f"{label(key)}'s teacher", key in agg.random_teachers()
-    for experiment in (key, BASELINE):
+    for experiment in (key, reference):
         for run in agg.runs.get(experiment, []):
             entry = (run.get("cka") or {}).get(key) or {}
             random = random or entry.get("source") == "random"
@@ -85,25 +92,26 @@ def _with_floor(agg: Aggregate, name: str, key: str, figure: str, cell: str) -> 
 
 
 def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | Path | None) -> list[str]:
+    reference = registry.reference()
     path = f"cka.{key}.{figure}"
-    student, control = agg.stat(key, path), agg.stat(BASELINE, path)
+    student, control = agg.stat(key, path), agg.stat(reference, path)
     full = agg.seed_set()
     student_cell = estimate(student, digits=3, full=full) if student is not None else _absent(agg, key)
-    if control is None and agg.has(BASELINE) and figure in ("trained", "untrained_contrast"):
+    if control is None and agg.has(reference) and figure in ("trained", "untrained_contrast"):
         control_cell = "not available (the control did not record it on the same cells)"
         delta_cell = verdict = "—"
-    elif (student is None and agg.has(key)) or (control is None and agg.has(BASELINE)):
-        control_cell = estimate(control, digits=3, full=full) if control is not None else _absent(agg, BASELINE)
+    elif (student is None and agg.has(key)) or (control is None and agg.has(reference)):
+        control_cell = estimate(control, digits=3, full=full) if control is not None else _absent(agg, reference)
         delta_cell, verdict = "—", f"{NOT_MEASURED} (CKA did not run in both experiments)"
     else:
         control_cell = estimate(control, digits=3, full=full)
-        delta = agg.delta(key, BASELINE, path)
+        delta = agg.delta(key, reference, path)
         delta_cell = estimate(delta, digits=3, signed=True, full=full)
         verdict = verdict_text(delta, ">", digits=3, full=full, missing=_why_missing(agg, key))
     student_cell = _with_floor(agg, key, key, figure, student_cell)
-    control_cell = _with_floor(agg, BASELINE, key, figure, control_cell)
+    control_cell = _with_floor(agg, reference, key, figure, control_cell)
     links = _links(agg, key, key, out_dir)
-    control_links = _links(agg, BASELINE, key, out_dir)
+    control_links = _links(agg, reference, key, out_dir)
     heatmaps = " ".join(links) or PENDING
     if control_links:
         heatmaps += "; control: " + " ".join(control_links)
@@ -112,6 +120,7 @@ def _cka_row(agg: Aggregate, key: str, figure: str, title: str, out_dir: str | P
 
 def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list[str]:
     """The CKA table: each distilled student vs its teacher, against the Baseline's control."""
+    reference = registry.reference()
     with compact_cells():  # mean [95 % interval] per cell; the note under the table says how
         full_rows = _cka_rows(agg, out_dir)
     rows = [row[:-1] for row in full_rows]  # the heatmap links go below the table, one line per comparison
@@ -119,7 +128,7 @@ def cka_section(agg: Aggregate, out_dir: str | Path | None, source: str) -> list
     header = [
         "Comparison",
         "Student (with its permutation floor)",
-        f"Control ({label(BASELINE)} vs the same teacher; with its floor)",
+        f"Control ({_named(reference)} vs the same teacher; with its floor)",
         "Δ (paired)",
         "Verdict",
     ]
@@ -268,33 +277,35 @@ def _mean_cell(agg: Aggregate, name: str) -> str:
 def attention_cell(agg: Aggregate, name: str) -> str:
     """Matrix cell: the four-layer mean (the baseline), or a student's label relative to the baseline
     with its paired Δ (its own mean is in the attention table)."""
+    reference = registry.reference()
     mean = _mean_cell(agg, name)
-    if name == BASELINE or mean in (PENDING, NOT_MEASURED) or mean.startswith("n/a"):
-        return mean if name != BASELINE or mean in (PENDING, NOT_MEASURED) else f"{mean} (reference)"
-    delta = agg.attention_delta(name, BASELINE)
+    if name == reference or mean in (PENDING, NOT_MEASURED) or mean.startswith("n/a"):
+        return mean if name != reference or mean in (PENDING, NOT_MEASURED) else f"{mean} (reference)"
+    delta = agg.attention_delta(name, reference)
     if delta is None:
-        return f"{mean}; vs baseline {_absent(agg, BASELINE) if not agg.has_attention(BASELINE) else PENDING}"
+        return f"{mean}; vs baseline {_absent(agg, reference) if not agg.has_attention(reference) else PENDING}"
     delta_cell = estimate(delta, unit=" px", signed=True, full=agg.seed_set())
     return f"{attention_label(delta)}: Δ {delta_cell}"
 
 
 def attention_section(agg: Aggregate, source: str) -> list[str]:
     """Attention distance at the plan's layers, and each student's paired Δ vs the baseline."""
+    reference, claims = registry.reference(), attention_claims()
     rows = [
         [label(n), *(_layer_cell(agg, n, layer) for layer in PLAN_LAYERS), _mean_cell(agg, n)]
         for n in registry.STUDENTS
     ]
     deltas = []
     for name in registry.STUDENTS:
-        if name == BASELINE:
+        if name == reference:
             continue
         cells = []
         for layer in PLAN_LAYERS:
             path = f"attn_dist.{layer}"
-            cells.append(estimate(agg.delta(name, BASELINE, path), unit=" px", signed=True, full=agg.seed_set()))
-        delta = agg.attention_delta(name, BASELINE)
-        claim = ATTENTION_HYPOTHESES.get(name, (None, ""))[0]  # the plan's direction, never the data's
-        if delta is None and agg.has(name) and agg.has(BASELINE):
+            cells.append(estimate(agg.delta(name, reference, path), unit=" px", signed=True, full=agg.seed_set()))
+        delta = agg.attention_delta(name, reference)
+        claim = claims.get(name, (None, ""))[0]  # the study's declared direction, never the data's
+        if delta is None and agg.has(name) and agg.has(reference):
             reading = f"{NOT_MEASURED} (attention distance did not run in both experiments)"
         elif claim is None:
             reading = f"{attention_label(delta)} (the plan states no direction for this run)"
@@ -308,7 +319,7 @@ def attention_section(agg: Aggregate, source: str) -> list[str]:
         source + "\n",
         "*Longer distance = more global attention* (pixels, mean over heads; `n/a`: the model has no such layer).\n",
         table(["Model", *header, f"Mean of layers {LAYERS}"], rows) + "\n",
-        f"Δ vs {label(BASELINE)}, paired by seed (n = pairs); the label is decided by the verdict on the mean of the "
+        f"Δ vs {_named(reference)}, paired by seed (n = pairs); the label is decided by the verdict on the mean of the "
         "four layers.\n",
         table(["Model", *(f"Δ {h}" for h in header), "Δ mean", "Label"], deltas) + "\n",
     ]

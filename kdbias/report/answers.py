@@ -11,14 +11,13 @@ the margin); when they are not shown equivalent it reads "not matched" and gives
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from kdbias import registry
 from kdbias.report.aggregate import Aggregate
 from kdbias.report.engine import MARGIN, Decision, decide, holm, tost
 from kdbias.report.load import read_scalars
-from kdbias.report.stats import Estimate, contrast_estimate, finite, p_value, summarize
+from kdbias.report.stats import Estimate, contrast_estimate, finite, p_value, proportions_difference, summarize
 
 __all__ = ["Answer", "answers", "contrast", "groups_run", "matched_teachers", "teacher_heldout"]
 
@@ -80,17 +79,10 @@ def matched_teachers(agg: Aggregate, pair: tuple[str, str], margin: float = MARG
     if not seeds:
         return None, Decision("not measured", None, None, None, margin, "no held-out teacher accuracy recorded")
     seed = seeds[0]  # one frozen checkpoint per teacher: the first seed's measurement stands for all
-    (pa, na), (pb, nb) = a[seed], b[seed]
-    var = pa * (1 - pa) / na + pb * (1 - pb) / nb
-    mean = pa - pb
-    var = max(var, 0.25 / max(na, nb) ** 2)  # a boundary accuracy keeps a non-zero variance
-    est = Estimate(  # a normal (large-sample) interval: the t quantile at 10**9 degrees of freedom
-        mean, 2, None, 1.959963984540054 * math.sqrt(var), (mean,), (seed,), test_kind="binomial bound",
-        images=10**9, var_test=var,
-    )  # fmt: skip
+    est = proportions_difference(a[seed], b[seed], seeds=(seed,))
     p = tost(est, margin)
     word = "no difference" if p is not None and p < 0.05 else "not matched"
-    reason = f"teachers differ by {mean * 100:+.2f} pp held-out (TOST ±{margin * 100:g} pp: p = {p:.2g})"
+    reason = f"teachers differ by {est.mean * 100:+.2f} pp held-out (TOST ±{margin * 100:g} pp: p = {p:.2g})"
     return est, Decision(word, None, None, p, margin, reason)
 
 

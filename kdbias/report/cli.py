@@ -1,4 +1,4 @@
-"""``python -m kdbias.report [runs_dir] --out RESULTS.md [--dataset D] [--preset P]``."""
+"""``python -m kdbias.report [runs_dir] --out RESULTS.md [--dataset D] [--preset P] [--study FILE]``."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from kdbias import registry
 from kdbias.console import emit
+from kdbias.report.declarations import declarations
 from kdbias.report.engine import MARGIN
 from kdbias.report.load import ReportWarning, load_runs
 from kdbias.report.markdown import render_report
 from kdbias.report.sweep import read_sweeps, sweep_section
 from kdbias.runs import DEFAULT_RUNS_DIR, atomic_write_text
+from kdbias.study import DEFAULT_STUDY, StudyError
 
 __all__ = ["build_parser", "main", "write_report"]
 
@@ -36,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--preset", default=None, help="report runs of this preset: paper | smoke (default: as --dataset)"
+    )
+    parser.add_argument(
+        "--study",
+        default=None,
+        help="the study whose rows, hypotheses and declared sections the report shows: a shipped study's name "
+        f"(plan, why) or a study YAML file (default: {DEFAULT_STUDY})",
     )
     parser.add_argument(
         "--margin",
@@ -79,11 +88,17 @@ def write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: write the report, print one warning line per skipped file; exit 0."""
+    """The command line: activate ``--study`` (:func:`kdbias.registry.activate`), write the report,
+    print one warning line per skipped file; exit 0 (2: a bad study file or output path)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 < args.margin < 100:
         parser.error(f"--margin must lie in (0, 100) percentage points, got {args.margin}")
+    try:  # a bad study file or declaration: one line, before any run is read
+        declarations(registry.activate(args.study) if args.study is not None else registry.active())
+    except StudyError as error:
+        emit(f"kdbias.report: error: {error}", file=sys.stderr)
+        return 2
     if not Path(args.runs_dir).is_dir():
         emit(f"note: runs directory {args.runs_dir!r} does not exist; every cell will be pending", file=sys.stderr)
     out_path = Path(args.out)

@@ -32,12 +32,13 @@ __all__ = [
     "holm",
     "one_sided_p",
     "tost",
+    "verdict",
 ]
 
 ALPHA = 1.0 - CONFIDENCE  # two-sided level of every test (0.05)
 MARGIN = 0.01  # default equivalence margin of an accuracy Δ: ±1 pp (report flag --margin)
 NOT_MEASURED = "not measured"
-CLAIMS = (">", ">=", "<")
+CLAIMS = (">", ">=", "<", "<=")
 
 
 def one_sided_p(est: Estimate | None, null: float, greater: bool) -> float | None:
@@ -100,7 +101,7 @@ def decide(
     p_adjusted: float | None = None,
     alpha: float = ALPHA,
 ) -> Decision:
-    """The verdict on ``Δ <claim> threshold`` (``claim``: ``">"``, ``">="`` or ``"<"``).
+    """The verdict on ``Δ <claim> threshold`` (``claim``: ``">"``, ``">="``, ``"<"`` or ``"<="``).
 
     Decisive when the p-value (``p_adjusted`` where given: a confirmatory hypothesis) is below
     ``alpha``: ``yes`` when the estimate lies on the claimed side of ``threshold``, else ``no``.
@@ -137,3 +138,9 @@ def decide(
         else ""
     )
     return Decision("inconclusive", p, p_adjusted, equivalence, margin, reason)
+
+
+def verdict(est: Estimate | None, claim: str = ">", threshold: float = 0.0, accuracy: bool = False) -> str:
+    """The verdict word of :func:`decide` on ``Δ <claim> threshold`` (no margin, no adjustment):
+    ``yes`` / ``no`` / ``inconclusive``, ``not measured`` without an estimate."""
+    return decide(est, claim, threshold, accuracy=accuracy).verdict

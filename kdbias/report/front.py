@@ -108,7 +108,7 @@ def answers_table(answers: list[Answer], family: str) -> str:
     rows = []
     for a in (a for a in answers if a.family == family):
         h = a.hypothesis
-        sign = {">=": "≥"}.get(h.claim, h.claim)
+        sign = {">=": "≥", "<=": "≤"}.get(h.claim, h.claim)
         claim = f"{sign} {h.threshold * 100:+g} pp" if h.threshold else f"{sign} 0"
         rows.append(
             [h.question, f"{comparison_text(h.contrast)} {claim}", delta_text(a), p_text(a), _verdict(a), _basis(a),

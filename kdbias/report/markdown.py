@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdbias.registry import GROUPS
+from kdbias import registry
 from kdbias.report.aggregate import PLAN_LAYERS, Aggregate, aggregate, label
 from kdbias.report.analytics import attention_section, cka_section, hessian_section
 from kdbias.report.answers import answers, groups_run
@@ -162,7 +162,9 @@ def render_report(
             decided_figure = None
     else:
         decided_figure = None
-    answers_part = answers_section(decided, margin, [g for g in GROUPS if g not in run_groups] if agg.runs else [])
+    answers_part = answers_section(
+        decided, margin, [g for g in registry.GROUPS if g not in run_groups] if agg.runs else []
+    )
     if decided_figure is not None:
         answers_part.insert(1, decided_figure)
     parts += answers_part
@@ -174,8 +176,7 @@ def render_report(
     parts += cka_section(agg, out_dir, source_line(agg))
     parts += hessian_section(agg, source_line(agg))
     parts += attention_section(agg, source_line(agg))
-    if "why" in run_groups:
-        parts += why_section(agg, decided)  # beyond the plan: the rows of registry group "why"
+    parts += why_section(agg, decided)  # the study's declared parts (the shipped study's: the why rows)
     parts += list(sweeps)  # one table per swept experiment (run_all --sweep)
     parts += [
         "## Key Findings\n",

@@ -25,11 +25,9 @@ from kdbias.report.cells import (
     table,
 )
 from kdbias.report.engine import decide
-from kdbias.report.findings import BASELINE
 from kdbias.report.stats import finite
 
 __all__ = [
-    "TEACHER_TARGETS",
     "matrix_section",
     "methods_section",
     "phase1_section",
@@ -37,8 +35,6 @@ __all__ = [
     "teacher_accuracy_cell",
 ]
 
-TEACHER_TARGETS = {"teacher_resnet18": 0.94, "teacher_convnextv2": 0.95}  # the plan's qualification targets
-COMPARED_WITH = {"exp2": ("exp1",), "exp3": ("exp1", "exp2")}  # the plan's Phase 2 comparisons besides the baseline
 LAYERS = ", ".join(str(i) for i in PLAN_LAYERS)
 
 
@@ -133,8 +129,8 @@ def _teacher_acc_cell(agg: Aggregate, name: str) -> str:
     return once(value)
 
 
-def _delta_cell(agg: Aggregate, name: str, reference: str) -> str:
-    if name == reference:
+def _delta_cell(agg: Aggregate, name: str, reference: str | None) -> str:
+    if reference is None or name == reference:
         return "—"
     note = " †" if controls_of(name) and agg.has(name) else ""  # the note under the table says what differs
     return pp(agg.delta(name, reference), agg.seed_set()) + note
@@ -161,22 +157,24 @@ def matrix_section(agg: Aggregate) -> list[str]:
     return [
         "## Experimental Matrix\n",
         source_line(agg) + "\n",
-        table(MATRIX_HEADER, rows) + "\n" + "\n".join(notes) + "\n",
+        table(matrix_header(), rows) + "\n" + "\n".join(notes) + "\n",
     ]
 
 
-MATRIX_HEADER = [
-    "Experiment",
-    "Teacher Architecture",
-    "Distillation Type",
-    "Teacher Acc",
-    "Student Acc",
-    "Δ vs Baseline",
-    "Δ vs matched control",
-    "Inductive Bias (Attn Dist)",
-    "Gen. Gap (train − held-out acc)",
-    "Hessian Trace (sharpness)",
-]
+def matrix_header() -> list[str]:
+    """The columns of the experimental matrix (Δ against the study's reference student)."""
+    return [
+        "Experiment",
+        "Teacher Architecture",
+        "Distillation Type",
+        "Teacher Acc",
+        "Student Acc",
+        f"Δ vs {label(registry.reference() or 'reference')}",
+        "Δ vs matched control",
+        "Inductive Bias (Attn Dist)",
+        "Gen. Gap (train − held-out acc)",
+        "Hessian Trace (sharpness)",
+    ]
 
 
 def _matrix_rows(agg: Aggregate) -> list[list[str]]:
@@ -195,7 +193,7 @@ def _matrix_rows(agg: Aggregate) -> list[list[str]]:
                 describe_method(agg.method(name), short=True) if agg.has(name) else PENDING,
                 _teacher_acc_cell(agg, name),
                 pct(agg.acc(name), full),
-                _delta_cell(agg, name, BASELINE),
+                _delta_cell(agg, name, registry.reference()),
                 control,
                 attention_cell(agg, name),
                 gen_gap_cell(agg, name),
@@ -215,12 +213,12 @@ def _last_epoch_note(agg: Aggregate) -> str:
 
 
 def _batch_note(agg: Aggregate) -> str:
-    notes = []
+    notes, reference = [], registry.reference()
     for name in registry.STUDENTS:
         for control in controls_of(name):
             notes.append(
-                f"† {label(name)} vs Baseline is the plan's comparison but differs in batch and optimiser step "
-                f"count ({_batch(agg, name)}; {_batch(agg, BASELINE)}); {label(control)} is its matched "
+                f"† {label(name)} vs {label(reference)} is the plan's comparison but differs in batch and optimiser "
+                f"step count ({_batch(agg, name)}; {_batch(agg, reference)}); {label(control)} is its matched "
                 f"control ({_batch(agg, control)})."
             )
     return " ".join(notes)
@@ -270,7 +268,7 @@ def teacher_accuracy_cell(agg: Aggregate, name: str) -> str:
 def phase1_section(agg: Aggregate) -> list[str]:
     parts = ["## Phase 1: Teacher Qualification\n"]
     for name in registry.TEACHERS:
-        target = TEACHER_TARGETS.get(name)
+        target = registry.get(name).target
         acc = agg.once(name)
         several = agg.acc(name) if len(agg.runs.get(name, [])) > 1 else None
         epochs, best = agg.stat(name, "epochs_completed"), agg.stat(name, "best_epoch")
@@ -343,7 +341,7 @@ def _recorded(recorded: Any, acc: Any) -> str:
 
 
 def phase2_section(agg: Aggregate) -> list[str]:
-    parts = ["## Phase 2: Distillation Results\n"]
+    parts, reference = ["## Phase 2: Distillation Results\n"], registry.reference()
     for name in registry.STUDENTS:
         method = agg.method(name)
         full = agg.seed_set()
@@ -353,14 +351,14 @@ def phase2_section(agg: Aggregate) -> list[str]:
             ["Student Test Accuracy", pct(agg.acc(name), full)],
             ["Held-out Best Val Accuracy", heldout(agg.stat(name, "best_val_acc"), agg.seed_set())],
         ]
-        if name != BASELINE:
+        if reference is not None and name != reference:
             note = " (the plan's comparison; different batch and step count)" if controls_of(name) else ""
-            rows.append([f"Δ vs Baseline{note}", pp(agg.delta(name, BASELINE), full)])
+            rows.append([f"Δ vs {label(reference)}{note}", pp(agg.delta(name, reference), full)])
         rows += [
             [f"Δ vs {label(c)} (matched control: same batch and step count)", pp(agg.delta(name, c), full)]
             for c in controls_of(name)
         ]
-        rows += [[f"Δ vs {label(ref)}", pp(agg.delta(name, ref), full)] for ref in COMPARED_WITH.get(name, ())]
+        rows += [[f"Δ vs {label(ref)}", pp(agg.delta(name, ref), full)] for ref in registry.get(name).compared_with]
         rows += [
             [f"Mean Attention Distance (layers {LAYERS})", attention_cell(agg, name)],
             ["Hessian Trace (sharpness)", hessian_cell(agg, name)],

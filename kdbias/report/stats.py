@@ -25,8 +25,10 @@ test images for every run). The intervals (all two-sided, 95 % by default):
 - :func:`half_width_at` and :func:`p_value`: the same rule at any confidence, and the p-value
   that inverts it (the smallest α whose ``1 - α`` interval excludes the null value), so an
   interval and its p-value never disagree.
-- :func:`verdict`: yes / no / inconclusive on a claim about a Δ; an accuracy Δ also needs
-  per-image data and more than :data:`MIN_DECIDING_IMAGES` images of net difference.
+- :func:`proportions_difference`: two proportions each measured once (two teachers' held-out
+  accuracies): their difference with a normal (Wald) interval.
+
+Verdicts are decided by :func:`kdbias.report.engine.decide` (one rule for every claim).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ from kdbias.schema import finite
 __all__ = [
     "CONFIDENCE",
     "MIN_DECIDING_IMAGES",
-    "VERDICTS",
     "Estimate",
     "accuracy_estimate",
     "accuracy_estimate_binomial",
@@ -56,13 +57,12 @@ __all__ = [
     "paired_accuracy_delta",
     "paired_delta",
     "paired_delta_binomial",
+    "proportions_difference",
     "summarize",
     "t_ppf",
-    "verdict",
 ]
 
 CONFIDENCE = 0.95
-VERDICTS = ("yes", "no", "inconclusive")
 MIN_DECIDING_IMAGES = 3  # an accuracy Δ of fewer net test images per seed is never a yes/no
 
 
@@ -294,6 +294,21 @@ def paired_delta_binomial(
     return _with_test_bound(base, min(err, 1.0) / (images - 1), images, confidence)
 
 
+def proportions_difference(
+    a: tuple[float, int], b: tuple[float, int], seeds: tuple[Hashable, ...] = (), confidence: float = CONFIDENCE
+) -> Estimate:
+    """``p_a - p_b`` of two proportions each measured once, ``a = (p_a, n_a)`` on ``n_a`` images and ``b``
+    likewise: a normal (Wald, large-sample) interval of variance ``p_a (1 - p_a) / n_a + p_b (1 - p_b) / n_b``,
+    floored at ``1 / (4 max(n_a, n_b)²)`` so that a proportion at 0 or 1 keeps a non-zero variance. ``n`` = 2
+    (the two measurements); the interval is the test-image term at 10⁹ degrees of freedom (the normal quantile)."""
+    (pa, na), (pb, nb) = a, b
+    var = max(pa * (1 - pa) / na + pb * (1 - pb) / nb, 0.25 / max(na, nb) ** 2)
+    mean = pa - pb
+    images = 10**9  # the normal quantile: t at 10⁹ - 1 degrees of freedom
+    est = _with_test_bound(Estimate(mean, 2, None, None, (mean,), seeds, confidence), var, images, confidence)
+    return replace(est, df=float(images - 1))
+
+
 def binomial_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Clopper–Pearson interval of a proportion ``k / n``: ``(Beta(α/2; k, n-k+1),
     Beta(1-α/2; k+1, n-k))`` quantiles, 0 and 1 at the ends."""
@@ -303,26 +318,3 @@ def binomial_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[f
     low = 0.0 if k == 0 else float(scipy_stats.beta.ppf(alpha / 2, k, n - k + 1))
     high = 1.0 if k == n else float(scipy_stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
     return low, high
-
-
-def verdict(estimate: Estimate | None, claim: str = ">", threshold: float = 0.0, accuracy: bool = False) -> str:
-    """Verdict on the claim ``Δ <claim> threshold`` (``claim`` is ``">"``, ``">="`` or ``"<"``).
-
-    ``"inconclusive"`` when there is no estimate, n < 2, no interval, or the closed
-    interval contains ``threshold``; for an accuracy Δ (``accuracy=True``) also without
-    per-image data or when fewer than :data:`MIN_DECIDING_IMAGES` net images per seed
-    decide it. Otherwise ``"yes"`` when the whole interval lies on the claimed side and
-    ``"no"`` when it lies on the other.
-    """
-    if claim not in (">", ">=", "<"):
-        raise ValueError(f"claim must be '>', '>=' or '<', got {claim!r}")
-    if estimate is None or estimate.n < 2 or estimate.half_width is None:
-        return "inconclusive"
-    if accuracy and (estimate.test_kind != "per-image" or abs(estimate.net_images or 0.0) < MIN_DECIDING_IMAGES):
-        return "inconclusive"
-    low, high = estimate.low, estimate.high
-    assert low is not None and high is not None
-    if low <= threshold <= high:
-        return "inconclusive"
-    above = low > threshold
-    return ("yes" if above else "no") if claim in (">", ">=") else ("no" if above else "yes")

@@ -1,9 +1,11 @@
-"""The report's "Why" section: the rows beyond the plan (registry group ``"why"``) and what they isolate.
+"""The study's declared report sections (:mod:`kdbias.report.declarations`): for the shipped
+study, "Why: controls beyond the plan" (the why rows: a 2 × 2, controls, what each plan hypothesis
+can be answered by, fidelity).
 
-Every Δ is a declared hypothesis decided once by the comparison engine (:mod:`kdbias.report.answers`):
-the 2 × 2's main effects and interaction image by image, the controls, each with the smallest
-difference its design could detect (:mod:`kdbias.report.power`), stated and never used to change a
-verdict. A comparison without runs reads "not measured".
+Every Δ is a declared hypothesis decided once by the comparison engine (:mod:`kdbias.report.answers`),
+with the smallest difference its design could detect (:mod:`kdbias.report.power`), stated and never
+used to change a verdict. A comparison without runs reads "not measured". A study that declares no
+part has no such section.
 """
 
 from __future__ import annotations
@@ -14,33 +16,16 @@ from typing import Any
 
 from kdbias import registry
 from kdbias.report.aggregate import Aggregate
-from kdbias.report.answers import Answer
+from kdbias.report.answers import Answer, groups_run
 from kdbias.report.cells import compact_cells, estimate, once, source_line, table
+from kdbias.report.declarations import PLACEHOLDER, Block, Grid, Part, declarations
 from kdbias.report.front import comparison_text, delta_text, detectable_text, p_text
 from kdbias.report.stats import Estimate
 
-__all__ = ["CELLS", "NOT_MEASURED", "why_section"]
+__all__ = ["NOT_MEASURED", "RANDOM_KEY", "why_section"]
 
 NOT_MEASURED = "not measured"
-TEACHERS_2X2 = ("ResNet-18", "DINOv2-S/14")
-LOSSES_2X2 = ("soft KL", "CKA + token")
-#: The 2 x 2 {teacher} x {loss}: the experiment in each cell.
-CELLS = {
-    ("ResNet-18", "soft KL"): "exp1",
-    ("ResNet-18", "CKA + token"): "exp1_cka",
-    ("DINOv2-S/14", "soft KL"): "exp3_kl",
-    ("DINOv2-S/14", "CKA + token"): "exp3",
-}
-ROW_TEACHER = {"ResNet-18": "teacher_resnet18", "DINOv2-S/14": "teacher_dinov2_probe"}
 RANDOM_KEY = "random_teacher"
-EFFECT_TITLES = {
-    "loss": ("Loss: CKA − soft KL, averaged over both teachers", "CKA + token beats soft KL"),
-    "teacher": ("Teacher: DINOv2 − ResNet-18, averaged over both losses", "DINOv2 is the better teacher"),
-    "interaction": (
-        "Interaction: (DINOv2, CKA) − (DINOv2, KL) − (ResNet, CKA) + (ResNet, KL)",
-        "CKA gains more (or loses less) from DINOv2 than from ResNet-18",
-    ),
-}
 
 
 def _label(name: str) -> str:
@@ -101,90 +86,83 @@ def _source_name(agg: Aggregate, name: str) -> str:
     return Path(source).name if isinstance(source, str) and source else NOT_MEASURED
 
 
-def _two_by_two(agg: Aggregate, decided: list[Answer]) -> list[str]:
-    rows = []
-    for teacher in TEACHERS_2X2:
-        trained_once = agg.once(ROW_TEACHER[teacher])
-        row = [teacher, once(trained_once) if trained_once is not None else _pct(agg.acc(ROW_TEACHER[teacher]))]
-        for loss in LOSSES_2X2:
-            name = CELLS[teacher, loss]
-            row.append(f"{_label(name)}: {_pct(agg.acc(name))}")
-        rows.append(row)
-    pairs = {name: agg.method(name).get("layer_pairs") for name in ("exp1_cka", "exp3")}
-    pair_text = "; ".join(
-        f"{_label(n)}: {', '.join(f'{s}→{t}' for s, t in p) if isinstance(p, list) else NOT_MEASURED}"
-        for n, p in pairs.items()
+def _value(value: Any) -> str:
+    """A recorded method value in text: a list of pairs as ``3→2, 6→4``; missing: not measured."""
+    if value is None:
+        return NOT_MEASURED
+    if isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value):
+        return ", ".join(f"{s}→{t}" for s, t in value)
+    return str(value)
+
+
+def _text(agg: Aggregate, text: str) -> str:
+    """Declared text with ``{row}`` as the row's label and ``{row:key}`` as its recorded ``method[key]``."""
+    return PLACEHOLDER.sub(
+        lambda m: _value(agg.method(m[1]).get(m[2])) if m[2] else _label(m[1]),
+        text,
     )
-    batches = {name: agg.method(name).get("global_batch_size") for name in ("exp1", "exp3")}
-    return [
-        "### Teacher × loss (2 × 2)\n",
-        "Test accuracy (selected checkpoint, official test split), mean ± 95 % CI over seeds and test images. "
-        "Teacher Acc: the teacher run's test accuracy, measured once (DINOv2: its linear probe on the frozen "
-        "backbone).\n",
-        table(["Teacher", "Teacher Acc", "Soft KL (τ, α of EXP-1)", "CKA + token (λs of EXP-3)"], rows) + "\n",
-        f"Layer pairs (student block → teacher block; ResNet-18 by relative depth): {pair_text}.\n",
-        "Main effects and interaction, each computed image by image over the seeds present in all four cells:\n",
-        table(HEADER, _rows(decided, ("loss_effect", "teacher_effect", "interaction"))) + "\n",
-        "Confounded within the 2 × 2: the CKA cells train at EXP-3's batch "
-        f"({batches['exp3'] if batches['exp3'] is not None else NOT_MEASURED}) and the KL cells at EXP-1's "
-        f"({batches['exp1'] if batches['exp1'] is not None else NOT_MEASURED}), so the loss effect includes the "
-        "batch change; alone it is:\n",
-        table(HEADER, _rows(decided, ("batch_effect",))) + "\n",
-        "The DINOv2 row also differs from the ResNet row in architecture, pretraining data and accuracy together: "
-        "the teacher effect does not name which.\n",
-    ]
 
 
-def _controls(agg: Aggregate, decided: list[Answer]) -> list[str]:
-    keys = ("bias_at_matched_accuracy", "random_teacher_floor", "knowledge_over_random", "exp2_over_exp1")
-    matched = next((a for a in decided if a.hypothesis.matched is not None), None)
+def _grid(agg: Aggregate, grid: Grid) -> str:
+    """Rows × columns of test accuracies, each row with its teacher's accuracy measured once."""
+    rows = []
+    for entry in grid.rows:
+        if entry.teacher is None:
+            teacher = "—"
+        else:
+            trained_once = agg.once(entry.teacher)
+            teacher = once(trained_once) if trained_once is not None else _pct(agg.acc(entry.teacher))
+        rows.append([entry.label, teacher, *(f"{_label(n)}: {_pct(agg.acc(n))}" for n in entry.cells)])
+    return table([grid.row_header, "Teacher Acc", *grid.columns], rows)
+
+
+def _matching(decided: list[Answer], key: str) -> str:
+    """The teachers' held-out matching of hypothesis ``key`` (TOST) and what it gates."""
+    a = next((a for a in decided if a.hypothesis.key == key), None)
     matching = (
-        f"Teachers' held-out accuracy (the matching): {_pp(matched.matched_estimate)}; "
-        f"**{matched.matched.verdict}** ({matched.matched.reason})."
-        if matched is not None and matched.matched is not None and matched.matched_estimate is not None
+        f"Teachers' held-out accuracy (the matching): {_pp(a.matched_estimate)}; **{a.matched.verdict}** "
+        f"({a.matched.reason})."
+        if a is not None and a.matched is not None and a.matched_estimate is not None
         else f"Teachers' held-out accuracy (the matching): {NOT_MEASURED}."
     )
-    teachers = [
-        [
-            _label("exp1_matched"),
-            f"ResNet-18 snapshot `{_source_name(agg, 'exp1_matched')}`",
-            _teacher_acc(agg, "exp1_matched", None),
-        ],
-        [_label("exp_vit_kl"), "DeiT-S", _teacher_acc(agg, "exp_vit_kl", "teacher_deit")],
-        [_label("exp1"), "ResNet-18 (selected)", _teacher_acc(agg, "exp1", "teacher_resnet18")],
-        [_label("exp2"), "ConvNeXt V2 (selected)", _teacher_acc(agg, "exp2", "teacher_convnextv2")],
-        [_label("exp_random_teacher"), "untrained ResNet-18", _teacher_acc(agg, "exp_random_teacher", None)],
-    ]
-    return [
-        "### Controls: matched accuracy, random teacher, ConvNeXt vs ResNet\n",
-        table(HEADER, _rows(decided, keys)) + "\n",
-        matching + " A comparison at matched accuracy gives a verdict only where the two teachers' held-out "
-        "accuracies are shown equivalent (two one-sided tests within the margin).\n",
-        "Teachers' test accuracy, as the student runs recorded it (the matched snapshot is chosen on the held-out "
-        "split only):\n",
-        table(["Student", "Teacher", "Teacher Acc"], teachers) + "\n",
-        "EXP-2 − EXP-1 changes the teacher's design *and* its accuracy and pretraining (ConvNeXt V2 starts from "
-        "ImageNet weights): it is not an inductive-bias effect by itself.\n",
-    ]
+    return matching + (
+        " A comparison at matched accuracy gives a verdict only where the two teachers' held-out "
+        "accuracies are shown equivalent (two one-sided tests within the margin)."
+    )
 
 
-def _hypotheses(agg: Aggregate) -> list[str]:
-    lines = [
-        "**EXP-1 (CNN biases conflict with ViT attention → negative transfer).** Answered by: inductive bias at "
-        "matched accuracy (EXP-1 matched − ViT KL), read against the random-teacher floor. Cannot answer "
-        "(confounded): EXP-1 − Baseline (bias and knowledge together), EXP-1 vs EXP-3 (architecture, training, "
-        "loss, batch and teacher accuracy all change).",
-        "**EXP-2 (ConvNeXt's Transformer-like design transfers better).** Answered by: nothing in this matrix "
-        "alone. EXP-2 − EXP-1 is confounded with teacher accuracy and ImageNet pretraining (both teachers' "
-        "accuracies are shown beside it); only an accuracy-matched ConvNeXt would isolate the design.",
-        "**EXP-3 (structural CKA transfers without imposing conflicting biases).** Answered by: the interaction "
-        "of the 2 × 2 (does CKA gain more from DINOv2 than from ResNet-18?) and the loss effect. Cannot answer "
-        "(confounded): EXP-3 − EXP-1 and EXP-3 − EXP-2 (teacher and loss together), EXP-3 − Baseline (b512) "
-        "(teacher and loss together; it controls the batch only).",
-        "**Fidelity (did the student absorb its teacher?).** Answered by: agreement and KL to the teacher next "
-        "to the Baseline's against the same teacher (below); fidelity is not accuracy.",
-    ]
-    return ["### What the matrix can and cannot say\n", "\n".join(f"- {line}" for line in lines) + "\n"]
+def _teachers(agg: Aggregate, entries: tuple[tuple[str, str], ...]) -> str:
+    """Each student's teacher accuracy as its runs recorded it; a matched snapshot names its file."""
+    rows = []
+    for student, words in entries:
+        row = registry.get(student)
+        snapshot = row.teacher_matched_to is not None
+        teacher = f"{words} `{_source_name(agg, student)}`" if snapshot else words
+        rows.append([_label(student), teacher, _teacher_acc(agg, student, None if snapshot else row.teacher)])
+    return table(["Student", "Teacher", "Teacher Acc"], rows)
+
+
+def _block(agg: Aggregate, decided: list[Answer], block: Block) -> str:
+    if block.kind == "text":
+        return _text(agg, block.value)
+    if block.kind == "hypotheses":
+        return table(HEADER, _rows(decided, block.value))
+    if block.kind == "grid":
+        return _grid(agg, block.value)
+    if block.kind == "matched":
+        return _matching(decided, block.value)
+    if block.kind == "teachers":
+        return _teachers(agg, block.value)
+    return "\n".join(f"- {_text(agg, line)}" for line in block.value)  # bullets
+
+
+def _part(agg: Aggregate, decided: list[Answer], part: Part) -> list[str]:
+    parts = [f"## {part.title}\n", source_line(agg) + "\n"]
+    parts += [_text(agg, part.intro) + "\n"] if part.intro else []
+    for section in part.sections:
+        parts.append(f"### {_text(agg, section.title)}\n")
+        parts += [_block(agg, decided, block) + "\n" for block in section.blocks]
+    return parts + (_fidelity(agg) if part.fidelity else [])
 
 
 def _fidelity(agg: Aggregate) -> list[str]:
@@ -194,7 +172,8 @@ def _fidelity(agg: Aggregate) -> list[str]:
 
 
 def _fidelity_rows(agg: Aggregate) -> list[list[str]]:
-    students = [*registry.STUDENTS, *(e.name for e in registry.WHY_EXPERIMENTS.values() if e.role == "student")]
+    students = [e.name for e in registry.ALL_EXPERIMENTS.values() if e.role == "student"]
+    reference = registry.reference()
     rows = []
     for name in students:
         keys: list[str] = []
@@ -205,8 +184,8 @@ def _fidelity_rows(agg: Aggregate) -> list[list[str]]:
         for key in keys:
             agreement, kl = agg.fidelity(name, key, "agreement"), agg.fidelity(name, key, "kl")
             matched = registry.get(name).teacher_matched_to is not None  # a snapshot, not the baseline's checkpoint
-            same = name != "baseline" and not matched
-            control = _agreement(agg.fidelity("baseline", key, "agreement")) if same else "—"
+            same = reference is not None and name != reference and not matched
+            control = _agreement(agg.fidelity(reference, key, "agreement")) if same else "—"
             rows.append(
                 [
                     _label(name),
@@ -221,31 +200,41 @@ def _fidelity_rows(agg: Aggregate) -> list[list[str]]:
 
 
 def _fidelity_parts(rows: list[list[str]]) -> list[str]:
+    reference = registry.reference()
+    control = _label(reference) if reference is not None else "reference student"
     return [
         "### Fidelity to the teacher\n",
         "Top-1 agreement and KL(teacher ‖ student) at τ = 1 (nats, mean over images), measured once on the "
-        "official test split with the selected checkpoint; the Baseline against every teacher is the control. "
+        f"official test split with the selected checkpoint; the {control} against every teacher is the control. "
         "Cells: mean [95 % interval]: seeds and test images (per-image values, as for accuracy), or seeds only "
         "where a run kept no per-image values; a fraction's interval is clipped to its range.\n",
         table(
-            ["Student", "Test Acc", "Against", "Agreement", "KL (teacher ‖ student)", "Baseline's agreement (control)"],
+            [
+                "Student",
+                "Test Acc",
+                "Against",
+                "Agreement",
+                "KL (teacher ‖ student)",
+                f"{control}'s agreement (control)",
+            ],
             rows,
         )
         + "\n",
     ]
 
 
+def _shown(agg: Aggregate, part: Part, run_groups: tuple[str, ...]) -> bool:
+    """A declared part is shown when a student of its group has runs (without a group: any row it names)."""
+    return part.group in run_groups if part.group is not None else any(agg.has(n) for n in part.rows)
+
+
 def why_section(agg: Aggregate, decided: list[Answer]) -> list[str]:
-    """The "Why" section (Markdown parts): the 2 × 2 and its effects, the controls, what each plan
-    hypothesis can be answered by, fidelity; every Δ decided by the one engine (``decided``)."""
-    return [
-        "## Why: controls beyond the plan\n",
-        source_line(agg) + "\n",
-        "Rows beyond the research plan (registry group `why`; `run_all.py --groups plan,why`). Each Δ is the "
-        "Answers table's (same estimate, interval and verdict); the detectable difference is stated, never used "
-        "to change a verdict.\n",
-        *_two_by_two(agg, decided),
-        *_controls(agg, decided),
-        *_hypotheses(agg),
-        *_fidelity(agg),
-    ]
+    """The study's declared parts (Markdown), each where its rows have runs: for the shipped study
+    the "Why" section (the 2 × 2 and its effects, the controls, what each plan hypothesis can be
+    answered by, fidelity); every Δ decided by the one engine (``decided``). None declared: ``[]``."""
+    run_groups = groups_run(agg)
+    out: list[str] = []
+    for part in declarations(registry.active()).parts:
+        if _shown(agg, part, run_groups):
+            out += _part(agg, decided, part)
+    return out

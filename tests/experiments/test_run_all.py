@@ -195,9 +195,11 @@ class FakeProcess:
         return self._code
 
 
-def _row(command):
-    """The study row a run's command trains (``python -m kdbias.run NAME ...``)."""
-    return command[command.index("kdbias.run") + 1]
+def _row(command: list[str]) -> str:
+    """The row a launcher command trains: ``python -m kdbias.run [--study FILE] ROW ARGS``."""
+    assert command[1:3] == ["-m", "kdbias.run"], command
+    rest = command[3:]
+    return rest[2] if rest[0] == "--study" else rest[0]
 
 
 def _fake_start(outcome, started):
@@ -225,8 +227,7 @@ def test_loop_stops_at_the_first_failure_and_writes_the_report(run_all, tmp_path
     )
     assert code == 1 and [name for name, _ in started] == ["teacher_resnet18", "teacher_convnextv2"]
     err = capsys.readouterr().err
-    assert "FAILED: teacher_convnextv2 (seed 0) exited with code 1" in err
-    assert "Re-run it alone with:  python -m kdbias.run teacher_convnextv2 --smoke" in err
+    assert "FAILED: teacher_convnextv2 (seed 0) exited with code 1" in err and "-m kdbias.run teacher_convnextv2" in err
     log = root / runs.JOBS_DIR / "local" / "teacher_convnextv2-seed0.log"
     assert f"log: {log}" in err and log.read_text().startswith("epoch 1/1")
     assert (tmp_path / "R.md").is_file()
@@ -262,9 +263,12 @@ def test_parallel_slots_respect_dependencies_and_pin_gpus(run_all, tmp_path):
     started: list = []
     FakeProcess.peak = 0
 
+    def check_done(run):
+        return runs.latest_complete_run(root, run.experiment, run.seed, "digits", "smoke", config=run.config)
+
     out = io.StringIO()
-    result = run_local(  # done: the newest complete run of each planned run's identity (PlannedRun.completed)
-        plan, root, parallel=2, env={}, gpus=4, gpus_per_run=2, start=_fake_start(outcome, started), out=out
+    result = run_local(
+        plan, root, check_done, parallel=2, env={}, gpus=4, gpus_per_run=2, start=_fake_start(outcome, started), out=out
     )
     assert result.failure is None and result.trained == 5 and not order_ok.is_set()
     assert FakeProcess.peak == 2  # two at a time

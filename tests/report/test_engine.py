@@ -204,3 +204,10 @@ def test_every_batch_epoch_and_layer_a_sentence_names_comes_from_the_runs(tmp_pa
     assert "EXP-1 CKA: 2→4, 11→11; EXP-3: 2→4, 11→11" in text
     assert "1 epochs" not in text
     assert not re.search(r"batch \(?512|\(512\)", text.split("## How to read")[0])  # no preset's batch quoted
+
+
+def test_at_most_claims_are_decided_like_less_than():
+    down = summarize([-0.05, -0.06, -0.04])  # Δ clearly below 0: its interval excludes 0
+    assert decide(down, "<=").verdict == decide(down, "<").verdict == "yes"
+    assert decide(down, ">=").verdict == "no"
+    assert decide(down, "<=", -0.2).verdict == "no"  # the whole interval lies above -0.2

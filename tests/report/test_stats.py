@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats as scipy_stats
 
+from kdbias.report.engine import verdict
 from kdbias.report.stats import (
     accuracy_estimate,
     accuracy_estimate_binomial,
@@ -15,9 +16,9 @@ from kdbias.report.stats import (
     paired_accuracy_delta,
     paired_delta,
     paired_delta_binomial,
+    proportions_difference,
     summarize,
     t_ppf,
-    verdict,
 )
 
 
@@ -173,9 +174,19 @@ def test_verdicts():
     overlapping = paired_delta({0: 0.81, 1: 0.79, 2: 0.80}, {0: 0.80, 1: 0.80, 2: 0.80})
     assert verdict(overlapping, ">") == verdict(overlapping, "<") == "inconclusive"
     assert verdict(paired_delta({0: 0.99}, {0: 0.10}), ">") == "inconclusive"
-    assert verdict(None, ">") == "inconclusive"
+    assert verdict(None, ">") == "not measured"
     gain = paired_delta({0: 0.84, 1: 0.835, 2: 0.83}, {0: 0.80, 1: 0.80, 2: 0.80})
     assert verdict(gain, ">=", 0.03) == "inconclusive"
     assert verdict(gain, ">=", 0.01) == "yes" and verdict(gain, ">=", 0.05) == "no"
     with pytest.raises(ValueError):
         verdict(gain, "!=")
+
+
+def test_a_difference_of_two_proportions_measured_once_is_the_wald_interval():
+    est = proportions_difference((0.90, 2000), (0.95, 1000), seeds=(0,))
+    se = math.sqrt(0.9 * 0.1 / 2000 + 0.95 * 0.05 / 1000)
+    assert est.mean == pytest.approx(-0.05) and est.n == 2 and est.seeds == (0,)
+    assert est.half_width == pytest.approx(scipy_stats.norm.ppf(0.975) * se, rel=1e-6)
+    assert est.low < -0.05 < est.high and est.test_kind == "binomial bound"
+    at_one = proportions_difference((1.0, 400), (1.0, 100))  # both at 1: the floored variance 1 / (4 · 400²)
+    assert at_one.mean == 0.0 and at_one.half_width == pytest.approx(scipy_stats.norm.ppf(0.975) / 800, rel=1e-6)
