@@ -263,12 +263,9 @@ def test_parallel_slots_respect_dependencies_and_pin_gpus(run_all, tmp_path):
     started: list = []
     FakeProcess.peak = 0
 
-    def check_done(run):
-        return runs.latest_complete_run(root, run.experiment, run.seed, "digits", "smoke", config=run.config)
-
     out = io.StringIO()
-    result = run_local(
-        plan, root, check_done, parallel=2, env={}, gpus=4, gpus_per_run=2, start=_fake_start(outcome, started), out=out
+    result = run_local(  # done: the newest complete run of each planned run's identity (PlannedRun.completed)
+        plan, root, parallel=2, env={}, gpus=4, gpus_per_run=2, start=_fake_start(outcome, started), out=out
     )
     assert result.failure is None and result.trained == 5 and not order_ok.is_set()
     assert FakeProcess.peak == 2  # two at a time
