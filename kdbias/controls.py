@@ -113,7 +113,7 @@ def fill_controls(
         measured: dict[str, dict[str, Any]] = {}
         if cka:
             measured["cka"] = _measure(
-                _own_file(run.folder, f"{runs.CHECKPOINT_DIR}/{runs.LAST_CKPT}", run.checkpoints),
+                _own_file(run.folder, run.last_ckpt.relative_to(run.folder).as_posix(), run.checkpoints),
                 experiment,
                 datamodule,
                 cka,

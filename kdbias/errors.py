@@ -23,7 +23,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from kdbias.console import emit
 from kdbias.data.cifar import CorruptDatasetError
 from kdbias.models import PretrainedWeightsError
-from kdbias.runs import CHECKPOINT_DIR, LAST_CKPT, CheckpointError, RunPathError
+from kdbias.runs import CheckpointError, Run, RunPathError
 from kdbias.study import StudyError
 
 __all__ = [
@@ -85,7 +85,7 @@ def signal_exit_status(trainer: Any, describe: str, run_dir: Path | None) -> Ite
 
 
 def _stopped(signal_name: str, describe: str, run_dir: Path | None) -> SystemExit:
-    last = Path(run_dir) / CHECKPOINT_DIR / LAST_CKPT if run_dir is not None else None
+    last = Run.located(run_dir).last_ckpt if run_dir is not None else None
     where = (
         f"its checkpoint {last} is kept: rerun with --resume to complete it"
         if last is not None and last.is_file()

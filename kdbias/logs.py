@@ -39,7 +39,7 @@ TEST = "test"
 #: Prefix of the last epoch's test metrics (``test_last/acc``: ``summary.json``'s ``test_acc_last``).
 TEST_LAST = "test_last"
 #: ``summary.json`` figures that HPARAMS shows, as ``hp/<key>``.
-HP_METRICS = ("test_acc", "test_acc_last", "val_acc", "best_val_acc", "teacher_acc")
+HP_METRICS = ("test_acc", "test_acc_last", "val_acc", "best_val_acc", "teacher_acc", "teacher_knn_acc")
 
 
 class RunLogger(TensorBoardLogger):

@@ -149,7 +149,7 @@ def matrix_section(agg: Aggregate) -> list[str]:
         "the test split" + _last_epoch_note(agg) + ".",
         "Teacher Acc: one frozen teacher checkpoint measured once on the test images (never averaged over the "
         "students that reuse it) with its Clopper–Pearson 95 % interval; for soft-KL students its accuracy on the "
-        "test split (`teacher.test_acc`); `k-NN`: weighted k-NN accuracy of a frozen headless teacher's features. "
+        "test split (`teacher_acc`); `k-NN`: weighted k-NN accuracy of a frozen headless teacher's features. "
         + _batch_note(agg),
         "Gen. Gap and Hessian Trace are two measurements, side by side: the measured generalisation gap (train − "
         "held-out accuracy, eval mode) and the Hessian trace of the training loss (sharpness).",
@@ -297,7 +297,7 @@ def phase1_section(agg: Aggregate) -> list[str]:
         for student in (e.name for e in registry.EXPERIMENTS.values() if e.teacher == name):
             recorded = agg.teacher_acc(student)
             cell = _recorded(recorded, acc) + _source_note(agg, student, name)
-            rows.append([f"Recorded by the {label(student)} runs (`teacher.test_acc`)", cell])
+            rows.append([f"Recorded by the {label(student)} runs (`teacher_acc`)", cell])
         parts += [
             f"### {label(name)}\n",
             registry.EXPERIMENTS[name].description + "\n",
