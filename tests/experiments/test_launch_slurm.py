@@ -71,7 +71,7 @@ def test_submission_scripts(run_all, fake_slurm, tmp_path, capsys):
     # the record of each run: job id, log, the command the job runs (DDP over its 2 GPUs)
     record = json.loads((root / runs.JOBS_DIR / "slurm" / "exp1-seed1.json").read_text())
     assert record["job_id"] == "1003" and record["state"] == "submitted" and record["dependency"] == "afterok:1001"
-    assert record["command"].startswith("experiments/exp1.py --smoke --seed_everything 1 --runs_dir ")
+    assert record["command"].startswith("python -m kdbias.run exp1 --smoke --seed_everything 1 --runs_dir ")
     assert record["command"].endswith("--trainer.accelerator gpu --trainer.devices 2 --trainer.num_nodes 1")
     assert record["log"].endswith("1003_0_log.out")
     # --status reads the records (sacct is not there: the recorded state)
@@ -87,8 +87,8 @@ def test_dry_run_prints_the_job_plan(run_all, tmp_path, capsys):
     assert run_all.main([*args, "--launcher", "slurm", "--dry-run", "--nodes", "2"]) == 0
     out = capsys.readouterr().out
     assert "SLURM jobs (slurm): 2 node(s) x 1 GPU(s) (one task per GPU), 8 CPUs/task, 64 GB, 240 min" in out
-    assert "job 1: kdbias-teacher_resnet18-seed0 (run): experiments/teacher_resnet18.py --smoke" in out
-    assert "job 2: kdbias-exp1-seed0 (run, after job 1 succeed (afterok)): experiments/exp1.py" in out
+    assert "job 1: kdbias-teacher_resnet18-seed0 (run): python -m kdbias.run teacher_resnet18 --smoke" in out
+    assert "job 2: kdbias-exp1-seed0 (run, after job 1 succeed (afterok)): python -m kdbias.run exp1" in out
     assert "--trainer.devices 1 --trainer.num_nodes 2" in out and not root.exists()
 
 
