@@ -23,6 +23,7 @@ from typing import Any
 
 from kdbias import registry, runs
 from kdbias.cli import KDBiasCLI
+from kdbias.launch.records import queued_job
 from kdbias.launch.sweep import Point, point_args, point_slug, sweep_grid
 from kdbias.study import DEFAULT_STUDY, study_path
 
@@ -38,7 +39,8 @@ class PlannedRun:
     """One run of the matrix and what to do about it.
 
     ``action``: ``"skip"`` (``run_dir`` = the complete run), ``"resume"`` (``run_dir`` = the
-    unfinished run), ``"running"`` (``run_dir`` is locked by a live process elsewhere: not
+    unfinished run), ``"running"`` (``run_dir`` is locked by a live process elsewhere, or the
+    run's SLURM job is queued or training, :func:`kdbias.launch.records.queued_job`: not
     touched) or ``"run"``. ``argv``: arguments of ``experiments/<experiment>.py``.
     ``needs``: keys (``experiment:seed``) of the planned runs it depends on. ``others``:
     runs of the same experiment and seed with another configuration, ``(run_dir, {key:
@@ -152,7 +154,8 @@ def plan_matrix(
     sweeps: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> list[PlannedRun]:
     """The matrix in dependency order (teachers once, then every student seed-major) with the
-    action each run needs; a pure function of the files under ``runs_dir``.
+    action each run needs; a function of the files under ``runs_dir`` (and of SLURM's word on
+    the jobs its records name: a run whose job is queued or training is ``"running"``).
 
     ``groups``: the registry's row groups (``"plan"``, ``"plan,why"``; :func:`kdbias.registry.select`,
     which adds the rows they depend on). ``only``: experiment names to plan among them
@@ -198,6 +201,8 @@ def plan_matrix(
             swept = {k for k, _ in sweeps}
             others = tuple(o for o in run.others if not set(o[1]) <= swept)  # the sweep's other points: planned
             run = replace(run, sweep=point, preset_values=points[name][1], others=others)
+        if run.action in ("run", "resume") and queued_job(runs_dir, run.slug, run.argv) is not None:
+            run = replace(run, action="running")  # its SLURM job is queued or training: never submitted twice
         plan.append(run)
     return plan
 
