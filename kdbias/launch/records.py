@@ -9,7 +9,9 @@ and the status of every run of a matrix.
 
 A record says what the launcher did (queued, started, failed with its log); the run
 folders say what the runs are (complete, locked = running, unfinished): :func:`status`
-combines both, the folders first.
+combines both, the folders first. :func:`queued_job` tells the planner that a run's SLURM job
+is still queued or training (submitit's ``sacct`` answer where there is one, else the record),
+so that a second ``run_all`` never submits it again.
 """
 
 from __future__ import annotations

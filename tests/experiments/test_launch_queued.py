@@ -82,6 +82,9 @@ def test_a_second_run_all_submits_nothing_twice(slurm_bin, tmp_path, capsys):
     assert "2 running elsewhere, 0 to train" in out
     assert "teacher_resnet18 seed 0 is queued or training as SLURM job 1001 (submitted, by its record" in out
     assert "exp1 seed 0 is queued or training as SLURM job 1002" in out and "not submitted again" in out
+    assert _run_all(*base, "--seeds", "1", "--status") == 0  # a planned-elsewhere run without a folder
+    status = capsys.readouterr().out
+    assert "queued     exp1 seed 0  job 1002; log: " in status and "2 queued" in status
     assert _run_all(*base, "--seeds", "2") == 0
     scripts = sorted(slurm_bin.iterdir())
     assert [p.name for p in scripts] == ["job_1001.sh", "job_1002.sh", "job_1003.sh"]
