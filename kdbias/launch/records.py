@@ -118,8 +118,10 @@ def queued_job(runs_dir: str | Path, slug: str, argv: Sequence[str] | None = Non
 def describe_job(record: dict[str, Any]) -> str:
     """``SLURM job 1003 (PENDING; record runs/_jobs/slurm/exp1-seed0.json)`` of a
     :func:`queued_job` record; without SLURM's answer, the record's word."""
-    state = record.get("job_state") or f"{record.get('state')}, by its record"
-    return f"SLURM job {record.get('job_id', '?')} ({state}; record {record.get('record_path', '?')})"
+    job, path = f"SLURM job {record.get('job_id', '?')}", record.get("record_path", "?")
+    if record.get("job_state"):
+        return f"{job} ({record['job_state']}; record {path})"
+    return f"{job} ({record.get('state')}, by its record {path}: delete it if that job is gone)"
 
 
 def process_start(pid: int) -> str | None:

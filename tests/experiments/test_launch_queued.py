@@ -116,6 +116,11 @@ def test_submitits_job_state_decides(slurm_bin, tmp_path, monkeypatch, state, pl
     assert plan_matrix(root, seeds=1, smoke=True, only=["teacher_resnet18"])[0].action == planned
     (line,) = [line for line in records.status_lines([run], root) if "teacher_resnet18" in line]
     word = state.split()[0]
+    job = records.queued_job(root, run.slug, run.argv)
+    if planned == "running":
+        assert records.describe_job(job) == f"SLURM job 1001 ({word}; record {root}/_jobs/slurm/{run.slug}.json)"
+    else:
+        assert job is None
     expected = {"running": f"queued     teacher_resnet18 seed 0  job 1001 ({word})"}.get(planned, "failed ")
     assert line.strip().startswith(expected.strip()), line
 
