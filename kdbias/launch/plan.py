@@ -4,7 +4,7 @@ is running elsewhere; dependencies from :mod:`kdbias.registry`; a time estimate.
 A run counts as done only when a complete run of the same experiment, seed, dataset,
 preset *and configuration* exists (:func:`kdbias.runs.config_differences`: seeds and
 run-local keys aside). The configuration a run would get is parsed from the preset and
-the arguments exactly as ``experiments/<name>.py`` parses them (nothing is built). Runs
+the arguments exactly as ``python -m kdbias.run <name>`` parses them (nothing is built). Runs
 of another configuration are listed, never skipped-as-done.
 
 Sweeps (``sweeps``, :mod:`kdbias.launch.sweep`): every student run is planned once per grid
@@ -23,6 +23,7 @@ from typing import Any
 
 from kdbias import registry, runs
 from kdbias.cli import KDBiasCLI
+from kdbias.launch.records import queued_job
 from kdbias.launch.sweep import Point, point_args, point_slug, sweep_grid
 
 __all__ = ["PlannedRun", "estimate_seconds", "expected_config", "plan_matrix"]
@@ -39,8 +40,9 @@ class PlannedRun:
     ``run``: the run's identity (runs folder, experiment, dataset, preset, seed) and, where one
     exists, its folder (:class:`kdbias.runs.Run`; ``experiment``, ``seed`` and ``run_dir`` read it).
     ``action``: ``"skip"`` (``run_dir`` = the complete run), ``"resume"`` (``run_dir`` = the
-    unfinished run), ``"running"`` (``run_dir`` is locked by a live process elsewhere: not
-    touched) or ``"run"`` (no folder yet). ``argv``: arguments of ``experiments/<experiment>.py``.
+    unfinished run), ``"running"`` (``run_dir`` is locked by a live process elsewhere, or the
+    run's SLURM job is queued or training, :func:`kdbias.launch.records.queued_job`: not
+    touched) or ``"run"`` (no folder yet). ``argv``: arguments of ``python -m kdbias.run <experiment>``.
     ``needs``: keys (``experiment:seed``) of the planned runs it depends on. ``others``:
     runs of the same experiment and seed with another configuration, ``(run_dir, {key:
     (theirs, expected)})``. ``sweep``: the swept ``(key, value)`` overrides of this run (``()``:
@@ -109,7 +111,7 @@ class PlannedRun:
 
 
 def expected_config(experiment: str, argv: Sequence[str]) -> dict[str, Any]:
-    """The resolved configuration ``experiments/<experiment>.py ARGV`` would run with, parsed
+    """The resolved configuration ``python -m kdbias.run <experiment> ARGV`` would run with, parsed
     by the experiment's own command line (nothing instantiated, no teacher resolved).
     ``ValueError`` with the parser's message when the arguments are refused."""
     import contextlib
@@ -166,7 +168,8 @@ def plan_matrix(
     sweeps: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> list[PlannedRun]:
     """The matrix in dependency order (teachers once, then every student seed-major) with the
-    action each run needs; a pure function of the files under ``runs_dir``.
+    action each run needs; a function of the files under ``runs_dir`` (and of SLURM's word on
+    the jobs its records name: a run whose job is queued or training is ``"running"``).
 
     ``groups``: the registry's row groups (``"plan"``, ``"plan,why"``; :func:`kdbias.registry.select`,
     which adds the rows they depend on). ``only``: experiment names to plan among them
@@ -213,6 +216,8 @@ def plan_matrix(
             swept = {k for k, _ in sweeps}
             others = tuple(o for o in run.others if not set(o[1]) <= swept)  # the sweep's other points: planned
             run = replace(run, sweep=point, preset_values=points[name][1], others=others)
+        if run.action in ("run", "resume") and queued_job(runs_dir, run.slug, run.argv) is not None:
+            run = replace(run, action="running")  # its SLURM job is queued or training: never submitted twice
         plan.append(run)
     return plan
 

@@ -9,7 +9,9 @@ and the status of every run of a matrix.
 
 A record says what the launcher did (queued, started, failed with its log); the run
 folders say what the runs are (complete, locked = running, unfinished): :func:`status`
-combines both, the folders first.
+combines both, the folders first. :func:`queued_job` tells the planner that a run's SLURM job
+is still queued or training (submitit's ``sacct`` answer where there is one, else the record),
+so that a second ``run_all`` never submits it again.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from kdbias import runs
 
-__all__ = ["jobs_dir", "read_record", "status", "status_lines", "write_record"]
+__all__ = ["describe_job", "jobs_dir", "queued_job", "read_record", "status", "status_lines", "write_record"]
 
 LAUNCHERS = ("local", "slurm")
 
@@ -49,16 +51,77 @@ def read_record(runs_dir: str | Path, launcher: str, slug: str) -> dict[str, Any
     return data if isinstance(data, dict) else None
 
 
+#: What a SLURM record says while its job may still run (``submitted`` by run_all; ``queued`` and
+#: ``running`` by whoever updates it).
+LIVE_RECORD_STATES = ("submitted", "queued", "running", "started")
+#: SLURM job states (``sacct``) of a job that has ended; any other (PENDING, RUNNING, REQUEUED,
+#: PREEMPTED before its requeue, ...) may still train.
+ENDED_JOB_STATES = (
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "REVOKED", "TIMEOUT",
+)  # fmt: skip
+_FAILED_JOB_STATES = tuple(s for s in ENDED_JOB_STATES if s != "COMPLETED")
+
+
 def _slurm_state(record: dict[str, Any]) -> str | None:
-    """SLURM's state of the recorded job (through submitit, ``sacct``), when it can be asked."""
+    """The state of the recorded job where it can be asked, else ``None`` (the record's word):
+    SLURM's through submitit (``sacct``) for the ``slurm`` executor; for submitit's ``local``
+    executor whether its process (the job id is its pid) is alive on this host (``RUNNING`` or
+    ``ENDED``); a ``debug`` job ran inside a run_all that has ended (``ENDED``)."""
+    import shutil
+    import socket
+
+    executor = record.get("executor", "slurm")
+    if executor == "debug":
+        return "ENDED"
+    if executor == "local":
+        job_id = str(record.get("job_id", ""))
+        if not job_id.isdigit() or record.get("host") not in (None, socket.gethostname()):
+            return None
+        return "RUNNING" if _alive({"pid": int(job_id)}) else "ENDED"
+    if shutil.which("sacct") is None:
+        return None  # no SLURM client here: no answer, and no warning per run from submitit
     try:
         import submitit
 
         job = submitit.SlurmJob(folder=record["folder"], job_id=str(record["job_id"]))
-        state = str(job.state)
-        return None if state == "UNKNOWN" else state  # no sacct answer: the record's word
+        state = str(job.get_info(mode="force").get("State") or "UNKNOWN")
+        return None if state == "UNKNOWN" else state.split()[0]  # "CANCELLED by 12" -> CANCELLED
     except Exception:
         return None
+
+
+def _without_resume(argv: Sequence[str]) -> list[str]:
+    return [str(a) for a in argv if a != "--resume"]
+
+
+def queued_job(runs_dir: str | Path, slug: str, argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The SLURM record of run ``slug`` while its job may still train, else ``None``.
+
+    A record counts when its state is one of :data:`LIVE_RECORD_STATES`, its job is not known
+    to have ended (:func:`_slurm_state`: submitit's answer where there is one, else the record's
+    word) and, where both are known, it was submitted with the same arguments ``argv``
+    (``--resume`` aside). The record is returned with ``job_state`` (SLURM's word, or ``None``).
+    A job that ended without a complete run gives ``None``: the planner plans the run again."""
+    record = read_record(runs_dir, "slurm", slug)
+    path = jobs_dir(runs_dir, "slurm") / f"{slug}.json"
+    if not record or record.get("state") not in LIVE_RECORD_STATES:
+        return None
+    recorded = record.get("argv")
+    if argv is not None and isinstance(recorded, list) and _without_resume(recorded) != _without_resume(argv):
+        return None  # a job of another configuration under the same name
+    state = _slurm_state(record)
+    if state in (*ENDED_JOB_STATES, "ENDED"):
+        return None
+    return {**record, "job_state": state, "record_path": str(path)}
+
+
+def describe_job(record: dict[str, Any]) -> str:
+    """``SLURM job 1003 (PENDING; record runs/_jobs/slurm/exp1-seed0.json)`` of a
+    :func:`queued_job` record; without SLURM's answer, the record's word."""
+    job, path = f"SLURM job {record.get('job_id', '?')}", record.get("record_path", "?")
+    if record.get("job_state"):
+        return f"{job} ({record['job_state']}; record {path})"
+    return f"{job} ({record.get('state')}, by its record {path}: delete it if that job is gone)"
 
 
 def process_start(pid: int) -> str | None:
@@ -102,13 +165,15 @@ def status(plan: Sequence[Any], runs_dir: str | Path) -> list[tuple[Any, str, st
         log = (record or {}).get("log", "")
         if run.action == "skip":
             out.append((run, "done", str(run.run_dir)))
-        elif run.action == "running":
+        elif run.action == "running" and run.run_dir is not None and runs.is_running(run.run_dir):
             owner = runs.lock_owner(run.run_dir)
             out.append((run, "running", f"{run.run_dir} (locked{': ' + owner if owner else ''})"))
-        elif record and record.get("state") in ("queued", "submitted", "started"):
+        elif record and record.get("state") in LIVE_RECORD_STATES:
             state = _slurm_state(record) if record.get("launcher") == "slurm" else None
-            if state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"):
+            if state in _FAILED_JOB_STATES:
                 out.append((run, "failed", f"SLURM {state}; log: {log}"))
+            elif state in ("COMPLETED", "ENDED"):
+                out.append((run, "failed", f"its job ended ({state}) without a complete run; log: {log}"))
             elif record.get("state") == "started" and record.get("launcher") == "local":
                 alive = _alive(record)
                 state, why = ("running", "starting") if alive else ("failed", "its process ended without a run")

@@ -39,7 +39,7 @@ from kdbias.launch.exclusive import hold_runs_folder
 from kdbias.launch.fork import can_fork, fork_start
 from kdbias.launch.local import run_local
 from kdbias.launch.plan import PlannedRun, estimate_seconds, plan_matrix
-from kdbias.launch.records import read_record, status_lines
+from kdbias.launch.records import describe_job, queued_job, read_record, status_lines
 from kdbias.launch.slurm import SlurmSettings, job_plan, submit_matrix
 from kdbias.launch.sweep import parse_sweeps, record_sweep
 from kdbias.report import write_report
@@ -214,21 +214,14 @@ def _main(args: argparse.Namespace) -> int:
         emit(f"run_all: estimated {format_duration(seconds)} one after another{side} ({how})")
     elif todo:
         emit(f"run_all: no time estimate ({how})")
+    queued = {run.key: job for run in elsewhere if (job := queued_job(args.runs_dir, run.slug, run.argv))}
     for run in elsewhere:
-        emit(f"run_all: {run.experiment} seed {run.seed} is running elsewhere ({run.run_dir}): not resumed here")
-    gpus = 1 if args.gpus_per_run is None else args.gpus_per_run
-    settings = SlurmSettings(
-        partition=args.partition,
-        account=args.account,
-        time_min=args.time,
-        gpus_per_run=gpus,
-        nodes=args.nodes,
-        cpus_per_task=args.cpus_per_task,
-        mem_gb=args.mem_gb,
-        signal_delay_s=args.signal_delay_s,
-        max_requeues=args.max_requeues,
-        executor=args.executor,
-    )
+        if run.key in queued:
+            where = describe_job(queued[run.key])
+            emit(f"run_all: {run.experiment} seed {run.seed} is queued or training as {where}: not submitted again")
+        else:
+            emit(f"run_all: {run.experiment} seed {run.seed} is running elsewhere ({run.run_dir}): not resumed here")
+    settings = SlurmSettings.from_args(args)
     if args.dry_run:
         if args.launcher == "slurm":
             emit("\n".join(job_plan(todo, settings)))
@@ -240,8 +233,8 @@ def _main(args: argparse.Namespace) -> int:
     for experiment, reference in swept.items():
         record_sweep(args.runs_dir, experiment, resolved, preset, reference)
     if args.launcher == "slurm":
-        return _slurm(args, plan, todo, elsewhere, settings, preset, resolved)
-    return _local(args, plan, todo, elsewhere, gpus, preset, resolved)
+        return _slurm(args, plan, todo, elsewhere, settings, preset, resolved, queued)
+    return _local(args, plan, todo, elsewhere, settings.gpus_per_run, preset, resolved)
 
 
 def _local(args, plan, todo, elsewhere, gpus_per_run: int, preset: str, dataset: str) -> int:
@@ -300,7 +293,7 @@ def fill_matrix_controls(plan: Sequence[PlannedRun], runs_dir: str, dataset: str
     return lines
 
 
-def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, dataset: str) -> int:
+def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, dataset: str, queued=None) -> int:
     try:
         import submitit  # noqa: F401
     except ImportError:
@@ -311,8 +304,9 @@ def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, da
             todo,
             args.runs_dir,
             settings,
-            unavailable=[run.key for run in elsewhere],
+            unavailable=[run.key for run in elsewhere if run.key not in (queued or {})],
             wait=args.wait,
+            queued={key: str(record.get("job_id")) for key, record in (queued or {}).items()},
         )
     except RuntimeError as error:  # submitit: no srun / sbatch failed
         emit(f"run_all.py: error: {' '.join(str(error).split())[:500]}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The SLURM launcher (``run_all --launcher slurm``, extra ``kdbias[cluster]``): one job per
 run through submitit's ``AutoExecutor``.
 
-- Each job calls :class:`RunJob`: :func:`kdbias.cli.main` for ``experiments/<name>.py``
+- Each job calls :class:`RunJob`: :func:`kdbias.run.main` (``python -m kdbias.run``)
   with the run's arguments, i.e. the same entry point and configuration as a local run, so
   its run folder, summary and report are the same.
 - A job asks for ``gpus_per_run`` GPUs on each of ``nodes`` nodes with one task per GPU
@@ -28,8 +28,9 @@ run through submitit's ``AutoExecutor``.
 from __future__ import annotations
 
 import shlex
+import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,22 @@ class SlurmSettings:
     signal_delay_s: int = 120
     max_requeues: int = 5
     executor: str = "slurm"  # submitit cluster: slurm, or local / debug to try the plan here
+
+    @classmethod
+    def from_args(cls, args: Any) -> SlurmSettings:
+        """The settings of ``run_all``'s parsed flags (``--gpus_per_run`` not given: 1)."""
+        return cls(
+            partition=args.partition,
+            account=args.account,
+            time_min=args.time,
+            gpus_per_run=1 if args.gpus_per_run is None else args.gpus_per_run,
+            nodes=args.nodes,
+            cpus_per_task=args.cpus_per_task,
+            mem_gb=args.mem_gb,
+            signal_delay_s=args.signal_delay_s,
+            max_requeues=args.max_requeues,
+            executor=args.executor,
+        )
 
     def parameters(self, name: str, dependency: str | None) -> dict[str, Any]:
         """``AutoExecutor.update_parameters`` arguments of one job."""
@@ -137,9 +154,14 @@ def submit_matrix(
     settings: SlurmSettings,
     unavailable: Sequence[str] = (),
     wait: bool = False,
+    queued: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Submit one job per run (dependencies as in the module docstring); return ``{key: job}``.
 
+    ``unavailable``: keys of runs that will not complete here (their dependents are blocked).
+    ``queued``: ``{key: SLURM job id}`` of planned runs whose jobs an earlier run_all submitted
+    and that are still queued or training (not submitted again): on a cluster their dependents
+    wait for those jobs (``afterok``); with the local/debug executors they are blocked.
     ``wait``: block until every job has ended (always for the local/debug executors, which
     have no SLURM dependencies).
     """
@@ -153,17 +175,18 @@ def submit_matrix(
         local_max_num_timeout=settings.max_requeues,
     )
     jobs: dict[str, Any] = {}
-    bad = set(unavailable)
     cluster = settings.executor == "slurm"
+    earlier = dict(queued or {}) if cluster else {}
+    bad = set(unavailable) | (set(queued or {}) - set(earlier))
     for run in todo:
-        needs = [n for n in run.needs if n in jobs or n in bad]
+        needs = [n for n in run.needs if n in jobs or n in bad or n in earlier]
         if any(n in bad for n in needs):
             bad.add(run.key)
             write_record(runs_dir, "slurm", run.slug, state="blocked", reason=f"needs {', '.join(needs)}")
             continue
         dependency = None
         if cluster and needs:
-            dependency = "afterok:" + ":".join(str(jobs[n].job_id) for n in needs)
+            dependency = "afterok:" + ":".join(str(jobs[n].job_id) if n in jobs else earlier[n] for n in needs)
         elif needs:
             for need in needs:  # no SLURM here: wait for what it needs, then submit
                 if not _succeeded(jobs[need]):
@@ -184,6 +207,9 @@ def submit_matrix(
             folder=str(folder / str(job.job_id)),
             log=log,
             dependency=dependency or "",
+            executor=settings.executor,
+            host=socket.gethostname(),
+            argv=list(run.argv),
             command=job_command(run, settings),
             submitted=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from kdbias.runs.files import CONFIG_FILE, HPARAMS_FILE, SUMMARY_FILE, TEMP_GLOB, remove_temp_files
 from kdbias.runs.lock import LOCK_FILE, RunLock, RunningElsewhere, hold_lock, is_running, release_lock
+from kdbias.runs.paths import CHECKPOINT_DIR, check_run_folder
 
 __all__ = [
     "BEST_CKPT",
@@ -24,7 +25,6 @@ __all__ = [
     "version_of",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
 LAST_CKPT = "last.ckpt"  # under CHECKPOINT_DIR: the latest epoch (weights, optimiser, loops)
 BEST_CKPT = "best.ckpt"  # under CHECKPOINT_DIR: the best held-out epoch
 #: Analytics outputs under the run folder; CKA heatmaps under ``<HEATMAP_DIR>/<key>/``.
@@ -46,14 +46,18 @@ def version_of(run_dir: str | Path) -> int | None:
 
 
 def run_dirs(runs_dir: str | Path, experiment: str) -> list[Path]:
-    """``<runs_dir>/<experiment>/version_<n>`` folders, newest (highest ``n``) first."""
+    """``<runs_dir>/<experiment>/version_<n>`` folders, newest (highest ``n``) first.
+
+    :class:`~kdbias.runs.paths.LinkedRunFolder` (one line) when one of them, or its
+    ``checkpoints/``, is a symbolic link: every lookup, claim and resume goes through here."""
     if experiment.startswith("_") or experiment.startswith("."):
         return []  # _jobs/ and hidden folders are no experiment
     root = Path(runs_dir) / experiment
     if not root.is_dir():
         return []
-    found = [(version_of(p), p) for p in root.iterdir() if p.is_dir() and not p.is_symlink()]
-    return [p for n, p in sorted(((n, p) for n, p in found if n is not None), reverse=True)]
+    found = [(version_of(p), p) for p in root.iterdir()]
+    found = [(n, check_run_folder(p)) for n, p in found if n is not None]
+    return [p for n, p in sorted(found, reverse=True) if p.is_dir()]
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
@@ -72,6 +76,7 @@ def claim_run_dir(runs_dir: str | Path, experiment: str, lock: bool = False) -> 
     """
     root = Path(runs_dir) / experiment
     root.mkdir(parents=True, exist_ok=True)
+    run_dirs(runs_dir, experiment)  # a linked run folder is refused before anything is claimed
     if lock:
         sweep_torn(runs_dir, experiment)
     existing = [version_of(p) for p in root.iterdir()]

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from kdbias.runs.files import file_mode, remove_temp_files
-from kdbias.runs.paths import open_no_follow
+from kdbias.runs.paths import check_run_folder, open_no_follow
 
 __all__ = ["LOCK_FILE", "RunLock", "RunningElsewhere", "hold_lock", "is_running", "lock_owner", "release_lock"]
 
@@ -52,8 +52,9 @@ def _try_lock(run_dir: Path, tries: int = 5) -> int | None:
     description holds it. ``FileNotFoundError`` when the folder is gone. A few short retries
     let a reader's momentary probe (:func:`is_running`) pass; a live run holds it for good.
     :class:`~kdbias.runs.paths.RunPathError` when ``run.lock`` is a symbolic link or not a
-    regular file (nothing is created or truncated through it)."""
-    fd = open_no_follow(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, file_mode())
+    regular file (nothing is created or truncated through it), and
+    :class:`~kdbias.runs.paths.LinkedRunFolder` when the folder or its ``checkpoints/`` is one."""
+    fd = open_no_follow(check_run_folder(run_dir) / LOCK_FILE, os.O_RDWR | os.O_CREAT, file_mode())
     for attempt in range(tries):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -6,7 +6,9 @@ link. :func:`file_in_run` admits a path only when it resolves (links followed) i
 run folder and names a regular file; anything else is a :class:`RunPathError` naming the
 run file, so nothing outside the run is loaded, measured or attributed to it.
 :func:`open_no_follow` opens a run file for writing without following a final symbolic
-link (``O_NOFOLLOW``) and refuses anything but a regular file.
+link (``O_NOFOLLOW``) and refuses anything but a regular file. :func:`check_run_folder`
+refuses a run folder, or its ``checkpoints/``, that is itself a symbolic link: what a run reads
+and writes there would live elsewhere, outside the runs folder.
 """
 
 from __future__ import annotations
@@ -18,7 +20,32 @@ from pathlib import Path
 
 from kdbias.schema.files import RunPathError
 
-__all__ = ["RunPathError", "file_in_run", "open_no_follow"]
+__all__ = ["LinkedRunFolder", "RunPathError", "check_run_folder", "file_in_run", "open_no_follow"]
+
+#: A run's checkpoint folder (re-exported by :mod:`kdbias.runs.layout`, which imports this module).
+CHECKPOINT_DIR = "checkpoints"
+
+
+class LinkedRunFolder(RunPathError, OSError):
+    """A run folder or its ``checkpoints/`` is a symbolic link: refused, one line (exit status
+    2). Also an ``OSError``, so that a reader which skips an unreadable folder with a warning
+    (the report) skips it naming the link and the fix."""
+
+
+def check_run_folder(run_dir: str | Path) -> Path:
+    """``run_dir`` when neither it nor its ``checkpoints/`` is a symbolic link (dangling or
+    not), else :class:`LinkedRunFolder` naming the link, where it leads and the fix. A folder
+    that does not exist (yet) passes."""
+    run_dir = Path(run_dir)
+    for path in (run_dir, run_dir / CHECKPOINT_DIR):
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise LinkedRunFolder(
+                f"{path} is a symbolic link (to {target}); kdbias never claims, resumes or reads a run folder or its "
+                f"{CHECKPOINT_DIR}/ through a link (the run's files would live outside {run_dir.parent}). Replace the "
+                f"link with the folder itself (rm {path}; mv {target} {path}), or remove the link."
+            )
+    return run_dir
 
 
 def file_in_run(root: str | Path, value: object, named_in: str | Path, *, missing_ok: bool = False) -> Path | None:
