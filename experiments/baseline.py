@@ -1,6 +1,6 @@
 """baseline: see `python experiments/baseline.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("baseline")
+    run_row("baseline")

@@ -1,6 +1,6 @@
 """baseline_b512: see `python experiments/baseline_b512.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("baseline_b512")
+    run_row("baseline_b512")

@@ -1,6 +1,6 @@
 """exp1: see `python experiments/exp1.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp1")
+    run_row("exp1")

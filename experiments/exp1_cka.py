@@ -1,6 +1,6 @@
 """exp1_cka: see `python experiments/exp1_cka.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp1_cka")
+    run_row("exp1_cka")

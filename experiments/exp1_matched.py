@@ -1,6 +1,6 @@
 """exp1_matched: see `python experiments/exp1_matched.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp1_matched")
+    run_row("exp1_matched")

@@ -1,6 +1,6 @@
 """exp2: see `python experiments/exp2.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp2")
+    run_row("exp2")

@@ -1,6 +1,6 @@
 """exp3: see `python experiments/exp3.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp3")
+    run_row("exp3")

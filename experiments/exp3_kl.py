@@ -1,6 +1,6 @@
 """exp3_kl: see `python experiments/exp3_kl.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp3_kl")
+    run_row("exp3_kl")

@@ -1,6 +1,6 @@
 """exp_random_teacher: see `python experiments/exp_random_teacher.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp_random_teacher")
+    run_row("exp_random_teacher")

@@ -1,6 +1,6 @@
 """exp_vit_kl: see `python experiments/exp_vit_kl.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("exp_vit_kl")
+    run_row("exp_vit_kl")

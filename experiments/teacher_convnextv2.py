@@ -1,6 +1,6 @@
 """teacher_convnextv2: see `python experiments/teacher_convnextv2.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("teacher_convnextv2")
+    run_row("teacher_convnextv2")

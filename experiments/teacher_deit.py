@@ -1,6 +1,6 @@
 """teacher_deit: see `python experiments/teacher_deit.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("teacher_deit")
+    run_row("teacher_deit")

@@ -1,6 +1,6 @@
 """teacher_dinov2_probe: see `python experiments/teacher_dinov2_probe.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("teacher_dinov2_probe")
+    run_row("teacher_dinov2_probe")

@@ -1,6 +1,6 @@
 """teacher_resnet18: see `python experiments/teacher_resnet18.py --help` and kdbias.registry."""
 
-from kdbias.cli import main
+from kdbias.run import run_row
 
 if __name__ == "__main__":
-    main("teacher_resnet18")
+    run_row("teacher_resnet18")

@@ -86,14 +86,25 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def _rank() -> int:
+    """This process's global rank: Lightning's once it is imported, else the launchers' variables
+    (an input error found before Lightning is imported, e.g. a refused ``--config`` file)."""
+    if "lightning" in sys.modules:
+        from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+        return int(rank_zero_only.rank or 0)
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 def input_error(prog: str, error: BaseException) -> SystemExit:
     """Write ``error`` as one line on stderr (``prog: error: ...``; rank 0) and return the
     ``SystemExit(2)`` to raise (``KDBIAS_TRACEBACK=1``: re-raise ``error`` with its traceback)."""
     if os.environ.get("KDBIAS_TRACEBACK", "") not in ("", "0"):
         raise error
-    from lightning.fabric.utilities.rank_zero import rank_zero_only
-
-    if rank_zero_only.rank == 0:
+    if _rank() == 0:
         kind = "" if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: "
         emit(f"{prog}: error: {kind}{one_line(error)}", file=sys.stderr)
     return SystemExit(2)

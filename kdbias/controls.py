@@ -69,7 +69,9 @@ def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
 def check_run(run_dir: str | Path) -> None:
     """:class:`InputError` (one line) unless ``run_dir`` is a complete run whose summary names a
     known experiment and dataset, whose ``cka``/``fidelity`` are objects, and whose
-    ``config.yaml`` is readable plain YAML with data arguments the DataModule takes."""
+    ``config.yaml`` is readable plain YAML with data arguments the DataModule takes; a run folder
+    (or its ``checkpoints/``) that is a symbolic link is :class:`~kdbias.runs.LinkedRunFolder`."""
+    runs.check_run_folder(run_dir)
     summary, config = runs.read_summary(run_dir), runs.read_config_checked(run_dir)
     if not runs.is_complete(summary):
         raise InputError(f"{run_dir} is not a complete run (no complete summary.json): nothing to measure on.")

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["OWN_TEACHER", "main", "split_study"]
+__all__ = ["OWN_TEACHER", "checked_args", "main", "run_row", "split_study"]
 
 #: The pseudo-row of a teacher of your own (``--name`` required).
 OWN_TEACHER = "teacher"
@@ -44,27 +44,55 @@ def _own_teacher_name(args: list[str]) -> str:
     return name
 
 
-def main(argv: Sequence[str] | None = None) -> Path | None:
-    """Activate the study, then run row ``NAME`` (:func:`kdbias.cli.main`); returns its run folder."""
-    from kdbias import registry
-    from kdbias.cli import main as run_row
-    from kdbias.cli import own_teacher
+def checked_args(prog: str, args: Sequence[str]) -> list[str]:
+    """``args`` with every ``--config`` file read bounded and checked
+    (:func:`kdbias.config_files.prepare_config_args`) before Lightning is imported: a refused file
+    (an alias bomb, a callable no command line names) ends in one line and exit status 2 within
+    the interpreter's start-up."""
+    from kdbias.config_files import ConfigFileError, prepare_config_args
     from kdbias.console import input_error
 
-    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        study, args = split_study(args)
+        return prepare_config_args(args)
+    except ConfigFileError as error:
+        raise input_error(prog, error) from None
+
+
+def run_row(name: str, argv: Sequence[str] | None = None) -> Path | None:
+    """``experiments/<name>.py ARGS``: the shipped row ``name`` (:func:`kdbias.cli.main`), its
+    configuration files checked first (:func:`checked_args`)."""
+    args = checked_args(f"{name}.py", sys.argv[1:] if argv is None else argv)
+    from kdbias.cli import main as run
+
+    return run(name, args)
+
+
+def main(argv: Sequence[str] | None = None) -> Path | None:
+    """Activate the study, then run row ``NAME`` (:func:`kdbias.cli.main`); returns its run folder.
+    The study file and every ``--config`` file are checked before Lightning is imported."""
+    from kdbias import registry
+    from kdbias.console import input_error
+
+    try:
+        study, args = split_study(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        raise input_error("kdbias.run", error) from None
+    args = checked_args("kdbias.run", args)  # the study file is read by its own loader
+    try:
         if study is not None:
             registry.activate(study)
         if not args or args[0].startswith("-"):
             raise ValueError(f"name a row: {', '.join(registry.ALL_EXPERIMENTS)} (or teacher --name NAME). {_USAGE}")
         name, args = args[0], args[1:]
+        from kdbias.cli import main as run
+        from kdbias.cli import own_teacher
+
         if name == OWN_TEACHER and OWN_TEACHER not in registry.ALL_EXPERIMENTS:
-            return run_row(own_teacher(_own_teacher_name(args)), args)
+            return run(own_teacher(_own_teacher_name(args)), args)
         experiment = registry.get(name)
     except ValueError as error:
         raise input_error("kdbias.run", error) from None
-    return run_row(experiment, args)
+    return run(experiment, args)
 
 
 if __name__ == "__main__":

@@ -239,3 +239,22 @@ def test_a_non_editable_install_plans_and_trains_from_any_folder(tmp_path):
     probe = "import kdbias.study as s; print(s.SHIPPED)"
     where = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert where.stdout.strip() == str(target / "kdbias" / "studies")
+
+
+@pytest.mark.subprocess
+def test_a_refused_config_file_ends_before_lightning_is_imported(tmp_path):
+    """``experiments/<name>.py --config BAD``: the file is checked before Lightning is imported, so
+    an alias bomb ends in one line and exit status 2 within the interpreter's start-up."""
+    bomb = tmp_path / "bomb.yaml"
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{k}: &a{k} [{', '.join([f'*a{k - 1}'] * 9)}]" for k in range(1, 9)]
+    bomb.write_text("\n".join(lines) + "\n")
+    probe = (
+        "import sys\nfrom kdbias.run import run_row\ntry:\n    run_row('baseline', ['--config', sys.argv[1]])\n"
+        "except SystemExit as stop:\n    print(stop.code, 'lightning' in sys.modules, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(bomb)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "more than 100000 values" in done.stderr

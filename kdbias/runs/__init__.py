@@ -79,7 +79,7 @@ from kdbias.runs.lookup import (
     resumable_run,
     teacher_checkpoint,
 )
-from kdbias.runs.paths import RunPathError, file_in_run, open_no_follow
+from kdbias.runs.paths import LinkedRunFolder, RunPathError, check_run_folder, file_in_run, open_no_follow
 from kdbias.runs.run import DEFAULT_RUNS_DIR, Run, checkpoint_entry, heatmap_entry, merge_items
 from kdbias.runs.teachers import resolve_teacher
 
@@ -89,7 +89,9 @@ __all__ = [
     "CHECKPOINT_DIR",
     "COMPACTED_KEY",
     "CONFIG_FILE",
+    "LinkedRunFolder",
     "RunPathError",
+    "check_run_folder",
     "file_in_run",
     "open_no_follow",
     "DEFAULT_RUNS_DIR",

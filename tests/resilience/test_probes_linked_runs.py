@@ -158,3 +158,16 @@ def test_the_report_skips_a_linked_run_naming_it(linked, capsys):
     assert main([str(root), "--out", str(out)]) == 0
     err = [line for line in capsys.readouterr().err.splitlines() if "symbolic link" in line]
     assert len(err) == 1 and str(link) in err[0] and "Replace the link" in err[0], err
+
+
+def test_controls_refuse_a_linked_run_with_nothing_left_to_measure(tmp_path, capsys):
+    """A linked run folder is refused before its controls are even looked at (never reported as
+    "every control is measured already")."""
+    from kdbias.controls import main
+
+    root, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = link_run(root, "exp1", elsewhere, "version_0", runs_dir=str(root))
+    assert main([str(link)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{link} is a symbolic link" in err[0], err

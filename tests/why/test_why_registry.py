@@ -22,7 +22,7 @@ def test_script_pieces_and_readme(name):
     spec = registry.get(name)
     assert spec.group == "why"
     script = (EXPERIMENTS / f"{name}.py").read_text()
-    assert f'main("{name}")' in script
+    assert f'run_row("{name}")' in script
     for preset in registry.PRESETS:
         assert all(path.is_file() for path in spec.config_files(preset))
     assert f"python experiments/{name}.py" in README
