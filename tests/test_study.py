@@ -212,9 +212,10 @@ def _isolation() -> list[str]:
 
 
 @pytest.mark.subprocess
-def test_a_non_editable_install_plans_and_trains_from_any_folder(tmp_path):
-    """``pip install .`` (not editable): the studies and presets are package data, so a run starts
-    from any folder (here: the package installed into a folder of its own, run from ``tmp_path``)."""
+def test_a_non_editable_install_plans_trains_and_reports_from_any_folder(tmp_path):
+    """``pip install .`` (not editable): the studies and presets are package data, so a run starts,
+    the matrix is planned (``python -m kdbias.launch``) and reported from any folder (here: the
+    package installed into a folder of its own, run from ``tmp_path``)."""
     source, target = tmp_path / "source", tmp_path / "site"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
@@ -236,6 +237,17 @@ def test_a_non_editable_install_plans_and_trains_from_any_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = read_summary(tmp_path / "runs" / "baseline" / "version_0")
     assert summary["status"] == "complete"
+    planned = subprocess.run(
+        [sys.executable, "-m", "kdbias.launch", "--smoke", "--groups", "plan,why", "--runs_dir", "runs", "--dry-run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert planned.returncode == 0 and "baseline seed 0" in planned.stdout and "exp3_kl seed 1" in planned.stdout
+    reported = subprocess.run(
+        [sys.executable, "-m", "kdbias.report", "runs", "--out", "R.md"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert reported.returncode == 0, reported.stderr[-2000:]
+    assert "Does distilling a ResNet-18 into the DeiT student hurt it" in (tmp_path / "R.md").read_text()
     probe = "import kdbias.study as s; print(s.SHIPPED)"
     where = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert where.stdout.strip() == str(target / "kdbias" / "studies")
