@@ -229,7 +229,7 @@ class KDBiasCLI(LightningCLI):
         def control(key: str):
             other = registry.get(key)
             model = preset_config(other, plan.preset).model
-            return control_teacher(other, plan.runs_dir, plan.dataset, plan.preset, model)
+            return control_teacher(other, plan.run, model)
 
         return runner.build_trainer(plan, self.trainer_class, config, self.model, self.datamodule, control)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,9 @@ def missing_controls(run_dir: str | Path) -> tuple[list[str], list[str]]:
     against = runs.config_value(config, "analytics.cka_against") or []
     enabled = runs.config_value(config, "analytics.enabled", True)
     cka = [k for k in against if k != experiment.name and k not in (summary.get("cka") or {})] if enabled else []
-    refs, _ = why.fidelity_references(
-        experiment,
-        runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR),
-        summary["dataset"],
-        summary["preset"],
-        1,
-    )
+    teachers_dir = Path(runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR))
+    run = runs.Run(teachers_dir, experiment.name, summary["dataset"], summary["preset"], dir=Path(run_dir))
+    refs, _ = why.fidelity_references(experiment, run, 1)
     fidelity = [k for k in refs if k not in (summary.get("fidelity") or {})]
     return cka, fidelity
 
@@ -104,13 +101,13 @@ def fill_controls(
         return []
     summary, config = runs.read_summary(run_dir) or {}, runs.read_config(run_dir)
     experiment = registry.get(summary["experiment"])
-    dataset, preset = summary["dataset"], summary["preset"]
-    runs_dir = Path(runs_dir if runs_dir is not None else runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR))
     run = runs.Run.from_dir(run_dir)
+    teachers_dir = runs_dir if runs_dir is not None else runs.config_value(config, "runs_dir", runs.DEFAULT_RUNS_DIR)
+    run = replace(run, runs_dir=Path(teachers_dir))  # where this run's teachers are looked up
     lines: list[str] = []
     with runs.RunLock(run_dir):
         datamodule = CIFARDataModule(**(config.get("data") or {}))
-        cka, cka_lines = _cka_controls(experiment, run_dir, runs_dir, config, cka_keys, dataset, preset)
+        cka, cka_lines = _cka_controls(experiment, run, config, cka_keys)
         lines += cka_lines
         measured: dict[str, dict[str, Any]] = {}
         if cka:
@@ -123,7 +120,7 @@ def fill_controls(
                 config,
                 "validate",
             )
-        fidelity = _fidelity_references(experiment, runs_dir, dataset, preset, fidelity_keys)
+        fidelity = _fidelity_references(experiment, run, fidelity_keys)
         if fidelity:
             selected = run.selected_checkpoint(summary)  # inside the run, a regular file (RunPathError otherwise)
             measured["fidelity"] = _measure(selected, experiment, datamodule, fidelity, accelerator, config, "test")
@@ -148,14 +145,14 @@ def _own_file(run_dir: Path, name: object, named_in: Path) -> Path:
     return found
 
 
-def _cka_controls(experiment, run_dir, runs_dir, config, keys, dataset, preset):
+def _cka_controls(experiment, run: runs.Run, config, keys):
     """The CKA callbacks of ``keys`` whose teachers exist, and a line per key."""
     settings = Analytics(**{k: v for k, v in (config.get("analytics") or {}).items() if k != "cka_against"})
     callbacks, lines = [], []
     for key in keys:
         other = registry.get(key)
         try:
-            teacher, pairs = control_teacher(other, runs_dir, dataset, preset, preset_config(other, preset).model)
+            teacher, pairs = control_teacher(other, run, preset_config(other, str(run.preset)).model)
         except FileNotFoundError as missing:
             lines.append(f"CKA control against the {key} teacher still missing: {' '.join(str(missing).split())}")
             continue
@@ -164,11 +161,11 @@ def _cka_controls(experiment, run_dir, runs_dir, config, keys, dataset, preset):
     return callbacks, lines
 
 
-def _fidelity_references(experiment, runs_dir, dataset, preset, keys) -> list[Any]:
+def _fidelity_references(experiment, run: runs.Run, keys) -> list[Any]:
     from kdbias import why
     from kdbias.callbacks.fidelity import OWN, FidelityCallback
 
-    refs, primary = why.fidelity_references(experiment, runs_dir, dataset, preset, DATASETS[dataset].num_classes)
+    refs, primary = why.fidelity_references(experiment, run, DATASETS[run.dataset].num_classes)
     chosen: dict[str, Callable[[], FrozenTeacher] | str] = {k: v for k, v in refs.items() if k in keys and v != OWN}
     return [FidelityCallback(chosen, primary)] if chosen else []
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from kdbias import registry, runs
@@ -46,13 +45,15 @@ RANDOM_ARCH = "resnet18_cifar"
 Control = tuple[FrozenTeacher, list[tuple[int, int]] | None]
 
 
-def control_teacher(other: registry.Experiment, runs_dir: str | Path, dataset: str, preset: str, model: Any) -> Control:
-    """The teacher that experiment ``other`` distils from (a CKA control), and the cells its
-    loss trains: the checkpoint :func:`resolve_teacher` names (``FileNotFoundError`` when there is
-    none yet), or the frozen teacher of its preset's ``model`` configuration (``model``, as
-    :func:`kdbias.cli.preset_config` parses it)."""
+def control_teacher(other: registry.Experiment, run: runs.Run, model: Any) -> Control:
+    """The teacher that experiment ``other`` distils from (a CKA control of ``run``: its runs
+    folder, dataset and preset), and the cells its loss trains: the checkpoint
+    :func:`resolve_teacher` names (``FileNotFoundError`` when there is none yet), or the frozen
+    teacher of its preset's ``model`` configuration (``model``, as :func:`kdbias.cli.preset_config`
+    parses it)."""
+    dataset = str(run.dataset)
     if other.teacher is not None:
-        path = runs.resolve_teacher(runs_dir, other, dataset, preset)
+        path = runs.resolve_teacher(run.runs_dir, other, dataset, str(run.preset))
         num_classes = DATASETS[dataset].num_classes
         return FrozenTeacher.from_checkpoint(path, dataset, num_classes, family=other.teacher_family), None
     if other.module != "CKADistillModule":
@@ -63,18 +64,20 @@ def control_teacher(other: registry.Experiment, runs_dir: str | Path, dataset: s
     return spec.build(dataset), [tuple(p) for p in model.layer_pairs]
 
 
-def _load(runs_dir: Path, key: str, dataset: str, preset: str, num_classes: int) -> FrozenTeacher:
+def _load(run: runs.Run, key: str, num_classes: int) -> FrozenTeacher:
+    dataset = str(run.dataset)
     if key == RANDOM_KEY:
         return RandomTeacher(RANDOM_ARCH).build(dataset, num_classes)
-    return FrozenTeacher.from_checkpoint(runs.teacher_checkpoint(runs_dir, key, dataset, preset), dataset, num_classes)
+    path = runs.teacher_checkpoint(run.runs_dir, key, dataset, str(run.preset))
+    return FrozenTeacher.from_checkpoint(path, dataset, num_classes)
 
 
-def _has_selected_checkpoint(runs_dir: str | Path, key: str, dataset: str, preset: str) -> bool:
+def _has_selected_checkpoint(run: runs.Run, key: str) -> bool:
     """Whether the newest complete ``key`` run still holds its selected checkpoint (a deleted
     one makes the control "not measured" now, not a failure at test time); one that leads
     outside its run is a :class:`~kdbias.runs.RunPathError`."""
     try:
-        runs.teacher_checkpoint(runs_dir, key, dataset, preset)
+        runs.teacher_checkpoint(run.runs_dir, key, str(run.dataset), str(run.preset))
     except FileNotFoundError:
         return False
     return True
@@ -82,13 +85,12 @@ def _has_selected_checkpoint(runs_dir: str | Path, key: str, dataset: str, prese
 
 def fidelity_references(
     experiment: registry.Experiment,
-    runs_dir: str | Path,
-    dataset: str,
-    preset: str,
+    run: runs.Run,
     num_classes: int,
     teacher_run: str | None = None,
 ) -> tuple[dict[str, Callable[[], FrozenTeacher] | str], str | None]:
-    """``({key: teacher loader or OWN}, primary key)`` of the fidelity measured for ``experiment``:
+    """``({key: teacher loader or OWN}, primary key)`` of the fidelity measured for ``experiment``
+    in ``run`` (its runs folder, dataset and preset; no folder needed):
     its own teacher (key: ``teacher_run`` when the run names its teacher run, else
     ``experiment.teacher``, or :data:`RANDOM_KEY`) and the controls of
     the row's ``fidelity_against`` (:mod:`kdbias.study`; ``every teacher``: every teacher row and
@@ -107,8 +109,8 @@ def fidelity_references(
         every = (*registry.select(registry.GROUPS)[0], RANDOM_KEY) if key == EVERY_TEACHER else (key,)
         controls += [k for k in every if k not in controls]
     for key in controls:
-        if key == RANDOM_KEY or _has_selected_checkpoint(runs_dir, key, dataset, preset):
-            out.setdefault(key, partial(_load, Path(runs_dir), key, dataset, preset, num_classes))
+        if key == RANDOM_KEY or _has_selected_checkpoint(run, key):
+            out.setdefault(key, partial(_load, run, key, num_classes))
     distils = experiment.role == "student" and experiment.module != "TeacherModule"
     if primary is None and distils and controls and controls[0] in out:
         primary = controls[0]
@@ -124,7 +126,5 @@ def why_callbacks(
         matched = any(e.teacher == experiment.name and e.teacher_matched_to for e in registry.ALL_EXPERIMENTS.values())
         every = SNAPSHOT_EVERY.get(run.preset, SNAPSHOT_EVERY["paper"])
         return [SnapshotCallback(run.snapshots, every)] if matched else []
-    teachers, primary = fidelity_references(
-        experiment, run.runs_dir, run.dataset, run.preset, module.num_classes, teacher_run
-    )
+    teachers, primary = fidelity_references(experiment, run, module.num_classes, teacher_run)
     return [FidelityCallback(teachers, primary)] if teachers else []

@@ -141,15 +141,15 @@ def _needs(name: str, seed: int, keys: set[str], teacher_seed: int) -> tuple[str
     return tuple(out)
 
 
-def _with_teacher(config: dict[str, Any], name: str, runs_dir: Path, dataset: str, preset: str) -> dict[str, Any]:
-    """``config`` with ``model.teacher: auto`` resolved as the run would resolve it now
+def _with_teacher(config: dict[str, Any], run: runs.Run) -> dict[str, Any]:
+    """``config`` with ``model.teacher: auto`` resolved as ``run`` would resolve it now
     (:func:`kdbias.runs.resolve_teacher`)."""
-    spec = registry.get(name)
+    spec = registry.get(run.experiment)
     model = config.get("model") or {}
     if spec.teacher is None or model.get("teacher") not in (None, "auto"):
         return config
     try:
-        teacher = str(runs.resolve_teacher(runs_dir, spec, dataset, preset))
+        teacher = str(runs.resolve_teacher(run.runs_dir, spec, str(run.dataset), str(run.preset)))
     except FileNotFoundError:
         return config
     return {**config, "model": {**model, "teacher": teacher}}
@@ -206,11 +206,11 @@ def plan_matrix(
             argv += ["--data.dataset", dataset]
         argv += [*extra_args, *point_args(point)]
         config = None
+        identity = runs.Run(runs_dir, name, resolved, preset, seed)
         if match_config or point:
             if (name, point) not in configs:
                 configs[name, point] = expected_config(name, [a for a in argv if a != "--resume"])
-            config = _with_teacher({**configs[name, point], "seed_everything": seed}, name, runs_dir, resolved, preset)
-        identity = runs.Run(runs_dir, name, resolved, preset, seed)
+            config = _with_teacher({**configs[name, point], "seed_everything": seed}, identity)
         run = _decide(identity, config, argv, _needs(name, seed, keys, teacher_seed))
         if sweeps and name in points:
             swept = {k for k, _ in sweeps}

@@ -265,7 +265,7 @@ def _local(args, plan, todo, elsewhere, gpus_per_run: int, preset: str, dataset:
         )
     for line in result.blocked:
         emit(f"run_all: not started: {line}", file=sys.stderr)
-    for line in fill_matrix_controls(plan, args.runs_dir, dataset, preset):
+    for line in fill_matrix_controls(plan, args.runs_dir):
         emit(f"run_all: {line}")
     out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
     took = time.perf_counter() - start
@@ -278,7 +278,7 @@ def study_flag(args: argparse.Namespace) -> str:
     return f" --study {shlex.quote(str(Path(args.study).resolve()))}" if args.study is not None else ""
 
 
-def fill_matrix_controls(plan: Sequence[PlannedRun], runs_dir: str, dataset: str, preset: str) -> list[str]:
+def fill_matrix_controls(plan: Sequence[PlannedRun], runs_dir: str) -> list[str]:
     """The controls each complete run of ``plan`` skipped (its teachers did not exist yet),
     measured now on its checkpoints (:func:`kdbias.controls.fill_controls`)."""
     quiet_lightning()
@@ -325,7 +325,7 @@ def _slurm(args, plan, todo, elsewhere, settings: SlurmSettings, preset: str, da
             f"{shlex.quote(str(args.out))}{study_flag(args)}`."
         )
         return 0
-    for line in fill_matrix_controls(plan, args.runs_dir, dataset, preset):
+    for line in fill_matrix_controls(plan, args.runs_dir):
         emit(f"run_all: {line}")
     out = write_report(args.runs_dir, args.out, dataset=args.dataset, preset=preset)
     emit(f"run_all: report: {out}")

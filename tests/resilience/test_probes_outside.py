@@ -128,10 +128,10 @@ def test_deleted_teacher_checkpoint_makes_a_control_not_measured_not_a_late_fail
     it is "not measured" at planning time (the baseline would otherwise fail at test)."""
     root = tmp_path / "runs"
     place_run(root, "teacher_resnet18", _zeros)
-    refs, _ = why.fidelity_references(registry.get("baseline"), root, "digits", "smoke", 10)
+    refs, _ = why.fidelity_references(registry.get("baseline"), runs.Run(root, "x", "digits", "smoke"), 10)
     assert "teacher_resnet18" in refs
     (root / "teacher_resnet18" / "version_0" / "checkpoints" / "best.ckpt").unlink()
-    refs, _ = why.fidelity_references(registry.get("baseline"), root, "digits", "smoke", 10)
+    refs, _ = why.fidelity_references(registry.get("baseline"), runs.Run(root, "x", "digits", "smoke"), 10)
     assert "teacher_resnet18" not in refs
 
 

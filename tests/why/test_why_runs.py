@@ -149,21 +149,23 @@ def test_random_teacher_is_seeded_and_untrained():
 def test_fidelity_references(tmp_path, digits_dm):
     path = teacher_checkpoint(tmp_path / "teacher_resnet18" / "version_0" / "checkpoints", digits_dm)
     _summary(path.parents[1], selected_checkpoint="checkpoints/last.ckpt")
-    refs, primary = why.fidelity_references(registry.get("baseline"), tmp_path, "digits", "smoke", 10)
+    refs, primary = why.fidelity_references(registry.get("baseline"), runs.Run(tmp_path, "x", "digits", "smoke"), 10)
     assert primary is None and set(refs) == {"teacher_resnet18", why.RANDOM_KEY}
     assert refs["teacher_resnet18"]().family == "ResNet"
-    refs, primary = why.fidelity_references(registry.get("exp_random_teacher"), tmp_path, "digits", "smoke", 10)
+    refs, primary = why.fidelity_references(
+        registry.get("exp_random_teacher"), runs.Run(tmp_path, "x", "digits", "smoke"), 10
+    )
     assert refs == {why.RANDOM_KEY: OWN} and primary == why.RANDOM_KEY
-    refs, primary = why.fidelity_references(registry.get("exp3"), tmp_path, "digits", "smoke", 10)
+    refs, primary = why.fidelity_references(registry.get("exp3"), runs.Run(tmp_path, "x", "digits", "smoke"), 10)
     assert refs == {} and primary is None  # no probe run: not measured
     probe = tmp_path / "teacher_dinov2_probe" / "version_0"
     (probe / "checkpoints").mkdir(parents=True)
     _summary(probe, selected_checkpoint="checkpoints/best.ckpt")
-    refs, _ = why.fidelity_references(registry.get("exp3"), tmp_path, "digits", "smoke", 10)
+    refs, _ = why.fidelity_references(registry.get("exp3"), runs.Run(tmp_path, "x", "digits", "smoke"), 10)
     assert refs == {}  # complete, but its selected checkpoint is missing: not measured (no failure at test)
     (probe / "checkpoints" / "best.ckpt").write_bytes(b"x")
     for name in ("exp3", "baseline_b512"):
-        refs, primary = why.fidelity_references(registry.get(name), tmp_path, "digits", "smoke", 10)
+        refs, primary = why.fidelity_references(registry.get(name), runs.Run(tmp_path, "x", "digits", "smoke"), 10)
         assert set(refs) == {"teacher_dinov2_probe"}
         assert primary == ("teacher_dinov2_probe" if name == "exp3" else None)
 
