@@ -30,6 +30,7 @@ from kdbias.report.stats import (
     finite,
     paired_delta,
     paired_delta_binomial,
+    seeds_and_images,
     summarize,
 )
 
@@ -91,6 +92,14 @@ class Once:
     values: tuple[float, ...]
 
 
+def fidelity_estimate(runs: Sequence[dict[str, Any]], key: str, kind: str) -> Estimate | None:
+    """Fidelity to teacher ``key`` (``kind``: ``"agreement"`` or ``"kl"``) over ``runs`` (one per
+    seed; :func:`~kdbias.report.stats.seeds_and_images`: the per-image values where every run kept them)."""
+    values = {r["seed"]: v for r in runs if (v := finite(value_at(r, f"fidelity.{key}.{kind}"))) is not None}
+    images = {r["seed"]: ((r.get("fidelity_images") or {}).get(key) or {}).get(kind) for r in runs}
+    return seeds_and_images(values, {s: v for s, v in images.items() if s in values and v is not None})
+
+
 def _correct(run: dict[str, Any], teacher: bool = False) -> Any:
     predictions = run.get("predictions")
     if predictions is None:
@@ -148,18 +157,8 @@ class Aggregate:
         return summarize(values.values(), seeds=values.keys())
 
     def fidelity(self, name: str, key: str, kind: str) -> Estimate | None:
-        """Fidelity of ``name`` to teacher ``key`` (``kind``: ``"agreement"`` or ``"kl"``) over
-        seeds: with the seed and test-image interval when every seed's run kept its per-image
-        values on the same number of images (``fidelity_per_image.npz``), else over seeds only."""
-        values = self.by_seed(name, f"fidelity.{key}.{kind}")
-        images = {}
-        for run in self.runs.get(name, []):
-            per_image = (run.get("fidelity_images") or {}).get(key)
-            if run["seed"] in values and per_image is not None:
-                images[run["seed"]] = per_image[kind]
-        if values and len(images) == len(values) and len({len(v) for v in images.values()}) == 1:
-            return accuracy_estimate(images)
-        return summarize(values.values(), seeds=values.keys())
+        """Fidelity of ``name`` to teacher ``key`` (:func:`fidelity_estimate` over its runs)."""
+        return fidelity_estimate(self.runs.get(name, []), key, kind)
 
     def seed_set(self) -> tuple[int, ...]:
         """Every seed of a selected student run: the experiment's full set of seeds."""

@@ -48,6 +48,7 @@ __all__ = [
     "MIN_DECIDING_IMAGES",
     "Estimate",
     "accuracy_estimate",
+    "seeds_and_images",
     "accuracy_estimate_binomial",
     "binomial_interval",
     "contrast_estimate",
@@ -225,6 +226,17 @@ def accuracy_estimate(correct: Mapping[Hashable, np.ndarray], confidence: float 
         return None
     matrix = np.stack([np.asarray(correct[s], dtype=np.float64) for s in seeds])
     return _two_way(matrix, seeds, confidence)
+
+
+def seeds_and_images(
+    values: Mapping[Hashable, float], images: Mapping[Hashable, np.ndarray], confidence: float = CONFIDENCE
+) -> Estimate | None:
+    """Mean over seeds of a per-run figure ``{seed: value}``: with the seed + test-image interval of
+    :func:`accuracy_estimate` when every seed also has its per-image values ``{seed: [N]}`` on the
+    same number of images, else over seeds only (:func:`summarize`); ``None`` without values."""
+    if values and set(images) == set(values) and len({len(v) for v in images.values()}) == 1:
+        return accuracy_estimate(images, confidence)
+    return summarize(values.values(), seeds=values.keys())
 
 
 def contrast_estimate(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kdbias import runs as run_layout
+from kdbias.report.aggregate import fidelity_estimate
 from kdbias.report.cells import estimate, md, number, pct, pp, table, verdict_text
 from kdbias.report.stats import (
     Estimate,
@@ -214,7 +215,10 @@ def sweep_section(
             ]
             for _, path, scale, unit in cols:
                 values_by_seed = _by_seed(group, path)
-                est = summarize(values_by_seed.values(), seeds=values_by_seed) if values_by_seed else None
+                if path[0] == "fidelity":  # per-image values where every run kept them: seeds and test images
+                    est = fidelity_estimate(group, path[1], path[2])
+                else:
+                    est = summarize(values_by_seed.values(), seeds=values_by_seed) if values_by_seed else None
                 bounds = (0.0, 1.0) if path[0] == "fidelity" else None  # a fraction: its interval clipped to [0, 1]
                 cells.append(estimate(est, scale=scale, unit=unit, bounds=bounds) if est else "*not measured*")
             body.append(cells)
@@ -223,7 +227,8 @@ def sweep_section(
             "",
             f"Source: {md(sweep['dataset'])} / {md(sweep['preset'])}; one row per swept value, named by key and "
             "value; Δ paired by seed against the preset's value, image by image (95 % CI over seeds and test "
-            "images). Exploratory: a sweep is not a declared hypothesis.",
+            "images); agreement over seeds and test images where every run kept its per-image values, the "
+            "analytics over seeds. Exploratory: a sweep is not a declared hypothesis.",
             "",
             *table(header, body).split("\n"),
             "",

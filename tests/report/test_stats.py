@@ -190,3 +190,20 @@ def test_a_difference_of_two_proportions_measured_once_is_the_wald_interval():
     assert est.low < -0.05 < est.high and est.test_kind == "binomial bound"
     at_one = proportions_difference((1.0, 400), (1.0, 100))  # both at 1: the floored variance 1 / (4 · 400²)
     assert at_one.mean == 0.0 and at_one.half_width == pytest.approx(scipy_stats.norm.ppf(0.975) / 800, rel=1e-6)
+
+
+def test_seeds_and_images_falls_back_to_seeds_only_without_matching_per_image_values():
+    """Per-image values on different numbers of images (or missing for a seed): the interval is the
+    seed-only t interval, written out here; matching ones: the two-part interval (wider)."""
+    from kdbias.report.stats import seeds_and_images
+
+    values = {0: 0.5, 1: 0.7, 2: 0.6}
+    seed_only = scipy_stats.t.ppf(0.975, 2) * np.std(list(values.values()), ddof=1) / np.sqrt(3)
+    for images in ({0: np.ones(4), 1: np.ones(5), 2: np.ones(4)}, {0: np.ones(4), 1: np.ones(4)}):
+        est = seeds_and_images(values, images)
+        assert est.mean == pytest.approx(0.6) and est.half_width == pytest.approx(seed_only)
+    rng = np.random.default_rng(0)
+    per_image = {s: (rng.random(50) < v).astype(float) for s, v in values.items()}
+    both = seeds_and_images({s: float(a.mean()) for s, a in per_image.items()}, per_image)
+    assert both.test_half is not None and both.half_width >= both.seed_half
+    assert seeds_and_images({}, {}) is None

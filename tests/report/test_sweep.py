@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from scipy import stats
 
 from kdbias.callbacks.predictions import Predictions
 from kdbias.launch.sweep import parse_sweeps, point_args, point_slug, record_sweep, sweep_grid
@@ -142,3 +143,28 @@ def test_parse_and_grid():
             parse_sweeps([bad])
     with pytest.raises(ValueError, match="swept twice"):
         parse_sweeps(["model.alpha=1", "model.alpha=2"])
+
+
+def test_agreement_takes_seeds_and_test_images_where_runs_kept_per_image_values(sweep_runs):
+    """Where every run of a row kept its per-image agreement, the sweep's agreement cell is the
+    two-part interval (seed part and test-image part, root sum of squares), written out here."""
+    root, runs, _, sweep = sweep_runs
+    rng = np.random.default_rng(1)
+    agreement = {}
+    for i, run in enumerate(runs):  # the fixture's order: τ by τ, seeds 0 and 1
+        tau = list(ACCS)[i // 2]
+        agree = rng.random(N) < 0.7
+        agreement[tau, run["seed"]] = agree
+        run["fidelity"] = {"teacher_resnet18": {"agreement": float(agree.mean())}}
+        run["fidelity_images"] = {"teacher_resnet18": {"agreement": agree, "kl": np.zeros(N)}}
+    lines = sweep_section(runs, [sweep])
+    rows = [line for line in lines if line.startswith("| τ = ")]
+    for tau, row in zip((1.0, 2.0, 4.0), rows):
+        matrix = np.stack([agreement[key].astype(float) for key in sorted(agreement) if key[0] == tau]) * 100
+        S = matrix.shape[0]
+        seed_half = stats.t.ppf(0.975, S - 1) * np.sqrt(matrix.mean(axis=1).var(ddof=1) / S)
+        image_half = stats.t.ppf(0.975, N - 1) * np.sqrt(matrix.mean(axis=0).var(ddof=1) / N)
+        mean, half = (float(x.split()[0]) for x in row.split(" | ")[5].split(" ± "))
+        assert mean == pytest.approx(matrix.mean(), abs=0.006)
+        assert half == pytest.approx(np.hypot(seed_half, image_half), abs=0.006)
+        assert half > seed_half  # never narrower than the seed part alone
