@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,6 @@ __all__ = [
     "SHIPPED_CONFIGS",
     "Study",
     "StudyError",
-    "rows_of",
     "study_path",
 ]
 
@@ -218,10 +217,6 @@ class Study:
                 return row
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(r.name for r in self.rows)}")
 
-    def report_section(self, key: str) -> list[Mapping[str, Any]]:
-        """Every included file's ``report[key]`` declaration, in include order."""
-        return [decl[key] for _, decl in self.report if key in decl]
-
 
 def study_path(name: str | Path, relative_to: Path | None = None) -> Path:
     """The file of study ``name``: a shipped study's name (``"plan"``) or a path (relative to
@@ -231,8 +226,3 @@ def study_path(name: str | Path, relative_to: Path | None = None) -> Path:
         return SHIPPED / f"{text}.yaml"
     path = Path(text).expanduser()
     return path if path.is_absolute() or relative_to is None else relative_to / path
-
-
-def rows_of(study: Study, groups: Sequence[str]) -> tuple[Experiment, ...]:
-    """The rows of ``groups``, in declaration order."""
-    return tuple(row for row in study.rows if row.group in groups)
